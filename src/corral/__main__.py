@@ -1,0 +1,5 @@
+"""`python -m corral` is the `corral` command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,27 @@
+"""The `corral` command line: thin, it parses, calls the client or a component, and prints."""
+
+from __future__ import annotations
+
+import click
+
+from ._farm import server, up, worker
+from ._jobs import fetch, kill, logs, ps, show, wait, workers
+from ._submit import submit
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="corral")
+def cli() -> None:
+    """Corral: turn a pile of ordinary machines into one compute farm."""
+
+
+for command in (up, server, worker, submit, ps, show, logs, fetch, wait, kill, workers):
+    cli.add_command(command)
+
+
+def main() -> None:
+    """Entry point of the `corral` console script."""
+    cli()
+
+
+__all__ = ["cli", "main"]

@@ -1,0 +1,86 @@
+"""What every CLI command shares: finding the client, printing, and one-line errors."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+import click
+import msgspec
+from rich.console import Console
+from rich.table import Table
+
+from ..client import ApiError, Client, ConfigError, CorralError, NotFoundError, Unreachable
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+USAGE = 2  # bad arguments, bad files, unknown ids
+FAILED = 1  # work failed, or the coordinator could not be reached
+
+
+class Fail(click.ClickException):
+    """One line on stderr, then exit with `code`."""
+
+    def __init__(self, message: str, code: int = USAGE) -> None:
+        super().__init__(message)
+        self.exit_code = code
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"corral: {self.message}", err=True)
+
+
+def server_options(fn: F) -> F:
+    """--server and --token, as on every command that talks to a coordinator."""
+    fn = click.option("--token", envvar="CORRAL_TOKEN", help="Bearer token.")(fn)
+    fn = click.option("--server", envvar="CORRAL_URL", help="Coordinator URL.")(fn)
+    return fn
+
+
+def json_option(fn: F) -> F:
+    """--json for scripts."""
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(fn)
+
+
+def client_errors(fn: F) -> F:
+    """Turn client errors into one line and the right exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ConfigError as exc:
+            raise Fail(str(exc), USAGE) from exc
+        except Unreachable as exc:
+            raise Fail(f"{exc}; is it running? start one with `corral up`", FAILED) from exc
+        except NotFoundError as exc:
+            raise Fail(f"{exc.detail}; list ids with `corral ps`", USAGE) from exc
+        except ApiError as exc:
+            code = USAGE if exc.status < 500 else FAILED
+            raise Fail(f"the coordinator refused: {exc.detail} ({exc.code})", code) from exc
+        except CorralError as exc:
+            raise Fail(str(exc), FAILED) from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
+def make_client(server: str | None, token: str | None) -> Client:
+    """A client for the coordinator named by flags, env vars or the `corral up` config."""
+    return Client(server, token)
+
+
+def print_json(value: Any) -> None:
+    """Structs, lists and dicts as indented JSON on stdout."""
+    sys.stdout.write(msgspec.json.format(msgspec.json.encode(value), indent=2).decode() + "\n")
+
+
+def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """A rich table on stdout."""
+    table = Table(title=title, title_justify="left")
+    for col in columns:
+        # ids stay whole so they can be copied into the next command
+        table.add_column(col, no_wrap=col == "id", overflow="fold")
+    for row in rows:
+        table.add_row(*("" if v is None else str(v) for v in row))
+    Console().print(table)

@@ -1,0 +1,231 @@
+"""Commands that run parts of the farm: `up`, `server` and `worker`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+import uvicorn
+
+from ..client import write_config
+from ..coordinator import Settings
+from ..coordinator.server import admin_token, make_server
+from ..worker.agent import WorkerConfig, run_worker
+from ._common import FAILED, USAGE, Fail
+
+
+def default_data_dir() -> Path:
+    """Where `corral up` and `corral server` keep state unless told otherwise."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "corral"
+
+
+def _check_port(host: str, port: int) -> None:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise Fail(
+                f"cannot listen on {host}:{port}: {exc.strerror}; pick another --port", FAILED
+            ) from exc
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn without its own signal handlers: `corral up` stops workers first."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _spawn_workers(n: int, url: str, token: str, data: Path) -> list[subprocess.Popen[bytes]]:
+    env = {**os.environ, "CORRAL_TOKEN": token}
+    procs = []
+    host = socket.gethostname()
+    for i in range(n):
+        argv = [
+            sys.executable,
+            "-m",
+            "corral",
+            "worker",
+            "--server",
+            url,
+            "--slots",
+            "1",
+            "--work-dir",
+            str(data / "workers" / f"w{i}"),
+            "--name",
+            f"{host}-w{i}",
+        ]
+        procs.append(subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL))
+    return procs
+
+
+def _stop_workers(procs: list[subprocess.Popen[bytes]], grace: float = 5.0) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(grace)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+async def _run_up(server: uvicorn.Server, workers: int, url: str, token: str, data: Path) -> None:
+    serving = asyncio.create_task(server.serve())
+    while not server.started:
+        if serving.done():
+            await serving
+            raise Fail("the coordinator failed to start", FAILED)
+        await asyncio.sleep(0.02)
+    procs = _spawn_workers(workers, url, token, data)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    click.echo(f"corral is up at {url} with {workers} worker(s); Ctrl-C stops it", err=True)
+    await stop.wait()
+    click.echo("stopping workers and coordinator", err=True)
+    # workers get a short drain, then whatever still runs is killed and requeued next time
+    await asyncio.to_thread(_stop_workers, procs)
+    server.should_exit = True
+    await serving
+
+
+@click.command()
+@click.option(
+    "--workers",
+    "-w",
+    type=click.IntRange(0),
+    default=None,
+    help="Local workers to start [default: one per core].",
+)
+@click.option("--port", "-p", type=click.IntRange(0, 65535), default=8470, show_default=True)
+@click.option(
+    "--data",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Data directory [default: $XDG_DATA_HOME/corral].",
+)
+def up(workers: int | None, port: int, data: Path | None) -> None:
+    """Start a coordinator and local workers in one command, and point the CLI at them."""
+    host = "127.0.0.1"
+    data = (data or default_data_dir()).resolve()
+    port = port or _free_port(host)
+    _check_port(host, port)
+    token = admin_token(data)
+    url = f"http://{host}:{port}"
+    path = write_config(url, token)
+    click.echo(f"client config written to {path}", err=True)
+    settings = Settings(data_dir=data, tokens={token: "admin"})
+    server = make_server(settings, host, port, _QuietServer)
+    asyncio.run(
+        _run_up(server, workers if workers is not None else os.cpu_count() or 1, url, token, data)
+    )
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", "-p", type=click.IntRange(1, 65535), default=8470, show_default=True)
+@click.option(
+    "--data",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Data directory [default: $XDG_DATA_HOME/corral].",
+)
+@click.option(
+    "--token",
+    "tokens",
+    multiple=True,
+    envvar="CORRAL_TOKEN",
+    help="Accept this admin token too (the data directory keeps one of its own).",
+)
+@click.option(
+    "--lease-timeout",
+    type=click.FloatRange(0.5),
+    default=10.0,
+    show_default=True,
+    help="Seconds of silence before a worker is lost and its tasks requeued.",
+)
+def server(
+    host: str, port: int, data: Path | None, tokens: tuple[str, ...], lease_timeout: float
+) -> None:
+    """Start a coordinator alone."""
+    data = (data or default_data_dir()).resolve()
+    _check_port(host, port)
+    own = admin_token(data)
+    click.echo(
+        f"coordinator on http://{host}:{port}; admin token in {data / 'admin.token'}", err=True
+    )
+    settings = Settings(
+        data_dir=data,
+        tokens={t: "admin" for t in (own, *tokens)},
+        lease_timeout=lease_timeout,
+        heartbeat_interval=min(2.0, lease_timeout / 4),
+    )
+    asyncio.run(make_server(settings, host, port).serve())
+
+
+def _labels(values: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise Fail(f"--label {item!r} must look like KEY=VALUE", USAGE)
+        out[key] = value
+    return out
+
+
+@click.command()
+@click.option("--server", envvar="CORRAL_URL", required=True, help="Coordinator URL.")
+@click.option("--token", envvar="CORRAL_TOKEN", help="Bearer token.")
+@click.option("--slots", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
+@click.option("--name", default=None, help="Worker name [default: hostname].")
+@click.option("--label", "labels", multiple=True, metavar="K=V", help="Operator label.")
+@click.option("--program", "programs", multiple=True, help="Program on PATH to advertise.")
+@click.option("-v", "--verbose", is_flag=True)
+def worker(
+    server: str,
+    token: str | None,
+    slots: int,
+    work_dir: Path | None,
+    name: str | None,
+    labels: tuple[str, ...],
+    programs: tuple[str, ...],
+    verbose: bool,
+) -> None:
+    """Run a worker that pulls tasks from a coordinator."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s worker %(message)s"
+    )
+    name = name or socket.gethostname()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    config = WorkerConfig(
+        server=server,
+        token=token,
+        slots=slots,
+        name=name,
+        labels=_labels(labels),
+        programs=list(programs),
+        work_dir=(work_dir or Path(base) / "corral" / f"worker-{name}").resolve(),
+    )
+    run_worker(config)

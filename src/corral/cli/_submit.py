@@ -1,0 +1,235 @@
+"""`corral submit`: one task, one task per stdin line, or a job file."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import click
+
+from ..client import Client
+from ..protocol import InputRef, Job, TaskSpec, relpath_problem, task_problems
+from ._common import (
+    USAGE,
+    Fail,
+    client_errors,
+    json_option,
+    make_client,
+    print_json,
+    server_options,
+)
+from ._jobfile import JobFileError, TaskDraft, guess_format, parse_jobfile
+from ._watch import follow
+
+
+def _pairs(values: tuple[str, ...], flag: str) -> dict[str, str]:
+    out = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise Fail(f"{flag} {item!r} must look like KEY=VALUE")
+        out[key] = value
+    return out
+
+
+def substitute(arg: str, line: str) -> str:
+    """GNU Parallel's placeholders: {} {.} {/} {//} {/.}."""
+    path = PurePosixPath(line)
+    stem = line[: -len(path.suffix)] if path.suffix else line
+    return (
+        arg.replace("{/.}", path.stem)
+        .replace("{//}", str(path.parent))
+        .replace("{/}", path.name)
+        .replace("{.}", stem)
+        .replace("{}", line)
+    )
+
+
+def each_line_argv(argv: list[str], line: str) -> list[str]:
+    """argv for one stdin line: placeholders replaced, or the line appended when there are none."""
+    if any("{" in a and "}" in a for a in argv):
+        return [substitute(a, line) for a in argv]
+    return [*argv, line]
+
+
+@dataclass
+class _Plan:
+    """Tasks to submit and the local paths each one ships."""
+
+    drafts: list[TaskDraft] = field(default_factory=list)
+    paths: list[list[Path]] = field(default_factory=list)
+    rename: list[dict[str, str]] = field(default_factory=list)
+
+
+def _check_paths(paths: list[Path]) -> None:
+    for path in paths:
+        if not path.exists():
+            raise Fail(f"input {path} does not exist; check the path given to --input")
+
+
+def _draft(argv: list[str], opts: dict[str, object]) -> TaskDraft:
+    return TaskDraft(
+        argv=argv,
+        env=dict(opts["env"]),  # type: ignore[call-overload]
+        inputs=[],
+        outputs=list(opts["outputs"]),  # type: ignore[call-overload]
+        requires=dict(opts["requires"]),  # type: ignore[call-overload]
+        limits={},
+        shell=bool(opts["shell"]),
+        max_attempts=int(opts["max_attempts"]),  # type: ignore[call-overload]
+        name="",
+    )
+
+
+def _plan_each_line(argv: list[str], opts: dict[str, object], transfer: bool) -> _Plan:
+    plan = _Plan()
+    shared = [Path(p) for p in opts["inputs"]]  # type: ignore[attr-defined]
+    for raw in sys.stdin.read().splitlines():
+        line = raw.strip()
+        if not line:
+            continue
+        paths, rename = list(shared), {}
+        if transfer:
+            local = Path(line)
+            if not local.is_file():
+                raise Fail(f"--transfer: {line} is not a file")
+            paths.append(local)
+            # a file lands in the task directory under its relative path when that is safe
+            wanted = line if relpath_problem(line) is None else local.name
+            rename[local.name] = wanted
+            line = wanted
+        plan.drafts.append(_draft(each_line_argv(argv, line), opts))
+        plan.paths.append(paths)
+        plan.rename.append(rename)
+    if not plan.drafts:
+        raise Fail("--each-line read no lines from stdin; pipe in one argument per line")
+    return plan
+
+
+def _plan_file(jobfile: str) -> tuple[str, _Plan]:
+    if jobfile == "-":
+        text, source, base = sys.stdin.read(), "<stdin>", Path.cwd()
+    else:
+        path = Path(jobfile)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise Fail(f"cannot read job file {jobfile}: {exc.strerror}") from exc
+        source, base = jobfile, path.parent
+    try:
+        job = parse_jobfile(text, guess_format(source, text), source)
+    except JobFileError as exc:
+        raise Fail(str(exc)) from exc
+    plan = _Plan()
+    for draft in job.tasks:
+        plan.drafts.append(draft)
+        plan.paths.append([base / p for p in draft.inputs])
+        plan.rename.append({})
+    return job.name, plan
+
+
+def _specs(client: Client, plan: _Plan) -> list[TaskSpec]:
+    unique = list(dict.fromkeys(p for paths in plan.paths for p in paths))
+    _check_paths(unique)
+    refs = dict(zip(unique, client.upload_each(unique), strict=True))
+    specs = []
+    for i, (draft, paths, rename) in enumerate(
+        zip(plan.drafts, plan.paths, plan.rename, strict=True)
+    ):
+        inputs: dict[str, InputRef] = {}
+        for path in paths:
+            for name, ref in refs[path].items():
+                inputs[rename.get(name, name)] = ref
+        spec = TaskSpec(
+            argv=draft.argv,
+            env=draft.env,
+            inputs=inputs,
+            outputs=draft.outputs,
+            requires=draft.requires,
+            limits=draft.limits,
+            shell=draft.shell,
+            max_attempts=draft.max_attempts,
+            name=draft.name,
+        )
+        problems = task_problems(spec)
+        if problems:
+            raise Fail(f"task {i}: {problems[0]}")
+        specs.append(spec)
+    return specs
+
+
+@click.command(context_settings={"ignore_unknown_options": False})
+@click.option("--input", "inputs", multiple=True, metavar="PATH", help="File or directory to ship.")
+@click.option("--output", "outputs", multiple=True, metavar="GLOB", help="Only return these files.")
+@click.option("--env", "env", multiple=True, metavar="K=V", help="Environment variable.")
+@click.option("--requires", "requires", multiple=True, metavar="K=V", help="Worker requirement.")
+@click.option("--name", default="", help="Job name.")
+@click.option("--shell", is_flag=True, help="Run the command through /bin/sh -c.")
+@click.option("--max-attempts", default=3, show_default=True, type=click.IntRange(1))
+@click.option("--each-line", is_flag=True, help="One task per stdin line; {} is the line.")
+@click.option("--transfer", is_flag=True, help="With --each-line: ship each line's file.")
+@click.option("--file", "jobfile", metavar="JOBFILE", help="A TOML or JSON job file; - for stdin.")
+@click.option("--wait", is_flag=True, help="Wait for the job and report each task.")
+@json_option
+@server_options
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@client_errors
+def submit(
+    inputs: tuple[str, ...],
+    outputs: tuple[str, ...],
+    env: tuple[str, ...],
+    requires: tuple[str, ...],
+    name: str,
+    shell: bool,
+    max_attempts: int,
+    each_line: bool,
+    transfer: bool,
+    jobfile: str | None,
+    wait: bool,
+    as_json: bool,
+    server: str | None,
+    token: str | None,
+    command: tuple[str, ...],
+) -> None:
+    """Submit work: `corral submit [OPTIONS] -- CMD [ARGS...]`."""
+    opts: dict[str, object] = {
+        "inputs": inputs,
+        "outputs": outputs,
+        "env": _pairs(env, "--env"),
+        "requires": _pairs(requires, "--requires"),
+        "shell": shell,
+        "max_attempts": max_attempts,
+    }
+    argv = list(command)
+    if jobfile is not None:
+        if argv or each_line:
+            raise Fail("--file describes the tasks itself; drop the command and --each-line")
+        job_name, plan = _plan_file(jobfile)
+        name = name or job_name
+    else:
+        if not argv or not argv[0]:
+            raise Fail("no command given; write it after --, e.g. `corral submit -- echo hi`")
+        _check_paths([Path(p) for p in inputs])
+        if each_line:
+            plan = _plan_each_line(argv, opts, transfer)
+        else:
+            plan = _Plan([_draft(argv, opts)], [[Path(p) for p in inputs]], [{}])
+    with make_client(server, token) as client:
+        job = client.submit_job(
+            _specs(client, plan), name or os.path.basename(argv[0] if argv else "job")
+        )
+        _announce(job, as_json, wait)
+        if wait:
+            raise SystemExit(follow(client, job.id, as_json))
+
+
+def _announce(job: Job, as_json: bool, wait: bool) -> None:
+    if as_json and not wait:
+        print_json(job)
+    elif not as_json:
+        click.echo(job.id)
+
+
+__all__ = ["USAGE", "each_line_argv", "submit", "substitute"]

@@ -1,0 +1,5 @@
+"""Content-addressed file storage."""
+
+from .local import BlobError, LocalBlobs
+
+__all__ = ["BlobError", "LocalBlobs"]

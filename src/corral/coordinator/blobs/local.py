@@ -1,0 +1,80 @@
+"""Blobs on the local disk, at root/ab/abcdef... named by their sha256."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from ...protocol import is_sha256
+
+
+class BlobError(Exception):
+    """An upload was refused; `code` is the API error code."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+class LocalBlobs:
+    """A content-addressed store in one directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._tmp = root / "tmp"
+        self._tmp.mkdir(parents=True, exist_ok=True)
+
+    def path(self, sha256: str) -> Path:
+        """Where a blob lives (whether or not it exists)."""
+        if not is_sha256(sha256):
+            raise BlobError("invalid_argument", f"{sha256!r} is not a sha256 hex digest")
+        return self.root / sha256[:2] / sha256
+
+    def has(self, sha256: str) -> bool:
+        """Whether the blob is stored."""
+        return self.path(sha256).is_file()
+
+    def missing(self, hashes: list[str]) -> list[str]:
+        """The hashes not yet stored, in the given order."""
+        return [h for h in dict.fromkeys(hashes) if not self.has(h)]
+
+    async def put(self, sha256: str, chunks: AsyncIterator[bytes], max_bytes: int) -> int:
+        """Stream an upload to disk, verifying its hash; returns its size."""
+        dest = self.path(sha256)
+        digest = hashlib.sha256()
+        size = 0
+        fd, tmp = tempfile.mkstemp(dir=self._tmp)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                async for chunk in chunks:
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise BlobError("too_large", f"upload exceeds {max_bytes} bytes")
+                    digest.update(chunk)
+                    out.write(chunk)
+            if digest.hexdigest() != sha256:
+                raise BlobError(
+                    "hash_mismatch", f"body hashes to {digest.hexdigest()}, not {sha256}"
+                )
+            dest.parent.mkdir(exist_ok=True)
+            os.replace(tmp, dest)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        return size
+
+    def put_bytes(self, data: bytes) -> str:
+        """Store bytes the coordinator made itself; returns their hash."""
+        sha256 = hashlib.sha256(data).hexdigest()
+        dest = self.path(sha256)
+        if not dest.exists():
+            dest.parent.mkdir(exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self._tmp)
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+            os.replace(tmp, dest)
+        return sha256

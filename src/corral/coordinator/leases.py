@@ -1,0 +1,26 @@
+"""Lease policy: pure functions of the clock, no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class LeasePolicy:
+    """How long leases last and when a silent worker counts as lost."""
+
+    timeout: float = 10.0
+    heartbeat: float = 2.0
+
+    def expires(self, now: float) -> float:
+        """Expiry of a lease granted or extended at `now`."""
+        return now + self.timeout
+
+    def lost_before(self, now: float) -> float:
+        """Workers whose last heartbeat is older than this are lost."""
+        return now - self.timeout
+
+    def next_check(self, now: float, earliest_expiry: float | None) -> float:
+        """Seconds to sleep before looking for expired leases and lost workers again."""
+        horizon = self.timeout if earliest_expiry is None else earliest_expiry - now
+        return min(max(horizon, 0.05), self.timeout)

@@ -1,0 +1,278 @@
+"""The HTTP API under /api/v1: one table of endpoints, used for routing and for OpenAPI.
+
+Bodies are decoded in one place (`_decode`) into protocol structs; any failure there, and every
+ApiError or NotFound raised by the service, becomes `{"error": code, "detail": message}`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response, StreamingResponse
+
+from ..protocol import (
+    TASK_STATUSES,
+    Heartbeat,
+    HeartbeatReply,
+    Job,
+    JobCreate,
+    LeaseGrant,
+    LeaseRequest,
+    MissingBlobs,
+    MissingBlobsReply,
+    Task,
+    TaskResult,
+    Worker,
+    WorkerRegister,
+    WorkerRegistered,
+    is_sha256,
+)
+from .blobs import BlobError
+from .errors import ApiError
+from .service import Coordinator
+
+Handler = Callable[[Request, Coordinator, Any], Awaitable[Any]]
+_encoder = msgspec.json.Encoder()
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One API operation."""
+
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    body: Any = None
+    returns: Any = None
+    status: int = 200
+
+
+def json_response(value: Any, status: int = 200) -> Response:
+    """Encode a struct, list or dict as JSON."""
+    return Response(_encoder.encode(value), status, media_type="application/json")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, refusing (413) past `limit` bytes without reading further."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise ApiError("too_large", f"body of {declared} bytes exceeds {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError("too_large", f"body exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def decode_body(request: Request, coord: Coordinator, kind: Any) -> Any:
+    raw = await read_body(request, coord.settings.max_body_bytes)
+    ctype = request.headers.get("content-type", "application/json").split(";")[0].strip()
+    if ctype != "application/json":
+        raise ApiError("unsupported_media_type", f"send application/json, not {ctype}")
+    try:
+        return msgspec.json.decode(raw or b"{}", type=kind)
+    except msgspec.ValidationError as exc:
+        raise ApiError("invalid_body", str(exc)) from exc
+    except msgspec.DecodeError as exc:
+        raise ApiError("bad_request", f"malformed JSON: {exc}") from exc
+
+
+def _int_param(request: Request, name: str, default: int, low: int = 0) -> int:
+    text = request.query_params.get(name)
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise ApiError("bad_request", f"query parameter {name} must be an integer") from exc
+    if value < low:
+        raise ApiError("bad_request", f"query parameter {name} must be at least {low}")
+    return value
+
+
+def _owner(request: Request) -> str:
+    return str(getattr(request.state, "owner", "anonymous"))
+
+
+# jobs
+async def create_job(request: Request, coord: Coordinator, body: JobCreate) -> Response:
+    return json_response(coord.submit(body, _owner(request)), 201)
+
+
+async def list_jobs(request: Request, coord: Coordinator, _: None) -> list[Job]:
+    return coord.store.list_jobs(_int_param(request, "limit", 100, 1))
+
+
+async def get_job(request: Request, coord: Coordinator, _: None) -> Job:
+    return coord.store.get_job(request.path_params["id"])
+
+
+async def list_tasks(request: Request, coord: Coordinator, _: None) -> list[Task]:
+    job_id = request.path_params["id"]
+    coord.store.get_job(job_id)
+    status = request.query_params.get("status")
+    if status is not None and status not in TASK_STATUSES:
+        raise ApiError("bad_request", f"status must be one of {', '.join(TASK_STATUSES)}")
+    return coord.store.list_tasks(
+        job_id, _int_param(request, "offset", 0), _int_param(request, "limit", 1000, 1), status
+    )
+
+
+async def kill_job(request: Request, coord: Coordinator, _: None) -> Job:
+    job_id = request.path_params["id"]
+    coord.store.get_job(job_id)
+    coord.kill(coord.store.job_task_ids(job_id, only_live=True))
+    return coord.store.get_job(job_id)
+
+
+async def job_events(request: Request, coord: Coordinator, _: None) -> Response:
+    job_id = request.path_params["id"]
+    after = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
+    if not after.isdigit():
+        raise ApiError("bad_request", "Last-Event-ID must be an event sequence number")
+    stream = coord.events(job_id, int(after), keepalive=15.0)
+    first = await anext(stream, "end")  # raises NotFound before the 200 is sent
+
+    async def body() -> AsyncIterator[bytes]:
+        item: Any = first
+        while item != "end":
+            if item is None:
+                yield b": keepalive\n\n"
+            else:
+                yield b"id: %d\nevent: task\ndata: %s\n\n" % (item.seq, _encoder.encode(item))
+            item = await anext(stream, "end")
+        yield b"event: end\ndata: {}\n\n"
+
+    return StreamingResponse(body(), media_type="text/event-stream")
+
+
+# tasks
+async def get_task(request: Request, coord: Coordinator, _: None) -> Task:
+    return coord.store.get_task(request.path_params["id"])
+
+
+async def kill_task(request: Request, coord: Coordinator, _: None) -> Task:
+    task_id = request.path_params["id"]
+    coord.store.get_task(task_id)
+    coord.kill([task_id])
+    return coord.store.get_task(task_id)
+
+
+async def task_log(request: Request, coord: Coordinator, _: None) -> Response:
+    task = coord.store.get_task(request.path_params["id"])
+    stream = request.query_params.get("stream", "stdout")
+    if stream not in ("stdout", "stderr"):
+        raise ApiError("bad_request", "stream must be stdout or stderr")
+    offset = _int_param(request, "offset", 0)
+    path, final = coord.log_path(task, stream)
+    data = b""
+    if path is not None:
+        with path.open("rb") as f:
+            f.seek(offset)
+            data = f.read(4 * 1024 * 1024)
+    headers = {"x-corral-final": "1" if final and not data else "0", "x-corral-status": task.status}
+    return Response(data, 200, headers=headers, media_type="application/octet-stream")
+
+
+async def task_result(request: Request, coord: Coordinator, body: TaskResult) -> Task:
+    return coord.result(request.path_params["id"], body)
+
+
+# blobs
+async def missing_blobs(request: Request, coord: Coordinator, body: MissingBlobs) -> Any:
+    bad = [h for h in body.sha256 if not is_sha256(h)]
+    if bad:
+        raise ApiError("invalid_argument", f"{bad[0]!r} is not a sha256 hex digest")
+    return MissingBlobsReply(coord.blobs.missing(body.sha256))
+
+
+async def put_blob(request: Request, coord: Coordinator, _: None) -> Response:
+    sha = request.path_params["sha256"]
+    try:
+        if coord.blobs.has(sha):
+            async for _chunk in request.stream():  # drain so the connection stays usable
+                pass
+            return json_response({"sha256": sha, "stored": False}, 200)
+        size = await coord.blobs.put(sha, request.stream(), coord.settings.max_blob_bytes)
+    except BlobError as exc:
+        raise ApiError(exc.code, exc.detail) from exc
+    return json_response({"sha256": sha, "size": size, "stored": True}, 201)
+
+
+async def get_blob(request: Request, coord: Coordinator, _: None) -> Response:
+    try:
+        path = coord.blobs.path(request.path_params["sha256"])
+    except BlobError as exc:
+        raise ApiError(exc.code, exc.detail) from exc
+    if not path.is_file():
+        raise ApiError("not_found", f"no blob {request.path_params['sha256']}")
+    return FileResponse(path, media_type="application/octet-stream")
+
+
+# workers
+async def register_worker(request: Request, coord: Coordinator, body: WorkerRegister) -> Any:
+    return coord.register(body)
+
+
+async def list_workers(request: Request, coord: Coordinator, _: None) -> list[Worker]:
+    return coord.store.list_workers()
+
+
+async def heartbeat(request: Request, coord: Coordinator, body: Heartbeat) -> HeartbeatReply:
+    return await coord.heartbeat(request.path_params["id"], body)
+
+
+async def lease(request: Request, coord: Coordinator, body: LeaseRequest) -> LeaseGrant:
+    return await coord.lease(request.path_params["id"], body)
+
+
+async def deregister(request: Request, coord: Coordinator, _: None) -> Response:
+    coord.deregister(request.path_params["id"])
+    return Response(status_code=204)
+
+
+ENDPOINTS: list[Endpoint] = [
+    Endpoint("POST", "/jobs", create_job, "Submit a job", JobCreate, Job, 201),
+    Endpoint("GET", "/jobs", list_jobs, "List jobs, newest first", None, list[Job]),
+    Endpoint("GET", "/jobs/{id}", get_job, "One job", None, Job),
+    Endpoint("GET", "/jobs/{id}/tasks", list_tasks, "A job's tasks", None, list[Task]),
+    Endpoint("POST", "/jobs/{id}/kill", kill_job, "Kill a job's live tasks", None, Job),
+    Endpoint("GET", "/jobs/{id}/events", job_events, "Server-Sent Events of task changes"),
+    Endpoint("GET", "/tasks/{id}", get_task, "One task", None, Task),
+    Endpoint("POST", "/tasks/{id}/kill", kill_task, "Kill a task", None, Task),
+    Endpoint("GET", "/tasks/{id}/log", task_log, "A task's stdout or stderr from an offset"),
+    Endpoint("POST", "/tasks/{id}/result", task_result, "Report an attempt", TaskResult, Task),
+    Endpoint(
+        "POST",
+        "/blobs/missing",
+        missing_blobs,
+        "Which blobs to upload",
+        MissingBlobs,
+        MissingBlobsReply,
+    ),
+    Endpoint("PUT", "/blobs/{sha256}", put_blob, "Upload a blob by its sha256", None, None, 201),
+    Endpoint("GET", "/blobs/{sha256}", get_blob, "Download a blob"),
+    Endpoint(
+        "POST", "/workers", register_worker, "Register a worker", WorkerRegister, WorkerRegistered
+    ),
+    Endpoint("GET", "/workers", list_workers, "List workers", None, list[Worker]),
+    Endpoint(
+        "POST",
+        "/workers/{id}/heartbeat",
+        heartbeat,
+        "Heartbeat and extend leases",
+        Heartbeat,
+        HeartbeatReply,
+    ),
+    Endpoint("POST", "/workers/{id}/lease", lease, "Long-poll for tasks", LeaseRequest, LeaseGrant),
+    Endpoint("POST", "/workers/{id}/deregister", deregister, "Leave the farm"),
+]
+
+__all__ = ["ENDPOINTS", "decode_body", "Endpoint", "json_response", "read_body"]

@@ -1,0 +1,50 @@
+"""Running a coordinator: open its data directory and serve it with uvicorn."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from pathlib import Path
+
+import uvicorn
+
+from .app import build_app
+from .blobs import LocalBlobs
+from .settings import Settings
+from .store import SQLiteStore
+
+
+def admin_token(data_dir: Path) -> str:
+    """The data directory's admin token, made on first use (file mode 0600)."""
+    path = data_dir / "admin.token"
+    if path.exists():
+        return path.read_text().strip()
+    token = "crl_" + secrets.token_urlsafe(24)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(token + "\n")
+    return token
+
+
+def make_server(
+    settings: Settings, host: str, port: int, kind: type[uvicorn.Server] = uvicorn.Server
+) -> uvicorn.Server:
+    """A uvicorn server (of class `kind`) for a coordinator on `settings.data_dir`."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = SQLiteStore(settings.db_path)
+    app = build_app(settings, store, LocalBlobs(settings.blob_dir))
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        access_log=False,
+        timeout_graceful_shutdown=3,
+    )
+    return kind(config)
+
+
+def serve(settings: Settings, host: str, port: int) -> None:
+    """Serve until SIGINT or SIGTERM."""
+    asyncio.run(make_server(settings, host, port).serve())

@@ -1,0 +1,275 @@
+"""The coordinator's behaviour: store calls plus the events that wake waiting requests.
+
+Scheduling is driven by events, not a timer: a lease request that finds nothing waits on
+`_work` until a submit, requeue or restart sets it. The only clock-driven loop is lease expiry,
+which sleeps exactly until the earliest lease could run out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+from ..protocol import (
+    FINAL_STATUSES,
+    Event,
+    Heartbeat,
+    HeartbeatReply,
+    Job,
+    JobCreate,
+    LeaseGrant,
+    LeaseRequest,
+    LogChunk,
+    Task,
+    TaskResult,
+    WorkerRegister,
+    WorkerRegistered,
+    task_problems,
+)
+from ..protocol import Assignment as WireAssignment
+from .blobs import LocalBlobs
+from .errors import ApiError
+from .leases import LeasePolicy
+from .scheduler import fits, requirement_problem
+from .settings import Settings
+from .store import NewTask, NotFound, Outcome, Store
+
+
+class _Signal:
+    """A broadcast wake-up: everyone waiting when `fire` is called wakes once."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def fire(self) -> None:
+        self._event.set()
+        self._event = asyncio.Event()
+
+    async def wait(self, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._event.wait(), timeout)
+
+
+class Coordinator:
+    """Jobs in, leases out, results back."""
+
+    def __init__(
+        self,
+        store: Store,
+        blobs: LocalBlobs,
+        settings: Settings,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.blobs = blobs
+        self.settings = settings
+        self.clock = clock
+        self.policy = LeasePolicy(settings.lease_timeout, settings.heartbeat_interval)
+        self._work = _Signal()
+        self._events = _Signal()
+        self._workers: dict[str, _Signal] = {}
+        self._expiry: asyncio.Task[None] | None = None
+        self._wake_expiry = _Signal()
+        settings.live_dir.mkdir(parents=True, exist_ok=True)
+
+    async def start(self) -> None:
+        """Give leases from before a restart time to report back, then watch expiry."""
+        self.store.grace_running(self.policy.expires(self.clock()))
+        self._expiry = asyncio.create_task(self._expiry_loop())
+
+    async def stop(self) -> None:
+        """Stop background work and wake every waiter."""
+        if self._expiry:
+            self._expiry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._expiry
+        self._work.fire()
+        self._events.fire()
+
+    # jobs
+    def submit(self, body: JobCreate, owner: str) -> Job:
+        """Validate a whole job, then store it in one transaction."""
+        if not body.tasks:
+            raise ApiError("invalid_argument", "a job needs at least one task")
+        if len(body.tasks) > self.settings.max_tasks_per_job:
+            raise ApiError("too_large", f"at most {self.settings.max_tasks_per_job} tasks a job")
+        hashes: set[str] = set()
+        for i, spec in enumerate(body.tasks):
+            problems = task_problems(spec)
+            problems += [p for k in spec.requires if (p := requirement_problem(k))]
+            if problems:
+                raise ApiError("invalid_argument", f"tasks[{i}].{problems[0]}")
+            hashes.update(ref.sha256 for ref in spec.inputs.values())
+        missing = self.blobs.missing(sorted(hashes))
+        if missing:
+            raise ApiError("invalid_argument", f"input blob {missing[0]} was never uploaded")
+        job_id = uuid.uuid4().hex
+        tasks = [NewTask(uuid.uuid4().hex, i, spec) for i, spec in enumerate(body.tasks)]
+        self.store.create_job(job_id, body.name, owner, self.clock(), tasks)
+        self._work.fire()
+        self._events.fire()
+        return self.store.get_job(job_id)
+
+    def kill(self, task_ids: list[str]) -> None:
+        """Kill tasks; running ones are stopped by their worker at its next heartbeat."""
+        stopped = self.store.kill(task_ids, self.clock())
+        for s in stopped:
+            self._wake_worker(s.worker_id)
+        self._events.fire()
+
+    # workers
+    def register(self, body: WorkerRegister) -> WorkerRegistered:
+        """Admit a worker."""
+        if body.slots < 1:
+            raise ApiError("invalid_argument", "slots must be at least 1")
+        worker_id = uuid.uuid4().hex
+        self.store.register_worker(
+            worker_id, body.name, body.slots, body.capabilities, self.clock()
+        )
+        return WorkerRegistered(worker_id, self.settings.heartbeat_interval, self.policy.timeout)
+
+    async def lease(self, worker_id: str, body: LeaseRequest) -> LeaseGrant:
+        """Hand out queued tasks that fit this worker, waiting up to `body.wait` for some."""
+        worker = self.store.get_worker(worker_id)
+        if worker.status == "draining":
+            return LeaseGrant([])
+        caps = worker.capabilities
+        deadline = self.clock() + min(max(body.wait, 0.0), self.settings.max_lease_wait)
+        while True:
+            now = self.clock()
+            leased = self.store.lease(
+                worker_id,
+                max(body.max, 0),
+                now,
+                self.policy.expires(now),
+                self.settings.lease_scan,
+                lambda req: fits(req, caps),
+            )
+            if leased or now >= deadline:
+                break
+            await self._work.wait(deadline - now)
+        if leased:
+            self.store.touch_worker(worker_id, self.clock(), "online", None)
+            self._events.fire()
+            self._wake_expiry.fire()
+        return LeaseGrant(
+            [
+                WireAssignment(x.task_id, x.job_id, x.lease_id, x.attempt, x.expires, x.spec)
+                for x in leased
+            ]
+        )
+
+    async def heartbeat(self, worker_id: str, body: Heartbeat) -> HeartbeatReply:
+        """Extend leases; answer at once with stale ones, or wait up to `wait` for a kill."""
+        status = "draining" if body.draining else "online"
+        caps = None
+        if body.capabilities:  # heartbeats carry only what changes: merge it in
+            caps = {**self.store.get_worker(worker_id).capabilities, **body.capabilities}
+        self.store.touch_worker(worker_id, self.clock(), status, caps)
+        for chunk in body.logs:
+            self._append_log(chunk)
+        stale = self._extend(worker_id, body.leases)
+        if not stale and body.wait > 0:
+            signal = self._workers.setdefault(worker_id, _Signal())
+            await signal.wait(min(body.wait, self.settings.heartbeat_interval * 2))
+            stale = self._extend(worker_id, body.leases)
+        return HeartbeatReply(stale)
+
+    def _extend(self, worker_id: str, leases: list[str]) -> list[str]:
+        now = self.clock()
+        return self.store.extend(worker_id, leases, now, self.policy.expires(now))
+
+    def deregister(self, worker_id: str) -> None:
+        """A worker left cleanly; leases it still held run out through expiry as usual."""
+        self.store.get_worker(worker_id)
+        self.store.set_worker_status(worker_id, "gone")
+        self._wake_worker(worker_id)
+
+    def _wake_worker(self, worker_id: str) -> None:
+        signal = self._workers.get(worker_id)
+        if signal:
+            signal.fire()
+
+    def result(self, task_id: str, body: TaskResult) -> Task:
+        """Record a finished attempt; a stale lease gets 409 and changes nothing."""
+        task = self.store.get_task(task_id)
+        for sha in (body.stdout, body.stderr, *(f.sha256 for f in body.manifest.values())):
+            if sha is not None and not self.blobs.has(sha):
+                raise ApiError("invalid_argument", f"blob {sha} was never uploaded")
+        ok = body.exit_code == 0 and body.error is None
+        outcome = Outcome(
+            "succeeded" if ok else "failed",
+            body.exit_code,
+            body.error,
+            body.stdout,
+            body.stderr,
+            body.manifest,
+        )
+        if not self.store.finish(task_id, body.lease_id, outcome, self.clock()):
+            raise ApiError(
+                "stale_lease",
+                f"lease {body.lease_id} no longer holds task {task_id} (status {task.status})",
+            )
+        self._events.fire()
+        return self.store.get_task(task_id)
+
+    # expiry
+    async def _expiry_loop(self) -> None:
+        while True:
+            now = self.clock()
+            for worker_id in self.store.mark_lost_workers(self.policy.lost_before(now)):
+                self._wake_worker(worker_id)
+            if self.store.expire(now):
+                self._work.fire()
+                self._events.fire()
+            delay = self.policy.next_check(self.clock(), self.store.next_expiry())
+            await self._wake_expiry.wait(delay)
+
+    # events and logs
+    async def events(
+        self, job_id: str, after: int, keepalive: float
+    ) -> AsyncIterator[Event | None]:
+        """A job's events from `after` on; None marks a keepalive; ends when the job is done."""
+        self.store.get_job(job_id)
+        while True:
+            batch = self.store.events(job_id, after, 500)
+            for event in batch:
+                after = event.seq
+                yield event
+            if batch:
+                continue
+            if self.store.get_job(job_id).status in FINAL_STATUSES:
+                return
+            await self._events.wait(keepalive)
+            yield None
+
+    def _live_path(self, task_id: str, stream: str) -> Path:
+        return self.settings.live_dir / f"{task_id}.{stream}"
+
+    def _append_log(self, chunk: LogChunk) -> None:
+        try:
+            task = self.store.get_task(chunk.task_id)
+        except NotFound:
+            return
+        if task.status != "running":
+            return
+        path = self._live_path(chunk.task_id, chunk.stream)
+        size = path.stat().st_size if path.exists() else 0
+        data = chunk.data
+        if chunk.offset == size:
+            with path.open("ab") as f:
+                f.write(data)
+        elif chunk.offset == 0:  # a new attempt starts its output afresh
+            path.write_bytes(data)
+
+    def log_path(self, task: Task, stream: str) -> tuple[Path | None, bool]:
+        """Where a task's output is, and whether it is final."""
+        sha = task.stdout if stream == "stdout" else task.stderr
+        if task.status in FINAL_STATUSES:
+            return (self.blobs.path(sha) if sha else None), True
+        path = self._live_path(task.id, stream)
+        return (path if path.exists() else None), False

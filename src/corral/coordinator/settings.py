@@ -1,0 +1,36 @@
+"""Coordinator settings: plain data, passed in, never global."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the coordinator needs to know at start."""
+
+    data_dir: Path
+    tokens: dict[str, str] = field(default_factory=dict)  # bearer token -> owner name
+    lease_timeout: float = 10.0
+    heartbeat_interval: float = 2.0
+    max_lease_wait: float = 30.0
+    max_body_bytes: int = 64 * 1024 * 1024
+    max_blob_bytes: int = 64 * 1024 * 1024 * 1024
+    max_tasks_per_job: int = 1_000_000
+    lease_scan: int = 64
+
+    @property
+    def db_path(self) -> Path:
+        """The SQLite file."""
+        return self.data_dir / "corral.db"
+
+    @property
+    def blob_dir(self) -> Path:
+        """The content-addressed store."""
+        return self.data_dir / "blobs"
+
+    @property
+    def live_dir(self) -> Path:
+        """Output of running tasks, before their final stdout and stderr arrive."""
+        return self.data_dir / "live"

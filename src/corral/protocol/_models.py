@@ -1,0 +1,225 @@
+"""Wire models shared by the coordinator, workers and clients.
+
+Every body that crosses HTTP is one of these msgspec structs. Request structs forbid unknown
+fields so a typo in a script fails loudly instead of being ignored.
+
+Task lifecycle::
+
+    queued --lease--> running --complete--> succeeded | failed
+       ^                 |
+       +---lease expired-+   (attempts < max_attempts, else failed)
+    queued | running --kill--> killed
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+TaskStatus = Literal["queued", "running", "succeeded", "failed", "killed"]
+TASK_STATUSES: tuple[TaskStatus, ...] = ("queued", "running", "succeeded", "failed", "killed")
+FINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "killed"})
+JobStatus = Literal["queued", "running", "succeeded", "failed", "killed"]
+WorkerStatus = Literal["online", "draining", "lost", "gone"]
+
+
+class Request(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """Base for bodies clients send: unknown fields are an error."""
+
+
+class InputRef(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """A file to place in the task directory, by content hash."""
+
+    sha256: str
+    size: int
+    mode: int = 0o644
+
+
+class OutputFile(msgspec.Struct, forbid_unknown_fields=True):
+    """One returned file in a task's output manifest."""
+
+    sha256: str
+    size: int
+    mode: int = 0o644
+
+
+class TaskSpec(Request):
+    """What a task runs. `inputs` maps a relative path in the task directory to a blob."""
+
+    argv: list[str]
+    env: dict[str, str] = {}
+    inputs: dict[str, InputRef] = {}
+    outputs: list[str] = []
+    requires: dict[str, str] = {}
+    limits: dict[str, float] = {}
+    shell: bool = False
+    max_attempts: int = 3
+    name: str = ""
+
+
+class JobCreate(Request):
+    """Submit a job: a name and its tasks."""
+
+    tasks: list[TaskSpec]
+    name: str = ""
+
+
+class Job(msgspec.Struct):
+    """A job as the API reports it."""
+
+    id: str
+    name: str
+    owner: str
+    status: JobStatus
+    created: float
+    counts: dict[str, int]
+    total: int
+
+
+class Task(msgspec.Struct):
+    """A task as the API reports it."""
+
+    id: str
+    job_id: str
+    seq: int
+    name: str
+    status: TaskStatus
+    argv: list[str]
+    env: dict[str, str]
+    inputs: dict[str, InputRef]
+    outputs: list[str]
+    requires: dict[str, str]
+    limits: dict[str, float]
+    shell: bool
+    attempts: int
+    max_attempts: int
+    worker_id: str | None
+    exit_code: int | None
+    error: str | None
+    stdout: str | None
+    stderr: str | None
+    manifest: dict[str, OutputFile]
+    created: float
+    started: float | None
+    finished: float | None
+
+
+class Worker(msgspec.Struct):
+    """A worker as the API reports it."""
+
+    id: str
+    name: str
+    slots: int
+    slots_used: int
+    status: WorkerStatus
+    capabilities: dict[str, Any]
+    registered: float
+    last_heartbeat: float
+
+
+class WorkerRegister(Request):
+    """A worker introduces itself."""
+
+    name: str
+    slots: int
+    capabilities: dict[str, Any] = {}
+
+
+class WorkerRegistered(msgspec.Struct):
+    """The coordinator's answer to a registration."""
+
+    id: str
+    heartbeat_interval: float
+    lease_timeout: float
+
+
+class LeaseRequest(Request):
+    """Ask for up to `max` tasks, waiting up to `wait` seconds for one to appear."""
+
+    max: int = 1
+    wait: float = 0.0
+
+
+class Assignment(msgspec.Struct):
+    """One leased task: everything the worker needs to run it."""
+
+    task_id: str
+    job_id: str
+    lease_id: str
+    attempt: int
+    expires: float
+    spec: TaskSpec
+
+
+class LeaseGrant(msgspec.Struct):
+    """The tasks handed to a worker in one lease call."""
+
+    assignments: list[Assignment]
+
+
+class LogChunk(msgspec.Struct, forbid_unknown_fields=True):
+    """New bytes of a running task's stdout or stderr, sent with heartbeats."""
+
+    task_id: str
+    lease_id: str
+    stream: Literal["stdout", "stderr"]
+    offset: int
+    data: bytes
+
+
+class Heartbeat(Request):
+    """A worker is alive; `leases` are the leases it still holds."""
+
+    leases: list[str] = []
+    logs: list[LogChunk] = []
+    capabilities: dict[str, Any] = {}
+    wait: float = 0.0
+    draining: bool = False
+
+
+class HeartbeatReply(msgspec.Struct):
+    """Leases the worker must stop (killed or no longer its own)."""
+
+    cancel: list[str]
+
+
+class TaskResult(Request):
+    """A finished attempt, fenced by its lease id."""
+
+    lease_id: str
+    exit_code: int | None
+    stdout: str | None = None
+    stderr: str | None = None
+    manifest: dict[str, OutputFile] = {}
+    error: str | None = None
+
+
+class MissingBlobs(Request):
+    """Which of these hashes the coordinator lacks."""
+
+    sha256: list[str]
+
+
+class MissingBlobsReply(msgspec.Struct):
+    """Hashes to upload."""
+
+    missing: list[str]
+
+
+class Event(msgspec.Struct):
+    """A task changed state."""
+
+    seq: int
+    job_id: str
+    task_id: str
+    status: TaskStatus
+    exit_code: int | None
+    time: float
+
+
+class ErrorBody(msgspec.Struct):
+    """Every 4xx and 5xx answer has this shape."""
+
+    error: str
+    detail: str

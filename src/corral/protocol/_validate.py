@@ -1,0 +1,60 @@
+"""Checks on task specs that need no I/O, shared by the coordinator and clients."""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+
+from ._models import TaskSpec
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def is_sha256(text: str) -> bool:
+    """True for 64 lowercase hex characters."""
+    return len(text) == 64 and all(c in _HEX for c in text)
+
+
+def relpath_problem(name: str) -> str | None:
+    """Why `name` is not a safe path inside a task directory, or None when it is."""
+    if not name or name in (".", "./"):
+        return "is empty"
+    if "\x00" in name:
+        return "contains a NUL byte"
+    if "\\" in name:
+        return "contains a backslash"
+    if name.startswith("/"):
+        return "is absolute"
+    parts = PurePosixPath(name).parts
+    if ".." in parts:
+        return "contains '..'"
+    if not parts:
+        return "is empty"
+    return None
+
+
+def task_problems(spec: TaskSpec) -> list[str]:
+    """Every reason this task spec cannot run, as 'field: problem' strings."""
+    problems: list[str] = []
+    if not spec.argv or not spec.argv[0]:
+        problems.append("argv: the command is empty")
+    for name, ref in spec.inputs.items():
+        why = relpath_problem(name)
+        if why:
+            problems.append(f"inputs[{name!r}]: path {why}")
+        if not is_sha256(ref.sha256):
+            problems.append(f"inputs[{name!r}].sha256: not a sha256 hex digest")
+        if ref.size < 0:
+            problems.append(f"inputs[{name!r}].size: negative")
+    for glob in spec.outputs:
+        why = relpath_problem(glob)
+        if why:
+            problems.append(f"outputs: glob {glob!r} {why}")
+    for key in spec.env:
+        if not key or "=" in key or "\x00" in key:
+            problems.append(f"env: bad variable name {key!r}")
+    for key, value in spec.limits.items():
+        if value < 0:
+            problems.append(f"limits.{key}: negative")
+    if spec.max_attempts < 1:
+        problems.append("max_attempts: must be at least 1")
+    return problems

@@ -1,0 +1,354 @@
+"""The worker agent: register, then pull leases, run tasks, return results. Outbound only.
+
+Three loops share one HTTP client:
+- the lease loop long-polls for as many tasks as there are free slots;
+- the heartbeat loop extends leases, carries live output, and learns of kills at once
+  (the coordinator holds each heartbeat open until it has something to say);
+- one asyncio task per running task stages inputs, runs the process and reports back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import signal
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+
+from ..protocol import (
+    Assignment,
+    Heartbeat,
+    HeartbeatReply,
+    LeaseGrant,
+    LeaseRequest,
+    LogChunk,
+    MissingBlobs,
+    MissingBlobsReply,
+    OutputFile,
+    TaskResult,
+    WorkerRegister,
+    WorkerRegistered,
+)
+from .cache import FileCache
+from .capabilities import dynamic_capabilities, static_capabilities
+from .executor import TaskProcess, command_line, task_env
+from .outputs import UnsafePath, changed_files, resolve_inside, safe_relpath, sha256_file, snapshot
+
+log = logging.getLogger("corral.worker")
+_LOG_CHUNK = 64 * 1024
+
+
+@dataclass
+class WorkerConfig:
+    """How a worker is started."""
+
+    server: str
+    token: str | None = None
+    slots: int = 1
+    work_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "corral" / "worker")
+    name: str = field(default_factory=socket.gethostname)
+    labels: dict[str, str] = field(default_factory=dict)
+    programs: list[str] = field(default_factory=list)
+    cache_size: int | None = None
+    lease_wait: float = 20.0
+    keep_task_dirs: bool = False
+
+
+@dataclass
+class _Running:
+    assignment: Assignment
+    process: TaskProcess
+    dir: Path
+    log_offsets: dict[str, int] = field(default_factory=lambda: {"stdout": 0, "stderr": 0})
+    cancelled: bool = False
+
+
+class Agent:
+    """One worker process."""
+
+    def __init__(self, config: WorkerConfig) -> None:
+        self.config = config
+        self.worker_id: str | None = None
+        self.heartbeat_interval = 2.0
+        headers = {"authorization": f"Bearer {config.token}"} if config.token else {}
+        self.http = httpx.AsyncClient(
+            base_url=config.server.rstrip("/") + "/api/v1",
+            headers=headers,
+            timeout=httpx.Timeout(30.0, read=config.lease_wait + 30.0),
+        )
+        config.work_dir.mkdir(parents=True, exist_ok=True)
+        self.cache = FileCache(config.work_dir / "cache", self._fetch, config.cache_size)
+        self.running: dict[str, _Running] = {}
+        self._slot_free = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # plumbing
+    async def _post(self, path: str, body: Any, kind: Any = None) -> Any:
+        response = await self.http.post(
+            path, content=msgspec.json.encode(body), headers={"content-type": "application/json"}
+        )
+        response.raise_for_status()
+        return msgspec.json.decode(response.content, type=kind) if kind else None
+
+    async def _fetch(self, sha256: str, dest: Path) -> None:
+        async with self.http.stream("GET", f"/blobs/{sha256}") as response:
+            response.raise_for_status()
+            with dest.open("wb") as out:
+                async for chunk in response.aiter_bytes(1024 * 1024):
+                    out.write(chunk)
+
+    async def _upload(self, files: dict[str, Path]) -> None:
+        """Upload the files (by hash) that the coordinator does not have yet."""
+        if not files:
+            return
+        reply = await self._post("/blobs/missing", MissingBlobs(list(files)), MissingBlobsReply)
+        for sha in reply.missing:
+            path = files[sha]
+
+            async def chunks(p: Path = path) -> Any:
+                with p.open("rb") as f:
+                    while data := f.read(1024 * 1024):
+                        yield data
+
+            response = await self.http.put(f"/blobs/{sha}", content=chunks())
+            response.raise_for_status()
+
+    # lifecycle
+    async def register(self) -> None:
+        """Introduce this worker, retrying until the coordinator answers."""
+        caps = static_capabilities(
+            self.config.work_dir, self.config.labels, self.config.programs, self.config.slots
+        )
+        body = WorkerRegister(self.config.name, self.config.slots, caps)
+        delay = 0.2
+        while not self._stopping.is_set():
+            try:
+                reply = await self._post("/workers", body, WorkerRegistered)
+            except httpx.HTTPError as exc:
+                log.warning("cannot register with %s: %s", self.config.server, exc)
+                await self._sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            self.worker_id = reply.id
+            self.heartbeat_interval = reply.heartbeat_interval
+            log.info("registered as %s (%s)", reply.id, self.config.name)
+            return
+
+    async def run(self) -> None:
+        """Work until asked to stop, then finish running tasks and leave."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.drain)
+        await self.register()
+        beats = asyncio.create_task(self._heartbeat_loop())
+        try:
+            await self._lease_loop()
+            while self.running:
+                await self._slot_free.wait()
+                self._slot_free.clear()
+        finally:
+            beats.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beats
+            if self.worker_id:
+                with contextlib.suppress(httpx.HTTPError):
+                    await self.http.post(f"/workers/{self.worker_id}/deregister")
+            await self.http.aclose()
+
+    def drain(self) -> None:
+        """Take no new tasks; finish the running ones, then exit."""
+        log.info("draining: %d task(s) still running", len(self.running))
+        self._stopping.set()
+        self._slot_free.set()
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    async def _lease_loop(self) -> None:
+        while not self._stopping.is_set():
+            free = self.config.slots - len(self.running)
+            if free <= 0:
+                await self._slot_free.wait()
+                self._slot_free.clear()
+                continue
+            lease = asyncio.create_task(
+                self._post(
+                    f"/workers/{self.worker_id}/lease",
+                    LeaseRequest(max=free, wait=self.config.lease_wait),
+                    LeaseGrant,
+                )
+            )
+            stop = asyncio.create_task(self._stopping.wait())
+            await asyncio.wait({lease, stop}, return_when=asyncio.FIRST_COMPLETED)
+            stop.cancel()
+            if not lease.done():
+                # draining: a grant already on its way is still honoured
+                lease.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._start_grant(lease)
+
+    async def _start_grant(self, lease: asyncio.Task[LeaseGrant]) -> None:
+        try:
+            grant = await lease
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code == 404:
+                await self.register()
+            else:
+                log.warning("lease refused: %s", exc.response.text)
+                await self._sleep(1.0)
+            return
+        except httpx.HTTPError as exc:
+            log.warning("lease failed: %s", exc)
+            await self._sleep(1.0)
+            return
+        for assignment in grant.assignments:
+            task = asyncio.create_task(self._run_task(assignment))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            body = Heartbeat(
+                leases=[r.assignment.lease_id for r in self.running.values()],
+                logs=self._log_chunks(),
+                capabilities=dynamic_capabilities(self.config.work_dir),
+                wait=self.heartbeat_interval,
+                draining=self._stopping.is_set(),
+            )
+            try:
+                reply = await self._post(
+                    f"/workers/{self.worker_id}/heartbeat", body, HeartbeatReply
+                )
+            except httpx.HTTPStatusError as exc:
+                if exc.response.status_code == 404:
+                    await self.register()
+                await asyncio.sleep(self.heartbeat_interval)
+                continue
+            except httpx.HTTPError:
+                await asyncio.sleep(self.heartbeat_interval / 2)
+                continue
+            self._cancel(reply.cancel)
+
+    def _cancel(self, lease_ids: list[str]) -> None:
+        for run in list(self.running.values()):
+            if run.assignment.lease_id in lease_ids:
+                log.info("task %s cancelled by the coordinator", run.assignment.task_id)
+                run.cancelled = True
+                run.process.kill()
+
+    def _log_chunks(self) -> list[LogChunk]:
+        chunks = []
+        for run in self.running.values():
+            for stream, offset in run.log_offsets.items():
+                path = run.dir / stream
+                with contextlib.suppress(OSError), path.open("rb") as f:
+                    f.seek(offset)
+                    data = f.read(_LOG_CHUNK)
+                    if data:
+                        a = run.assignment
+                        chunks.append(LogChunk(a.task_id, a.lease_id, stream, offset, data))  # type: ignore[arg-type]
+                        run.log_offsets[stream] = offset + len(data)
+        return chunks
+
+    # one task
+    async def _run_task(self, a: Assignment) -> None:
+        task_dir = self.config.work_dir / "tasks" / f"{a.task_id}.{a.attempt}"
+        work = task_dir / "work"
+        run = _Running(a, TaskProcess(), task_dir)
+        self.running[a.task_id] = run
+        try:
+            result = await self._execute(run, work)
+            if not run.cancelled:
+                await self._report(a, result)
+        except Exception as exc:  # a worker bug must not take the worker down
+            log.exception("task %s failed in the worker", a.task_id)
+            if not run.cancelled:
+                with contextlib.suppress(httpx.HTTPError):
+                    await self._report(a, TaskResult(a.lease_id, None, error=f"worker: {exc}"))
+        finally:
+            self.running.pop(a.task_id, None)
+            self._slot_free.set()
+            if not self.config.keep_task_dirs:
+                shutil.rmtree(task_dir, ignore_errors=True)
+
+    async def _execute(self, run: _Running, work: Path) -> TaskResult:
+        a = run.assignment
+        work.mkdir(parents=True, exist_ok=True)
+        known = {}
+        try:
+            for name, ref in a.spec.inputs.items():
+                rel = safe_relpath(name)
+                await self.cache.stage(ref.sha256, ref.size, resolve_inside(work, rel), ref.mode)
+                known[rel.as_posix()] = ref.sha256
+        except (UnsafePath, OSError) as exc:
+            return TaskResult(a.lease_id, None, error=f"staging inputs: {exc}")
+        before = await asyncio.to_thread(snapshot, work, known)
+        extra = {
+            "CORRAL_JOB_ID": a.job_id,
+            "CORRAL_TASK_ID": a.task_id,
+            "CORRAL_ATTEMPT": str(a.attempt),
+        }
+        wall = a.spec.limits.get("wall_time")
+        finished = await run.process.run(
+            command_line(a.spec.argv, a.spec.shell, work),
+            work,
+            task_env(a.spec.env, work, extra),
+            run.dir / "stdout",
+            run.dir / "stderr",
+            wall if wall else None,
+        )
+        if run.cancelled:
+            return TaskResult(a.lease_id, finished.exit_code, error="killed")
+        return await self._collect(run, work, before, finished.exit_code, finished.error)
+
+    async def _collect(
+        self, run: _Running, work: Path, before: Any, exit_code: int | None, error: str | None
+    ) -> TaskResult:
+        a = run.assignment
+        paths = await asyncio.to_thread(changed_files, work, before, a.spec.outputs)
+        files: dict[str, Path] = {}
+        manifest: dict[str, OutputFile] = {}
+        for rel in paths:
+            path = work / rel
+            sha = await asyncio.to_thread(sha256_file, path)
+            st = path.stat()
+            manifest[rel] = OutputFile(sha, st.st_size, st.st_mode & 0o777)
+            files[sha] = path
+        streams = {}
+        for stream in ("stdout", "stderr"):
+            path = run.dir / stream
+            sha = await asyncio.to_thread(sha256_file, path)
+            files[sha] = path
+            streams[stream] = sha
+        await self._upload(files)
+        return TaskResult(
+            a.lease_id, exit_code, streams["stdout"], streams["stderr"], manifest, error
+        )
+
+    async def _report(self, a: Assignment, result: TaskResult) -> None:
+        for delay in (0.2, 0.5, 1, 2, 4, 8, 8, 8):
+            try:
+                await self._post(f"/tasks/{a.task_id}/result", result)
+                return
+            except httpx.HTTPStatusError as exc:
+                # 409: our lease was superseded; the winning attempt's result stands
+                log.warning("result for %s refused: %s", a.task_id, exc.response.text)
+                return
+            except httpx.HTTPError:
+                await asyncio.sleep(delay)
+        log.error("gave up reporting task %s", a.task_id)
+
+
+def run_worker(config: WorkerConfig) -> None:
+    """Run a worker until SIGTERM or SIGINT has drained it."""
+    asyncio.run(Agent(config).run())

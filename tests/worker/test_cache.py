@@ -1,0 +1,290 @@
+"""Tests for the worker's content-addressed file cache."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import stat
+import threading
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from corral.worker import cache as cache_mod
+from corral.worker.cache import CacheError, FileCache
+
+
+def blob(text: str, size: int = 100) -> tuple[bytes, str]:
+    """Deterministic test content of exactly `size` bytes and its sha256."""
+    data = (text * size).encode()[:size]
+    return data, hashlib.sha256(data).hexdigest()
+
+
+class FakeFetch:
+    """A fetch that serves blobs from memory, counts calls and tracks concurrency."""
+
+    def __init__(self, blobs: dict[str, bytes], delay: float = 0.0) -> None:
+        self.blobs = blobs
+        self.delay = delay
+        self.calls: Counter[str] = Counter()
+        self.active = 0
+        self.max_active = 0
+
+    async def __call__(self, sha256: str, dest: Path) -> None:
+        self.calls[sha256] += 1
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        try:
+            await asyncio.sleep(self.delay)
+            dest.write_bytes(self.blobs[sha256])
+        finally:
+            self.active -= 1
+
+
+def cache_files(root: Path) -> list[str]:
+    """Every file (including temp files) under the cache root, relative to it."""
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if not p.is_dir())
+
+
+def test_concurrent_path_for_fetches_once(tmp_path: Path) -> None:
+    data, sha = blob("a", 5000)
+    fetch = FakeFetch({sha: data}, delay=0.02)
+    cache = FileCache(tmp_path / "c", fetch)
+
+    async def main() -> list[Path]:
+        return await asyncio.gather(*(cache.path_for(sha, len(data)) for _ in range(20)))
+
+    paths = asyncio.run(main())
+    assert fetch.calls[sha] == 1
+    assert cache.fetched == 1
+    assert cache.fetched_bytes == len(data)
+    assert set(paths) == {tmp_path / "c" / sha[:2] / sha}
+    assert paths[0].read_bytes() == data
+
+
+def test_different_hashes_fetch_in_parallel(tmp_path: Path) -> None:
+    (d1, s1), (d2, s2) = blob("x"), blob("y")
+    fetch = FakeFetch({s1: d1, s2: d2}, delay=0.02)
+    cache = FileCache(tmp_path, fetch)
+
+    async def main() -> None:
+        await asyncio.gather(cache.path_for(s1, 100), cache.path_for(s2, 100))
+
+    asyncio.run(main())
+    assert fetch.max_active == 2  # the lock is per hash, not global
+    assert cache.fetched == 2
+
+
+def test_hash_mismatch_raises_and_leaves_no_file(tmp_path: Path) -> None:
+    data, sha = blob("a")
+    fetch = FakeFetch({sha: b"tampered" + data[8:]})
+    cache = FileCache(tmp_path, fetch)
+    with pytest.raises(CacheError, match="expected"):
+        asyncio.run(cache.path_for(sha, len(data)))
+    assert cache_files(tmp_path) == []
+    assert cache.fetched == 0
+
+
+def test_declared_size_mismatch_raises(tmp_path: Path) -> None:
+    data, sha = blob("a")
+    cache = FileCache(tmp_path, FakeFetch({sha: data}))
+    with pytest.raises(CacheError, match="declared"):
+        asyncio.run(cache.path_for(sha, len(data) + 1))
+    assert cache_files(tmp_path) == []
+
+
+def test_failed_fetch_cleans_temp_file_and_propagates(tmp_path: Path) -> None:
+    _, sha = blob("a")
+
+    async def broken(sha256: str, dest: Path) -> None:
+        dest.write_bytes(b"partial")
+        raise ConnectionError("network down")
+
+    cache = FileCache(tmp_path, broken)
+    with pytest.raises(ConnectionError):
+        asyncio.run(cache.path_for(sha, 100))
+    assert cache_files(tmp_path) == []
+
+
+def test_reuse_across_instances(tmp_path: Path) -> None:
+    data, sha = blob("a")
+    first = FileCache(tmp_path, FakeFetch({sha: data}))
+    path = asyncio.run(first.path_for(sha, len(data)))
+
+    refetch = FakeFetch({})  # would KeyError if asked for anything
+    second = FileCache(tmp_path, refetch)
+    assert second.total_bytes == len(data)
+    assert asyncio.run(second.path_for(sha, len(data))) == path
+    assert refetch.calls == Counter()
+    assert second.fetched == 0
+
+
+def test_damaged_cached_blob_is_refetched(tmp_path: Path) -> None:
+    data, sha = blob("a")
+    fetch = FakeFetch({sha: data})
+    cache = FileCache(tmp_path, fetch)
+    path = asyncio.run(cache.path_for(sha, len(data)))
+    path.chmod(0o644)
+    path.write_bytes(b"short")
+    assert asyncio.run(cache.path_for(sha, len(data))).read_bytes() == data
+    assert fetch.calls[sha] == 2
+
+
+@pytest.mark.parametrize("mode", [0o755, 0o600, 0o640])
+def test_stage_makes_independent_copy_with_mode(tmp_path: Path, mode: int) -> None:
+    data, sha = blob("a")
+    cache = FileCache(tmp_path / "cache", FakeFetch({sha: data}))
+    dest = tmp_path / "task" / "in" / "deep" / "input.bin"
+    asyncio.run(cache.stage(sha, len(data), dest, mode))
+
+    cached = tmp_path / "cache" / sha[:2] / sha
+    assert dest.read_bytes() == data
+    assert stat.S_IMODE(dest.stat().st_mode) == mode
+    assert dest.stat().st_ino != cached.stat().st_ino
+    dest.chmod(0o644)
+    dest.write_bytes(b"edited by the task")
+    assert cached.read_bytes() == data
+
+
+def test_stage_drops_setuid_bits(tmp_path: Path) -> None:
+    data, sha = blob("a")
+    cache = FileCache(tmp_path / "cache", FakeFetch({sha: data}))
+    dest = tmp_path / "task" / "x"
+    asyncio.run(cache.stage(sha, len(data), dest, 0o4755))
+    assert stat.S_IMODE(dest.stat().st_mode) == 0o755
+
+
+def test_stage_replaces_symlink_instead_of_writing_through(tmp_path: Path) -> None:
+    data, sha = blob("a")
+    cache = FileCache(tmp_path / "cache", FakeFetch({sha: data}))
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    dest = tmp_path / "task" / "input"
+    dest.parent.mkdir()
+    dest.symlink_to(victim)
+    asyncio.run(cache.stage(sha, len(data), dest, 0o644))
+    assert not dest.is_symlink()
+    assert dest.read_bytes() == data
+    assert victim.read_bytes() == b"precious"
+
+
+def test_stage_twice_reuses_cache(tmp_path: Path) -> None:
+    data, sha = blob("a")
+    fetch = FakeFetch({sha: data}, delay=0.01)
+    cache = FileCache(tmp_path / "cache", fetch)
+
+    async def main() -> None:
+        await asyncio.gather(
+            *(cache.stage(sha, len(data), tmp_path / f"t{i}" / "in", 0o644) for i in range(5))
+        )
+
+    asyncio.run(main())
+    assert fetch.calls[sha] == 1
+    assert all((tmp_path / f"t{i}" / "in").read_bytes() == data for i in range(5))
+
+
+def test_lru_eviction_respects_max_bytes_and_order(tmp_path: Path) -> None:
+    blobs = {sha: data for data, sha in map(blob, "abc")}
+    sa, sb, sc = (blob(c)[1] for c in "abc")
+    fetch = FakeFetch(blobs)
+    cache = FileCache(tmp_path, fetch, max_bytes=250)
+
+    async def main() -> None:
+        await cache.path_for(sa, 100)
+        await cache.path_for(sb, 100)
+        await cache.path_for(sa, 100)  # a is now more recent than b
+        await cache.path_for(sc, 100)  # 300 > 250: evict the least recent, b
+
+    asyncio.run(main())
+    assert (tmp_path / sa[:2] / sa).exists()
+    assert not (tmp_path / sb[:2] / sb).exists()
+    assert (tmp_path / sc[:2] / sc).exists()
+    assert cache.total_bytes == 200
+    assert fetch.calls == Counter({sa: 1, sb: 1, sc: 1})
+
+
+def test_lru_order_survives_restart(tmp_path: Path) -> None:
+    blobs = {sha: data for data, sha in map(blob, "ab")}
+    sa, sb = (blob(c)[1] for c in "ab")
+    first = FileCache(tmp_path, FakeFetch(blobs))
+
+    async def main() -> None:
+        await first.path_for(sa, 100)
+        await first.path_for(sb, 100)
+        await first.path_for(sa, 100)  # a most recent, recorded in its atime
+
+    asyncio.run(main())
+    second = FileCache(tmp_path, FakeFetch({}), max_bytes=100)
+    second.evict()
+    assert (tmp_path / sa[:2] / sa).exists()
+    assert not (tmp_path / sb[:2] / sb).exists()
+
+
+def test_evict_spares_blob_being_staged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data, sha = blob("a")
+    cache = FileCache(tmp_path / "cache", FakeFetch({sha: data}), max_bytes=0)
+    started, release = threading.Event(), threading.Event()
+    real_copy = cache_mod._copy_to
+
+    def slow_copy(src: Path, dest: Path, mode: int) -> None:
+        started.set()
+        assert release.wait(5)
+        real_copy(src, dest, mode)
+
+    monkeypatch.setattr(cache_mod, "_copy_to", slow_copy)
+
+    async def main() -> bool:
+        staging = asyncio.ensure_future(cache.stage(sha, 100, tmp_path / "task" / "in", 0o644))
+        while not started.is_set():
+            await asyncio.sleep(0.001)
+        cache.evict()
+        survived = (tmp_path / "cache" / sha[:2] / sha).exists()
+        release.set()
+        await staging
+        return survived
+
+    assert asyncio.run(main())
+    assert (tmp_path / "task" / "in").read_bytes() == data
+    cache.evict()  # no longer staged: now it goes
+    assert not (tmp_path / "cache" / sha[:2] / sha).exists()
+
+
+def test_stale_temp_files_removed_at_start(tmp_path: Path) -> None:
+    _, sha = blob("a")
+    shard = tmp_path / sha[:2]
+    shard.mkdir()
+    stale, fresh = shard / f".{sha}.old.tmp", shard / f".{sha}.new.tmp"
+    stale.write_bytes(b"x")
+    fresh.write_bytes(b"y")
+    os.utime(stale, (0, 0))
+    cache = FileCache(tmp_path, FakeFetch({}))
+    assert not stale.exists()
+    assert fresh.exists()  # might belong to a download still in progress
+    assert cache.total_bytes == 0
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "abc",
+        "A" * 64,
+        "g" * 64,
+        "0" * 63,
+        "0" * 65,
+        "../" + "0" * 61,
+        "0" * 62 + "/x",
+        " " * 64,
+    ],
+)
+def test_invalid_hash_rejected(tmp_path: Path, bad: str) -> None:
+    fetch = FakeFetch({})
+    cache = FileCache(tmp_path / "cache", fetch)
+    with pytest.raises(CacheError, match="invalid sha256"):
+        asyncio.run(cache.path_for(bad, 1))
+    with pytest.raises(CacheError, match="invalid sha256"):
+        asyncio.run(cache.stage(bad, 1, tmp_path / "dest", 0o644))
+    assert fetch.calls == Counter()
+    assert not (tmp_path / "dest").exists()
