@@ -18,7 +18,7 @@ import uvicorn
 
 from ..client import write_config
 from ..coordinator import Settings
-from ..coordinator.server import admin_token, make_server
+from ..coordinator.server import CoordinatorServer, admin_token, make_server
 from ..worker.agent import WorkerConfig, run_worker
 from ._common import FAILED, USAGE, Fail
 
@@ -46,7 +46,7 @@ def _free_port(host: str) -> int:
         return int(s.getsockname()[1])
 
 
-class _QuietServer(uvicorn.Server):
+class _QuietServer(CoordinatorServer):
     """uvicorn without its own signal handlers: `corral up` stops workers first."""
 
     @contextlib.contextmanager

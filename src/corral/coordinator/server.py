@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import socket
 from pathlib import Path
 
 import uvicorn
@@ -26,8 +27,17 @@ def admin_token(data_dir: Path) -> str:
     return token
 
 
+class CoordinatorServer(uvicorn.Server):
+    """uvicorn that answers held long-polls before it waits for connections to close."""
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        app = self.config.app
+        app.state.coordinator.release_waiters()
+        await super().shutdown(sockets)
+
+
 def make_server(
-    settings: Settings, host: str, port: int, kind: type[uvicorn.Server] = uvicorn.Server
+    settings: Settings, host: str, port: int, kind: type[CoordinatorServer] = CoordinatorServer
 ) -> uvicorn.Server:
     """A uvicorn server (of class `kind`) for a coordinator on `settings.data_dir`."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)

@@ -74,12 +74,21 @@ class Coordinator:
         self._workers: dict[str, _Signal] = {}
         self._expiry: asyncio.Task[None] | None = None
         self._wake_expiry = _Signal()
+        self._closing = False
         settings.live_dir.mkdir(parents=True, exist_ok=True)
 
     async def start(self) -> None:
         """Give leases from before a restart time to report back, then watch expiry."""
         self.store.grace_running(self.policy.expires(self.clock()))
         self._expiry = asyncio.create_task(self._expiry_loop())
+
+    def release_waiters(self) -> None:
+        """Answer every held long-poll now: the server is shutting down."""
+        self._closing = True
+        self._work.fire()
+        self._events.fire()
+        for signal in self._workers.values():
+            signal.fire()
 
     async def stop(self) -> None:
         """Stop background work and wake every waiter."""
@@ -149,7 +158,7 @@ class Coordinator:
                 self.settings.lease_scan,
                 lambda req: fits(req, caps),
             )
-            if leased or now >= deadline:
+            if leased or now >= deadline or self._closing:
                 break
             await self._work.wait(deadline - now)
         if leased:
@@ -173,7 +182,7 @@ class Coordinator:
         for chunk in body.logs:
             self._append_log(chunk)
         stale = self._extend(worker_id, body.leases)
-        if not stale and body.wait > 0:
+        if not stale and body.wait > 0 and not self._closing:
             signal = self._workers.setdefault(worker_id, _Signal())
             await signal.wait(min(body.wait, self.settings.heartbeat_interval * 2))
             stale = self._extend(worker_id, body.leases)
@@ -242,7 +251,7 @@ class Coordinator:
                 yield event
             if batch:
                 continue
-            if self.store.get_job(job_id).status in FINAL_STATUSES:
+            if self._closing or self.store.get_job(job_id).status in FINAL_STATUSES:
                 return
             await self._events.wait(keepalive)
             yield None

@@ -209,9 +209,7 @@ class SQLiteStore(Store):
                     break
         return out
 
-    def _fitting_classes(
-        self, fits: Callable[[dict[str, str]], bool]
-    ) -> list[str]:
+    def _fitting_classes(self, fits: Callable[[dict[str, str]], bool]) -> list[str]:
         # One row per distinct requirement class with queued work: matching cost grows with
         # the number of classes, not with queue depth.
         keys = self._db.execute(
