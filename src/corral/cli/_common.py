@@ -21,14 +21,18 @@ FAILED = 1  # work failed, or the coordinator could not be reached
 
 
 class Fail(click.ClickException):
-    """One line on stderr, then exit with `code`."""
+    """A usage error: one line on stderr, then exit 2."""
 
-    def __init__(self, message: str, code: int = USAGE) -> None:
-        super().__init__(message)
-        self.exit_code = code
+    exit_code = USAGE
 
     def show(self, file: Any = None) -> None:
         click.echo(f"corral: {self.message}", err=True)
+
+
+class FailedWork(Fail):
+    """Work failed or the coordinator is unreachable: one line on stderr, then exit 1."""
+
+    exit_code = FAILED
 
 
 def server_options(fn: F) -> F:
@@ -51,18 +55,29 @@ def client_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except ConfigError as exc:
-            raise Fail(str(exc), USAGE) from exc
+            raise Fail(str(exc)) from exc
         except Unreachable as exc:
-            raise Fail(f"{exc}; is it running? start one with `corral up`", FAILED) from exc
+            raise FailedWork(f"{exc}; is it running? start one with `corral up`") from exc
         except NotFoundError as exc:
-            raise Fail(f"{exc.detail}; list ids with `corral ps`", USAGE) from exc
+            raise Fail(f"{exc.detail}; list ids with `corral ps`") from exc
         except ApiError as exc:
-            code = USAGE if exc.status < 500 else FAILED
-            raise Fail(f"the coordinator refused: {exc.detail} ({exc.code})", code) from exc
+            kind = Fail if exc.status < 500 else FailedWork
+            raise kind(f"the coordinator refused: {exc.detail} ({exc.code})") from exc
         except CorralError as exc:
-            raise Fail(str(exc), FAILED) from exc
+            raise FailedWork(str(exc)) from exc
 
     return wrapper  # type: ignore[return-value]
+
+
+def key_values(values: tuple[str, ...], flag: str) -> dict[str, str]:
+    """KEY=VALUE options as a dict; anything else is a usage error naming the flag."""
+    out = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise Fail(f"{flag} {item!r} must look like KEY=VALUE")
+        out[key] = value
+    return out
 
 
 def make_client(server: str | None, token: str | None) -> Client:

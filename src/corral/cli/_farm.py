@@ -20,7 +20,7 @@ from ..client import write_config
 from ..coordinator import Settings
 from ..coordinator.server import CoordinatorServer, admin_token, make_server
 from ..worker.agent import WorkerConfig, run_worker
-from ._common import FAILED, USAGE, Fail
+from ._common import FailedWork, key_values
 
 
 def default_data_dir() -> Path:
@@ -35,8 +35,8 @@ def _check_port(host: str, port: int) -> None:
         try:
             s.bind((host, port))
         except OSError as exc:
-            raise Fail(
-                f"cannot listen on {host}:{port}: {exc.strerror}; pick another --port", FAILED
+            raise FailedWork(
+                f"cannot listen on {host}:{port}: {exc.strerror}; pick another --port"
             ) from exc
 
 
@@ -94,7 +94,7 @@ async def _run_up(server: uvicorn.Server, workers: int, url: str, token: str, da
     while not server.started:
         if serving.done():
             await serving
-            raise Fail("the coordinator failed to start", FAILED)
+            raise FailedWork("the coordinator failed to start")
         await asyncio.sleep(0.02)
     procs = _spawn_workers(workers, url, token, data)
     stop = asyncio.Event()
@@ -184,16 +184,6 @@ def server(
     asyncio.run(make_server(settings, host, port).serve())
 
 
-def _labels(values: tuple[str, ...]) -> dict[str, str]:
-    out = {}
-    for item in values:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise Fail(f"--label {item!r} must look like KEY=VALUE", USAGE)
-        out[key] = value
-    return out
-
-
 @click.command()
 @click.option("--server", envvar="CORRAL_URL", required=True, help="Coordinator URL.")
 @click.option("--token", envvar="CORRAL_TOKEN", help="Bearer token.")
@@ -224,7 +214,7 @@ def worker(
         token=token,
         slots=slots,
         name=name,
-        labels=_labels(labels),
+        labels=key_values(labels, "--label"),
         programs=list(programs),
         work_dir=(work_dir or Path(base) / "corral" / f"worker-{name}").resolve(),
     )

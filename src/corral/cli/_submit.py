@@ -12,26 +12,16 @@ import click
 from ..client import Client
 from ..protocol import InputRef, Job, TaskSpec, relpath_problem, task_problems
 from ._common import (
-    USAGE,
     Fail,
     client_errors,
     json_option,
+    key_values,
     make_client,
     print_json,
     server_options,
 )
 from ._jobfile import JobFileError, TaskDraft, guess_format, parse_jobfile
 from ._watch import follow
-
-
-def _pairs(values: tuple[str, ...], flag: str) -> dict[str, str]:
-    out = {}
-    for item in values:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise Fail(f"{flag} {item!r} must look like KEY=VALUE")
-        out[key] = value
-    return out
 
 
 def substitute(arg: str, line: str) -> str:
@@ -197,8 +187,8 @@ def submit(
     opts: dict[str, object] = {
         "inputs": inputs,
         "outputs": outputs,
-        "env": _pairs(env, "--env"),
-        "requires": _pairs(requires, "--requires"),
+        "env": key_values(env, "--env"),
+        "requires": key_values(requires, "--requires"),
         "shell": shell,
         "max_attempts": max_attempts,
     }
@@ -232,4 +222,4 @@ def _announce(job: Job, as_json: bool, wait: bool) -> None:
         click.echo(job.id)
 
 
-__all__ = ["USAGE", "each_line_argv", "submit", "substitute"]
+__all__ = ["each_line_argv", "submit", "substitute"]

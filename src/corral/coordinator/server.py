@@ -11,6 +11,7 @@ import uvicorn
 
 from .app import build_app
 from .blobs import LocalBlobs
+from .service import Coordinator
 from .settings import Settings
 from .store import SQLiteStore
 
@@ -30,9 +31,12 @@ def admin_token(data_dir: Path) -> str:
 class CoordinatorServer(uvicorn.Server):
     """uvicorn that answers held long-polls before it waits for connections to close."""
 
+    def __init__(self, config: uvicorn.Config, coordinator: Coordinator) -> None:
+        super().__init__(config)
+        self.coordinator = coordinator
+
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        app = self.config.app
-        app.state.coordinator.release_waiters()
+        self.coordinator.release_waiters()
         await super().shutdown(sockets)
 
 
@@ -52,7 +56,7 @@ def make_server(
         access_log=False,
         timeout_graceful_shutdown=3,
     )
-    return kind(config)
+    return kind(config, app.state.coordinator)
 
 
 def serve(settings: Settings, host: str, port: int) -> None:

@@ -105,7 +105,7 @@ class SQLiteStore(Store):
             )
 
     def _counts(self, job_id: str) -> dict[str, int]:
-        counts = dict.fromkeys(TASK_STATUSES, 0)
+        counts: dict[str, int] = dict.fromkeys(TASK_STATUSES, 0)
         rows = self._db.execute(
             "SELECT status, COUNT(*) FROM tasks WHERE job_id = ? GROUP BY status", (job_id,)
         )
