@@ -15,6 +15,7 @@ import logging
 import shutil
 import signal
 import socket
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,13 +37,14 @@ from ..protocol import (
     WorkerRegister,
     WorkerRegistered,
 )
-from .cache import FileCache
+from .cache import CacheError, FileCache
 from .capabilities import dynamic_capabilities, static_capabilities
 from .executor import TaskProcess, command_line, task_env
 from .outputs import UnsafePath, changed_files, resolve_inside, safe_relpath, sha256_file, snapshot
 
 log = logging.getLogger("corral.worker")
 _LOG_CHUNK = 64 * 1024
+_BACKOFF = (0.2, 0.5, 1, 2, 4, 8, 8, 8, 15, 15)
 
 
 @dataclass
@@ -104,11 +106,15 @@ class Agent:
             with dest.open("wb") as out:
                 async for chunk in response.aiter_bytes(1024 * 1024):
                     out.write(chunk)
+        log.info("fetched blob %s", sha256)
 
     async def _upload(self, files: dict[str, Path]) -> None:
-        """Upload the files (by hash) that the coordinator does not have yet."""
-        if not files:
-            return
+        """Upload the files (by hash) that the coordinator does not have yet, riding out a
+        coordinator restart rather than failing the task for want of a connection."""
+        if files:
+            await _retrying(lambda: self._upload_once(files))
+
+    async def _upload_once(self, files: dict[str, Path]) -> None:
         reply = await self._post("/blobs/missing", MissingBlobs(list(files)), MissingBlobsReply)
         for sha in reply.missing:
             path = files[sha]
@@ -219,7 +225,9 @@ class Agent:
     async def _heartbeat_loop(self) -> None:
         while True:
             body = Heartbeat(
-                leases=[r.assignment.lease_id for r in self.running.values()],
+                # a cancelled lease is not presented again: the coordinator answers stale
+                # leases at once, so re-sending one would spin this loop until the task ends
+                leases=[r.assignment.lease_id for r in self.running.values() if not r.cancelled],
                 logs=self._log_chunks(),
                 capabilities=dynamic_capabilities(self.config.work_dir),
                 wait=self.heartbeat_interval,
@@ -249,6 +257,8 @@ class Agent:
     def _log_chunks(self) -> list[LogChunk]:
         chunks = []
         for run in self.running.values():
+            if run.cancelled:
+                continue
             for stream, offset in run.log_offsets.items():
                 path = run.dir / stream
                 with contextlib.suppress(OSError), path.open("rb") as f:
@@ -270,6 +280,9 @@ class Agent:
             result = await self._execute(run, work)
             if not run.cancelled:
                 await self._report(a, result)
+        except httpx.TransportError as exc:
+            # not the task's fault: stop presenting the lease so it expires and is requeued
+            log.warning("abandoning task %s: coordinator unreachable: %s", a.task_id, exc)
         except Exception as exc:  # a worker bug must not take the worker down
             log.exception("task %s failed in the worker", a.task_id)
             if not run.cancelled:
@@ -290,7 +303,7 @@ class Agent:
                 rel = safe_relpath(name)
                 await self.cache.stage(ref.sha256, ref.size, resolve_inside(work, rel), ref.mode)
                 known[rel.as_posix()] = ref.sha256
-        except (UnsafePath, OSError) as exc:
+        except (UnsafePath, OSError, CacheError) as exc:
             return TaskResult(a.lease_id, None, error=f"staging inputs: {exc}")
         before = await asyncio.to_thread(snapshot, work, known)
         extra = {
@@ -336,17 +349,24 @@ class Agent:
         )
 
     async def _report(self, a: Assignment, result: TaskResult) -> None:
-        for delay in (0.2, 0.5, 1, 2, 4, 8, 8, 8):
-            try:
-                await self._post(f"/tasks/{a.task_id}/result", result)
-                return
-            except httpx.HTTPStatusError as exc:
-                # 409: our lease was superseded; the winning attempt's result stands
-                log.warning("result for %s refused: %s", a.task_id, exc.response.text)
-                return
-            except httpx.HTTPError:
-                await asyncio.sleep(delay)
-        log.error("gave up reporting task %s", a.task_id)
+        try:
+            await _retrying(lambda: self._post(f"/tasks/{a.task_id}/result", result))
+        except httpx.HTTPStatusError as exc:
+            # 409: our lease was superseded; the winning attempt's result stands
+            log.warning("result for %s refused: %s", a.task_id, exc.response.text)
+        except httpx.TransportError:
+            log.error("gave up reporting task %s; its lease will expire and requeue it", a.task_id)
+
+
+async def _retrying(call: Callable[[], Awaitable[Any]]) -> Any:
+    """Retry a call on connection errors with backoff (about a minute in all)."""
+    for delay in _BACKOFF:
+        try:
+            return await call()
+        except httpx.TransportError as exc:
+            log.warning("coordinator unreachable, retrying in %s s: %s", delay, exc)
+            await asyncio.sleep(delay)
+    return await call()
 
 
 def run_worker(config: WorkerConfig) -> None:

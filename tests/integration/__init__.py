@@ -1,0 +1,1 @@
+"""Integration tests: real coordinator and worker processes over loopback HTTP."""
