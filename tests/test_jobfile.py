@@ -516,7 +516,7 @@ def test_unknown_format() -> None:
 
 UNKNOWN_KEY_CASES = [
     ('nmae = "x"\n[[tasks]]\nargv = ["a"]\n', 1, "nmae"),
-    ('[[tasks]]\nargv = ["a"]\n\n[[tasks]]\nargv = ["b"]\nretries = 2\n', 6, "tasks[1].retries"),
+    ('[[tasks]]\nargv = ["a"]\n\n[[tasks]]\nargv = ["b"]\npriority = 2\n', 6, "tasks[1].priority"),
     ('[[tasks]]\nargv = ["a"]\n[[tasks]]\nargv = ["b"]\n[tasks.x]\n', 5, "tasks[1].x"),
     ("[defaults]\nenv = {}\nmax_attempt = 2\n", 3, "defaults.max_attempt"),
     ('[sweep]\nargv = ["a"]\nmod = "zip"\nparams = {x = [1]}\n', 3, "sweep.mod"),
@@ -559,15 +559,15 @@ def test_unknown_key_json() -> None:
             {"argv": ["a"]},
             {
               "argv": ["b"],
-              "retries": 2
+              "priority": 2
             }
           ]
         }
         """,
         "json",
     )
-    assert (err.line, err.field) == (6, "tasks[1].retries")
-    assert str(err) == "job.json:6: tasks[1].retries: unknown key 'retries'"
+    assert (err.line, err.field) == (6, "tasks[1].priority")
+    assert str(err) == "job.json:6: tasks[1].priority: unknown key 'priority'"
 
 
 def test_unknown_key_json_in_sweep_params_range() -> None:
@@ -871,10 +871,10 @@ def test_locator_ignores_lookalike_lines_in_multiline_values() -> None:
           'b]',
         ]
         env = { X = "1" }
-        retries = 3
+        priority = 3
         '''
     )
-    assert (err.line, err.field) == (11, "tasks[0].retries")
+    assert (err.line, err.field) == (11, "tasks[0].priority")
 
 
 def test_locator_handles_quoted_and_dotted_keys() -> None:

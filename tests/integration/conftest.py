@@ -187,14 +187,21 @@ class Farm:
         return self.server.wait(timeout)
 
     # workers
-    def start_worker(self, slots: int = 1, verbose: bool = True) -> WorkerProc:
-        """Start a worker and wait until the coordinator lists it online."""
+    def start_worker(
+        self,
+        slots: int = 1,
+        verbose: bool = True,
+        args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+    ) -> WorkerProc:
+        """Start a worker (extra `args` to `corral worker`); wait until it is online."""
         name = f"w{len(self.workers) + 1}"
         work_dir = self.root / name
         log = self.root / "logs" / f"{name}.log"
         argv = [PYTHON, "-m", "corral", "worker", "--server", self.url, "--slots", str(slots)]
         argv += ["--work-dir", str(work_dir), "--name", name] + (["-v"] if verbose else [])
-        proc = self._spawn(argv, log, {**self.env, "CORRAL_TOKEN": self.token})
+        argv += list(args)
+        proc = self._spawn(argv, log, {**self.env, **(env or {}), "CORRAL_TOKEN": self.token})
         worker = WorkerProc(name, work_dir, log, proc)
         self.workers.append(worker)
         with self.client() as client:

@@ -26,7 +26,8 @@ def files_under(root: Path) -> dict[str, bytes]:
 
 @pytest.mark.timeout(60)
 def test_cli_kill_stops_the_whole_process_tree(farm: Callable[..., Farm]) -> None:
-    f = farm(workers=1)
+    # no sandbox: the test reads the task's pids, which a PID namespace would renumber
+    f = farm(workers=1, args=("--no-sandbox",))
     client = f.client()
     job = client.submit_job([sh("echo $$; sleep 300 & echo $!; wait")])
     (task,) = client.tasks(job.id)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import click
 
+from ._allow import allow
+from ._elastic import drain, why
 from ._farm import server, up, worker
 from ._jobs import fetch, kill, logs, ps, show, wait, workers
+from ._security import audit, token
 from ._submit import submit
 
 
@@ -15,8 +18,13 @@ def cli() -> None:
     """Corral: turn a pile of ordinary machines into one compute farm."""
 
 
-for command in (up, server, worker, submit, ps, show, logs, fetch, wait, kill, workers):
+for command in (up, server, worker, submit, ps, show, logs, fetch, wait, kill, workers, why, drain):
     cli.add_command(command)
+
+
+cli.add_command(allow)
+cli.add_command(token)
+cli.add_command(audit)
 
 
 def main() -> None:

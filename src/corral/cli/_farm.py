@@ -12,15 +12,19 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import click
 import uvicorn
 
 from ..client import write_config
 from ..coordinator import Settings
-from ..coordinator.server import CoordinatorServer, admin_token, make_server
+from ..coordinator.server import CoordinatorServer, admin_token, job_key, make_server
 from ..worker.agent import WorkerConfig, run_worker
 from ._common import FailedWork, key_values
+from ._elastic import elastic_config, elastic_options, report_drain
+from ._policy import policy_config, policy_options
+from ._tls import server_tls, tls_server_options, worker_target, worker_tls_options
 
 
 def default_data_dir() -> Path:
@@ -72,6 +76,8 @@ def _spawn_workers(n: int, url: str, token: str, data: Path) -> list[subprocess.
             str(data / "workers" / f"w{i}"),
             "--name",
             f"{host}-w{i}",
+            "--sandbox-hide",  # the admin token and every job's files
+            str(data),
         ]
         procs.append(subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL))
     return procs
@@ -135,7 +141,7 @@ def up(workers: int | None, port: int, data: Path | None) -> None:
     url = f"http://{host}:{port}"
     path = write_config(url, token)
     click.echo(f"client config written to {path}", err=True)
-    settings = Settings(data_dir=data, tokens={token: "admin"})
+    settings = Settings(data_dir=data, tokens={token: "admin"}, job_key=job_key(data))
     server = make_server(settings, host, port, _QuietServer)
     asyncio.run(
         _run_up(server, workers if workers is not None else os.cpu_count() or 1, url, token, data)
@@ -165,36 +171,51 @@ def up(workers: int | None, port: int, data: Path | None) -> None:
     show_default=True,
     help="Seconds of silence before a worker is lost and its tasks requeued.",
 )
+@tls_server_options
 def server(
-    host: str, port: int, data: Path | None, tokens: tuple[str, ...], lease_timeout: float
+    host: str,
+    port: int,
+    data: Path | None,
+    tokens: tuple[str, ...],
+    lease_timeout: float,
+    **tls_opts: Any,
 ) -> None:
     """Start a coordinator alone."""
     data = (data or default_data_dir()).resolve()
+    tls = server_tls(host, data, tls_opts)
     _check_port(host, port)
     own = admin_token(data)
+    scheme = "https" if tls else "http"
     click.echo(
-        f"coordinator on http://{host}:{port}; admin token in {data / 'admin.token'}", err=True
+        f"coordinator on {scheme}://{host}:{port}; admin token in {data / 'admin.token'}"
+        + (f"; CA certificate {tls.ca}" if tls else ""),
+        err=True,
     )
     settings = Settings(
         data_dir=data,
         tokens={t: "admin" for t in (own, *tokens)},
         lease_timeout=lease_timeout,
         heartbeat_interval=min(2.0, lease_timeout / 4),
+        job_key=job_key(data),
+        ca_file=tls.ca if tls else None,
     )
-    asyncio.run(make_server(settings, host, port).serve())
+    asyncio.run(make_server(settings, host, port, tls=tls).serve())
 
 
 @click.command()
-@click.option("--server", envvar="CORRAL_URL", required=True, help="Coordinator URL.")
+@click.option("--server", envvar="CORRAL_URL", default=None, help="Coordinator URL.")
 @click.option("--token", envvar="CORRAL_TOKEN", help="Bearer token.")
 @click.option("--slots", type=click.IntRange(1), default=1, show_default=True)
 @click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=None)
 @click.option("--name", default=None, help="Worker name [default: hostname].")
 @click.option("--label", "labels", multiple=True, metavar="K=V", help="Operator label.")
 @click.option("--program", "programs", multiple=True, help="Program on PATH to advertise.")
+@policy_options
+@elastic_options
+@worker_tls_options
 @click.option("-v", "--verbose", is_flag=True)
 def worker(
-    server: str,
+    server: str | None,
     token: str | None,
     slots: int,
     work_dir: Path | None,
@@ -202,20 +223,28 @@ def worker(
     labels: tuple[str, ...],
     programs: tuple[str, ...],
     verbose: bool,
+    **policy: Any,
 ) -> None:
     """Run a worker that pulls tasks from a coordinator."""
+    if policy.get("drain_worker"):
+        return report_drain(server, token, policy["drain_worker"])
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s worker %(message)s"
     )
     name = name or socket.gethostname()
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    work_dir = (work_dir or Path(base) / "corral" / f"worker-{name}").resolve()
+    target = worker_target(server, token, policy, work_dir)
     config = WorkerConfig(
-        server=server,
-        token=token,
+        server=target.server,
+        token=target.token,
+        ca_file=target.ca_file,
         slots=slots,
         name=name,
         labels=key_values(labels, "--label"),
         programs=list(programs),
-        work_dir=(work_dir or Path(base) / "corral" / f"worker-{name}").resolve(),
+        work_dir=work_dir,
+        **policy_config(policy),
+        **elastic_config(policy),
     )
     run_worker(config)

@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import NoReturn, TypeVar
 
+from ..protocol import flatten_requires
+
 __all__ = ["MAX_TASKS", "JobDraft", "JobFileError", "TaskDraft", "guess_format", "parse_jobfile"]
 
 MAX_TASKS = 1_000_000
@@ -34,6 +36,7 @@ _TASK_KEYS = (
     "shell",
     "max_attempts",
     "name",
+    "retries",
 )
 _ROOT_KEYS = ("name", "defaults", "tasks", "sweep")
 _SWEEP_KEYS = (*_TASK_KEYS, "params", "mode")
@@ -67,6 +70,7 @@ class TaskDraft:
     shell: bool
     max_attempts: int
     name: str
+    retries: int = 0
 
 
 @dataclass(frozen=True)
@@ -508,12 +512,19 @@ def _env(ctx: _Ctx, value: object, path: Path) -> dict[str, str]:
 
 
 def _requires(ctx: _Ctx, value: object, path: Path) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for key, item in _table(ctx, value, path).items():
+    # nested forms too: programs = ["a"], labels = {site = "lab"}, env = {X = "*"}
+    table = _table(ctx, value, path)
+    for key, item in table.items():
+        if key == "programs" and isinstance(item, list):
+            continue
+        if key in ("labels", "env") and isinstance(item, dict):
+            continue
         if not isinstance(item, str) and not _is_int(item):
             ctx.fail(path + (key,), f"must be a string or an integer, not {_kind(item)}")
-        out[key] = str(item)
-    return out
+    try:
+        return flatten_requires(table)
+    except ValueError as exc:
+        ctx.fail(path, str(exc))
 
 
 def _limits(ctx: _Ctx, value: object, path: Path) -> dict[str, float]:
@@ -544,6 +555,13 @@ class _Partial:
     shell: bool | None = None
     max_attempts: int | None = None
     name: str | None = None
+    retries: int | None = None
+
+
+def _retries(ctx: _Ctx, value: object, path: Path) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        ctx.fail(path, f"must be a whole number of at least 0, not {value!r}")
+    return value
 
 
 def _partial(ctx: _Ctx, table: dict[str, object], path: Path) -> _Partial:
@@ -568,6 +586,7 @@ def _partial(ctx: _Ctx, table: dict[str, object], path: Path) -> _Partial:
         shell=shell,
         max_attempts=_opt(ctx, table, path, "max_attempts", _max_attempts),
         name=_opt(ctx, table, path, "name", _str),
+        retries=_opt(ctx, table, path, "retries", _retries),
     )
 
 
@@ -595,6 +614,7 @@ def _merge(base: _Partial, over: _Partial) -> _Partial:
         shell=_pick(over.shell, base.shell),
         max_attempts=_pick(over.max_attempts, base.max_attempts),
         name=_pick(over.name, base.name),
+        retries=_pick(over.retries, base.retries),
     )
 
 
@@ -612,6 +632,7 @@ def _finish(ctx: _Ctx, task: _Partial, path: Path) -> TaskDraft:
         shell=task.from_command or bool(task.shell),
         max_attempts=DEFAULT_MAX_ATTEMPTS if attempts is None else attempts,
         name=task.name or "",
+        retries=task.retries or 0,
     )
 
 

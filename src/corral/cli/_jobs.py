@@ -18,6 +18,7 @@ from ._common import (
     print_table,
     server_options,
 )
+from ._elastic import cache_summary
 from ._watch import follow
 
 
@@ -195,8 +196,10 @@ def workers(as_json: bool, server: str | None, token: str | None) -> None:
             w.status,
             f"{w.slots_used}/{w.slots}",
             f"{w.capabilities.get('os', '')}/{w.capabilities.get('arch', '')}",
+            cache_summary(w.capabilities),
             _when(w.last_heartbeat),
         )
         for w in found
     ]
-    print_table("workers", ["id", "name", "status", "slots", "platform", "last heartbeat"], rows)
+    columns = ["id", "name", "status", "slots", "platform", "cache", "last heartbeat"]
+    print_table("workers", columns, rows)

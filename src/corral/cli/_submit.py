@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -21,25 +22,25 @@ from ._common import (
     server_options,
 )
 from ._jobfile import JobFileError, TaskDraft, guess_format, parse_jobfile
+from ._limits import parse_limits
 from ._watch import follow
+
+_PLACEHOLDER = re.compile(r"\{(/\.|//|/|\.|)\}")
 
 
 def substitute(arg: str, line: str) -> str:
-    """GNU Parallel's placeholders: {} {.} {/} {//} {/.}."""
+    """GNU Parallel's placeholders: {} {.} {/} {//} {/.}, replaced in one pass (so braces in
+    the line itself are left alone)."""
     path = PurePosixPath(line)
     stem = line[: -len(path.suffix)] if path.suffix else line
-    return (
-        arg.replace("{/.}", path.stem)
-        .replace("{//}", str(path.parent))
-        .replace("{/}", path.name)
-        .replace("{.}", stem)
-        .replace("{}", line)
-    )
+    values = {"": line, ".": stem, "/": path.name, "//": str(path.parent), "/.": path.stem}
+    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], arg)
 
 
 def each_line_argv(argv: list[str], line: str) -> list[str]:
-    """argv for one stdin line: placeholders replaced, or the line appended when there are none."""
-    if any("{" in a and "}" in a for a in argv):
+    """argv for one stdin line: placeholders replaced, or the line appended when there are none
+    (other braces, as in `awk '{print $1}'`, are not placeholders)."""
+    if any(_PLACEHOLDER.search(a) for a in argv):
         return [substitute(a, line) for a in argv]
     return [*argv, line]
 
@@ -66,10 +67,11 @@ def _draft(argv: list[str], opts: dict[str, object]) -> TaskDraft:
         inputs=[],
         outputs=list(opts["outputs"]),  # type: ignore[call-overload]
         requires=dict(opts["requires"]),  # type: ignore[call-overload]
-        limits={},
+        limits=dict(opts.get("limits", {})),  # type: ignore[call-overload]
         shell=bool(opts["shell"]),
         max_attempts=int(opts["max_attempts"]),  # type: ignore[call-overload]
         name="",
+        retries=int(opts["retries"]),  # type: ignore[call-overload]
     )
 
 
@@ -141,6 +143,7 @@ def _specs(client: Client, plan: _Plan) -> list[TaskSpec]:
             limits=draft.limits,
             shell=draft.shell,
             max_attempts=draft.max_attempts,
+            retries=draft.retries,
             name=draft.name,
         )
         problems = task_problems(spec)
@@ -155,9 +158,23 @@ def _specs(client: Client, plan: _Plan) -> list[TaskSpec]:
 @click.option("--output", "outputs", multiple=True, metavar="GLOB", help="Only return these files.")
 @click.option("--env", "env", multiple=True, metavar="K=V", help="Environment variable.")
 @click.option("--requires", "requires", multiple=True, metavar="K=V", help="Worker requirement.")
+@click.option(
+    "--limit",
+    "limits",
+    multiple=True,
+    metavar="K=V",
+    help="Task limit: wall_time, cpu_time (s), memory, file_size, output_size (bytes), processes.",
+)
 @click.option("--name", default="", help="Job name.")
 @click.option("--shell", is_flag=True, help="Run the command through /bin/sh -c.")
 @click.option("--max-attempts", default=3, show_default=True, type=click.IntRange(1))
+@click.option(
+    "--retries",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Re-run a failing task (non-zero exit) up to N times, with growing delays.",
+)
 @click.option("--each-line", is_flag=True, help="One task per stdin line; {} is the line.")
 @click.option("--transfer", is_flag=True, help="With --each-line: ship each line's file.")
 @click.option("--file", "jobfile", metavar="JOBFILE", help="A TOML or JSON job file; - for stdin.")
@@ -171,9 +188,11 @@ def submit(
     outputs: tuple[str, ...],
     env: tuple[str, ...],
     requires: tuple[str, ...],
+    limits: tuple[str, ...],
     name: str,
     shell: bool,
     max_attempts: int,
+    retries: int,
     each_line: bool,
     transfer: bool,
     jobfile: str | None,
@@ -189,8 +208,10 @@ def submit(
         "outputs": outputs,
         "env": key_values(env, "--env"),
         "requires": key_values(requires, "--requires"),
+        "limits": parse_limits(limits),
         "shell": shell,
         "max_attempts": max_attempts,
+        "retries": retries,
     }
     argv = list(command)
     if jobfile is not None:

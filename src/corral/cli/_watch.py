@@ -1,10 +1,28 @@
-"""Following a job as its tasks finish, over the coordinator's event stream."""
+"""Following a job as its tasks finish, over the coordinator's event stream.
+
+On a terminal this is a live rich progress bar (done/total, rate, ETA, failures, with a line
+for each failed task); otherwise, and with --json, one plain line per finished task.
+"""
 
 from __future__ import annotations
 
+import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import click
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.progress import Task as BarTask
+from rich.text import Text
 
 from ..client import Client, Unreachable
 from ..protocol import FINAL_STATUSES, Event
@@ -16,26 +34,102 @@ def _line(event: Event) -> str:
     return f"{event.task_id} {event.status}{code}"
 
 
-def follow(client: Client, job_id: str, as_json: bool, reconnect_for: float = 30.0) -> int:
-    """Print each task as it finishes; 0 when all succeeded, else 1."""
+@dataclass
+class Tally:
+    """Finished tasks of a job, counted once each: pure, fed with events."""
+
+    total: int
+    final: dict[str, str] = field(default_factory=dict)
+
+    def feed(self, event: Event) -> bool:
+        """Count a final event; True when it is the first for its task."""
+        if event.status not in FINAL_STATUSES or event.task_id in self.final:
+            return False
+        self.final[event.task_id] = event.status
+        self.total = max(self.total, len(self.final))
+        return True
+
+    @property
+    def done(self) -> int:
+        """Tasks in a final status."""
+        return len(self.final)
+
+    @property
+    def failures(self) -> int:
+        """Tasks that failed or were killed."""
+        return sum(1 for s in self.final.values() if s != "succeeded")
+
+
+class RateColumn(ProgressColumn):
+    """Tasks finished per second."""
+
+    def render(self, task: BarTask) -> Text:
+        """The current rate, once there is one."""
+        speed = task.finished_speed or task.speed
+        return Text("" if speed is None else f"{speed:.1f} tasks/s", style="cyan")
+
+
+def _events(client: Client, job_id: str, reconnect_for: float) -> Iterator[Event]:
     after = 0
-    done: dict[str, str] = {}
     give_up = time.monotonic() + reconnect_for
     while True:
         try:
             for event in client.events(job_id, after):
                 after = event.seq
-                if event.status in FINAL_STATUSES:
-                    done[event.task_id] = event.status
-                    if as_json:
-                        print_json(event)
-                    else:
-                        click.echo(_line(event))
-            break
+                yield event
+            return
         except Unreachable:
             if time.monotonic() > give_up:
                 raise
             time.sleep(0.5)  # the coordinator may be restarting; resume from `after`
+
+
+def _plain(client: Client, job_id: str, as_json: bool, reconnect_for: float) -> None:
+    for event in _events(client, job_id, reconnect_for):
+        if event.status in FINAL_STATUSES:
+            if as_json:
+                print_json(event)
+            else:
+                click.echo(_line(event))
+
+
+def _live(client: Client, job_id: str, total: int, reconnect_for: float) -> None:
+    tally = Tally(total)
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[failures]} failed"),
+        RateColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=Console(file=sys.stdout),
+    )
+    with progress:
+        bar = progress.add_task(f"job {job_id[:12]}", total=total, failures=0)
+        for event in _events(client, job_id, reconnect_for):
+            if tally.feed(event):
+                if event.status != "succeeded":
+                    progress.console.print(_line(event), style="red")
+                progress.update(
+                    bar, completed=tally.done, total=tally.total, failures=tally.failures
+                )
+
+
+def follow(
+    client: Client,
+    job_id: str,
+    as_json: bool,
+    reconnect_for: float = 30.0,
+    live: bool | None = None,
+) -> int:
+    """Report each task as it finishes; 0 when all succeeded, else 1."""
+    if live is None:
+        live = sys.stdout.isatty()
+    if live and not as_json:
+        _live(client, job_id, client.job(job_id).total, reconnect_for)
+    else:
+        _plain(client, job_id, as_json, reconnect_for)
     job = client.job(job_id)
     if not as_json:
         counts = ", ".join(f"{n} {s}" for s, n in job.counts.items() if n)

@@ -1,56 +1,49 @@
-"""The Python API: a synchronous Client over the coordinator's HTTP API."""
+"""The Python API: a synchronous Client over the coordinator's HTTP API.
+
+Every operation is one of the sans-IO generators in `_core`, driven here over httpx.Client;
+AsyncClient drives the same generators over httpx.AsyncClient. Futures from `submit`,
+`submit_command` and `map` are settled by one background thread (`_dispatch.Background`)
+that follows each job's event stream.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import os
-import stat
-from collections.abc import Iterable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
-import msgspec
 
 from ..protocol import (
     FINAL_STATUSES,
+    AllowEntry,
     Event,
     InputRef,
     Job,
-    JobCreate,
-    MissingBlobsReply,
     Task,
     TaskSpec,
     Worker,
 )
+from . import _allow
+from . import _core as core
 from ._config import resolve
+from ._core import Call, Op, Reply, input_files, sha256_file
+from ._dispatch import Background, Submission, TaskFuture
 from ._errors import ApiError, ConfigError, CorralError, NotFoundError, Unreachable
+from ._tasks import command_submission, function_submission, map_submissions
 
 T = TypeVar("T")
-_CHUNK = 1024 * 1024
 
 
-def sha256_file(path: Path) -> str:
-    """The sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def input_files(path: Path) -> list[tuple[str, Path]]:
-    """(name in the task directory, local file) for a file or, recursively, a directory."""
-    if path.is_file():
-        return [(path.name, path)]
-    if path.is_dir():
-        base = path.resolve()
-        return [
-            (f"{base.name}/{p.relative_to(base).as_posix()}", p)
-            for p in sorted(base.rglob("*"))
-            if p.is_file() and not p.is_symlink()
-        ]
-    raise FileNotFoundError(f"input {path} does not exist")
+def some_id(thing: Any) -> str:
+    """The id of a job, task or task future, or the id itself."""
+    if isinstance(thing, str):
+        return thing
+    found = getattr(thing, "task_id", None) or getattr(thing, "id", None)
+    if not found:
+        raise ValueError(f"{thing!r} has no task or job id (not submitted yet?)")
+    return str(found)
 
 
 class Client:
@@ -61,11 +54,18 @@ class Client:
     ) -> None:
         target = resolve(url, token)
         self.url = target.url
+        self.token = target.token
+        self.timeout = timeout
         headers = {"authorization": f"Bearer {target.token}"} if target.token else {}
-        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+        self._http = httpx.Client(
+            base_url=self.url + "/api/v1", headers=headers, timeout=timeout, verify=target.verify
+        )
+        self._background: Background | None = None
 
     def close(self) -> None:
-        """Close connections."""
+        """Stop following futures and close connections."""
+        if self._background is not None:
+            self._background.close()
         self._http.close()
 
     def __enter__(self) -> Client:
@@ -74,199 +74,215 @@ class Client:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    # plumbing
-    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    # the transport
+    def _send(self, call: Call) -> Reply:
+        if call.download is not None:
+            with self._http.stream(
+                call.method, call.path, params=call.params, headers=call.headers
+            ) as response:
+                if response.status_code >= 400:
+                    return Reply(response.status_code, dict(response.headers), response.read())
+                with call.download.open("wb") as out:
+                    for chunk in response.iter_bytes(core.CHUNK):
+                        out.write(chunk)
+                return Reply(response.status_code, dict(response.headers), b"")
+        content: Any = call.content
+        if call.upload is not None:
+            content = _file_chunks(call.upload)
+        response = self._http.request(
+            call.method, call.path, params=call.params, headers=call.headers, content=content
+        )
+        return Reply(response.status_code, dict(response.headers), response.content)
+
+    def drive(self, op: Op[T]) -> T:
+        """Run one core operation over this client's connection."""
         try:
-            response = self._http.request(method, "/api/v1" + path, **kwargs)
-        except httpx.TransportError as exc:
-            raise Unreachable(f"cannot reach the coordinator at {self.url}: {exc}") from exc
-        _raise_for(response)
-        return response
+            call = next(op)
+            while True:
+                try:
+                    reply = self._send(call)
+                except httpx.TransportError as exc:
+                    raise Unreachable(f"cannot reach the coordinator at {self.url}: {exc}") from exc
+                call = op.send(reply)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
 
-    def _call(self, method: str, path: str, kind: type[T], **kwargs: Any) -> T:
-        return msgspec.json.decode(self._send(method, path, **kwargs).content, type=kind)
-
-    # jobs and tasks
+    # files
     def upload_each(self, paths: Sequence[Path]) -> list[dict[str, InputRef]]:
         """Upload what the coordinator lacks; for each path, its task-relative names and refs."""
-        per_path: list[dict[str, InputRef]] = []
-        local: dict[str, Path] = {}
-        for path in paths:
-            refs = {}
-            for name, file in input_files(path):
-                st = file.stat()
-                sha = sha256_file(file)
-                refs[name] = InputRef(
-                    sha, st.st_size, 0o755 if st.st_mode & stat.S_IXUSR else 0o644
-                )
-                local[sha] = file
-            per_path.append(refs)
-        if local:
-            body = msgspec.json.encode({"sha256": list(local)})
-            missing = self._call(
-                "POST",
-                "/blobs/missing",
-                MissingBlobsReply,
-                content=body,
-                headers={"content-type": "application/json"},
-            )
-            for sha in missing.missing:
-                self.put_blob(sha, local[sha])
-        return per_path
+        return self.drive(core.upload_plan(core.plan_uploads(paths)))
 
     def upload(self, paths: Sequence[Path]) -> dict[str, InputRef]:
         """Upload files and directories; map their task-relative names to refs."""
-        merged: dict[str, InputRef] = {}
-        for refs in self.upload_each(paths):
-            merged.update(refs)
-        return merged
+        return {name: ref for refs in self.upload_each(paths) for name, ref in refs.items()}
 
     def put_blob(self, sha: str, path: Path) -> None:
         """Stream one file to the blob store."""
-        with path.open("rb") as f:
-            self._send("PUT", f"/blobs/{sha}", content=iter(lambda: f.read(_CHUNK), b""))
-
-    def submit_job(self, tasks: list[TaskSpec], name: str = "") -> Job:
-        """Submit tasks as one job."""
-        body = msgspec.json.encode(JobCreate(tasks=tasks, name=name))
-        return self._call(
-            "POST", "/jobs", Job, content=body, headers={"content-type": "application/json"}
-        )
-
-    def jobs(self, limit: int = 100) -> list[Job]:
-        """Newest jobs first."""
-        return self._call("GET", "/jobs", list[Job], params={"limit": limit})
-
-    def job(self, job_id: str) -> Job:
-        """One job."""
-        return self._call("GET", f"/jobs/{job_id}", Job)
-
-    def tasks(self, job_id: str) -> list[Task]:
-        """All of a job's tasks, in submission order."""
-        out: list[Task] = []
-        while True:
-            page = self._call(
-                "GET",
-                f"/jobs/{job_id}/tasks",
-                list[Task],
-                params={"offset": len(out), "limit": 1000},
-            )
-            out += page
-            if len(page) < 1000:
-                return out
-
-    def task(self, task_id: str) -> Task:
-        """One task."""
-        return self._call("GET", f"/tasks/{task_id}", Task)
-
-    def workers(self) -> list[Worker]:
-        """All workers the coordinator knows."""
-        return self._call("GET", "/workers", list[Worker])
-
-    def find(self, some_id: str) -> Job | Task:
-        """A job or a task by its id."""
-        try:
-            return self.job(some_id)
-        except NotFoundError:
-            pass
-        try:
-            return self.task(some_id)
-        except NotFoundError:
-            raise NotFoundError(404, "not_found", f"no job or task {some_id}") from None
-
-    def kill(self, some_id: str) -> Job | Task:
-        """Kill a job's live tasks, or one task."""
-        found = self.find(some_id)
-        kind = "jobs" if isinstance(found, Job) else "tasks"
-        return self._call("POST", f"/{kind}/{some_id}/kill", type(found))
-
-    # output
-    def log(self, task_id: str, stream: str = "stdout", offset: int = 0) -> tuple[bytes, bool]:
-        """Bytes of a task's output from `offset`, and whether no more will come."""
-        response = self._send(
-            "GET", f"/tasks/{task_id}/log", params={"stream": stream, "offset": offset}
-        )
-        return response.content, response.headers.get("x-corral-final") == "1"
+        self.drive(core.put_blob(sha, path))
 
     def download(self, sha: str, dest: Path, mode: int = 0o644) -> None:
         """Write one blob to `dest`."""
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(dest.name + ".part")
-        try:
-            with self._http.stream("GET", f"/api/v1/blobs/{sha}") as response:
-                _raise_for(response)
-                with tmp.open("wb") as out:
-                    for chunk in response.iter_bytes(_CHUNK):
-                        out.write(chunk)
-        except httpx.TransportError as exc:
-            raise Unreachable(f"cannot reach the coordinator at {self.url}: {exc}") from exc
-        tmp.chmod(mode)
-        os.replace(tmp, dest)
+        self.drive(core.download(sha, dest, mode))
 
-    def fetch(self, some_id: str, to: Path) -> list[Path]:
+    def read_blob(self, sha: str) -> bytes:
+        """One blob, in memory."""
+        return self.drive(core.read_blob(sha))
+
+    def fetch(self, task_or_job: Any, to: Path | str) -> list[Path]:
         """Write each finished task's files, stdout and stderr to `to/<task-id>/`."""
-        found = self.find(some_id)
-        tasks = self.tasks(found.id) if isinstance(found, Job) else [found]
-        written = []
-        for task in tasks:
-            if task.status not in FINAL_STATUSES:
-                continue
-            base = to / task.id
-            base.mkdir(parents=True, exist_ok=True)
-            for rel, entry in task.manifest.items():
-                self.download(entry.sha256, base / rel, entry.mode)
-            for stream in ("stdout", "stderr"):
-                sha = getattr(task, stream)
-                if sha:
-                    self.download(sha, base / stream)
-                else:
-                    (base / stream).write_bytes(b"")
-            written.append(base)
-        return written
+        return self.drive(core.fetch(some_id(task_or_job), Path(to)))
 
+    # jobs, tasks, workers
+    def submit_job(self, tasks: list[TaskSpec], name: str = "") -> Job:
+        """Submit tasks as one job."""
+        return self.drive(core.submit_job(tasks, name))
+
+    def jobs(self, limit: int = 100) -> list[Job]:
+        """Newest jobs first."""
+        return self.drive(core.jobs(limit))
+
+    def job(self, job_id: str) -> Job:
+        """One job."""
+        return self.drive(core.job(job_id))
+
+    def tasks(self, job_id: str) -> list[Task]:
+        """All of a job's tasks, in submission order."""
+        return self.drive(core.tasks(job_id))
+
+    def task(self, task_id: str) -> Task:
+        """One task."""
+        return self.drive(core.task(task_id))
+
+    def workers(self) -> list[Worker]:
+        """All workers the coordinator knows."""
+        return self.drive(core.workers())
+
+    def drain_worker(self, worker_id: str) -> Worker:
+        """Ask a worker to finish its running tasks, take no new ones, and leave."""
+        return self.drive(core.drain_worker(worker_id))
+
+    # the executable allowlist
+    def allowed(self) -> list[AllowEntry]:
+        """The coordinator-wide executable allowlist."""
+        return self.drive(_allow.allow_list())
+
+    def allow(self, sha256: str, note: str = "") -> AllowEntry:
+        """Allow the program with this sha256 on every worker that enforces the list."""
+        return self.drive(_allow.allow_add(sha256, note))
+
+    def disallow(self, sha256: str) -> None:
+        """Take a program off the allowlist."""
+        self.drive(_allow.allow_remove(sha256))
+
+    def find(self, some_id: str) -> Job | Task:
+        """A job or a task by its id."""
+        return self.drive(core.find(some_id))
+
+    def kill(self, some_id: str) -> Job | Task:
+        """Kill a job's live tasks, or one task."""
+        return self.drive(core.kill(some_id))
+
+    def log(self, task_id: str, stream: str = "stdout", offset: int = 0) -> tuple[bytes, bool]:
+        """Bytes of a task's output from `offset`, and whether no more will come."""
+        return self.drive(core.log(task_id, stream, offset))
+
+    # events
     def events(self, job_id: str, after: int = 0) -> Iterator[Event]:
         """Task state changes of a job as they happen, until the job is done (SSE)."""
-        headers = {"last-event-id": str(after), "accept": "text/event-stream"}
+        call = core.events_call(job_id, after)
         try:
             with self._http.stream(
-                "GET",
-                f"/api/v1/jobs/{job_id}/events",
-                headers=headers,
-                timeout=httpx.Timeout(30.0, read=60.0),
+                "GET", call.path, headers=call.headers, timeout=httpx.Timeout(30.0, read=60.0)
             ) as response:
-                _raise_for(response)
-                yield from _parse_sse(response.iter_lines())
+                if response.status_code >= 400:
+                    core.check(Reply(response.status_code, {}, response.read()))
+                yield from core.parse_sse(response.iter_lines())
         except httpx.TransportError as exc:
             raise Unreachable(f"cannot reach the coordinator at {self.url}: {exc}") from exc
 
-
-def _parse_sse(lines: Iterable[str]) -> Iterator[Event]:
-    data: list[str] = []
-    kind = "message"
-    for line in lines:
-        if line.startswith("data:"):
-            data.append(line[5:].strip())
-        elif line.startswith("event:"):
-            kind = line[6:].strip()
-        elif line == "":
-            if kind == "end":
+    def as_completed(self, job: Job | str, reconnect_for: float = 30.0) -> Iterator[Task]:
+        """Each of a job's tasks as it reaches a final status, over the event stream."""
+        job_id, after, seen = core.job_id_of(job), 0, set()
+        give_up = time.monotonic() + reconnect_for
+        while True:
+            try:
+                for event in self.events(job_id, after):
+                    after = event.seq
+                    if event.status in FINAL_STATUSES and event.task_id not in seen:
+                        seen.add(event.task_id)
+                        yield self.task(event.task_id)
                 return
-            if kind == "task" and data:
-                yield msgspec.json.decode("\n".join(data), type=Event)
-            data, kind = [], "message"
+            except Unreachable:
+                if time.monotonic() > give_up:
+                    raise
+                time.sleep(0.5)  # resume after the last event seen
+
+    # futures
+    def _enqueue(self, subs: list[Submission]) -> None:
+        if self._background is None:
+            from ._async import AsyncClient
+
+            self._background = Background(lambda: AsyncClient(self.url, self.token, self.timeout))
+        self._background.enqueue(subs)
+
+    def submit_command(
+        self,
+        argv: Sequence[str],
+        *,
+        inputs: Iterable[str | Path] = (),
+        outputs: Iterable[str] = (),
+        env: Mapping[str, str] | None = None,
+        requires: Mapping[str, str] | None = None,
+        limits: Mapping[str, float] | None = None,
+        after: Iterable[Any] = (),
+        **spec: Any,
+    ) -> TaskFuture:
+        """Run a command on the farm; the future's result is its final Task."""
+        future = TaskFuture()
+        sub = command_submission(
+            argv,
+            future,
+            inputs=inputs,
+            outputs=outputs,
+            env=env,
+            requires=requires,
+            limits=limits,
+            after=after,
+            **spec,
+        )
+        self._enqueue([sub])
+        return future
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> TaskFuture:
+        """Call `fn(*args, **kwargs)` on the farm; the future's result is its return value."""
+        return self.submit_with({}, fn, *args, **kwargs)
+
+    def submit_with(
+        self, options: Mapping[str, Any], fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> TaskFuture:
+        """`submit` with task options: requires, env, limits, max_attempts."""
+        future = TaskFuture()
+        self._enqueue([function_submission(fn, args, kwargs, options, future)])
+        return future
+
+    def map(
+        self,
+        fn: Callable[..., Any],
+        *iterables: Iterable[Any],
+        chunksize: int = 1,
+        options: Mapping[str, Any] | None = None,
+    ) -> list[TaskFuture]:
+        """One future per item of `fn` over zipped iterables; `chunksize` calls a task."""
+        subs, futures = map_submissions(fn, iterables, chunksize, options or {}, TaskFuture)
+        if subs:
+            self._enqueue(subs)
+        return futures
 
 
-def _raise_for(response: httpx.Response) -> None:
-    if response.status_code < 400:
-        return
-    response.read()
-    try:
-        body = response.json()
-        code, detail = str(body["error"]), str(body["detail"])
-    except (ValueError, KeyError, TypeError):
-        code, detail = "http_error", response.text[:200] or response.reason_phrase
-    kind = NotFoundError if response.status_code == 404 else ApiError
-    raise kind(response.status_code, code, detail)
+def _file_chunks(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as f:
+        while data := f.read(core.CHUNK):
+            yield data
 
 
 __all__ = [
@@ -278,4 +294,5 @@ __all__ = [
     "Unreachable",
     "input_files",
     "sha256_file",
+    "some_id",
 ]

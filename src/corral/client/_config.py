@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,17 @@ class Target:
 
     url: str
     token: str | None
+    ca: str | None = None  # a CA file to trust instead of the system store (CORRAL_CA)
+
+    @property
+    def verify(self) -> ssl.SSLContext | bool:
+        """What httpx should verify the server's certificate with."""
+        if not self.ca:
+            return True
+        try:
+            return ssl.create_default_context(cafile=self.ca)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"cannot use CA file {self.ca}: {exc}") from exc
 
 
 def config_path() -> Path:
@@ -27,14 +39,15 @@ def config_path() -> Path:
     return Path(base) / "corral" / "config.json"
 
 
-def write_config(url: str, token: str | None) -> Path:
+def write_config(url: str, token: str | None, ca: str | None = None) -> Path:
     """Save a client config readable by its owner only."""
     path = config_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.touch(mode=0o600)
     tmp.chmod(0o600)
-    tmp.write_text(json.dumps({"url": url, "token": token}, indent=2) + "\n")
+    data = {"url": url, "token": token, **({"ca": ca} if ca else {})}
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
     tmp.replace(path)
     return path
 
@@ -68,4 +81,8 @@ def resolve(url: str | None = None, token: str | None = None) -> Target:
     if token is None:
         saved = read_config() if saved is None else saved
         token = saved.get("token") if saved.get("url", url).rstrip("/") == url.rstrip("/") else None
-    return Target(url.rstrip("/"), token)
+    ca = os.environ.get("CORRAL_CA")
+    if not ca:
+        saved = read_config() if saved is None else saved
+        ca = saved.get("ca") if saved.get("url", "").rstrip("/") == url.rstrip("/") else None
+    return Target(url.rstrip("/"), token, ca or None)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hmac
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,16 +12,19 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import __version__
+from .access import hash_secret, may_call
+from .allow_routes import ALLOW_ENDPOINTS
 from .blobs import LocalBlobs
 from .errors import ApiError
+from .guards import TokenAuth, check_path_params, principal
 from .openapi import openapi_document
 from .routes import ENDPOINTS, Endpoint, decode_body, json_response
+from .security_routes import SECURITY_ENDPOINTS
 from .service import Coordinator
 from .settings import Settings
-from .store import NotFound, Store
+from .store import NotFound, Store, TokenRecord
 
 PREFIX = "/api/v1"
 
@@ -32,7 +34,13 @@ def _error(code: str, detail: str, status: int) -> Response:
 
 
 def _route(endpoint: Endpoint, coord: Coordinator) -> Route:
+    operation = endpoint.handler.__name__
+
     async def call(request: Request) -> Response:
+        who = principal(request)
+        if not may_call(who, operation):
+            raise ApiError("forbidden", f"a {who.role} token may not call {operation}")
+        check_path_params(request)
         body = None
         if endpoint.body is not None:
             body = await decode_body(request, coord, endpoint.body)
@@ -44,39 +52,12 @@ def _route(endpoint: Endpoint, coord: Coordinator) -> Route:
     )
 
 
-class BearerAuth:
-    """Every request but /healthz carries `Authorization: Bearer <token>` of a known token."""
-
-    def __init__(self, app: ASGIApp, tokens: dict[str, str]) -> None:
-        self.app = app
-        self.tokens = {t.encode(): owner for t, owner in tokens.items()}
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] == "/healthz" or not self.tokens:
-            await self.app(scope, receive, send)
-            return
-        owner = self._owner(scope)
-        if owner is None:
-            response = _error("unauthorized", "send Authorization: Bearer <token>", 401)
-            await response(scope, receive, send)
-            return
-        scope.setdefault("state", {})["owner"] = owner
-        await self.app(scope, receive, send)
-
-    def _owner(self, scope: Scope) -> str | None:
-        for key, value in scope["headers"]:
-            if key == b"authorization" and value[:7].lower() == b"bearer ":
-                given = value[7:].strip()
-                for token, owner in self.tokens.items():
-                    if hmac.compare_digest(given, token):
-                        return owner
-        return None
-
-
 def build_app(settings: Settings, store: Store, blobs: LocalBlobs) -> Starlette:
     """The coordinator as an ASGI app; the lifespan starts and stops its background work."""
     coord = Coordinator(store, blobs, settings)
-    document = openapi_document(ENDPOINTS, PREFIX, __version__)
+    endpoints = ENDPOINTS + SECURITY_ENDPOINTS + ALLOW_ENDPOINTS
+    document = openapi_document(endpoints, PREFIX, __version__)
+    _bootstrap_tokens(store, settings, coord.clock())
 
     async def healthz(_: Request) -> Response:
         return json_response({"ok": True, "version": __version__})
@@ -108,8 +89,14 @@ def build_app(settings: Settings, store: Store, blobs: LocalBlobs) -> Starlette:
     async def internal(_: Request, exc: Exception) -> Response:
         return _error("internal", f"{type(exc).__name__}: {exc}", 500)
 
+    async def ca_pem(_: Request) -> Response:
+        if settings.ca_file is None:
+            return _error("not_found", "this coordinator does not serve TLS", 404)
+        return Response(settings.ca_file.read_bytes(), media_type="application/x-pem-file")
+
     routes = [Route("/healthz", healthz), Route(PREFIX + "/openapi.json", openapi)]
-    routes += [_route(e, coord) for e in ENDPOINTS]
+    routes += [Route("/ca.pem", ca_pem)]
+    routes += [_route(e, coord) for e in endpoints]
     handlers: dict[Any, Any] = {
         ApiError: api_error,
         NotFound: not_found,
@@ -119,5 +106,14 @@ def build_app(settings: Settings, store: Store, blobs: LocalBlobs) -> Starlette:
     }
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
     app.state.coordinator = coord
-    app.add_middleware(BearerAuth, tokens=settings.tokens)
+    app.add_middleware(TokenAuth, store=store, job_tokens=coord.job_tokens, clock=coord.clock)
     return app
+
+
+def _bootstrap_tokens(store: Store, settings: Settings, now: float) -> None:
+    """Admin tokens given at start go into the store, hashed, unless already there (and
+    perhaps revoked: a revoked bootstrap token stays revoked)."""
+    for secret, name in settings.tokens.items():
+        digest = hash_secret(secret)
+        if store.token_by_hash(digest) is None:
+            store.add_token(TokenRecord(f"tok_{digest[:12]}", name, "admin", name, digest, now))

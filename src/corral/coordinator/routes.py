@@ -26,11 +26,14 @@ from ..protocol import (
     MissingBlobsReply,
     Task,
     TaskResult,
+    TaskSpec,
     Worker,
     WorkerRegister,
     WorkerRegistered,
     is_sha256,
+    result_problems,
 )
+from . import guards
 from .blobs import BlobError
 from .errors import ApiError
 from .service import Coordinator
@@ -103,20 +106,32 @@ def _owner(request: Request) -> str:
 
 # jobs
 async def create_job(request: Request, coord: Coordinator, body: JobCreate) -> Response:
-    return json_response(coord.submit(body, _owner(request)), 201)
+    _check_inputs(request, coord, body.tasks)
+    job = coord.submit(body, _owner(request))
+    guards.audit(request, coord.store, job.created, "job.submit", job.id, f"{job.total} tasks")
+    return json_response(job, 201)
+
+
+def _check_inputs(request: Request, coord: Coordinator, tasks: list[TaskSpec]) -> None:
+    hashes = [ref.sha256 for spec in tasks for ref in spec.inputs.values() if is_sha256(ref.sha256)]
+    refused = guards.unowned(request, coord.store, hashes)
+    if refused:
+        raise ApiError("invalid_argument", f"input blob {refused[0]} was never uploaded")
 
 
 async def list_jobs(request: Request, coord: Coordinator, _: None) -> list[Job]:
-    return coord.store.list_jobs(_int_param(request, "limit", 100, 1))
+    who = guards.principal(request)
+    owner = None if who.is_admin else who.owner
+    return coord.store.list_jobs(_int_param(request, "limit", 100, 1), owner)
 
 
 async def get_job(request: Request, coord: Coordinator, _: None) -> Job:
-    return coord.store.get_job(request.path_params["id"])
+    return guards.job(request, coord.store, request.path_params["id"])
 
 
 async def list_tasks(request: Request, coord: Coordinator, _: None) -> list[Task]:
     job_id = request.path_params["id"]
-    coord.store.get_job(job_id)
+    guards.job(request, coord.store, job_id)
     status = request.query_params.get("status")
     if status is not None and status not in TASK_STATUSES:
         raise ApiError("bad_request", f"status must be one of {', '.join(TASK_STATUSES)}")
@@ -127,13 +142,15 @@ async def list_tasks(request: Request, coord: Coordinator, _: None) -> list[Task
 
 async def kill_job(request: Request, coord: Coordinator, _: None) -> Job:
     job_id = request.path_params["id"]
-    coord.store.get_job(job_id)
+    guards.job(request, coord.store, job_id)
     coord.kill(coord.store.job_task_ids(job_id, only_live=True))
+    guards.audit(request, coord.store, coord.clock(), "job.kill", job_id, "")
     return coord.store.get_job(job_id)
 
 
 async def job_events(request: Request, coord: Coordinator, _: None) -> Response:
     job_id = request.path_params["id"]
+    guards.job(request, coord.store, job_id)
     after = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
     if not after.isdigit():
         raise ApiError("bad_request", "Last-Event-ID must be an event sequence number")
@@ -155,18 +172,20 @@ async def job_events(request: Request, coord: Coordinator, _: None) -> Response:
 
 # tasks
 async def get_task(request: Request, coord: Coordinator, _: None) -> Task:
-    return coord.store.get_task(request.path_params["id"])
+    found = guards.task(request, coord.store, request.path_params["id"])
+    return msgspec.structs.replace(found, pending_reason=coord.pending_reason(found))
 
 
 async def kill_task(request: Request, coord: Coordinator, _: None) -> Task:
     task_id = request.path_params["id"]
-    coord.store.get_task(task_id)
+    guards.task(request, coord.store, task_id)
     coord.kill([task_id])
+    guards.audit(request, coord.store, coord.clock(), "task.kill", task_id, "")
     return coord.store.get_task(task_id)
 
 
 async def task_log(request: Request, coord: Coordinator, _: None) -> Response:
-    task = coord.store.get_task(request.path_params["id"])
+    task = guards.task(request, coord.store, request.path_params["id"])
     stream = request.query_params.get("stream", "stdout")
     if stream not in ("stdout", "stderr"):
         raise ApiError("bad_request", "stream must be stdout or stderr")
@@ -182,7 +201,14 @@ async def task_log(request: Request, coord: Coordinator, _: None) -> Response:
 
 
 async def task_result(request: Request, coord: Coordinator, body: TaskResult) -> Task:
-    return coord.result(request.path_params["id"], body)
+    problems = result_problems(body)
+    if problems:
+        raise ApiError("invalid_argument", problems[0])
+    guards.result_task(request, coord.store, request.path_params["id"])
+    task = coord.result(request.path_params["id"], body)
+    made = [task.stdout, task.stderr, *(f.sha256 for f in task.manifest.values())]
+    coord.store.grant_blobs(coord.store.get_job(task.job_id).owner, [h for h in made if h])
+    return task
 
 
 # blobs
@@ -190,19 +216,23 @@ async def missing_blobs(request: Request, coord: Coordinator, body: MissingBlobs
     bad = [h for h in body.sha256 if not is_sha256(h)]
     if bad:
         raise ApiError("invalid_argument", f"{bad[0]!r} is not a sha256 hex digest")
-    return MissingBlobsReply(coord.blobs.missing(body.sha256))
+    # a submitter proves it has a blob by uploading it, even when someone else already did
+    absent = set(coord.blobs.missing(body.sha256))
+    absent.update(guards.unowned(request, coord.store, body.sha256))
+    return MissingBlobsReply([h for h in dict.fromkeys(body.sha256) if h in absent])
 
 
 async def put_blob(request: Request, coord: Coordinator, _: None) -> Response:
     sha = request.path_params["sha256"]
     try:
-        if coord.blobs.has(sha):
+        if coord.blobs.has(sha) and not guards.unowned(request, coord.store, [sha]):
             async for _chunk in request.stream():  # drain so the connection stays usable
                 pass
             return json_response({"sha256": sha, "stored": False}, 200)
         size = await coord.blobs.put(sha, request.stream(), coord.settings.max_blob_bytes)
     except BlobError as exc:
         raise ApiError(exc.code, exc.detail) from exc
+    guards.grant(request, coord.store, [sha])
     return json_response({"sha256": sha, "size": size, "stored": True}, 201)
 
 
@@ -213,12 +243,16 @@ async def get_blob(request: Request, coord: Coordinator, _: None) -> Response:
         raise ApiError(exc.code, exc.detail) from exc
     if not path.is_file():
         raise ApiError("not_found", f"no blob {request.path_params['sha256']}")
+    if guards.unowned(request, coord.store, [request.path_params["sha256"]]):
+        raise ApiError("forbidden", f"blob {request.path_params['sha256']} is not yours")
     return FileResponse(path, media_type="application/octet-stream")
 
 
 # workers
 async def register_worker(request: Request, coord: Coordinator, body: WorkerRegister) -> Any:
-    return coord.register(body)
+    registered = coord.register(body)
+    coord.store.set_worker_owner(registered.id, guards.principal(request).owner)
+    return registered
 
 
 async def list_workers(request: Request, coord: Coordinator, _: None) -> list[Worker]:
@@ -226,14 +260,23 @@ async def list_workers(request: Request, coord: Coordinator, _: None) -> list[Wo
 
 
 async def heartbeat(request: Request, coord: Coordinator, body: Heartbeat) -> HeartbeatReply:
+    guards.worker(request, coord.store, request.path_params["id"])
     return await coord.heartbeat(request.path_params["id"], body)
 
 
 async def lease(request: Request, coord: Coordinator, body: LeaseRequest) -> LeaseGrant:
+    guards.worker(request, coord.store, request.path_params["id"])
     return await coord.lease(request.path_params["id"], body)
 
 
+async def drain_worker(request: Request, coord: Coordinator, _: None) -> Worker:
+    guards.worker(request, coord.store, request.path_params["id"])
+    coord.drain(request.path_params["id"])
+    return coord.store.get_worker(request.path_params["id"])
+
+
 async def deregister(request: Request, coord: Coordinator, _: None) -> Response:
+    guards.worker(request, coord.store, request.path_params["id"])
     coord.deregister(request.path_params["id"])
     return Response(status_code=204)
 
@@ -273,6 +316,14 @@ ENDPOINTS: list[Endpoint] = [
     ),
     Endpoint("POST", "/workers/{id}/lease", lease, "Long-poll for tasks", LeaseRequest, LeaseGrant),
     Endpoint("POST", "/workers/{id}/deregister", deregister, "Leave the farm"),
+    Endpoint(
+        "POST",
+        "/workers/{id}/drain",
+        drain_worker,
+        "Finish running tasks, take no new ones, then leave",
+        None,
+        Worker,
+    ),
 ]
 
 __all__ = ["ENDPOINTS", "decode_body", "Endpoint", "json_response", "read_body"]

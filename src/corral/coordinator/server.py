@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import socket
 from pathlib import Path
@@ -14,6 +15,7 @@ from .blobs import LocalBlobs
 from .service import Coordinator
 from .settings import Settings
 from .store import SQLiteStore
+from .tls import TlsFiles
 
 
 def admin_token(data_dir: Path) -> str:
@@ -40,8 +42,24 @@ class CoordinatorServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
+def job_key(data_dir: Path) -> bytes:
+    """The key that signs job-scoped task tokens, made on first use (file mode 0600), so
+    tokens handed to running tasks survive a coordinator restart."""
+    path = data_dir / "job.key"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(secrets.token_bytes(32))
+    return path.read_bytes()
+
+
 def make_server(
-    settings: Settings, host: str, port: int, kind: type[CoordinatorServer] = CoordinatorServer
+    settings: Settings,
+    host: str,
+    port: int,
+    kind: type[CoordinatorServer] = CoordinatorServer,
+    tls: TlsFiles | None = None,
 ) -> uvicorn.Server:
     """A uvicorn server (of class `kind`) for a coordinator on `settings.data_dir`."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -55,6 +73,8 @@ def make_server(
         lifespan="on",
         access_log=False,
         timeout_graceful_shutdown=3,
+        ssl_certfile=str(tls.cert) if tls else None,
+        ssl_keyfile=str(tls.key) if tls else None,
     )
     return kind(config, app.state.coordinator)
 

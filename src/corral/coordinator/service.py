@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -26,15 +27,18 @@ from ..protocol import (
     LogChunk,
     Task,
     TaskResult,
+    TaskSpec,
     WorkerRegister,
     WorkerRegistered,
     task_problems,
 )
 from ..protocol import Assignment as WireAssignment
+from .access import JobTokens
 from .blobs import LocalBlobs
 from .errors import ApiError
 from .leases import LeasePolicy
-from .scheduler import fits, requirement_problem
+from .retry import after_attempt, effective_max_attempts
+from .scheduler import matcher, pending_reason, programs_to_probe, requirement_problem
 from .settings import Settings
 from .store import NewTask, NotFound, Outcome, Store
 
@@ -50,8 +54,11 @@ class _Signal:
         self._event = asyncio.Event()
 
     async def wait(self, timeout: float) -> None:
+        # not asyncio.wait_for: on 3.11 it swallows a cancel that lands just after the event
+        # was set, and then Coordinator.stop() waits forever for the expiry loop
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._event.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._event.wait()
 
 
 class Coordinator:
@@ -68,6 +75,7 @@ class Coordinator:
         self.blobs = blobs
         self.settings = settings
         self.clock = clock
+        self.job_tokens = JobTokens(settings.job_key or secrets.token_bytes(32))
         self.policy = LeasePolicy(settings.lease_timeout, settings.heartbeat_interval)
         self._work = _Signal()
         self._events = _Signal()
@@ -102,26 +110,42 @@ class Coordinator:
     # jobs
     def submit(self, body: JobCreate, owner: str) -> Job:
         """Validate a whole job, then store it in one transaction."""
-        if not body.tasks:
+        self._validate(body.tasks, 0)
+        job_id = uuid.uuid4().hex
+        tasks = [NewTask(uuid.uuid4().hex, i, spec) for i, spec in enumerate(body.tasks)]
+        self.store.create_job(job_id, body.name, owner, self.clock(), tasks)
+        self._work.fire()
+        if any("programs" in spec.requires for spec in body.tasks):
+            for signal in self._workers.values():  # held heartbeats answer with a probe now
+                signal.fire()
+        self._events.fire()
+        return self.store.get_job(job_id)
+
+    def _validate(self, tasks: list[TaskSpec], already: int) -> None:
+        if not tasks:
             raise ApiError("invalid_argument", "a job needs at least one task")
-        if len(body.tasks) > self.settings.max_tasks_per_job:
+        if already + len(tasks) > self.settings.max_tasks_per_job:
             raise ApiError("too_large", f"at most {self.settings.max_tasks_per_job} tasks a job")
         hashes: set[str] = set()
-        for i, spec in enumerate(body.tasks):
+        for i, spec in enumerate(tasks):
             problems = task_problems(spec)
-            problems += [p for k in spec.requires if (p := requirement_problem(k))]
+            problems += [p for k, v in spec.requires.items() if (p := requirement_problem(k, v))]
             if problems:
                 raise ApiError("invalid_argument", f"tasks[{i}].{problems[0]}")
             hashes.update(ref.sha256 for ref in spec.inputs.values())
         missing = self.blobs.missing(sorted(hashes))
         if missing:
             raise ApiError("invalid_argument", f"input blob {missing[0]} was never uploaded")
-        job_id = uuid.uuid4().hex
-        tasks = [NewTask(uuid.uuid4().hex, i, spec) for i, spec in enumerate(body.tasks)]
-        self.store.create_job(job_id, body.name, owner, self.clock(), tasks)
+
+    def add_tasks(self, job_id: str, tasks: list[TaskSpec]) -> list[Task]:
+        """Validate tasks, then append them to an existing job in one transaction."""
+        total = self.store.get_job(job_id).total
+        self._validate(tasks, total)
+        new = [NewTask(uuid.uuid4().hex, total + i, spec) for i, spec in enumerate(tasks)]
+        self.store.add_tasks(job_id, self.clock(), new)
         self._work.fire()
         self._events.fire()
-        return self.store.get_job(job_id)
+        return [self.store.get_task(t.id) for t in new]
 
     def kill(self, task_ids: list[str]) -> None:
         """Kill tasks; running ones are stopped by their worker at its next heartbeat."""
@@ -146,19 +170,21 @@ class Coordinator:
         worker = self.store.get_worker(worker_id)
         if worker.status == "draining":
             return LeaseGrant([])
-        caps = worker.capabilities
         deadline = self.clock() + min(max(body.wait, 0.0), self.settings.max_lease_wait)
         while True:
             now = self.clock()
+            # read afresh each time: probed programs, a drain or freed slots may have changed it
+            worker = self.store.get_worker(worker_id)
+            room = min(max(body.max, 0), worker.slots - worker.slots_used)
             leased = self.store.lease(
                 worker_id,
-                max(body.max, 0),
+                room if worker.status != "draining" else 0,
                 now,
                 self.policy.expires(now),
                 self.settings.lease_scan,
-                lambda req: fits(req, caps),
+                matcher(worker.capabilities),
             )
-            if leased or now >= deadline or self._closing:
+            if leased or now >= deadline or self._closing or worker.status == "draining":
                 break
             await self._work.wait(deadline - now)
         if leased:
@@ -167,26 +193,60 @@ class Coordinator:
             self._wake_expiry.fire()
         return LeaseGrant(
             [
-                WireAssignment(x.task_id, x.job_id, x.lease_id, x.attempt, x.expires, x.spec)
+                WireAssignment(
+                    x.task_id,
+                    x.job_id,
+                    x.lease_id,
+                    x.attempt,
+                    x.expires,
+                    x.spec,
+                    self.job_tokens.mint(x.job_id, x.lease_id),
+                )
                 for x in leased
             ]
         )
 
     async def heartbeat(self, worker_id: str, body: Heartbeat) -> HeartbeatReply:
         """Extend leases; answer at once with stale ones, or wait up to `wait` for a kill."""
-        status = "draining" if body.draining else "online"
+        current = self.store.get_worker(worker_id)
+        told_to_drain = current.status == "draining" and not body.draining
+        status = "draining" if body.draining or told_to_drain else "online"
         caps = None
         if body.capabilities:  # heartbeats carry only what changes: merge it in
-            caps = {**self.store.get_worker(worker_id).capabilities, **body.capabilities}
+            caps = {**current.capabilities, **body.capabilities}
+            if caps.get("programs") != current.capabilities.get("programs"):
+                self._work.fire()  # newly found programs may let waiting tasks match
         self.store.touch_worker(worker_id, self.clock(), status, caps)
-        for chunk in body.logs:
-            self._append_log(chunk)
         stale = self._extend(worker_id, body.leases)
+        live = set(body.leases).difference(stale)
+        for chunk in body.logs:
+            # a worker back from a partition must not write into a newer attempt's output
+            if chunk.lease_id in live:
+                self._append_log(chunk)
         if not stale and body.wait > 0 and not self._closing:
             signal = self._workers.setdefault(worker_id, _Signal())
             await signal.wait(min(body.wait, self.settings.heartbeat_interval * 2))
             stale = self._extend(worker_id, body.leases)
-        return HeartbeatReply(stale)
+        return self._reply(worker_id, stale)
+
+    def _reply(self, worker_id: str, stale: list[str]) -> HeartbeatReply:
+        worker = self.store.get_worker(worker_id)
+        probe = programs_to_probe(self.store.queued_requirements(), worker.capabilities)
+        return HeartbeatReply(stale, probe, drain=worker.status == "draining")
+
+    def drain(self, worker_id: str) -> None:
+        """Ask a worker to finish its running tasks, take no new ones, and leave."""
+        if self.store.get_worker(worker_id).status in ("online", "draining"):
+            self.store.set_worker_status(worker_id, "draining")
+        self._wake_worker(worker_id)
+        self._work.fire()  # its held lease request returns empty at once
+
+    def pending_reason(self, task: Task) -> str | None:
+        """Why a queued task is not running, in plain words; None for other tasks."""
+        if task.status != "queued":
+            return None
+        workers = self.store.list_workers()
+        return pending_reason(task.requires, workers, self.clock(), task.not_before)
 
     def _extend(self, worker_id: str, leases: list[str]) -> list[str]:
         now = self.clock()
@@ -209,14 +269,19 @@ class Coordinator:
         for sha in (body.stdout, body.stderr, *(f.sha256 for f in body.manifest.values())):
             if sha is not None and not self.blobs.has(sha):
                 raise ApiError("invalid_argument", f"blob {sha} was never uploaded")
-        ok = body.exit_code == 0 and body.error is None
+        tries = effective_max_attempts(task.max_attempts, task.retries)
+        now = self.clock()
+        decision = after_attempt(
+            body.exit_code, body.error, task.attempts, tries, task.retries, now
+        )
         outcome = Outcome(
-            "succeeded" if ok else "failed",
+            decision.status,
             body.exit_code,
-            body.error,
+            decision.error,
             body.stdout,
             body.stderr,
             body.manifest,
+            decision.not_before,
         )
         if not self.store.finish(task_id, body.lease_id, outcome, self.clock()):
             raise ApiError(
@@ -224,6 +289,8 @@ class Coordinator:
                 f"lease {body.lease_id} no longer holds task {task_id} (status {task.status})",
             )
         self._events.fire()
+        if decision.not_before is not None:
+            self._wake_expiry.fire()  # the expiry loop also wakes retries when they are due
         return self.store.get_task(task_id)
 
     # expiry
@@ -235,7 +302,10 @@ class Coordinator:
             if self.store.expire(now):
                 self._work.fire()
                 self._events.fire()
-            delay = self.policy.next_check(self.clock(), self.store.next_expiry())
+            if self.store.release_due(now):
+                self._work.fire()
+            due = [t for t in (self.store.next_expiry(), self.store.next_not_before()) if t]
+            delay = self.policy.next_check(self.clock(), min(due, default=None))
             await self._wake_expiry.wait(delay)
 
     # events and logs

@@ -11,7 +11,8 @@ class Settings:
     """Everything the coordinator needs to know at start."""
 
     data_dir: Path
-    tokens: dict[str, str] = field(default_factory=dict)  # bearer token -> owner name
+    # admin tokens to accept, secret -> name; only their sha256 goes into the store
+    tokens: dict[str, str] = field(default_factory=dict)
     lease_timeout: float = 10.0
     heartbeat_interval: float = 2.0
     max_lease_wait: float = 30.0
@@ -19,6 +20,8 @@ class Settings:
     max_blob_bytes: int = 64 * 1024 * 1024 * 1024
     max_tasks_per_job: int = 1_000_000
     lease_scan: int = 64
+    job_key: bytes = b""  # signs job-scoped task tokens; empty: a new random key per start
+    ca_file: Path | None = None  # served unauthenticated at /ca.pem for workers to pin
 
     @property
     def db_path(self) -> Path:

@@ -1,5 +1,6 @@
 """Wire models and error codes: no I/O, imports nothing else from corral."""
 
+from ._allow import AllowAdd, AllowEntry
 from ._errors import ERROR_STATUS
 from ._models import (
     FINAL_STATUSES,
@@ -26,13 +27,35 @@ from ._models import (
     WorkerRegister,
     WorkerRegistered,
 )
-from ._validate import is_sha256, relpath_problem, task_problems
+from ._requires import flatten_requires, slots_needed
+from ._security import (
+    ROLES,
+    AuditEntry,
+    Role,
+    TasksAdd,
+    TokenCreate,
+    TokenCreated,
+    TokenInfo,
+)
+from ._sizes import format_size, parse_size
+from ._validate import (
+    LIMIT_KEYS,
+    is_sha256,
+    relpath_problem,
+    result_problems,
+    task_problems,
+)
 
 __all__ = [
     "ERROR_STATUS",
     "FINAL_STATUSES",
+    "LIMIT_KEYS",
+    "ROLES",
     "TASK_STATUSES",
+    "AllowAdd",
+    "AllowEntry",
     "Assignment",
+    "AuditEntry",
     "ErrorBody",
     "Event",
     "Heartbeat",
@@ -46,14 +69,24 @@ __all__ = [
     "MissingBlobs",
     "MissingBlobsReply",
     "OutputFile",
+    "Role",
     "Task",
     "TaskResult",
     "TaskSpec",
     "TaskStatus",
+    "TasksAdd",
+    "TokenCreate",
+    "TokenCreated",
+    "TokenInfo",
     "Worker",
     "WorkerRegister",
     "WorkerRegistered",
+    "flatten_requires",
+    "format_size",
     "is_sha256",
+    "parse_size",
     "relpath_problem",
+    "result_problems",
+    "slots_needed",
     "task_problems",
 ]

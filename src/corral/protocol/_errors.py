@@ -13,6 +13,7 @@ ERROR_STATUS: dict[str, int] = {
     "unauthorized": 401,
     "forbidden": 403,
     "not_found": 404,
+    "method_not_allowed": 405,
     "conflict": 409,
     "stale_lease": 409,
     "hash_mismatch": 422,

@@ -56,6 +56,7 @@ class TaskSpec(Request):
     shell: bool = False
     max_attempts: int = 3
     name: str = ""
+    retries: int = 0  # re-run a failed attempt (non-zero exit) up to this many times
 
 
 class JobCreate(Request):
@@ -103,6 +104,9 @@ class Task(msgspec.Struct):
     created: float
     started: float | None
     finished: float | None
+    retries: int = 0
+    not_before: float | None = None  # a queued retry is not leased before this time
+    pending_reason: str | None = None  # why a queued task is not running (single-task reads)
 
 
 class Worker(msgspec.Struct):
@@ -150,6 +154,7 @@ class Assignment(msgspec.Struct):
     attempt: int
     expires: float
     spec: TaskSpec
+    token: str = ""  # job-scoped bearer token: the task may read and add to its own job
 
 
 class LeaseGrant(msgspec.Struct):
@@ -179,9 +184,12 @@ class Heartbeat(Request):
 
 
 class HeartbeatReply(msgspec.Struct):
-    """Leases the worker must stop (killed or no longer its own)."""
+    """Leases the worker must stop (killed or no longer its own); programs to look for on
+    PATH and report; whether the operator asked it to drain."""
 
     cancel: list[str]
+    probe: list[str] = []
+    drain: bool = False
 
 
 class TaskResult(Request):

@@ -4,9 +4,19 @@ from __future__ import annotations
 
 from pathlib import PurePosixPath
 
-from ._models import TaskSpec
+from ._models import TaskResult, TaskSpec
 
 _HEX = frozenset("0123456789abcdef")
+
+#: limits a task may set (seconds, bytes or a count); the worker enforces each one
+LIMIT_KEYS: tuple[str, ...] = (
+    "cpu_time",
+    "file_size",
+    "memory",
+    "output_size",
+    "processes",
+    "wall_time",
+)
 
 
 def is_sha256(text: str) -> bool:
@@ -53,8 +63,36 @@ def task_problems(spec: TaskSpec) -> list[str]:
         if not key or "=" in key or "\x00" in key:
             problems.append(f"env: bad variable name {key!r}")
     for key, value in spec.limits.items():
-        if value < 0:
+        if key not in LIMIT_KEYS:
+            problems.append(f"limits.{key}: unknown limit (known: {', '.join(LIMIT_KEYS)})")
+        elif value < 0:
             problems.append(f"limits.{key}: negative")
+    problems += _attempt_problems(spec)
+    return problems
+
+
+def _attempt_problems(spec: TaskSpec) -> list[str]:
+    problems = []
     if spec.max_attempts < 1:
         problems.append("max_attempts: must be at least 1")
+    if spec.retries < 0:
+        problems.append("retries: must not be negative")
+    return problems
+
+
+def result_problems(result: TaskResult) -> list[str]:
+    """Every reason a worker's result cannot be stored, as 'field: problem' strings."""
+    problems = []
+    for field in ("stdout", "stderr"):
+        value = getattr(result, field)
+        if value is not None and not is_sha256(value):
+            problems.append(f"{field}: not a sha256 hex digest")
+    for name, entry in result.manifest.items():
+        why = relpath_problem(name)
+        if why:
+            problems.append(f"manifest[{name!r}]: path {why}")
+        if not is_sha256(entry.sha256):
+            problems.append(f"manifest[{name!r}].sha256: not a sha256 hex digest")
+        if entry.size < 0:
+            problems.append(f"manifest[{name!r}].size: negative")
     return problems

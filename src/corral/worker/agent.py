@@ -15,6 +15,7 @@ import logging
 import shutil
 import signal
 import socket
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ import httpx
 import msgspec
 
 from ..protocol import (
+    AllowEntry,
     Assignment,
     Heartbeat,
     HeartbeatReply,
@@ -36,13 +38,29 @@ from ..protocol import (
     TaskResult,
     WorkerRegister,
     WorkerRegistered,
+    slots_needed,
 )
+from .allowlist import AllowPolicy, allow_mode
 from .cache import CacheError, FileCache
-from .capabilities import dynamic_capabilities, static_capabilities
+from .capabilities import dynamic_capabilities, probe_programs, static_capabilities
 from .executor import TaskProcess, command_line, task_env
+from .guard import Launch, make_guard
 from .outputs import UnsafePath, changed_files, resolve_inside, safe_relpath, sha256_file, snapshot
+from .pyrunner import runner_argv
 
 log = logging.getLogger("corral.worker")
+
+
+def _client_env(config: WorkerConfig, a: Assignment) -> dict[str, str]:
+    """What a task needs to call back as a client of its own job (CORRAL_TOKEN is job-scoped)."""
+    env = {"CORRAL_URL": config.server.rstrip("/")}
+    if a.token:
+        env["CORRAL_TOKEN"] = a.token
+    if config.ca_file:
+        env["CORRAL_CA"] = str(config.ca_file)
+    return env
+
+
 _LOG_CHUNK = 64 * 1024
 _BACKOFF = (0.2, 0.5, 1, 2, 4, 8, 8, 8, 15, 15)
 
@@ -59,8 +77,17 @@ class WorkerConfig:
     labels: dict[str, str] = field(default_factory=dict)
     programs: list[str] = field(default_factory=list)
     cache_size: int | None = None
+    expose_env: dict[str, str] = field(default_factory=dict)  # passed to every task, reported
     lease_wait: float = 20.0
     keep_task_dirs: bool = False
+    ca_file: Path | None = None  # the only trust root for an https server (pinned by --join)
+    allow: set[str] = field(default_factory=set)  # own allowlist (sha256 hex)
+    allow_all: bool = False
+    enforce_allowlist: bool = False
+    allow_network: bool = False
+    sandbox: bool = True
+    hide: tuple[Path, ...] = ()
+    expose: tuple[Path, ...] = ()
 
 
 @dataclass
@@ -84,10 +111,21 @@ class Agent:
             base_url=config.server.rstrip("/") + "/api/v1",
             headers=headers,
             timeout=httpx.Timeout(30.0, read=config.lease_wait + 30.0),
+            verify=ssl.create_default_context(cafile=config.ca_file) if config.ca_file else True,
         )
         config.work_dir.mkdir(parents=True, exist_ok=True)
         self.cache = FileCache(config.work_dir / "cache", self._fetch, config.cache_size)
+        mode = allow_mode(config.server, config.allow_all, config.enforce_allowlist, config.allow)
+        self.guard = make_guard(
+            config.work_dir,
+            AllowPolicy(mode, set(config.allow)),
+            config.allow_network,
+            config.hide,
+            config.sandbox,
+            config.expose,
+        )
         self.running: dict[str, _Running] = {}
+        self._programs = list(config.programs)
         self._slot_free = asyncio.Event()
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -133,6 +171,8 @@ class Agent:
         caps = static_capabilities(
             self.config.work_dir, self.config.labels, self.config.programs, self.config.slots
         )
+        caps.update(self.guard.capabilities())
+        caps.update(self._reported_caps())
         body = WorkerRegister(self.config.name, self.config.slots, caps)
         delay = 0.2
         while not self._stopping.is_set():
@@ -146,7 +186,21 @@ class Agent:
             self.worker_id = reply.id
             self.heartbeat_interval = reply.heartbeat_interval
             log.info("registered as %s (%s)", reply.id, self.config.name)
+            await self._refresh_allowlist()
             return
+
+    async def _refresh_allowlist(self) -> None:
+        """Fetch the coordinator's allowlist (only needed when a list is enforced)."""
+        if self.guard.allow.mode != "list":
+            return
+        try:
+            response = await self.http.get("/allow")
+            response.raise_for_status()
+            entries = msgspec.json.decode(response.content, type=list[AllowEntry])
+        except (httpx.HTTPError, msgspec.DecodeError) as exc:
+            log.warning("cannot fetch the coordinator's allowlist: %s", exc)
+            return
+        self.guard.allow.remote = {e.sha256 for e in entries}
 
     async def run(self) -> None:
         """Work until asked to stop, then finish running tasks and leave."""
@@ -169,6 +223,7 @@ class Agent:
                 with contextlib.suppress(httpx.HTTPError):
                     await self.http.post(f"/workers/{self.worker_id}/deregister")
             await self.http.aclose()
+            self.guard.close()
 
     def drain(self) -> None:
         """Take no new tasks; finish the running ones, then exit."""
@@ -182,7 +237,9 @@ class Agent:
 
     async def _lease_loop(self) -> None:
         while not self._stopping.is_set():
-            free = self.config.slots - len(self.running)
+            # a task takes as many slots as its `cpus` requirement asks for
+            used = sum(slots_needed(r.assignment.spec.requires) for r in self.running.values())
+            free = self.config.slots - used
             if free <= 0:
                 await self._slot_free.wait()
                 self._slot_free.clear()
@@ -229,7 +286,10 @@ class Agent:
                 # leases at once, so re-sending one would spin this loop until the task ends
                 leases=[r.assignment.lease_id for r in self.running.values() if not r.cancelled],
                 logs=self._log_chunks(),
-                capabilities=dynamic_capabilities(self.config.work_dir),
+                capabilities={
+                    **dynamic_capabilities(self.config.work_dir),
+                    **self._reported_caps(),
+                },
                 wait=self.heartbeat_interval,
                 draining=self._stopping.is_set(),
             )
@@ -246,6 +306,25 @@ class Agent:
                 await asyncio.sleep(self.heartbeat_interval / 2)
                 continue
             self._cancel(reply.cancel)
+            self._follow(reply)
+
+    def _reported_caps(self) -> dict[str, Any]:
+        """Programs looked for so far, the env exposed to tasks, and cache counters."""
+        return {
+            **probe_programs(self._programs),
+            "env": self.config.expose_env,
+            "cache": self.cache.stats(),
+        }
+
+    def _follow(self, reply: HeartbeatReply) -> None:
+        """Look for programs the coordinator asks about; drain when the operator asks."""
+        new = [p for p in reply.probe if p not in self._programs]
+        if new:
+            log.info("looking for programs on PATH: %s", ", ".join(new))
+            self._programs += new  # reported with the next heartbeat, sent at once
+        if reply.drain and not self._stopping.is_set():
+            log.info("the coordinator asked this worker to drain")
+            self.drain()
 
     def _cancel(self, lease_ids: list[str]) -> None:
         for run in list(self.running.values()):
@@ -307,22 +386,55 @@ class Agent:
             return TaskResult(a.lease_id, None, error=f"staging inputs: {exc}")
         before = await asyncio.to_thread(snapshot, work, known)
         extra = {
+            **self.config.expose_env,
             "CORRAL_JOB_ID": a.job_id,
             "CORRAL_TASK_ID": a.task_id,
             "CORRAL_ATTEMPT": str(a.attempt),
+            **_client_env(self.config, a),
         }
-        wall = a.spec.limits.get("wall_time")
-        finished = await run.process.run(
-            command_line(a.spec.argv, a.spec.shell, work),
-            work,
-            task_env(a.spec.env, work, extra),
-            run.dir / "stdout",
-            run.dir / "stderr",
-            wall if wall else None,
-        )
+        argv = command_line(runner_argv(a.spec.argv), a.spec.shell, work)
+        env = task_env(a.spec.env, work, extra)
+        refused = await self._refuse(argv, work, env)
+        if refused:
+            log.warning("task %s refused: %s", a.task_id, refused)
+            return TaskResult(a.lease_id, None, error=refused)
+        exit_code, error = await self._run_guarded(run, work, argv, env)
         if run.cancelled:
-            return TaskResult(a.lease_id, finished.exit_code, error="killed")
-        return await self._collect(run, work, before, finished.exit_code, finished.error)
+            return TaskResult(a.lease_id, exit_code, error="killed")
+        return await self._collect(run, work, before, exit_code, error)
+
+    async def _refuse(self, argv: list[str], work: Path, env: dict[str, str]) -> str | None:
+        refused = await asyncio.to_thread(self.guard.refuse, argv, work, env)
+        if refused:  # the coordinator's list may have grown since we last looked
+            await self._refresh_allowlist()
+            refused = await asyncio.to_thread(self.guard.refuse, argv, work, env)
+        return refused
+
+    async def _run_guarded(
+        self, run: _Running, work: Path, argv: list[str], env: dict[str, str]
+    ) -> tuple[int | None, str | None]:
+        """Run the task in its sandbox under its limits; its exit code and error."""
+        spec = run.assignment.spec
+        wall = spec.limits.get("wall_time")
+        launch: Launch = self.guard.launch(spec, argv, work, run.dir.name)
+        try:
+            finished = await run.process.run(
+                launch.argv,
+                work,
+                env,
+                run.dir / "stdout",
+                run.dir / "stderr",
+                wall if wall else None,
+                launch.preexec,
+            )
+            error = finished.error
+            if error is None or error.startswith("killed by signal"):
+                stderr = run.dir / "stderr"
+                hit = self.guard.verdict(spec.limits, finished.exit_code, stderr, launch)
+                error = hit or error
+        finally:
+            await asyncio.to_thread(launch.close)
+        return finished.exit_code, error
 
     async def _collect(
         self, run: _Running, work: Path, before: Any, exit_code: int | None, error: str | None
@@ -337,6 +449,10 @@ class Agent:
             st = path.stat()
             manifest[rel] = OutputFile(sha, st.st_size, st.st_mode & 0o777)
             files[sha] = path
+        cap = a.spec.limits.get("output_size")
+        if cap and sum(f.size for f in manifest.values()) > cap:
+            # refuse to return any of it rather than an arbitrary part
+            files, manifest, error = {}, {}, "limit_exceeded: output_size"
         streams = {}
         for stream in ("stdout", "stderr"):
             path = run.dir / stream

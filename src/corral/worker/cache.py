@@ -92,6 +92,8 @@ class FileCache:
         self.max_bytes = max_bytes
         self.fetched = 0
         self.fetched_bytes = 0
+        self.hits = 0  # asked for a blob already held
+        self.misses = 0  # had to fetch it
         self._fetch = fetch
         self._lru: OrderedDict[str, int] = OrderedDict()  # sha256 -> size, least recent first
         self._locks: dict[str, asyncio.Lock] = {}
@@ -104,6 +106,16 @@ class FileCache:
     def total_bytes(self) -> int:
         """Bytes held by the blobs this cache knows about."""
         return sum(self._lru.values())
+
+    def stats(self) -> dict[str, int | None]:
+        """Counters for the worker's capabilities: hits, misses, bytes fetched and held."""
+        return {
+            "hits": self.hits,
+            "misses": self.misses,
+            "bytes_fetched": self.fetched_bytes,
+            "bytes_held": self.total_bytes,
+            "max_bytes": self.max_bytes,
+        }
 
     def _blob_path(self, sha256: str) -> Path:
         return self.root / sha256[:2] / sha256
@@ -147,7 +159,10 @@ class FileCache:
         """Return the cached file for sha256, downloading and verifying it on first use."""
         path = self._blob_path(_check_hash(sha256))
         async with self._hash_lock(sha256):
-            if not await self._usable(sha256, size, path):
+            if await self._usable(sha256, size, path):
+                self.hits += 1
+            else:
+                self.misses += 1
                 await self._download(sha256, size, path)
                 # Inside the lock, so the blob just fetched is itself safe from eviction.
                 self.evict()

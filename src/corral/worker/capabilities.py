@@ -42,12 +42,31 @@ def static_capabilities(
         "hostname": platform.node(),
         "slots": slots,
         "labels": labels,
-        "programs": {p: shutil.which(p) for p in programs if shutil.which(p)},
+        **probe_programs(programs),
         "sandbox": "none",
     }
     caps.update(_gpus())
     caps.update(dynamic_capabilities(work_dir))
     return caps
+
+
+def probe_programs(names: list[str]) -> dict[str, Any]:
+    """Which of `names` are on PATH (name -> path), and which were looked for and not found."""
+    found = {p: path for p in names if (path := shutil.which(p))}
+    return {"programs": found, "programs_missing": sorted(set(names) - set(found))}
+
+
+def exposed_env(names: list[str]) -> dict[str, str]:
+    """NAME or NAME=VALUE items as the variables a worker passes to its tasks: a bare NAME
+    takes its value from the worker's own environment and is left out when unset there."""
+    out = {}
+    for item in names:
+        name, sep, value = item.partition("=")
+        if sep:
+            out[name] = value
+        elif name in os.environ:
+            out[name] = os.environ[name]
+    return out
 
 
 def dynamic_capabilities(work_dir: Path) -> dict[str, Any]:

@@ -7,6 +7,8 @@ import asyncio
 import contextlib
 import os
 import signal
+import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,8 +75,11 @@ class TaskProcess:
         stdout: Path,
         stderr: Path,
         wall_time: float | None,
+        preexec: Callable[[], None] | None = None,
     ) -> Finished:
-        """Start the process and wait for it, enforcing a wall-time limit."""
+        """Start the process and wait for it, enforcing a wall-time limit.
+
+        `preexec` runs in the child before exec (rlimits, joining a cgroup)."""
         with stdout.open("wb") as out, stderr.open("wb") as err:
             try:
                 self.proc = await asyncio.create_subprocess_exec(
@@ -85,9 +90,11 @@ class TaskProcess:
                     stdout=out,
                     stderr=err,
                     start_new_session=True,
+                    preexec_fn=preexec,
                 )
-            except OSError as exc:
-                return Finished(None, f"cannot start {argv[0]}: {exc.strerror or exc}")
+            except (OSError, subprocess.SubprocessError) as exc:
+                why = getattr(exc, "strerror", None) or exc
+                return Finished(None, f"cannot start {argv[0]}: {why}")
         try:
             code = await asyncio.wait_for(self.proc.wait(), wall_time)
         except TimeoutError:

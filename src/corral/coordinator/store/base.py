@@ -7,10 +7,24 @@ transaction, so the event stream never disagrees with the tables.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from ...protocol import Event, Job, OutputFile, Task, TaskSpec, Worker
+import msgspec
+
+from ...protocol import (
+    TASK_STATUSES,
+    AllowEntry,
+    AuditEntry,
+    Event,
+    Job,
+    OutputFile,
+    Task,
+    TaskSpec,
+    Worker,
+    slots_needed,
+)
 
 
 class NotFound(LookupError):
@@ -48,6 +62,7 @@ class Outcome:
     stdout: str | None
     stderr: str | None
     manifest: dict[str, OutputFile]
+    not_before: float | None = None  # with status "queued": a retry, not leased before this
 
 
 @dataclass(frozen=True)
@@ -57,6 +72,21 @@ class Stopped:
     task_id: str
     worker_id: str
     lease_id: str
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    """A stored token: only the sha256 of its secret is kept."""
+
+    id: str
+    name: str
+    role: str
+    owner: str
+    secret_sha256: str
+    created: float
+    expires: float | None = None
+    revoked: float | None = None
+    job_id: str | None = None
 
 
 class Store(abc.ABC):
@@ -102,11 +132,27 @@ class Store(abc.ABC):
         scan: int,
         fits: Callable[[dict[str, str]], bool] = lambda _r: True,
     ) -> list[Leased]:
-        """Hand up to `capacity` queued tasks to a worker, oldest first."""
+        """Hand queued tasks to a worker, oldest first, taking up to `capacity` slots in all
+        (a task takes `slots_needed(requires)` slots); retries wait for their `not_before`."""
 
     @abc.abstractmethod
     def finish(self, task_id: str, lease_id: str, outcome: Outcome, now: float) -> bool:
-        """Record a result if `lease_id` is the task's live lease; False when it is stale."""
+        """Record a result if `lease_id` is the task's live lease; False when it is stale.
+
+        An outcome with status "queued" puts the task back in the queue (a retry), not to be
+        leased before `outcome.not_before`."""
+
+    @abc.abstractmethod
+    def queued_requirements(self) -> list[dict[str, str]]:
+        """The distinct requirement maps of queued tasks."""
+
+    @abc.abstractmethod
+    def release_due(self, now: float) -> int:
+        """Clear `not_before` of queued retries whose time has come; how many there were."""
+
+    @abc.abstractmethod
+    def next_not_before(self) -> float | None:
+        """The earliest `not_before` among queued retries still waiting."""
 
     @abc.abstractmethod
     def extend(
@@ -168,6 +214,66 @@ class Store(abc.ABC):
     def events(self, job_id: str, after: int, limit: int) -> list[Event]:
         """A job's task state changes after sequence number `after`."""
 
+    # identities, ownership and audit (security.py says what they are for)
+    @abc.abstractmethod
+    def add_tasks(self, job_id: str, now: float, tasks: Sequence[NewTask]) -> None:
+        """Append queued tasks to an existing job; raises NotFound."""
+
+    @abc.abstractmethod
+    def add_token(self, token: TokenRecord) -> None:
+        """Insert a token."""
+
+    @abc.abstractmethod
+    def token_by_hash(self, secret_sha256: str) -> TokenRecord | None:
+        """The token whose secret hashes to this, revoked or not."""
+
+    @abc.abstractmethod
+    def list_tokens(self) -> list[TokenRecord]:
+        """Every token, oldest first."""
+
+    @abc.abstractmethod
+    def revoke_token(self, token_id: str, now: float) -> TokenRecord:
+        """Revoke a token (once; later calls keep the first time); raises NotFound."""
+
+    @abc.abstractmethod
+    def set_worker_owner(self, worker_id: str, owner: str) -> None:
+        """Record which identity registered a worker."""
+
+    @abc.abstractmethod
+    def worker_owner(self, worker_id: str) -> str | None:
+        """The identity that registered a worker, if known."""
+
+    @abc.abstractmethod
+    def grant_blobs(self, owner: str, hashes: Iterable[str]) -> None:
+        """Let `owner` read these blobs (it uploaded them, or its jobs made them)."""
+
+    @abc.abstractmethod
+    def owned_blobs(self, owner: str, hashes: Sequence[str]) -> set[str]:
+        """Which of these blobs `owner` may read."""
+
+    @abc.abstractmethod
+    def add_audit(
+        self, now: float, actor: str, token_id: str, action: str, target: str, detail: str
+    ) -> None:
+        """Append one audit entry."""
+
+    @abc.abstractmethod
+    def audit(self, after: int, limit: int) -> list[AuditEntry]:
+        """Audit entries after sequence number `after`, oldest first."""
+
+    # the executable allowlist (shared SQL in _allowlist.py)
+    @abc.abstractmethod
+    def allow_add(self, entry: AllowEntry) -> bool:
+        """Add a hash; False when it was already there."""
+
+    @abc.abstractmethod
+    def allow_list(self) -> list[AllowEntry]:
+        """Every allowed hash, oldest first."""
+
+    @abc.abstractmethod
+    def allow_remove(self, sha256: str) -> bool:
+        """Remove a hash; False when it was not there."""
+
 
 def job_status(counts: dict[str, int]) -> str:
     """A job's status from its task counts."""
@@ -180,3 +286,135 @@ def job_status(counts: dict[str, int]) -> str:
     if counts.get("killed", 0):
         return "killed"
     return "succeeded"
+
+
+# Shared by the backends: how rows are encoded and turned back into wire models. Every backend
+# keeps the same columns in the same order, so one conversion serves them all.
+
+TASK_COLUMNS = (
+    "id, job_id, seq, status, spec, attempts, max_attempts, worker_id, exit_code, error,"
+    " stdout, stderr, manifest, created, started, finished, not_before"
+)
+# Columns added after the first release; each backend adds them to an existing database.
+ADDED_TASK_COLUMNS = (("cost", "INTEGER NOT NULL DEFAULT 1"), ("not_before", "{real}"))
+JOB_COLUMNS = "id, name, owner, created, total"
+WORKER_COLUMNS = "id, name, slots, status, capabilities, registered, last_heartbeat"
+
+encode = msgspec.json.encode
+spec_decoder = msgspec.json.Decoder(TaskSpec)
+_manifest_decoder = msgspec.json.Decoder(dict[str, OutputFile])
+_caps_decoder = msgspec.json.Decoder(dict[str, object])
+
+
+def requires_key(spec: TaskSpec) -> str:
+    """A canonical text for a task's requirements, so equal requirements share a queue."""
+    return encode(dict(sorted(spec.requires.items()))).decode() if spec.requires else ""
+
+
+def class_slots(key: str) -> int:
+    """Slots each task of a requirement class (a `requires_key` text) takes."""
+    return slots_needed(class_requires(key))
+
+
+def class_requires(key: str) -> dict[str, str]:
+    """The requirement map of a `requires_key` text."""
+    out: dict[str, str] = msgspec.json.decode(key) if key else {}
+    return out
+
+
+def fitting_classes(keys: Iterable[str], fits: Callable[[dict[str, str]], bool]) -> list[str]:
+    """The requirement classes (as `requires_key` texts) a worker's `fits` accepts."""
+    out = []
+    for key in keys:
+        requires: dict[str, str] = msgspec.json.decode(key) if key else {}
+        if fits(requires):
+            out.append(key)
+    return out
+
+
+def expired_to(worker_id: str, attempts: int, max_attempts: int) -> tuple[str, str]:
+    """The status and error of a task whose lease ran out: requeued, or failed when spent."""
+    if attempts >= max_attempts:
+        return "failed", f"worker lost on all {attempts} attempts"
+    return "queued", f"worker {worker_id} lost; requeued"
+
+
+def job_counts(rows: Iterable[tuple[str, int]]) -> dict[str, int]:
+    """Per-status task counts from (status, count) rows, every status present."""
+    counts: dict[str, int] = dict.fromkeys(TASK_STATUSES, 0)
+    for status, n in rows:
+        counts[status] = n
+    return counts
+
+
+def job_from_row(row: Sequence[Any], counts: dict[str, int]) -> Job:
+    """A Job from a JOB_COLUMNS row and its counts."""
+    return Job(
+        id=row[0],
+        name=row[1],
+        owner=row[2],
+        created=row[3],
+        total=row[4],
+        counts=counts,
+        status=job_status(counts),  # type: ignore[arg-type]
+    )
+
+
+def task_from_row(row: Sequence[Any]) -> Task:
+    """A Task from a TASK_COLUMNS row."""
+    spec = spec_decoder.decode(row[4])
+    return Task(
+        id=row[0],
+        job_id=row[1],
+        seq=row[2],
+        status=row[3],
+        name=spec.name,
+        argv=spec.argv,
+        env=spec.env,
+        inputs=spec.inputs,
+        outputs=spec.outputs,
+        requires=spec.requires,
+        limits=spec.limits,
+        shell=spec.shell,
+        attempts=row[5],
+        max_attempts=row[6],
+        worker_id=row[7],
+        exit_code=row[8],
+        error=row[9],
+        stdout=row[10],
+        stderr=row[11],
+        manifest=_manifest_decoder.decode(row[12]) if row[12] else {},
+        created=row[13],
+        started=row[14],
+        finished=row[15],
+        retries=spec.retries,
+        not_before=row[16],
+    )
+
+
+def worker_from_row(row: Sequence[Any], used: int) -> Worker:
+    """A Worker from a WORKER_COLUMNS row and the number of tasks it is running."""
+    return Worker(
+        id=row[0],
+        name=row[1],
+        slots=row[2],
+        slots_used=used,
+        status=row[3],
+        capabilities=_caps_decoder.decode(row[4]),
+        registered=row[5],
+        last_heartbeat=row[6],
+    )
+
+
+TOKEN_COLUMNS = "id, name, role, owner, secret_sha256, created, expires, revoked, job_id"
+AUDIT_COLUMNS = "seq, time, actor, token_id, action, target, detail"
+
+
+def token_from_row(row: Sequence[Any]) -> TokenRecord:
+    """A TokenRecord from a TOKEN_COLUMNS row."""
+    return TokenRecord(*row)
+
+
+def audit_from_row(row: Sequence[Any]) -> AuditEntry:
+    """An AuditEntry from an AUDIT_COLUMNS row."""
+    return AuditEntry(*row)

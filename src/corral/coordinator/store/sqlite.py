@@ -4,14 +4,41 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import astuple
 from pathlib import Path
 from typing import Any
 
-import msgspec
-
-from ...protocol import TASK_STATUSES, Event, Job, OutputFile, Task, TaskSpec, Worker
-from .base import Leased, NewTask, NotFound, Outcome, Stopped, Store, job_status
+from ...protocol import AuditEntry, Event, Job, Task, Worker, slots_needed
+from ._allowlist import AllowlistSQL
+from .base import (
+    ADDED_TASK_COLUMNS,
+    AUDIT_COLUMNS,
+    JOB_COLUMNS,
+    TASK_COLUMNS,
+    TOKEN_COLUMNS,
+    WORKER_COLUMNS,
+    Leased,
+    NewTask,
+    NotFound,
+    Outcome,
+    Stopped,
+    Store,
+    TokenRecord,
+    audit_from_row,
+    class_requires,
+    class_slots,
+    encode,
+    expired_to,
+    fitting_classes,
+    job_counts,
+    job_from_row,
+    requires_key,
+    spec_decoder,
+    task_from_row,
+    token_from_row,
+    worker_from_row,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -41,22 +68,24 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_job ON events(job_id, seq);
 """
 
-_TASK_COLUMNS = (
-    "id, job_id, seq, status, spec, attempts, max_attempts, worker_id, exit_code, error,"
-    " stdout, stderr, manifest, created, started, finished"
-)
-_spec_decoder = msgspec.json.Decoder(TaskSpec)
-_manifest_decoder = msgspec.json.Decoder(dict[str, OutputFile])
-_caps_decoder = msgspec.json.Decoder(dict[str, object])
-_encode = msgspec.json.encode
+SECURITY_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tokens (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL, owner TEXT NOT NULL,
+    secret_sha256 TEXT NOT NULL UNIQUE, created REAL NOT NULL, expires REAL, revoked REAL,
+    job_id TEXT
+);
+CREATE TABLE IF NOT EXISTS worker_owners (worker_id TEXT PRIMARY KEY, owner TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS blob_owners (
+    owner TEXT NOT NULL, sha256 TEXT NOT NULL, PRIMARY KEY (owner, sha256)
+);
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, time REAL NOT NULL, actor TEXT NOT NULL,
+    token_id TEXT NOT NULL, action TEXT NOT NULL, target TEXT NOT NULL, detail TEXT NOT NULL
+);
+"""
 
 
-def requires_key(spec: TaskSpec) -> str:
-    """A canonical text for a task's requirements, so equal requirements share a queue."""
-    return _encode(dict(sorted(spec.requires.items()))).decode() if spec.requires else ""
-
-
-class SQLiteStore(Store):
+class SQLiteStore(AllowlistSQL, Store):
     """Durable state in one SQLite file."""
 
     def __init__(self, path: Path | str) -> None:
@@ -65,6 +94,16 @@ class SQLiteStore(Store):
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(SCHEMA)
+        self._db.executescript(SECURITY_SCHEMA)
+        self._create_allowlist("REAL")
+        self._add_columns()
+
+    def _add_columns(self) -> None:
+        # a data directory from an earlier version lacks the newer task columns
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(tasks)")}
+        for name, kind in ADDED_TASK_COLUMNS:
+            if name not in have:
+                self._db.execute(f"ALTER TABLE tasks ADD COLUMN {name} {kind.format(real='REAL')}")
 
     def close(self) -> None:
         self._db.close()
@@ -87,54 +126,41 @@ class SQLiteStore(Store):
                 "INSERT INTO jobs (id, name, owner, created, total) VALUES (?,?,?,?,?)",
                 (job_id, name, owner, now, len(tasks)),
             )
-            self._db.executemany(
-                "INSERT INTO tasks (id, job_id, seq, status, spec, requires, max_attempts,"
-                " created) VALUES (?,?,?,'queued',?,?,?,?)",
-                [
-                    (
-                        t.id,
-                        job_id,
-                        t.seq,
-                        _encode(t.spec),
-                        requires_key(t.spec),
-                        t.spec.max_attempts,
-                        now,
-                    )
-                    for t in tasks
-                ],
-            )
+            self._insert_tasks(job_id, now, tasks)
 
-    def _counts(self, job_id: str) -> dict[str, int]:
-        counts: dict[str, int] = dict.fromkeys(TASK_STATUSES, 0)
-        rows = self._db.execute(
-            "SELECT status, COUNT(*) FROM tasks WHERE job_id = ? GROUP BY status", (job_id,)
+    def _insert_tasks(self, job_id: str, now: float, tasks: Sequence[NewTask]) -> None:
+        self._db.executemany(
+            "INSERT INTO tasks (id, job_id, seq, status, spec, requires, max_attempts,"
+            " created, cost) VALUES (?,?,?,'queued',?,?,?,?,?)",
+            [
+                (
+                    t.id,
+                    job_id,
+                    t.seq,
+                    encode(t.spec),
+                    requires_key(t.spec),
+                    t.spec.max_attempts,
+                    now,
+                    slots_needed(t.spec.requires),
+                )
+                for t in tasks
+            ],
         )
-        for status, n in rows:
-            counts[status] = n
-        return counts
 
     def _job(self, row: tuple[Any, ...]) -> Job:
-        counts = self._counts(row[0])
-        return Job(
-            id=row[0],
-            name=row[1],
-            owner=row[2],
-            created=row[3],
-            total=row[4],
-            counts=counts,
-            status=job_status(counts),  # type: ignore[arg-type]
+        rows = self._db.execute(
+            "SELECT status, COUNT(*) FROM tasks WHERE job_id = ? GROUP BY status", (row[0],)
         )
+        return job_from_row(row, job_counts(rows))
 
     def get_job(self, job_id: str) -> Job:
-        row = self._db.execute(
-            "SELECT id, name, owner, created, total FROM jobs WHERE id = ?", (job_id,)
-        ).fetchone()
+        row = self._db.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if row is None:
             raise NotFound(f"no job {job_id}")
         return self._job(row)
 
     def list_jobs(self, limit: int, owner: str | None = None) -> list[Job]:
-        sql = "SELECT id, name, owner, created, total FROM jobs"
+        sql = f"SELECT {JOB_COLUMNS} FROM jobs"
         args: tuple[Any, ...] = ()
         if owner is not None:
             sql, args = sql + " WHERE owner = ?", (owner,)
@@ -143,11 +169,11 @@ class SQLiteStore(Store):
 
     def get_task(self, task_id: str) -> Task:
         row = self._db.execute(
-            f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,)
+            f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,)
         ).fetchone()
         if row is None:
             raise NotFound(f"no task {task_id}")
-        return _task(row)
+        return task_from_row(row)
 
     def list_tasks(
         self, job_id: str, offset: int, limit: int, status: str | None = None
@@ -156,10 +182,10 @@ class SQLiteStore(Store):
         if status is not None:
             where, args = where + " AND status = ?", [job_id, status]
         rows = self._db.execute(
-            f"SELECT {_TASK_COLUMNS} FROM tasks WHERE {where} ORDER BY seq LIMIT ? OFFSET ?",
+            f"SELECT {TASK_COLUMNS} FROM tasks WHERE {where} ORDER BY seq LIMIT ? OFFSET ?",
             (*args, limit, offset),
         )
-        return [_task(r) for r in rows.fetchall()]
+        return [task_from_row(r) for r in rows.fetchall()]
 
     def job_task_ids(self, job_id: str, only_live: bool) -> list[str]:
         sql = "SELECT id FROM tasks WHERE job_id = ?"
@@ -180,13 +206,20 @@ class SQLiteStore(Store):
         if capacity <= 0:
             return []
         out: list[Leased] = []
+        used = 0
         with self._tx():
-            for key in self._fitting_classes(fits):
+            for key in fitting_classes(self._queued_classes(), fits):
+                cost = class_slots(key)
+                room = (capacity - used) // cost
+                if room <= 0:
+                    continue
                 rows = self._db.execute(
                     "SELECT id, job_id, spec, attempts FROM tasks"
-                    " WHERE status = 'queued' AND requires = ? ORDER BY created, seq LIMIT ?",
-                    (key, min(scan, capacity - len(out))),
+                    " WHERE status = 'queued' AND requires = ?"
+                    " AND (not_before IS NULL OR not_before <= ?) ORDER BY created, seq LIMIT ?",
+                    (key, now, min(scan, room)),
                 ).fetchall()
+                used += cost * len(rows)
                 for task_id, job_id, spec, attempts in rows:
                     lease_id = uuid.uuid4().hex
                     self._db.execute(
@@ -202,31 +235,44 @@ class SQLiteStore(Store):
                             lease_id,
                             attempts + 1,
                             expires,
-                            _spec_decoder.decode(spec),
+                            spec_decoder.decode(spec),
                         )
                     )
-                if len(out) >= capacity:
+                if used >= capacity:
                     break
         return out
 
-    def _fitting_classes(self, fits: Callable[[dict[str, str]], bool]) -> list[str]:
+    def queued_requirements(self) -> list[dict[str, str]]:
+        return [class_requires(key) for key in self._queued_classes()]
+
+    def release_due(self, now: float) -> int:
+        cur = self._db.execute(
+            "UPDATE tasks SET not_before = NULL WHERE status = 'queued' AND not_before <= ?",
+            (now,),
+        )
+        return cur.rowcount
+
+    def next_not_before(self) -> float | None:
+        row = self._db.execute(
+            "SELECT MIN(not_before) FROM tasks WHERE status = 'queued'"
+        ).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    def _queued_classes(self) -> list[str]:
         # One row per distinct requirement class with queued work: matching cost grows with
         # the number of classes, not with queue depth.
         keys = self._db.execute(
-            "SELECT DISTINCT requires FROM tasks WHERE status = 'queued'"
-        ).fetchall()
-        out = []
-        for (key,) in keys:
-            requires: dict[str, str] = msgspec.json.decode(key) if key else {}
-            if fits(requires):
-                out.append(key)
-        return out
+            "SELECT DISTINCT requires FROM tasks WHERE status = 'queued' ORDER BY requires"
+        )
+        return [key for (key,) in keys.fetchall()]
 
     def finish(self, task_id: str, lease_id: str, outcome: Outcome, now: float) -> bool:
         with self._tx():
             cur = self._db.execute(
                 "UPDATE tasks SET status = ?, exit_code = ?, error = ?, stdout = ?, stderr = ?,"
-                " manifest = ?, finished = ?, lease_id = NULL, lease_expires = NULL"
+                " manifest = ?, finished = ?, not_before = ?, lease_id = NULL,"
+                " lease_expires = NULL, worker_id = CASE WHEN ? = 'queued' THEN NULL"
+                " ELSE worker_id END"
                 " WHERE id = ? AND lease_id = ? AND status = 'running' RETURNING job_id",
                 (
                     outcome.status,
@@ -234,8 +280,10 @@ class SQLiteStore(Store):
                     outcome.error,
                     outcome.stdout,
                     outcome.stderr,
-                    _encode(outcome.manifest),
-                    now,
+                    encode(outcome.manifest),
+                    None if outcome.status == "queued" else now,
+                    outcome.not_before,
+                    outcome.status,
                     task_id,
                     lease_id,
                 ),
@@ -270,10 +318,7 @@ class SQLiteStore(Store):
                 (now,),
             ).fetchall()
             for task_id, job_id, worker_id, lease_id, attempts, max_attempts in rows:
-                if attempts >= max_attempts:
-                    status, error = "failed", f"worker lost on all {attempts} attempts"
-                else:
-                    status, error = "queued", f"worker {worker_id} lost; requeued"
+                status, error = expired_to(worker_id, attempts, max_attempts)
                 self._db.execute(
                     "UPDATE tasks SET status = ?, error = ?, lease_id = NULL,"
                     " lease_expires = NULL, worker_id = CASE WHEN ? = 'queued' THEN NULL"
@@ -321,7 +366,7 @@ class SQLiteStore(Store):
         self._db.execute(
             "INSERT INTO workers (id, name, slots, status, capabilities, registered,"
             " last_heartbeat) VALUES (?,?,?,'online',?,?,?)",
-            (worker_id, name, slots, _encode(caps), now, now),
+            (worker_id, name, slots, encode(caps), now, now),
         )
 
     def touch_worker(
@@ -330,7 +375,7 @@ class SQLiteStore(Store):
         if caps:
             cur = self._db.execute(
                 "UPDATE workers SET last_heartbeat = ?, status = ?, capabilities = ? WHERE id = ?",
-                (now, status, _encode(caps), worker_id),
+                (now, status, encode(caps), worker_id),
             )
         else:
             cur = self._db.execute(
@@ -353,23 +398,14 @@ class SQLiteStore(Store):
 
     def _worker(self, row: tuple[Any, ...]) -> Worker:
         used = self._db.execute(
-            "SELECT COUNT(*) FROM tasks WHERE worker_id = ? AND status = 'running'", (row[0],)
+            "SELECT COALESCE(SUM(cost), 0) FROM tasks WHERE worker_id = ? AND status = 'running'",
+            (row[0],),
         ).fetchone()[0]
-        return Worker(
-            id=row[0],
-            name=row[1],
-            slots=row[2],
-            slots_used=used,
-            status=row[3],
-            capabilities=_caps_decoder.decode(row[4]),
-            registered=row[5],
-            last_heartbeat=row[6],
-        )
+        return worker_from_row(row, used)
 
     def get_worker(self, worker_id: str) -> Worker:
         row = self._db.execute(
-            "SELECT id, name, slots, status, capabilities, registered, last_heartbeat"
-            " FROM workers WHERE id = ?",
+            f"SELECT {WORKER_COLUMNS} FROM workers WHERE id = ?",
             (worker_id,),
         ).fetchone()
         if row is None:
@@ -378,8 +414,7 @@ class SQLiteStore(Store):
 
     def list_workers(self) -> list[Worker]:
         rows = self._db.execute(
-            "SELECT id, name, slots, status, capabilities, registered, last_heartbeat"
-            " FROM workers ORDER BY status != 'online', registered"
+            f"SELECT {WORKER_COLUMNS} FROM workers ORDER BY status != 'online', registered"
         ).fetchall()
         return [self._worker(r) for r in rows]
 
@@ -391,6 +426,91 @@ class SQLiteStore(Store):
             (job_id, after, limit),
         )
         return [Event(*r) for r in rows.fetchall()]
+
+    # identities, ownership and audit
+    def add_tasks(self, job_id: str, now: float, tasks: Sequence[NewTask]) -> None:
+        with self._tx():
+            cur = self._db.execute(
+                "UPDATE jobs SET total = total + ? WHERE id = ?", (len(tasks), job_id)
+            )
+            if cur.rowcount == 0:
+                raise NotFound(f"no job {job_id}")
+            self._insert_tasks(job_id, now, tasks)
+
+    def add_token(self, token: TokenRecord) -> None:
+        self._db.execute(
+            f"INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
+            astuple(token),
+        )
+
+    def token_by_hash(self, secret_sha256: str) -> TokenRecord | None:
+        row = self._db.execute(
+            f"SELECT {TOKEN_COLUMNS} FROM tokens WHERE secret_sha256 = ?", (secret_sha256,)
+        ).fetchone()
+        return token_from_row(row) if row else None
+
+    def list_tokens(self) -> list[TokenRecord]:
+        rows = self._db.execute(f"SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY created, id")
+        return [token_from_row(r) for r in rows.fetchall()]
+
+    def revoke_token(self, token_id: str, now: float) -> TokenRecord:
+        with self._tx():
+            self._db.execute(
+                "UPDATE tokens SET revoked = ? WHERE id = ? AND revoked IS NULL", (now, token_id)
+            )
+            row = self._db.execute(
+                f"SELECT {TOKEN_COLUMNS} FROM tokens WHERE id = ?", (token_id,)
+            ).fetchone()
+        if row is None:
+            raise NotFound(f"no token {token_id}")
+        return token_from_row(row)
+
+    def set_worker_owner(self, worker_id: str, owner: str) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO worker_owners (worker_id, owner) VALUES (?,?)",
+            (worker_id, owner),
+        )
+
+    def worker_owner(self, worker_id: str) -> str | None:
+        row = self._db.execute(
+            "SELECT owner FROM worker_owners WHERE worker_id = ?", (worker_id,)
+        ).fetchone()
+        return str(row[0]) if row else None
+
+    def grant_blobs(self, owner: str, hashes: Iterable[str]) -> None:
+        self._db.executemany(
+            "INSERT OR IGNORE INTO blob_owners (owner, sha256) VALUES (?,?)",
+            [(owner, h) for h in set(hashes)],
+        )
+
+    def owned_blobs(self, owner: str, hashes: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        unique = list(dict.fromkeys(hashes))
+        for i in range(0, len(unique), 500):
+            part = unique[i : i + 500]
+            rows = self._db.execute(
+                "SELECT sha256 FROM blob_owners WHERE owner = ? AND sha256 IN"
+                f" ({','.join('?' * len(part))})",
+                (owner, *part),
+            )
+            found.update(r[0] for r in rows.fetchall())
+        return found
+
+    def add_audit(
+        self, now: float, actor: str, token_id: str, action: str, target: str, detail: str
+    ) -> None:
+        self._db.execute(
+            "INSERT INTO audit (time, actor, token_id, action, target, detail)"
+            " VALUES (?,?,?,?,?,?)",
+            (now, actor, token_id, action, target, detail),
+        )
+
+    def audit(self, after: int, limit: int) -> list[AuditEntry]:
+        rows = self._db.execute(
+            f"SELECT {AUDIT_COLUMNS} FROM audit WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after, limit),
+        )
+        return [audit_from_row(r) for r in rows.fetchall()]
 
 
 class _Transaction:
@@ -404,32 +524,3 @@ class _Transaction:
 
     def __exit__(self, exc_type: object, *_: object) -> None:
         self._db.execute("ROLLBACK" if exc_type else "COMMIT")
-
-
-def _task(row: tuple[Any, ...]) -> Task:
-    spec = _spec_decoder.decode(row[4])
-    return Task(
-        id=row[0],
-        job_id=row[1],
-        seq=row[2],
-        status=row[3],
-        name=spec.name,
-        argv=spec.argv,
-        env=spec.env,
-        inputs=spec.inputs,
-        outputs=spec.outputs,
-        requires=spec.requires,
-        limits=spec.limits,
-        shell=spec.shell,
-        attempts=row[5],
-        max_attempts=row[6],
-        worker_id=row[7],
-        exit_code=row[8],
-        error=row[9],
-        stdout=row[10],
-        stderr=row[11],
-        manifest=_manifest_decoder.decode(row[12]) if row[12] else {},
-        created=row[13],
-        started=row[14],
-        finished=row[15],
-    )

@@ -1,0 +1,116 @@
+"""B1-B3 on Corral: a real coordinator and two one-slot workers as processes on loopback."""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from typing import Any
+
+from corral.client import Client
+from corral.protocol import FINAL_STATUSES, TaskSpec
+
+from .farm import Farm
+
+
+def _noop(x: int) -> int:
+    return x
+
+
+def executor_class() -> Any:
+    """corral's Executor when the Python API has one, else None."""
+    try:
+        import cloudpickle
+
+        from corral import Executor
+    except ImportError:
+        return None
+    # workers cannot import bench/: ship the no-op function by value
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    return Executor
+
+
+def _wait_job(client: Client, job_id: str, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        job = client.job(job_id)
+        if job.status in FINAL_STATUSES:
+            return job.status
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"job {job_id} not done after {timeout} s: {job.counts}")
+        time.sleep(0.01)
+
+
+def _run_commands(farm: Farm, argv: list[str], n: int, timeout: float) -> dict[str, Any]:
+    with Client(farm.url, farm.token, timeout=120.0) as client:
+        t0 = time.perf_counter()
+        job = client.submit_job([TaskSpec(argv=argv) for _ in range(n)], name="bench")
+        status = _wait_job(client, job.id, timeout)
+        elapsed = time.perf_counter() - t0
+    return {"n": n, "seconds": elapsed, "tasks_per_s": n / elapsed, "status": status}
+
+
+def b1_functions(n: int, timeout: float) -> dict[str, Any]:
+    """No-op Python functions; through the Executor when it exists."""
+    executor = executor_class()
+    with Farm(workers=2) as farm:
+        farm.wait_workers()
+        if executor is None:
+            out = _run_commands(farm, ["python3", "-c", "pass"], n, timeout)
+            out["via"] = "FALLBACK: corral.Executor missing; `python3 -c pass` command tasks"
+            return out
+        with Client(farm.url, farm.token) as client, executor(client) as ex:
+            list(ex.map(_noop, range(20)))  # warm up (function runners start)
+            t0 = time.perf_counter()
+            results = list(ex.map(_noop, range(n)))
+            elapsed = time.perf_counter() - t0
+        assert results == list(range(n))
+        return {"n": n, "seconds": elapsed, "tasks_per_s": n / elapsed, "via": "corral.Executor"}
+
+
+def b2_true(n: int, timeout: float) -> dict[str, Any]:
+    """`/bin/true` command tasks submitted as one job (what submit --each-line does)."""
+    with Farm(workers=2) as farm:
+        farm.wait_workers()
+        _run_commands(farm, ["/bin/true"], 20, timeout)  # warm up
+        out = _run_commands(farm, ["/bin/true"], n, timeout)
+        out["via"] = "Client.submit_job (as corral submit --each-line)"
+        return out
+
+
+def b3_round_trip(n: int, timeout: float) -> dict[str, Any]:
+    """Sequential one-task jobs: submit, then follow the job's events until it is done."""
+    executor = executor_class()
+    samples = []
+    with Farm(workers=2) as farm, Client(farm.url, farm.token) as client:
+        farm.wait_workers()
+        deadline = time.monotonic() + timeout
+        if executor is not None:
+            with executor(client) as ex:
+                ex.submit(_noop, 0).result()
+                for i in range(n):
+                    t0 = time.perf_counter()
+                    ex.submit(_noop, i).result()
+                    samples.append(time.perf_counter() - t0)
+                    if time.monotonic() > deadline:
+                        break
+            via = "corral.Executor submit().result()"
+        else:
+            for i in range(n + 5):
+                t0 = time.perf_counter()
+                job = client.submit_job([TaskSpec(argv=["/bin/true"])])
+                for _ in client.events(job.id):
+                    pass
+                if i >= 5:  # the first few warm up connections and caches
+                    samples.append(time.perf_counter() - t0)
+                if time.monotonic() > deadline:
+                    break
+            via = "submit_job(/bin/true) + events stream (Executor missing)"
+    return latency_summary(samples) | {"via": via}
+
+
+def latency_summary(samples: list[float]) -> dict[str, Any]:
+    """Median and p99 in milliseconds."""
+    ms = sorted(s * 1000 for s in samples)
+    p99 = ms[min(len(ms) - 1, int(round(0.99 * (len(ms) - 1))))]
+    return {"n": len(ms), "median_ms": statistics.median(ms), "p99_ms": p99}

@@ -1,0 +1,158 @@
+"""The peers' side of B1-B3 and B7, run inside bench/.peers-venv (Dask, Celery) or with the
+system's GNU Parallel. Prints one JSON object on stdout; never imports corral.
+
+    python bench/peers.py dask|celery|parallel b1|b2|b3|b7 N
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+CELERY_URL = "redis://127.0.0.1:6379/13"  # a database of its own, flushed before and after
+
+
+def noop(x: int) -> int:
+    return x
+
+
+def run_true(_: int) -> int:
+    return subprocess.run(["/bin/true"], check=False).returncode
+
+
+def latency(samples: list[float]) -> dict[str, Any]:
+    ms = sorted(s * 1000 for s in samples)
+    p99 = ms[min(len(ms) - 1, int(round(0.99 * (len(ms) - 1))))]
+    return {"n": len(ms), "median_ms": statistics.median(ms), "p99_ms": p99}
+
+
+def throughput(n: int, seconds: float) -> dict[str, Any]:
+    return {"n": n, "seconds": seconds, "tasks_per_s": n / seconds}
+
+
+# dask
+def dask_bench(bench: str, n: int) -> dict[str, Any]:
+    import dask
+    from distributed import Client, LocalCluster
+
+    dask.config.set({"distributed.worker.daemon": False, "logging.distributed": "error"})
+    t_start = time.perf_counter()
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None)
+    with cluster, Client(cluster) as client:
+        if bench == "b7":
+            client.submit(noop, 1, pure=False).result()
+            return {"seconds": time.perf_counter() - t_start}
+        client.gather(client.map(noop, range(20), pure=False))  # warm up
+        if bench == "b3":
+            samples = []
+            for i in range(n):
+                t0 = time.perf_counter()
+                client.submit(noop, i, pure=False).result()
+                samples.append(time.perf_counter() - t0)
+            return latency(samples)
+        fn = noop if bench == "b1" else run_true
+        t0 = time.perf_counter()
+        client.gather(client.map(fn, range(n), pure=False))
+        return throughput(n, time.perf_counter() - t0)
+
+
+# celery
+def _celery_app() -> Any:
+    from celery import Celery
+
+    app = Celery("corral_bench", broker=CELERY_URL, backend=CELERY_URL)
+    app.conf.update(worker_prefetch_multiplier=4, task_acks_late=False, result_expires=300)
+    app.task(name="noop")(noop)
+    app.task(name="run_true")(run_true)
+    return app
+
+
+app = None
+if os.environ.get("CORRAL_BENCH_CELERY_WORKER"):
+    app = _celery_app()
+
+
+def _flush_redis() -> None:
+    import redis
+
+    redis.Redis.from_url(CELERY_URL).flushdb()
+
+
+def _celery_worker(log: Path) -> subprocess.Popen[bytes]:
+    here = Path(__file__).resolve().parent
+    env = {**os.environ, "CORRAL_BENCH_CELERY_WORKER": "1", "PYTHONPATH": str(here)}
+    argv = [sys.executable, "-m", "celery", "-A", "peers", "worker", "-c", "2", "-P", "prefork"]
+    argv += ["--loglevel", "WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat"]
+    return subprocess.Popen(argv, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+
+
+def celery_bench(bench: str, n: int) -> dict[str, Any]:
+    from celery import group
+
+    _flush_redis()
+    capp = _celery_app()
+    tmp = Path(tempfile.mkdtemp(prefix="corral-bench-celery-"))
+    t_start = time.perf_counter()
+    worker = _celery_worker(tmp / "worker.log")
+    try:
+        noop_t, true_t = capp.tasks["noop"], capp.tasks["run_true"]
+        if bench == "b7":
+            noop_t.delay(1).get(timeout=60)
+            return {"seconds": time.perf_counter() - t_start}
+        group(noop_t.s(i) for i in range(20))().get(timeout=60)  # warm up
+        if bench == "b3":
+            samples = []
+            for i in range(n):
+                t0 = time.perf_counter()
+                noop_t.delay(i).get(timeout=30)
+                samples.append(time.perf_counter() - t0)
+            return latency(samples)
+        task = noop_t if bench == "b1" else true_t
+        t0 = time.perf_counter()
+        group(task.s(i) for i in range(n))().get(timeout=600)
+        return throughput(n, time.perf_counter() - t0)
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(10)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+        _flush_redis()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# GNU parallel
+def parallel_bench(bench: str, n: int) -> dict[str, Any]:
+    exe = shutil.which("parallel")
+    if exe is None:
+        return {"error": "GNU parallel is not installed"}
+    if bench == "b7":
+        t0 = time.perf_counter()
+        subprocess.run([exe, "-j2", "/bin/true", ":::", "1"], check=True)
+        return {"seconds": time.perf_counter() - t0}
+    if bench != "b2":
+        return {"error": "not applicable"}
+    lines = "".join(f"{i}\n" for i in range(n)).encode()
+    t0 = time.perf_counter()
+    subprocess.run([exe, "-j2", "/bin/true"], input=lines, check=True)
+    return throughput(n, time.perf_counter() - t0)
+
+
+def main() -> None:
+    peer, bench, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    run = {"dask": dask_bench, "celery": celery_bench, "parallel": parallel_bench}[peer]
+    result = run(bench, n)
+    sys.stdout.write(json.dumps(result) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""`corral allow add|list|remove`: the coordinator-wide executable allowlist."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import click
+
+from ..client import sha256_file
+from ..worker.allowlist import parse_hash
+from ._common import (
+    Fail,
+    client_errors,
+    json_option,
+    make_client,
+    print_json,
+    print_table,
+    server_options,
+)
+
+
+def program_hash(program: str) -> str:
+    """The sha256 of `program`: `sha256:HEX`, or a file (a path, or a name on PATH) to hash."""
+    if program.lower().startswith("sha256:"):
+        try:
+            return parse_hash(program)
+        except ValueError as exc:
+            raise Fail(str(exc)) from exc
+    path = Path(program)
+    if "/" not in program and not path.exists():
+        found = shutil.which(program)
+        if found is None:
+            raise Fail(f"{program} is neither a file nor a program on PATH; or give sha256:HEX")
+        path = Path(found)
+    if not path.is_file():
+        raise Fail(f"{program} is not a file; give a program file or sha256:HEX")
+    return sha256_file(path.resolve())
+
+
+@click.group()
+def allow() -> None:
+    """The programs workers that enforce an allowlist may run."""
+
+
+@allow.command("add")
+@click.argument("programs", nargs=-1, required=True)
+@click.option("--note", default="", help="Why it is allowed (kept with the hash).")
+@json_option
+@server_options
+@client_errors
+def add(
+    programs: tuple[str, ...], note: str, as_json: bool, server: str | None, token: str | None
+) -> None:
+    """Allow programs: files to hash (paths or names on PATH) or sha256:HEX."""
+    hashes = [(p, program_hash(p)) for p in programs]
+    with make_client(server, token) as client:
+        entries = [
+            client.allow(sha, note or (p if not p.startswith("sha256:") else ""))
+            for p, sha in hashes
+        ]
+    if as_json:
+        return print_json(entries)
+    for entry in entries:
+        click.echo(f"sha256:{entry.sha256}")
+
+
+@allow.command("list")
+@json_option
+@server_options
+@client_errors
+def list_(as_json: bool, server: str | None, token: str | None) -> None:
+    """Show the allowlist."""
+    with make_client(server, token) as client:
+        entries = client.allowed()
+    if as_json:
+        return print_json(entries)
+    rows = [
+        (
+            f"sha256:{e.sha256}",
+            e.note,
+            e.added_by,
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(e.added)),
+        )
+        for e in entries
+    ]
+    print_table("allowed programs", ["hash", "note", "added by", "added"], rows)
+
+
+@allow.command("remove")
+@click.argument("programs", nargs=-1, required=True)
+@server_options
+@client_errors
+def remove(programs: tuple[str, ...], server: str | None, token: str | None) -> None:
+    """Take programs (files or sha256:HEX) off the allowlist."""
+    hashes = [program_hash(p) for p in programs]
+    with make_client(server, token) as client:
+        for sha in hashes:
+            client.disallow(sha)
+            click.echo(f"removed sha256:{sha}")
+
+
+__all__ = ["allow", "program_hash"]

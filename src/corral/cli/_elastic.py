@@ -1,0 +1,171 @@
+"""Farm-shape commands and worker options: `why`, `drain`, and the worker's cache, exposed
+environment and `--drain` flags."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from ..client import Client
+from ..protocol import Task, Worker, format_size, parse_size
+from ..worker.capabilities import exposed_env
+from ._common import (
+    Fail,
+    FailedWork,
+    client_errors,
+    json_option,
+    make_client,
+    print_json,
+    server_options,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def elastic_options(fn: F) -> F:
+    """The worker's --cache-size, --expose-env and --drain options."""
+    fn = click.option(
+        "--drain",
+        "drain_worker",
+        metavar="WORKER",
+        default=None,
+        help="Do not start a worker: ask the coordinator to drain WORKER (id or name).",
+    )(fn)
+    fn = click.option(
+        "--expose-env",
+        "expose_env",
+        multiple=True,
+        metavar="NAME[=VALUE]",
+        help="Pass this variable (from this environment, or VALUE) to tasks and advertise it.",
+    )(fn)
+    fn = click.option(
+        "--cache-size",
+        default=None,
+        metavar="SIZE",
+        help="Bound the file cache, e.g. 500M or 2G (least recently used blobs go first).",
+    )(fn)
+    return fn
+
+
+def elastic_config(options: dict[str, Any]) -> dict[str, Any]:
+    """WorkerConfig fields from the parsed options; a bad size fails in one line."""
+    size = options.get("cache_size")
+    try:
+        cache_size = None if size is None else parse_size(size)
+    except ValueError as exc:
+        raise Fail(f"--cache-size: {exc}") from exc
+    names = list(options.get("expose_env") or ())
+    bad = [n for n in names if not n.partition("=")[0]]
+    if bad:
+        raise Fail(f"--expose-env {bad[0]!r} must look like NAME or NAME=VALUE")
+    return {"cache_size": cache_size, "expose_env": exposed_env(names)}
+
+
+def find_worker(client: Client, ref: str) -> Worker:
+    """A worker by id, or by name among those still connected."""
+    found = client.workers()
+    by_id = [w for w in found if w.id == ref]
+    if by_id:
+        return by_id[0]
+    named = [w for w in found if w.name == ref and w.status in ("online", "draining")]
+    if len(named) == 1:
+        return named[0]
+    if named:
+        raise Fail(f"{len(named)} connected workers are named {ref!r}; give the id")
+    raise Fail(f"no connected worker {ref!r}; list them with `corral workers`")
+
+
+def drain_now(server: str | None, token: str | None, ref: str, wait: float | None = None) -> Worker:
+    """Ask the coordinator to drain a worker; with `wait`, until it has left."""
+    with make_client(server, token) as client:
+        worker = client.drain_worker(find_worker(client, ref).id)
+        deadline = time.monotonic() + (wait or 0)
+        while wait is not None and worker.status in ("online", "draining"):
+            if time.monotonic() > deadline:
+                raise FailedWork(f"worker {worker.id} still has work after {wait:g} s")
+            time.sleep(0.2)
+            worker = next(w for w in client.workers() if w.id == worker.id)
+    return worker
+
+
+@client_errors
+def report_drain(server: str | None, token: str | None, ref: str) -> None:
+    """`corral worker --drain WORKER`: ask for the drain and say so."""
+    worker = drain_now(server, token, ref)
+    click.echo(f"{worker.id} {worker.name} {worker.status}")
+
+
+@click.command()
+@click.argument("worker_ref", metavar="WORKER")
+@click.option(
+    "--wait",
+    type=click.FloatRange(0),
+    default=None,
+    metavar="SECONDS",
+    help="Wait up to this long for the worker to finish its tasks and leave.",
+)
+@json_option
+@server_options
+@client_errors
+def drain(
+    worker_ref: str, wait: float | None, as_json: bool, server: str | None, token: str | None
+) -> None:
+    """Let a worker finish its running tasks, take no new ones, and leave."""
+    worker = drain_now(server, token, worker_ref, wait)
+    if as_json:
+        return print_json(worker)
+    click.echo(f"{worker.id} {worker.name} {worker.status}")
+
+
+def explain(task: Task) -> str:
+    """Plain words on where a task stands."""
+    if task.status == "queued":
+        return task.pending_reason or "queued"
+    attempt = f"attempt {task.attempts} of {task.max_attempts}"
+    if task.status == "running":
+        return f"running on worker {task.worker_id} ({attempt})"
+    if task.status == "failed":
+        return f"failed ({attempt}): {task.error or f'exit code {task.exit_code}'}"
+    return f"{task.status} ({attempt})"
+
+
+@click.command()
+@click.argument("task_id")
+@json_option
+@server_options
+@client_errors
+def why(task_id: str, as_json: bool, server: str | None, token: str | None) -> None:
+    """Say in plain words why a task is not running (or where it stands)."""
+    with make_client(server, token) as client:
+        task = client.task(task_id)
+    if as_json:
+        return print_json({"id": task.id, "status": task.status, "reason": explain(task)})
+    click.echo(explain(task))
+
+
+def cache_summary(caps: dict[str, Any]) -> str:
+    """A worker's cache counters for `corral workers`."""
+    cache = caps.get("cache")
+    if not isinstance(cache, dict):
+        return ""
+    held = format_size(cache.get("bytes_held") or 0)
+    limit = cache.get("max_bytes")
+    size = f"{held}/{format_size(limit)}" if limit else held
+    fetched = format_size(cache.get("bytes_fetched") or 0)
+    return f"{cache.get('hits', 0)} hit {cache.get('misses', 0)} miss {fetched} in; {size}"
+
+
+__all__ = [
+    "cache_summary",
+    "drain",
+    "drain_now",
+    "elastic_config",
+    "elastic_options",
+    "explain",
+    "find_worker",
+    "report_drain",
+    "why",
+]

@@ -1,0 +1,158 @@
+"""`corral token create|list|revoke` and `corral audit`: identities and who did what."""
+
+from __future__ import annotations
+
+import datetime
+import re
+
+import click
+import httpx
+
+from ..client import resolve
+from ..client._join import make_join, pem_fingerprint
+from ..client._security import audit as audit_op
+from ..client._security import create_token, revoke_token, tokens
+from ._common import (
+    Fail,
+    FailedWork,
+    client_errors,
+    json_option,
+    make_client,
+    print_json,
+    print_table,
+    server_options,
+)
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in `90s`, `15m`, `1h`, `7d` or `2w`; Fail on anything else."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhdw])", text.strip().lower())
+    if not match or float(match.group(1)) <= 0:
+        raise Fail(f"--expires {text!r}: give a positive duration like 90s, 15m, 1h, 7d or 2w")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def _when(stamp: float | None) -> str:
+    if stamp is None:
+        return ""
+    return datetime.datetime.fromtimestamp(stamp).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _ca_fingerprint(server: str | None, token: str | None, url: str) -> str:
+    """The fingerprint of the CA the coordinator serves, fetched over the trusted connection."""
+    if not url.startswith("https://"):
+        raise Fail(f"--join needs an https URL, not {url}; start the coordinator with --tls auto")
+    target = resolve(server, token)
+    try:
+        response = httpx.get(target.url + "/ca.pem", verify=target.verify, timeout=10.0)
+    except httpx.HTTPError as exc:
+        raise FailedWork(f"cannot reach the coordinator at {target.url}: {exc}") from exc
+    if response.status_code != 200:
+        raise Fail("the coordinator serves no CA (/ca.pem); start it with --tls auto")
+    return pem_fingerprint(response.content)
+
+
+@click.group()
+def token() -> None:
+    """Create, list and revoke API tokens (admin)."""
+
+
+@token.command("create")
+@click.option(
+    "--role",
+    type=click.Choice(["admin", "submit", "worker"]),
+    required=True,
+    help="What it may do.",
+)
+@click.option("--name", required=True, help="Who or what it is for.")
+@click.option("--owner", default="", help="Identity its jobs belong to [default: the name].")
+@click.option("--expires", default=None, metavar="DURATION", help="Lifetime: 90s, 15m, 1h, 7d.")
+@click.option("--join", "join", is_flag=True, help="Print a worker join string instead.")
+@click.option("--url", "join_url", default=None, help="URL workers should use [default: --server].")
+@json_option
+@server_options
+@client_errors
+def create(
+    role: str,
+    name: str,
+    owner: str,
+    expires: str | None,
+    join: bool,
+    join_url: str | None,
+    as_json: bool,
+    server: str | None,
+    token: str | None,
+) -> None:
+    """Make a token and print its secret (shown this once only)."""
+    lifetime = parse_duration(expires) if expires is not None else None
+    fingerprint = None
+    if join:
+        if role != "worker":
+            raise Fail("--join makes worker tokens: use --role worker")
+        join_url = (join_url or resolve(server, token).url).rstrip("/")
+        fingerprint = _ca_fingerprint(server, token, join_url)
+    with make_client(server, token) as client:
+        made = client.drive(create_token(name, role, owner, lifetime))
+    if as_json:
+        print_json(made)
+        return
+    click.echo(f"token {made.token.id} ({role}) created; its secret is shown only now", err=True)
+    if join_url and fingerprint:
+        click.echo(make_join(join_url, fingerprint, made.secret))
+    else:
+        click.echo(made.secret)
+
+
+@token.command("list")
+@json_option
+@server_options
+@client_errors
+def list_(as_json: bool, server: str | None, token: str | None) -> None:
+    """Every token: id, name, role, owner, and whether it still works."""
+    with make_client(server, token) as client:
+        found = client.drive(tokens())
+    if as_json:
+        print_json(found)
+        return
+    rows = [
+        (t.id, t.name, t.role, t.owner, _when(t.created), _when(t.expires), _when(t.revoked))
+        for t in found
+    ]
+    columns = ("id", "name", "role", "owner", "created", "expires", "revoked")
+    print_table("tokens", columns, rows)
+
+
+@token.command("revoke")
+@click.argument("token_id")
+@json_option
+@server_options
+@client_errors
+def revoke(token_id: str, as_json: bool, server: str | None, token: str | None) -> None:
+    """Revoke a token; it stops working at once."""
+    with make_client(server, token) as client:
+        done = client.drive(revoke_token(token_id))
+    if as_json:
+        print_json(done)
+    else:
+        click.echo(f"token {done.id} ({done.name}) revoked")
+
+
+@click.command()
+@click.option("--limit", type=click.IntRange(1, 100_000), default=1000, show_default=True)
+@json_option
+@server_options
+@client_errors
+def audit(limit: int, as_json: bool, server: str | None, token: str | None) -> None:
+    """Who submitted, killed, made or revoked tokens, or changed the allowlist, and when."""
+    with make_client(server, token) as client:
+        entries = client.drive(audit_op(0, limit))
+    if as_json:
+        print_json(entries)
+        return
+    rows = [(_when(e.time), e.actor, e.token_id, e.action, e.target, e.detail) for e in entries]
+    print_table("audit", ("time", "actor", "token", "action", "target", "detail"), rows)
+
+
+__all__ = ["audit", "parse_duration", "token"]

@@ -1,0 +1,250 @@
+"""AsyncClient: the same core operations as Client, driven over httpx.AsyncClient.
+
+Nothing here re-implements an operation: each method drives a `_core` generator. Futures are
+asyncio futures, settled by a Dispatcher in the caller's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from ..protocol import FINAL_STATUSES, Event, InputRef, Job, Task, TaskSpec, Worker
+from . import _core as core
+from ._client import some_id
+from ._config import resolve
+from ._core import Call, Op, Reply
+from ._dispatch import AsyncTaskFuture, Dispatcher, Submission
+from ._errors import Unreachable
+from ._tasks import command_submission, function_submission, map_submissions
+
+T = TypeVar("T")
+
+
+class AsyncClient:
+    """The asyncio twin of Client: `await client.jobs()`, `await client.submit(f, x)`."""
+
+    def __init__(
+        self, url: str | None = None, token: str | None = None, timeout: float = 30.0
+    ) -> None:
+        target = resolve(url, token)
+        self.url = target.url
+        self.token = target.token
+        headers = {"authorization": f"Bearer {target.token}"} if target.token else {}
+        self._http = httpx.AsyncClient(
+            base_url=self.url + "/api/v1", headers=headers, timeout=timeout, verify=target.verify
+        )
+        self._dispatcher: Dispatcher | None = None
+
+    async def aclose(self) -> None:
+        """Stop following futures and close connections."""
+        if self._dispatcher is not None:
+            await self._dispatcher.aclose()
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
+
+    # the transport
+    async def _send(self, call: Call) -> Reply:
+        if call.download is not None:
+            async with self._http.stream(
+                call.method, call.path, params=call.params, headers=call.headers
+            ) as response:
+                if response.status_code >= 400:
+                    body = await response.aread()
+                    return Reply(response.status_code, dict(response.headers), body)
+                with call.download.open("wb") as out:
+                    async for chunk in response.aiter_bytes(core.CHUNK):
+                        out.write(chunk)
+                return Reply(response.status_code, dict(response.headers), b"")
+        content: Any = call.content
+        if call.upload is not None:
+            content = _file_chunks(call.upload)
+        response = await self._http.request(
+            call.method, call.path, params=call.params, headers=call.headers, content=content
+        )
+        return Reply(response.status_code, dict(response.headers), response.content)
+
+    async def drive(self, op: Op[T]) -> T:
+        """Run one core operation over this client's connection."""
+        try:
+            call = next(op)
+            while True:
+                try:
+                    reply = await self._send(call)
+                except httpx.TransportError as exc:
+                    raise Unreachable(f"cannot reach the coordinator at {self.url}: {exc}") from exc
+                call = op.send(reply)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+
+    # files
+    async def upload_each(self, paths: Sequence[Path]) -> list[dict[str, InputRef]]:
+        """Upload what the coordinator lacks; for each path, its task-relative names and refs."""
+        plan = await asyncio.to_thread(core.plan_uploads, paths)
+        return await self.drive(core.upload_plan(plan))
+
+    async def download(self, sha: str, dest: Path, mode: int = 0o644) -> None:
+        """Write one blob to `dest`."""
+        await self.drive(core.download(sha, dest, mode))
+
+    async def read_blob(self, sha: str) -> bytes:
+        """One blob, in memory."""
+        return await self.drive(core.read_blob(sha))
+
+    async def fetch(self, task_or_job: Any, to: Path | str) -> list[Path]:
+        """Write each finished task's files, stdout and stderr to `to/<task-id>/`."""
+        return await self.drive(core.fetch(some_id(task_or_job), Path(to)))
+
+    # jobs, tasks, workers
+    async def submit_job(self, tasks: list[TaskSpec], name: str = "") -> Job:
+        """Submit tasks as one job."""
+        return await self.drive(core.submit_job(tasks, name))
+
+    async def jobs(self, limit: int = 100) -> list[Job]:
+        """Newest jobs first."""
+        return await self.drive(core.jobs(limit))
+
+    async def job(self, job_id: str) -> Job:
+        """One job."""
+        return await self.drive(core.job(job_id))
+
+    async def tasks(self, job_id: str) -> list[Task]:
+        """All of a job's tasks, in submission order."""
+        return await self.drive(core.tasks(job_id))
+
+    async def task(self, task_id: str) -> Task:
+        """One task."""
+        return await self.drive(core.task(task_id))
+
+    async def workers(self) -> list[Worker]:
+        """All workers the coordinator knows."""
+        return await self.drive(core.workers())
+
+    async def drain_worker(self, worker_id: str) -> Worker:
+        """Ask a worker to finish its running tasks, take no new ones, and leave."""
+        return await self.drive(core.drain_worker(worker_id))
+
+    async def find(self, some_id: str) -> Job | Task:
+        """A job or a task by its id."""
+        return await self.drive(core.find(some_id))
+
+    async def kill(self, some_id: str) -> Job | Task:
+        """Kill a job's live tasks, or one task."""
+        return await self.drive(core.kill(some_id))
+
+    async def log(
+        self, task_id: str, stream: str = "stdout", offset: int = 0
+    ) -> tuple[bytes, bool]:
+        """Bytes of a task's output from `offset`, and whether no more will come."""
+        return await self.drive(core.log(task_id, stream, offset))
+
+    # events
+    async def events(self, job_id: str, after: int = 0) -> AsyncIterator[Event]:
+        """Task state changes of a job as they happen, until the job is done (SSE)."""
+        call = core.events_call(job_id, after)
+        decoder = core.SSEDecoder()
+        try:
+            async with self._http.stream(
+                "GET", call.path, headers=call.headers, timeout=httpx.Timeout(30.0, read=60.0)
+            ) as response:
+                if response.status_code >= 400:
+                    core.check(Reply(response.status_code, {}, await response.aread()))
+                async for line in response.aiter_lines():
+                    event = decoder.feed(line)
+                    if event is not None:
+                        yield event
+                    if decoder.done:
+                        return
+        except httpx.TransportError as exc:
+            raise Unreachable(f"cannot reach the coordinator at {self.url}: {exc}") from exc
+
+    async def as_completed(
+        self, job: Job | str, reconnect_for: float = 30.0
+    ) -> AsyncIterator[Task]:
+        """Each of a job's tasks as it reaches a final status, over the event stream."""
+        job_id, after, seen = core.job_id_of(job), 0, set()
+        give_up = time.monotonic() + reconnect_for
+        while True:
+            try:
+                async for event in self.events(job_id, after):
+                    after = event.seq
+                    if event.status in FINAL_STATUSES and event.task_id not in seen:
+                        seen.add(event.task_id)
+                        yield await self.task(event.task_id)
+                return
+            except Unreachable:
+                if time.monotonic() > give_up:
+                    raise
+                await asyncio.sleep(0.5)
+
+    # futures: call these inside a running event loop
+    def _enqueue(self, subs: list[Submission]) -> None:
+        if self._dispatcher is None:
+            self._dispatcher = Dispatcher(self)
+        self._dispatcher.enqueue(subs)
+
+    def submit_command(
+        self,
+        argv: Sequence[str],
+        *,
+        inputs: Iterable[str | Path] = (),
+        outputs: Iterable[str] = (),
+        env: Mapping[str, str] | None = None,
+        requires: Mapping[str, str] | None = None,
+        limits: Mapping[str, float] | None = None,
+        after: Iterable[Any] = (),
+        **spec: Any,
+    ) -> AsyncTaskFuture:
+        """Run a command on the farm; await the future for its final Task."""
+        future = AsyncTaskFuture()
+        sub = command_submission(
+            argv,
+            future,
+            inputs=inputs,
+            outputs=outputs,
+            env=env,
+            requires=requires,
+            limits=limits,
+            after=after,
+            **spec,
+        )
+        self._enqueue([sub])
+        return future
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> AsyncTaskFuture:
+        """Call `fn(*args, **kwargs)` on the farm; await the future for its return value."""
+        future = AsyncTaskFuture()
+        self._enqueue([function_submission(fn, args, kwargs, {}, future)])
+        return future
+
+    def map(
+        self,
+        fn: Callable[..., Any],
+        *iterables: Iterable[Any],
+        chunksize: int = 1,
+        options: Mapping[str, Any] | None = None,
+    ) -> list[AsyncTaskFuture]:
+        """One future per item of `fn` over zipped iterables; `chunksize` calls a task."""
+        subs, futures = map_submissions(fn, iterables, chunksize, options or {}, AsyncTaskFuture)
+        if subs:
+            self._enqueue(subs)
+        return futures
+
+
+async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
+    with path.open("rb") as f:
+        while data := f.read(core.CHUNK):
+            yield data
+
+
+__all__ = ["AsyncClient"]

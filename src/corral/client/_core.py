@@ -1,0 +1,340 @@
+"""The sans-IO core shared by Client and AsyncClient.
+
+Each API operation is written once, as a generator that yields `Call`s (what to send) and
+receives `Reply`s (what came back), returning the decoded answer. A transport only moves
+bytes: the sync Client drives these generators with httpx.Client, the AsyncClient with
+httpx.AsyncClient. Multi-step operations (paging, find-then-act, fetch) live here too, so the
+two clients cannot drift apart. The same idea as h11 or httpx's transports.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from collections.abc import Generator, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+
+from ..protocol import (
+    FINAL_STATUSES,
+    Event,
+    InputRef,
+    Job,
+    JobCreate,
+    MissingBlobsReply,
+    Task,
+    TaskSpec,
+    Worker,
+)
+from ._errors import ApiError, NotFoundError
+
+T = TypeVar("T")
+CHUNK = 1024 * 1024
+JSON = {"content-type": "application/json"}
+
+
+@dataclass(frozen=True)
+class Call:
+    """One HTTP request to send; `path` is under /api/v1."""
+
+    method: str
+    path: str
+    params: dict[str, Any] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    content: bytes | None = None
+    upload: Path | None = None  # stream this file as the body
+    download: Path | None = None  # stream the body into this file
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What came back; `content` is empty when the body went to `Call.download`."""
+
+    status: int
+    headers: dict[str, str]
+    content: bytes
+
+
+Op = Generator[Call, Reply, T]
+
+
+def error_for(status: int, content: bytes, reason: str = "") -> ApiError | None:
+    """The error an answer stands for, or None when it succeeded."""
+    if status < 400:
+        return None
+    try:
+        body = msgspec.json.decode(content)
+        code, detail = str(body["error"]), str(body["detail"])
+    except (msgspec.DecodeError, KeyError, TypeError):
+        code, detail = "http_error", content[:200].decode(errors="replace") or reason
+    kind = NotFoundError if status == 404 else ApiError
+    return kind(status, code, detail)
+
+
+def check(reply: Reply) -> Reply:
+    """Raise the error an answer stands for."""
+    error = error_for(reply.status, reply.content)
+    if error is not None:
+        raise error
+    return reply
+
+
+def _json(method: str, path: str, kind: type[T], body: Any = None, **params: Any) -> Op[T]:
+    content = None if body is None else msgspec.json.encode(body)
+    headers = JSON if content is not None else {}
+    reply = yield Call(method, path, params or None, headers, content)
+    return msgspec.json.decode(check(reply).content, type=kind)
+
+
+# files
+def sha256_file(path: Path) -> str:
+    """The sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def input_files(path: Path) -> list[tuple[str, Path]]:
+    """(name in the task directory, local file) for a file or, recursively, a directory."""
+    if path.is_file():
+        return [(path.name, path)]
+    if path.is_dir():
+        base = path.resolve()
+        return [
+            (f"{base.name}/{p.relative_to(base).as_posix()}", p)
+            for p in sorted(base.rglob("*"))
+            if p.is_file() and not p.is_symlink()
+        ]
+    raise FileNotFoundError(f"input {path} does not exist")
+
+
+@dataclass
+class UploadPlan:
+    """Hashed local inputs: per path its task-relative refs, and each distinct file by hash."""
+
+    refs: list[dict[str, InputRef]] = field(default_factory=list)
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+def plan_uploads(paths: Sequence[Path]) -> UploadPlan:
+    """Hash files and directories (local file I/O only; no network)."""
+    plan = UploadPlan()
+    for path in paths:
+        refs = {}
+        for name, file in input_files(path):
+            st = file.stat()
+            sha = sha256_file(file)
+            refs[name] = InputRef(sha, st.st_size, 0o755 if st.st_mode & stat.S_IXUSR else 0o644)
+            plan.files[sha] = file
+        plan.refs.append(refs)
+    return plan
+
+
+def missing(hashes: Iterable[str]) -> Op[list[str]]:
+    """Which of these blobs the coordinator lacks."""
+    wanted = list(dict.fromkeys(hashes))
+    if not wanted:
+        return []
+    reply = yield from _json("POST", "/blobs/missing", MissingBlobsReply, {"sha256": wanted})
+    return reply.missing
+
+
+def put_blob(sha: str, data: Path | bytes) -> Op[None]:
+    """Upload one blob, from a file (streamed) or from memory."""
+    if isinstance(data, Path):
+        check((yield Call("PUT", f"/blobs/{sha}", upload=data)))
+    else:
+        check((yield Call("PUT", f"/blobs/{sha}", content=data)))
+
+
+def upload(blobs: dict[str, Path | bytes]) -> Op[None]:
+    """Upload those of these blobs (by hash) that the coordinator lacks."""
+    for sha in (yield from missing(blobs)):
+        yield from put_blob(sha, blobs[sha])
+
+
+def upload_plan(plan: UploadPlan) -> Op[list[dict[str, InputRef]]]:
+    """Upload a plan's files; for each planned path, its refs."""
+    yield from upload(dict(plan.files))
+    return plan.refs
+
+
+def read_blob(sha: str) -> Op[bytes]:
+    """One blob, in memory."""
+    reply = yield Call("GET", f"/blobs/{sha}")
+    return check(reply).content
+
+
+def download(sha: str, dest: Path, mode: int = 0o644) -> Op[None]:
+    """Write one blob to `dest`, atomically."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".part")
+    check((yield Call("GET", f"/blobs/{sha}", download=tmp)))
+    tmp.chmod(mode)
+    os.replace(tmp, dest)
+
+
+# jobs, tasks, workers
+def submit_job(tasks: list[TaskSpec], name: str = "") -> Op[Job]:
+    """Submit tasks as one job."""
+    return (yield from _json("POST", "/jobs", Job, JobCreate(tasks=tasks, name=name)))
+
+
+def jobs(limit: int = 100) -> Op[list[Job]]:
+    """Newest jobs first."""
+    return (yield from _json("GET", "/jobs", list[Job], limit=limit))
+
+
+def job(job_id: str) -> Op[Job]:
+    """One job."""
+    return (yield from _json("GET", f"/jobs/{job_id}", Job))
+
+
+def tasks(job_id: str, page: int = 1000) -> Op[list[Task]]:
+    """All of a job's tasks, in submission order."""
+    out: list[Task] = []
+    while True:
+        got = yield from _json(
+            "GET", f"/jobs/{job_id}/tasks", list[Task], offset=len(out), limit=page
+        )
+        out += got
+        if len(got) < page:
+            return out
+
+
+def task(task_id: str) -> Op[Task]:
+    """One task."""
+    return (yield from _json("GET", f"/tasks/{task_id}", Task))
+
+
+def workers() -> Op[list[Worker]]:
+    """All workers the coordinator knows."""
+    return (yield from _json("GET", "/workers", list[Worker]))
+
+
+def drain_worker(worker_id: str) -> Op[Worker]:
+    """Ask a worker to finish its running tasks, take no new ones, and leave."""
+    return (yield from _json("POST", f"/workers/{worker_id}/drain", Worker))
+
+
+def find(some_id: str) -> Op[Job | Task]:
+    """A job or a task by its id."""
+    try:
+        return (yield from job(some_id))
+    except NotFoundError:
+        pass
+    try:
+        return (yield from task(some_id))
+    except NotFoundError:
+        raise NotFoundError(404, "not_found", f"no job or task {some_id}") from None
+
+
+def kill(some_id: str) -> Op[Job | Task]:
+    """Kill a job's live tasks, or one task."""
+    found = yield from find(some_id)
+    kind = "jobs" if isinstance(found, Job) else "tasks"
+    return (yield from _json("POST", f"/{kind}/{some_id}/kill", type(found)))
+
+
+def kill_task(task_id: str) -> Op[Task]:
+    """Kill one task by id (no lookup first)."""
+    return (yield from _json("POST", f"/tasks/{task_id}/kill", Task))
+
+
+def log(task_id: str, stream: str = "stdout", offset: int = 0) -> Op[tuple[bytes, bool]]:
+    """Bytes of a task's output from `offset`, and whether no more will come."""
+    params = {"stream": stream, "offset": offset}
+    reply = check((yield Call("GET", f"/tasks/{task_id}/log", params)))
+    return reply.content, reply.headers.get("x-corral-final") == "1"
+
+
+def fetch(some_id: str, to: Path) -> Op[list[Path]]:
+    """Write each finished task's files, stdout and stderr to `to/<task-id>/`."""
+    found = yield from find(some_id)
+    todo = (yield from tasks(found.id)) if isinstance(found, Job) else [found]
+    written = []
+    for t in todo:
+        if t.status not in FINAL_STATUSES:
+            continue
+        base = to / t.id
+        base.mkdir(parents=True, exist_ok=True)
+        for rel, entry in t.manifest.items():
+            yield from download(entry.sha256, base / rel, entry.mode)
+        for stream in ("stdout", "stderr"):
+            sha = getattr(t, stream)
+            if sha:
+                yield from download(sha, base / stream)
+            else:
+                (base / stream).write_bytes(b"")
+        written.append(base)
+    return written
+
+
+def job_id_of(job_or_id: Job | str) -> str:
+    """A job's id, given the job or its id."""
+    return job_or_id if isinstance(job_or_id, str) else job_or_id.id
+
+
+# events
+def events_call(job_id: str, after: int) -> Call:
+    """The request that opens a job's event stream, resuming after event `after`."""
+    headers = {"last-event-id": str(after), "accept": "text/event-stream"}
+    return Call("GET", f"/jobs/{job_id}/events", headers=headers)
+
+
+class SSEDecoder:
+    """Server-Sent Events, one line at a time: task events out, `done` once `end` arrives."""
+
+    def __init__(self) -> None:
+        self.data: list[str] = []
+        self.kind = "message"
+        self.done = False
+
+    def feed(self, line: str) -> Event | None:
+        """Take one line (without its newline); return an event when one is complete."""
+        if line.startswith("data:"):
+            self.data.append(line[5:].strip())
+        elif line.startswith("event:"):
+            self.kind = line[6:].strip()
+        elif line == "":
+            kind, data = self.kind, self.data
+            self.data, self.kind = [], "message"
+            if kind == "end":
+                self.done = True
+            elif kind == "task" and data:
+                return msgspec.json.decode("\n".join(data), type=Event)
+        return None
+
+
+def parse_sse(lines: Iterable[str]) -> Generator[Event, None, None]:
+    """Task events from SSE lines, until the stream's `end`."""
+    decoder = SSEDecoder()
+    for line in lines:
+        event = decoder.feed(line)
+        if event is not None:
+            yield event
+        if decoder.done:
+            return
+
+
+__all__ = [
+    "CHUNK",
+    "Call",
+    "Op",
+    "Reply",
+    "SSEDecoder",
+    "UploadPlan",
+    "check",
+    "error_for",
+    "events_call",
+    "input_files",
+    "parse_sse",
+    "plan_uploads",
+    "sha256_file",
+]

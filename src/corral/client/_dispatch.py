@@ -1,0 +1,389 @@
+"""Futures on the farm: batch submissions into jobs, follow each job's event stream, settle.
+
+One `Dispatcher` lives in one event loop: the caller's for AsyncClient, a background thread's
+for Client and Executor (`Background`). Submissions queue up while a batch is being sent, so
+a burst of `submit` calls becomes a few jobs, not one job per call. Each job is followed over
+its SSE stream (resumed with Last-Event-ID after a dropped connection): `running` moves a
+future out of PENDING, so only queued work can be cancelled; a final status fetches the task
+(and, for function tasks, its result blob) and settles the future. Nothing polls per future.
+
+A cancelled future kills its task on the farm; a future cancelled before its batch is sent is
+simply never submitted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from ..protocol import FINAL_STATUSES, Event, Task, TaskSpec
+from . import _core as core
+from ._errors import ApiError, CorralError, Unreachable
+from ._functions import RESULT_FILE, TaskFailed, decode_result
+
+if TYPE_CHECKING:
+    from ._async import AsyncClient
+
+MAX_BATCH = 5000  # tasks per job
+RECONNECT_FOR = 60.0  # seconds to keep trying to resume a dropped event stream
+_TAIL = 1000  # bytes of stderr attached to a TaskFailed
+_InvalidState = (concurrent.futures.InvalidStateError, asyncio.InvalidStateError)
+
+# what a settled future gets: (True, value) or (False, exception)
+Settlement = tuple[bool, Any]
+Decoder = Callable[[Task, "bytes | None"], list[Settlement]]
+
+
+class TaskFuture(concurrent.futures.Future[Any]):
+    """A concurrent.futures.Future for a task; `task_id` and `job_id` once submitted."""
+
+    task_id: str | None = None
+    job_id: str | None = None
+
+    def cancel(self) -> bool:
+        """Cancel while queued; `wait` and `as_completed` count it as done at once."""
+        if not super().cancel():
+            return False
+        # the standard executors do this when a worker picks the item up; no worker will
+        with contextlib.suppress(RuntimeError):
+            self.set_running_or_notify_cancel()
+        return True
+
+
+class AsyncTaskFuture(asyncio.Future[Any]):
+    """An asyncio.Future for a task; `task_id` and `job_id` once submitted."""
+
+    task_id: str | None = None
+    job_id: str | None = None
+
+
+def command_outcome(task: Task, _: bytes | None) -> list[Settlement]:
+    """A command task's future gets its Task, or TaskFailed."""
+    return [(True, task)] if task.status == "succeeded" else [(False, TaskFailed(task))]
+
+
+def function_outcome(task: Task, data: bytes | None) -> list[Settlement]:
+    """A function task's future gets the return value, or the remote exception."""
+    out = decode_result(data, task)
+    return [(True, out.value)] if out.error is None else [(False, out.error)]
+
+
+def chunk_outcome(size: int) -> Decoder:
+    """One settlement per item of a chunk; items after a failure were never run."""
+
+    def decode(task: Task, data: bytes | None) -> list[Settlement]:
+        out = decode_result(data, task)
+        if out.error is None:
+            return [(True, v) for v in out.value]
+        done = list(out.partial or [])
+        rest = size - len(done) - 1
+        skipped = CorralError(f"not run: item {len(done)} of its chunk (task {task.id}) raised")
+        return [(True, v) for v in done] + [(False, out.error)] + [(False, skipped)] * rest
+
+    return decode
+
+
+@dataclass
+class Submission:
+    """One task to submit and the futures it settles."""
+
+    spec: TaskSpec
+    futures: Sequence[Any]  # TaskFuture or AsyncTaskFuture
+    decode: Decoder
+    blobs: dict[str, bytes] = field(default_factory=dict)
+    paths: list[Path] = field(default_factory=list)  # command inputs, hashed when sent
+    after: list[Any] = field(default_factory=list)  # task ids or futures (dependencies hook)
+    job_name: str = ""
+    task_id: str | None = None
+
+    def cancelled(self) -> bool:
+        """Every future it settles was cancelled."""
+        return all(f.cancelled() for f in self.futures)
+
+    def assign(self, job_id: str, task_id: str) -> None:
+        """Record the ids the coordinator gave this task."""
+        self.task_id = task_id
+        for f in self.futures:
+            f.task_id, f.job_id = task_id, job_id
+
+    def started(self) -> None:
+        """The task is running: its futures can no longer be cancelled."""
+        for f in self.futures:
+            if isinstance(f, concurrent.futures.Future) and not (f.running() or f.done()):
+                f.set_running_or_notify_cancel()
+
+    def settle(self, outcomes: list[Settlement]) -> None:
+        """Set each future's result or exception, unless it is already done."""
+        for f, (ok, value) in zip(self.futures, outcomes, strict=False):
+            if f.done():
+                continue
+            with contextlib.suppress(*_InvalidState):
+                if ok:
+                    f.set_result(value)
+                else:
+                    f.set_exception(value)
+
+    def fail(self, exc: BaseException) -> None:
+        """Every future gets this exception."""
+        self.settle([(False, exc)] * len(self.futures))
+
+
+def dependency_ids(after: Sequence[Any]) -> list[str] | None:
+    """Task ids of `after` (ids or futures); None while some future is not submitted yet."""
+    ids = []
+    for dep in after:
+        task_id = dep if isinstance(dep, str) else getattr(dep, "task_id", None)
+        if task_id is None:
+            return None
+        ids.append(str(task_id))
+    return ids
+
+
+def with_after(spec: TaskSpec, ids: list[str]) -> TaskSpec:
+    """The spec holding until `ids` succeed (needs a TaskSpec with an `after` field)."""
+    if not ids:
+        return spec
+    if "after" not in TaskSpec.__struct_fields__:
+        raise CorralError("after=: this version of corral has no task dependencies")
+    return msgspec.structs.replace(spec, after=ids)
+
+
+class Dispatcher:
+    """Sends batches and follows their jobs, in one event loop."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self.client = client
+        self.loop = asyncio.get_running_loop()
+        self._pending: list[Submission] = []
+        self._flushing = False
+        self._sent: set[str] = set()  # blob hashes the coordinator already has
+        self._jobs: dict[str, dict[str, Submission]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._fetching = asyncio.Semaphore(16)
+
+    def _spawn(self, coro: Any) -> None:
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def enqueue(self, subs: list[Submission]) -> None:
+        """Queue submissions (call in the loop's thread); they go out with the next batch."""
+        for sub in subs:
+            for f in sub.futures:
+                f.add_done_callback(lambda _, s=sub: self._on_done(s))
+        self._pending += subs
+        if not self._flushing:
+            self._flushing = True
+            self._spawn(self._flush())
+
+    def _on_done(self, sub: Submission) -> None:
+        # a future's callback may run in any thread: hop onto the loop
+        if sub.task_id and sub.cancelled() and not self.loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                self.loop.call_soon_threadsafe(self._kill, sub.task_id)
+
+    def _kill(self, task_id: str) -> None:
+        async def kill() -> None:
+            with contextlib.suppress(CorralError):
+                await self.client.drive(core.kill_task(task_id))
+
+        self._spawn(kill())
+
+    def _next_batch(self) -> list[Submission]:
+        batch: list[Submission] = []
+        while self._pending and len(batch) < MAX_BATCH:
+            sub = self._pending[0]
+            if sub.cancelled():
+                self._pending.pop(0)
+                continue
+            ids = dependency_ids(sub.after)
+            if ids is None and batch:
+                break  # a dependency is in this batch: send it first
+            self._pending.pop(0)
+            if ids is None:
+                sub.fail(CorralError("after=: a dependency was never submitted"))
+                continue
+            try:
+                sub.spec = with_after(sub.spec, ids)
+            except CorralError as exc:
+                sub.fail(exc)
+                continue
+            batch.append(sub)
+        return batch
+
+    async def _flush(self) -> None:
+        try:
+            while self._pending:
+                batch = self._next_batch()
+                if batch:
+                    try:
+                        await self._send(batch)
+                    except Exception as exc:
+                        for sub in batch:
+                            sub.fail(exc)
+        finally:
+            self._flushing = False
+
+    async def _inputs(self, batch: list[Submission]) -> dict[str, Path | bytes]:
+        blobs: dict[str, Path | bytes] = {}
+        for sub in batch:
+            blobs.update(sub.blobs)
+            if sub.paths:
+                plan = await asyncio.to_thread(core.plan_uploads, sub.paths)
+                refs = {name: ref for per_path in plan.refs for name, ref in per_path.items()}
+                sub.spec = msgspec.structs.replace(sub.spec, inputs={**refs, **sub.spec.inputs})
+                blobs.update(plan.files)
+        return {sha: data for sha, data in blobs.items() if sha not in self._sent}
+
+    async def _send(self, batch: list[Submission]) -> None:
+        blobs = await self._inputs(batch)
+        await self.client.drive(core.upload(blobs))
+        self._sent.update(blobs)
+        job = await self.client.drive(core.submit_job([s.spec for s in batch], batch[0].job_name))
+        tasks = await self.client.drive(core.tasks(job.id))
+        waiting = {}
+        for sub, task in zip(batch, tasks, strict=True):
+            sub.assign(job.id, task.id)
+            waiting[task.id] = sub
+            if sub.cancelled():
+                self._kill(task.id)
+        self._jobs[job.id] = waiting
+        self._spawn(self._follow(job.id, waiting))
+
+    def _on_event(self, event: Event, waiting: dict[str, Submission]) -> None:
+        sub = waiting.get(event.task_id)
+        if sub is None:
+            return
+        if event.status == "running":
+            sub.started()
+        elif event.status in FINAL_STATUSES:
+            del waiting[event.task_id]
+            self._spawn(self._resolve(sub, event.task_id))
+
+    async def _follow(self, job_id: str, waiting: dict[str, Submission]) -> None:
+        after, give_up = 0, 0.0
+        while waiting:
+            try:
+                async for event in self.client.events(job_id, after):
+                    after = event.seq
+                    self._on_event(event, waiting)
+                give_up = 0.0
+                if (await self.client.job(job_id)).status in FINAL_STATUSES:
+                    break
+            except (Unreachable, ApiError) as exc:
+                if isinstance(exc, ApiError) and exc.status < 500:
+                    break
+                give_up = give_up or time.monotonic() + RECONNECT_FOR
+                if time.monotonic() > give_up:
+                    for sub in waiting.values():
+                        sub.fail(exc)
+                    waiting.clear()
+            if waiting:
+                await asyncio.sleep(0.2)
+        for task_id, sub in list(waiting.items()):  # anything the stream did not tell us
+            self._spawn(self._resolve(sub, task_id))
+        waiting.clear()
+        self._jobs.pop(job_id, None)
+
+    async def _resolve(self, sub: Submission, task_id: str) -> None:
+        async with self._fetching:
+            try:
+                task = await self.client.task(task_id)
+                data = None
+                entry = task.manifest.get(RESULT_FILE)
+                if entry is not None and task.status in ("succeeded", "failed"):
+                    data = await self.client.drive(core.read_blob(entry.sha256))
+                outcomes = sub.decode(task, data)
+                if data is None and task.stderr and task.status != "succeeded":
+                    await self._explain(outcomes, task.stderr)
+                sub.settle(outcomes)
+            except Exception as exc:
+                sub.fail(exc)
+
+    async def _explain(self, outcomes: list[Settlement], stderr: str) -> None:
+        # a task that left no result says why on stderr: attach its end to the error
+        tail = (await self.client.drive(core.read_blob(stderr)))[-_TAIL:]
+        for ok, value in outcomes:
+            if not ok and isinstance(value, TaskFailed) and tail.strip():
+                value.add_note("stderr ends with:\n" + tail.decode(errors="replace").rstrip())
+
+    async def aclose(self) -> None:
+        """Stop following; futures still open get an error."""
+        closed = CorralError("the client was closed before this task finished")
+        for sub in self._pending:
+            sub.fail(closed)
+        for waiting in self._jobs.values():
+            for sub in waiting.values():
+                sub.fail(closed)
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(BaseException):
+                await task
+
+
+class Background:
+    """A thread running an event loop with an AsyncClient and a Dispatcher (for sync code)."""
+
+    def __init__(self, make_client: Callable[[], AsyncClient]) -> None:
+        self._make = make_client
+        self.loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self.dispatcher: Dispatcher | None = None
+        self.thread = threading.Thread(target=self._run, name="corral-futures", daemon=True)
+        self.thread.start()
+        self._ready.wait()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        client = self._make()
+
+        async def start() -> None:
+            self.dispatcher = Dispatcher(client)
+
+        self.loop.run_until_complete(start())
+        self._ready.set()
+        try:
+            self.loop.run_forever()
+        finally:
+            assert self.dispatcher is not None
+            self.loop.run_until_complete(self.dispatcher.aclose())
+            self.loop.run_until_complete(client.aclose())
+            self.loop.close()
+
+    def enqueue(self, subs: list[Submission]) -> None:
+        """Hand submissions to the loop; safe from any thread, the loop's own included."""
+        assert self.dispatcher is not None
+        self.loop.call_soon_threadsafe(self.dispatcher.enqueue, subs)
+
+    def close(self) -> None:
+        """Stop the loop; wait for the thread unless called from it."""
+        if self.loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        if threading.current_thread() is not self.thread:
+            self.thread.join(10.0)
+
+
+__all__ = [
+    "AsyncTaskFuture",
+    "Background",
+    "Dispatcher",
+    "Submission",
+    "TaskFuture",
+    "chunk_outcome",
+    "command_outcome",
+    "dependency_ids",
+    "function_outcome",
+    "with_after",
+]

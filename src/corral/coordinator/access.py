@@ -1,0 +1,151 @@
+"""Who may do what: bearer tokens to principals, and the role and ownership rules.
+
+Tokens are 256-bit random secrets; the store keeps only their sha256. A fast hash is enough
+because nobody can guess a 256-bit secret, so a slow password hash (bcrypt, argon2) would only
+add its cost to every request. Every request looks its token up in the store, with no cache,
+so a revoked or expired token fails on its very next use.
+
+Job tokens, handed to each leased task, are not stored: they are an HMAC of the job and lease
+ids under a key only the coordinator knows, and they stop working when the job is finished.
+
+    admin   every operation, every job, worker and blob
+    submit  JOB_OPS on jobs it owns, blobs it uploaded or its jobs produced, list workers
+    worker  WORKER_OPS, for workers it registered and the tasks they hold
+    job     reading and adding to one job (JOB_SCOPED_OPS)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+
+from ..protocol import FINAL_STATUSES
+from .store import Store, TokenRecord
+
+JOB_OPS = frozenset(
+    {"create_job", "list_jobs", "get_job", "list_tasks", "kill_job", "job_events", "add_tasks"}
+    | {"get_task", "kill_task", "task_log"}
+)
+BLOB_OPS = frozenset({"missing_blobs", "put_blob", "get_blob"})
+WORKER_OPS = frozenset({"register_worker", "heartbeat", "lease", "deregister", "task_result"})
+JOB_SCOPED_OPS = frozenset(
+    {"get_job", "list_tasks", "job_events", "add_tasks", "get_task", "task_log"}
+)
+
+#: role -> operations (handler names) it may call; admin may call everything
+ROLE_OPS: dict[str, frozenset[str]] = {
+    "submit": JOB_OPS | BLOB_OPS | {"list_workers"},
+    "worker": WORKER_OPS | BLOB_OPS | {"list_allowed"},  # workers enforce the allowlist
+    "job": JOB_SCOPED_OPS | BLOB_OPS,
+}
+
+_JOB_PREFIX = "crj_"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The identity behind a request's token."""
+
+    token_id: str
+    name: str
+    role: str
+    owner: str
+    job_id: str | None = None
+
+    @property
+    def is_admin(self) -> bool:
+        """Admins pass every ownership check."""
+        return self.role == "admin"
+
+
+def new_secret() -> str:
+    """A fresh token secret: 256 random bits, URL-safe."""
+    return "crl_" + secrets.token_urlsafe(32)
+
+
+def hash_secret(secret: str) -> str:
+    """What the store keeps of a secret."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def may_call(principal: Principal, operation: str) -> bool:
+    """Whether the principal's role allows this operation at all."""
+    return principal.is_admin or operation in ROLE_OPS.get(principal.role, frozenset())
+
+
+def may_use_job(principal: Principal, job_id: str, job_owner: str) -> bool:
+    """Whether the principal may read or act on this job."""
+    if principal.is_admin:
+        return True
+    if principal.role == "job":
+        return principal.job_id == job_id
+    return principal.role == "submit" and principal.owner == job_owner
+
+
+def token_problem(token: TokenRecord, now: float) -> str | None:
+    """Why a stored token may not be used now, or None."""
+    if token.revoked is not None:
+        return "the token was revoked"
+    if token.expires is not None and token.expires <= now:
+        return "the token has expired"
+    return None
+
+
+class JobTokens:
+    """Mints and checks job-scoped tokens without storing them."""
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+
+    def _mac(self, job_id: str, lease_id: str) -> str:
+        msg = f"{job_id}.{lease_id}".encode()
+        return hmac.new(self._key, msg, hashlib.sha256).hexdigest()
+
+    def mint(self, job_id: str, lease_id: str) -> str:
+        """The token for one lease of a task of `job_id`."""
+        return f"{_JOB_PREFIX}{job_id}.{lease_id}.{self._mac(job_id, lease_id)}"
+
+    def job_of(self, secret: str) -> str | None:
+        """The job a job token is for, or None when it is not a valid job token."""
+        if not secret.startswith(_JOB_PREFIX):
+            return None
+        parts = secret[len(_JOB_PREFIX) :].split(".")
+        if len(parts) != 3:
+            return None
+        job_id, lease_id, mac = parts
+        return job_id if hmac.compare_digest(mac, self._mac(job_id, lease_id)) else None
+
+
+def authenticate(store: Store, job_tokens: JobTokens, secret: str, now: float) -> Principal | str:
+    """The principal a secret stands for, or why it is refused."""
+    job_id = job_tokens.job_of(secret)
+    if job_id is not None:
+        try:
+            job = store.get_job(job_id)
+        except LookupError:
+            return "the token's job is gone"
+        if job.status in FINAL_STATUSES:
+            return "the token's job is finished"
+        return Principal(f"job:{job_id}", f"job {job_id}", "job", job.owner, job_id)
+    token = store.token_by_hash(hash_secret(secret))
+    if token is None:
+        return "unknown token"
+    problem = token_problem(token, now)
+    if problem:
+        return problem
+    return Principal(token.id, token.name, token.role, token.owner, token.job_id)
+
+
+__all__ = [
+    "JobTokens",
+    "Principal",
+    "ROLE_OPS",
+    "authenticate",
+    "hash_secret",
+    "may_call",
+    "may_use_job",
+    "new_secret",
+    "token_problem",
+]

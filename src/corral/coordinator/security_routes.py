@@ -1,0 +1,114 @@
+"""API operations for identities, the audit log, and adding tasks to a running job."""
+
+from __future__ import annotations
+
+import uuid
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..protocol import AuditEntry, Task, TasksAdd, TokenCreate, TokenCreated, TokenInfo
+from . import guards
+from .access import hash_secret, new_secret
+from .errors import ApiError
+from .routes import Endpoint, json_response
+from .service import Coordinator
+from .store import TokenRecord
+
+MAX_NAME = 200
+
+
+def token_info(token: TokenRecord) -> TokenInfo:
+    """What the API shows of a stored token (never its hash)."""
+    return TokenInfo(
+        id=token.id,
+        name=token.name,
+        role=token.role,  # type: ignore[arg-type]
+        owner=token.owner,
+        created=token.created,
+        expires=token.expires,
+        revoked=token.revoked,
+        job_id=token.job_id,
+    )
+
+
+def _name_problem(field: str, value: str) -> str | None:
+    if len(value) > MAX_NAME:
+        return f"{field} is longer than {MAX_NAME} characters"
+    if any(ord(c) < 32 for c in value):
+        return f"{field} contains control characters"
+    return None
+
+
+async def create_token(request: Request, coord: Coordinator, body: TokenCreate) -> Response:
+    problem = _name_problem("name", body.name) or _name_problem("owner", body.owner)
+    if not body.name.strip():
+        problem = "name is empty"
+    if body.expires is not None and not 0 < body.expires <= 100 * 365 * 86400:
+        problem = "expires must be a positive number of seconds, at most 100 years"
+    if problem:
+        raise ApiError("invalid_argument", problem)
+    now = coord.clock()
+    secret = new_secret()
+    record = TokenRecord(
+        id="tok_" + uuid.uuid4().hex[:12],
+        name=body.name,
+        role=body.role,
+        owner=body.owner or body.name,
+        secret_sha256=hash_secret(secret),
+        created=now,
+        expires=None if body.expires is None else now + body.expires,
+    )
+    coord.store.add_token(record)
+    guards.audit(request, coord.store, now, "token.create", record.id, f"{body.role} {body.name}")
+    return json_response(TokenCreated(token_info(record), secret), 201)
+
+
+async def list_tokens(request: Request, coord: Coordinator, _: None) -> list[TokenInfo]:
+    return [token_info(t) for t in coord.store.list_tokens()]
+
+
+async def revoke_token(request: Request, coord: Coordinator, _: None) -> TokenInfo:
+    token_id = request.path_params["id"]
+    record = coord.store.revoke_token(token_id, coord.clock())
+    guards.audit(request, coord.store, coord.clock(), "token.revoke", token_id, record.name)
+    return token_info(record)
+
+
+async def audit_log(request: Request, coord: Coordinator, _: None) -> list[AuditEntry]:
+    after, limit = request.query_params.get("after", "0"), request.query_params.get("limit", "1000")
+    if not (after.isdigit() and limit.isdigit() and 1 <= int(limit) <= 100_000):
+        raise ApiError("bad_request", "after and limit must be integers (1 <= limit <= 100000)")
+    return coord.store.audit(int(after), int(limit))
+
+
+async def add_tasks(request: Request, coord: Coordinator, body: TasksAdd) -> Response:
+    job_id = request.path_params["id"]
+    guards.job(request, coord.store, job_id)
+    hashes = [r.sha256 for spec in body.tasks for r in spec.inputs.values()]
+    refused = guards.unowned(request, coord.store, hashes)
+    if refused:
+        raise ApiError("invalid_argument", f"input blob {refused[0]} was never uploaded")
+    tasks = coord.add_tasks(job_id, body.tasks)
+    detail = f"{len(tasks)} tasks"
+    guards.audit(request, coord.store, coord.clock(), "job.add_tasks", job_id, detail)
+    return json_response(tasks, 201)
+
+
+SECURITY_ENDPOINTS: list[Endpoint] = [
+    Endpoint(
+        "POST", "/jobs/{id}/tasks", add_tasks, "Add tasks to a job", TasksAdd, list[Task], 201
+    ),
+    Endpoint(
+        "POST", "/tokens", create_token, "Create a token (admin)", TokenCreate, TokenCreated, 201
+    ),
+    Endpoint("GET", "/tokens", list_tokens, "List tokens (admin)", None, list[TokenInfo]),
+    Endpoint(
+        "POST", "/tokens/{id}/revoke", revoke_token, "Revoke a token (admin)", None, TokenInfo
+    ),
+    Endpoint(
+        "GET", "/audit", audit_log, "The audit log, oldest first (admin)", None, list[AuditEntry]
+    ),
+]
+
+__all__ = ["SECURITY_ENDPOINTS", "token_info"]

@@ -1,0 +1,588 @@
+"""PostgreSQL backend: one autocommit connection, explicit transactions, same rows as SQLite.
+
+Leasing locks the queued rows it takes with FOR UPDATE SKIP LOCKED, so several coordinators
+sharing one database never hand out the same task twice. (Event sequence numbers come from a
+BIGSERIAL; with more than one writer a reader can briefly see a later seq before an earlier one
+commits. One coordinator, one connection, as service.py runs it, never interleaves.)
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import astuple
+from typing import TYPE_CHECKING, Any
+
+from ...protocol import AuditEntry, Event, Job, Task, Worker, slots_needed
+from ._allowlist import AllowlistSQL
+from .base import (
+    ADDED_TASK_COLUMNS,
+    AUDIT_COLUMNS,
+    JOB_COLUMNS,
+    TASK_COLUMNS,
+    TOKEN_COLUMNS,
+    WORKER_COLUMNS,
+    Leased,
+    NewTask,
+    NotFound,
+    Outcome,
+    Stopped,
+    Store,
+    TokenRecord,
+    audit_from_row,
+    class_requires,
+    class_slots,
+    encode,
+    expired_to,
+    fitting_classes,
+    job_counts,
+    job_from_row,
+    requires_key,
+    spec_decoder,
+    task_from_row,
+    token_from_row,
+    worker_from_row,
+)
+
+if TYPE_CHECKING:
+    import psycopg
+
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, owner TEXT NOT NULL,
+    created DOUBLE PRECISION NOT NULL, total INTEGER NOT NULL
+)""",
+    """CREATE TABLE IF NOT EXISTS tasks (
+    id TEXT PRIMARY KEY, job_id TEXT NOT NULL, seq INTEGER NOT NULL, status TEXT NOT NULL,
+    spec BYTEA NOT NULL, requires TEXT COLLATE "C" NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+    max_attempts INTEGER NOT NULL, worker_id TEXT, lease_id TEXT,
+    lease_expires DOUBLE PRECISION, exit_code INTEGER, error TEXT, stdout TEXT, stderr TEXT,
+    manifest BYTEA, created DOUBLE PRECISION NOT NULL, started DOUBLE PRECISION,
+    finished DOUBLE PRECISION
+)""",
+    "CREATE INDEX IF NOT EXISTS tasks_job ON tasks(job_id, seq)",
+    "CREATE INDEX IF NOT EXISTS tasks_job_status ON tasks(job_id, status)",
+    "CREATE INDEX IF NOT EXISTS tasks_queue ON tasks(requires, created, seq)"
+    " WHERE status = 'queued'",
+    "CREATE INDEX IF NOT EXISTS tasks_running ON tasks(lease_expires) WHERE status = 'running'",
+    "CREATE INDEX IF NOT EXISTS tasks_worker ON tasks(worker_id) WHERE status = 'running'",
+    """CREATE TABLE IF NOT EXISTS workers (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, slots INTEGER NOT NULL, status TEXT NOT NULL,
+    capabilities BYTEA NOT NULL, registered DOUBLE PRECISION NOT NULL,
+    last_heartbeat DOUBLE PRECISION NOT NULL
+)""",
+    """CREATE TABLE IF NOT EXISTS events (
+    seq BIGSERIAL PRIMARY KEY, job_id TEXT NOT NULL, task_id TEXT NOT NULL,
+    status TEXT NOT NULL, exit_code INTEGER, time DOUBLE PRECISION NOT NULL
+)""",
+    "CREATE INDEX IF NOT EXISTS events_job ON events(job_id, seq)",
+)
+
+SECURITY_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS tokens (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL, owner TEXT NOT NULL,
+    secret_sha256 TEXT NOT NULL UNIQUE, created DOUBLE PRECISION NOT NULL,
+    expires DOUBLE PRECISION, revoked DOUBLE PRECISION, job_id TEXT
+)""",
+    "CREATE TABLE IF NOT EXISTS worker_owners (worker_id TEXT PRIMARY KEY, owner TEXT NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS blob_owners (
+    owner TEXT NOT NULL, sha256 TEXT NOT NULL, PRIMARY KEY (owner, sha256)
+)""",
+    """CREATE TABLE IF NOT EXISTS audit (
+    seq BIGSERIAL PRIMARY KEY, time DOUBLE PRECISION NOT NULL, actor TEXT NOT NULL,
+    token_id TEXT NOT NULL, action TEXT NOT NULL, target TEXT NOT NULL, detail TEXT NOT NULL
+)""",
+)
+
+_USED = (
+    "(SELECT COALESCE(SUM(t.cost), 0) FROM tasks t"
+    " WHERE t.worker_id = w.id AND t.status = 'running')"
+)
+_WORKER_SELECT = "SELECT " + ", ".join(f"w.{c}" for c in WORKER_COLUMNS.split(", "))
+_WORKER_SELECT += f", {_USED} FROM workers w"
+# Serialises schema creation when several coordinators start at once on an empty database.
+_SCHEMA_LOCK = 0x636F7272616C  # "corral"
+
+
+class PostgresStore(AllowlistSQL, Store):
+    """Durable state in a PostgreSQL database, optionally in its own schema."""
+
+    placeholder = "%s"
+
+    def __init__(self, dsn: str, schema: str | None = None) -> None:
+        try:
+            import psycopg  # noqa: F401  (fail here, with the hint, not at first use)
+        except ImportError as e:  # pragma: no cover - depends on the environment
+            raise ImportError(
+                "the PostgreSQL store needs psycopg 3: pip install 'corral[postgres]'"
+            ) from e
+        self._dsn = dsn
+        self._schema = schema
+        self._conn = self._connect()
+        with self._conn.transaction():
+            self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+            for statement in SCHEMA + SECURITY_SCHEMA:
+                self._conn.execute(statement)
+            self._create_allowlist("DOUBLE PRECISION")
+            for name, kind in ADDED_TASK_COLUMNS:  # a database from an earlier version
+                kind = kind.format(real="DOUBLE PRECISION")
+                self._conn.execute(f"ALTER TABLE tasks ADD COLUMN IF NOT EXISTS {name} {kind}")
+
+    def _connect(self) -> psycopg.Connection[tuple[Any, ...]]:
+        import psycopg
+        from psycopg import sql
+
+        conn = psycopg.connect(self._dsn, autocommit=True)
+        if self._schema is not None:
+            name = sql.Identifier(self._schema)
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+                found = conn.execute(
+                    "SELECT 1 FROM pg_namespace WHERE nspname = %s", (self._schema,)
+                ).fetchone()
+                if found is None:
+                    conn.execute(sql.SQL("CREATE SCHEMA {}").format(name))
+            conn.execute(sql.SQL("SET search_path TO {}").format(name))
+        return conn
+
+    @property
+    def _db(self) -> psycopg.Connection[tuple[Any, ...]]:
+        # A dropped connection (database restart, network cut) fails the call it broke; the
+        # next call reconnects rather than failing forever.
+        if self._conn.broken:
+            self._conn.close()
+            self._conn = self._connect()
+        return self._conn
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def _event(self, job_id: str, task_id: str, status: str, code: int | None, now: float) -> None:
+        self._db.execute(
+            "INSERT INTO events (job_id, task_id, status, exit_code, time) VALUES (%s,%s,%s,%s,%s)",
+            (job_id, task_id, status, code, now),
+        )
+
+    # jobs and tasks
+    def create_job(
+        self, job_id: str, name: str, owner: str, now: float, tasks: Sequence[NewTask]
+    ) -> None:
+        db = self._db
+        with db.transaction(), db.cursor() as cur:
+            cur.execute(
+                "INSERT INTO jobs (id, name, owner, created, total) VALUES (%s,%s,%s,%s,%s)",
+                (job_id, name, owner, now, len(tasks)),
+            )
+            _insert_tasks(cur, job_id, now, tasks)
+
+    def _jobs(self, rows: list[tuple[Any, ...]]) -> list[Job]:
+        # All the jobs' counts in one round trip.
+        if not rows:
+            return []
+        per_job: dict[str, list[tuple[str, int]]] = {r[0]: [] for r in rows}
+        counted = self._db.execute(
+            "SELECT job_id, status, COUNT(*) FROM tasks WHERE job_id = ANY(%s)"
+            " GROUP BY job_id, status",
+            (list(per_job),),
+        )
+        for job_id, status, n in counted:
+            per_job[job_id].append((status, n))
+        return [job_from_row(r, job_counts(per_job[r[0]])) for r in rows]
+
+    def get_job(self, job_id: str) -> Job:
+        row = self._db.execute(
+            f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = %s", (job_id,)
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"no job {job_id}")
+        return self._jobs([row])[0]
+
+    def list_jobs(self, limit: int, owner: str | None = None) -> list[Job]:
+        sql = f"SELECT {JOB_COLUMNS} FROM jobs"
+        args: tuple[Any, ...] = ()
+        if owner is not None:
+            sql, args = sql + " WHERE owner = %s", (owner,)
+        rows = self._db.execute(sql + " ORDER BY created DESC LIMIT %s", (*args, limit))
+        return self._jobs(rows.fetchall())
+
+    def get_task(self, task_id: str) -> Task:
+        row = self._db.execute(
+            f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = %s", (task_id,)
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"no task {task_id}")
+        return task_from_row(row)
+
+    def list_tasks(
+        self, job_id: str, offset: int, limit: int, status: str | None = None
+    ) -> list[Task]:
+        where, args = "job_id = %s", [job_id]
+        if status is not None:
+            where, args = where + " AND status = %s", [job_id, status]
+        rows = self._db.execute(
+            f"SELECT {TASK_COLUMNS} FROM tasks WHERE {where} ORDER BY seq LIMIT %s OFFSET %s",
+            (*args, limit, offset),
+        )
+        return [task_from_row(r) for r in rows.fetchall()]
+
+    def job_task_ids(self, job_id: str, only_live: bool) -> list[str]:
+        sql = "SELECT id FROM tasks WHERE job_id = %s"
+        if only_live:
+            sql += " AND status IN ('queued', 'running')"
+        return [r[0] for r in self._db.execute(sql + " ORDER BY seq", (job_id,))]
+
+    # scheduling
+    def lease(
+        self,
+        worker_id: str,
+        capacity: int,
+        now: float,
+        expires: float,
+        scan: int,
+        fits: Callable[[dict[str, str]], bool] = lambda _r: True,
+    ) -> list[Leased]:
+        if capacity <= 0:
+            return []
+        out: list[Leased] = []
+        used = 0
+        db = self._db
+        with db.transaction():
+            for key in fitting_classes(self._queued_classes(), fits):
+                cost = class_slots(key)
+                room = (capacity - used) // cost
+                if room <= 0:
+                    continue
+                # SKIP LOCKED: rows another coordinator is leasing right now are passed over,
+                # and rows it has already leased no longer match status = 'queued'.
+                rows = db.execute(
+                    "SELECT id, job_id, spec, attempts FROM tasks"
+                    " WHERE status = 'queued' AND requires = %s"
+                    " AND (not_before IS NULL OR not_before <= %s) ORDER BY created, seq LIMIT %s"
+                    " FOR UPDATE SKIP LOCKED",
+                    (key, now, min(scan, room)),
+                ).fetchall()
+                used += cost * len(rows)
+                for task_id, job_id, spec, attempts in rows:
+                    lease_id = uuid.uuid4().hex
+                    db.execute(
+                        "UPDATE tasks SET status = 'running', worker_id = %s, lease_id = %s,"
+                        " lease_expires = %s, attempts = attempts + 1, started = %s"
+                        " WHERE id = %s",
+                        (worker_id, lease_id, expires, now, task_id),
+                    )
+                    self._event(job_id, task_id, "running", None, now)
+                    out.append(
+                        Leased(
+                            task_id,
+                            job_id,
+                            lease_id,
+                            attempts + 1,
+                            expires,
+                            spec_decoder.decode(spec),
+                        )
+                    )
+                if used >= capacity:
+                    break
+        return out
+
+    def queued_requirements(self) -> list[dict[str, str]]:
+        return [class_requires(key) for key in self._queued_classes()]
+
+    def release_due(self, now: float) -> int:
+        cur = self._db.execute(
+            "UPDATE tasks SET not_before = NULL WHERE status = 'queued' AND not_before <= %s",
+            (now,),
+        )
+        return cur.rowcount
+
+    def next_not_before(self) -> float | None:
+        row = self._db.execute(
+            "SELECT MIN(not_before) FROM tasks WHERE status = 'queued'"
+        ).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    def _queued_classes(self) -> list[str]:
+        # One row per distinct requirement class with queued work: matching cost grows with
+        # the number of classes, not with queue depth. (COLLATE "C": byte order, as SQLite's.)
+        keys = self._db.execute(
+            "SELECT DISTINCT requires FROM tasks WHERE status = 'queued' ORDER BY requires"
+        )
+        return [key for (key,) in keys.fetchall()]
+
+    def finish(self, task_id: str, lease_id: str, outcome: Outcome, now: float) -> bool:
+        db = self._db
+        with db.transaction():
+            row = db.execute(
+                "UPDATE tasks SET status = %s, exit_code = %s, error = %s, stdout = %s,"
+                " stderr = %s, manifest = %s, finished = %s, not_before = %s, lease_id = NULL,"
+                " lease_expires = NULL, worker_id = CASE WHEN %s = 'queued' THEN NULL"
+                " ELSE worker_id END"
+                " WHERE id = %s AND lease_id = %s AND status = 'running' RETURNING job_id",
+                (
+                    outcome.status,
+                    outcome.exit_code,
+                    outcome.error,
+                    outcome.stdout,
+                    outcome.stderr,
+                    encode(outcome.manifest),
+                    None if outcome.status == "queued" else now,
+                    outcome.not_before,
+                    outcome.status,
+                    task_id,
+                    lease_id,
+                ),
+            ).fetchone()
+            if row is None:
+                return False
+            self._event(row[0], task_id, outcome.status, outcome.exit_code, now)
+        return True
+
+    def extend(
+        self, worker_id: str, lease_ids: Sequence[str], now: float, expires: float
+    ) -> list[str]:
+        if not lease_ids:
+            return []
+        rows = self._db.execute(
+            "UPDATE tasks SET lease_expires = %s WHERE lease_id = ANY(%s) AND worker_id = %s"
+            " AND status = 'running' RETURNING lease_id",
+            (expires, list(lease_ids), worker_id),
+        ).fetchall()
+        live = {r[0] for r in rows}
+        return [lease_id for lease_id in lease_ids if lease_id not in live]
+
+    def expire(self, now: float) -> list[Stopped]:
+        out = []
+        db = self._db
+        with db.transaction():
+            rows = db.execute(
+                "SELECT id, job_id, worker_id, lease_id, attempts, max_attempts FROM tasks"
+                " WHERE status = 'running' AND lease_expires <= %s FOR UPDATE SKIP LOCKED",
+                (now,),
+            ).fetchall()
+            for task_id, job_id, worker_id, lease_id, attempts, max_attempts in rows:
+                status, error = expired_to(worker_id, attempts, max_attempts)
+                if status == "queued":
+                    db.execute(
+                        "UPDATE tasks SET status = 'queued', error = %s, lease_id = NULL,"
+                        " lease_expires = NULL, worker_id = NULL, finished = NULL WHERE id = %s",
+                        (error, task_id),
+                    )
+                else:
+                    db.execute(
+                        "UPDATE tasks SET status = %s, error = %s, lease_id = NULL,"
+                        " lease_expires = NULL, finished = %s WHERE id = %s",
+                        (status, error, now, task_id),
+                    )
+                self._event(job_id, task_id, status, None, now)
+                out.append(Stopped(task_id, worker_id, lease_id))
+        return out
+
+    def next_expiry(self) -> float | None:
+        row = self._db.execute(
+            "SELECT MIN(lease_expires) FROM tasks WHERE status = 'running'"
+        ).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    def grace_running(self, until: float) -> None:
+        # GREATEST skips NULLs where SQLite's MAX returns NULL: the IS NOT NULL keeps them equal.
+        self._db.execute(
+            "UPDATE tasks SET lease_expires = GREATEST(lease_expires, %s)"
+            " WHERE status = 'running' AND lease_expires IS NOT NULL",
+            (until,),
+        )
+
+    def kill(self, task_ids: Sequence[str], now: float) -> list[Stopped]:
+        if not task_ids:
+            return []
+        out = []
+        db = self._db
+        with db.transaction():
+            rows = db.execute(
+                "UPDATE tasks SET status = 'killed', finished = %s, error = 'killed',"
+                " lease_expires = NULL WHERE id = ANY(%s) AND status IN ('queued', 'running')"
+                " RETURNING id, job_id, worker_id, lease_id",
+                (now, list(task_ids)),
+            ).fetchall()
+            # One statement for all, then events and answers in the order asked, as if one
+            # by one.
+            order = {task_id: i for i, task_id in reversed(list(enumerate(task_ids)))}
+            rows.sort(key=lambda r: order[r[0]])
+            if not rows:
+                return []
+            with db.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO events (job_id, task_id, status, exit_code, time)"
+                    " VALUES (%s,%s,'killed',NULL,%s)",
+                    [(job_id, task_id, now) for task_id, job_id, _w, _l in rows],
+                )
+            for task_id, _job, worker_id, lease_id in rows:
+                if lease_id is not None:
+                    out.append(Stopped(task_id, worker_id, lease_id))
+        return out
+
+    # workers
+    def register_worker(
+        self, worker_id: str, name: str, slots: int, caps: dict[str, object], now: float
+    ) -> None:
+        self._db.execute(
+            "INSERT INTO workers (id, name, slots, status, capabilities, registered,"
+            " last_heartbeat) VALUES (%s,%s,%s,'online',%s,%s,%s)",
+            (worker_id, name, slots, encode(caps), now, now),
+        )
+
+    def touch_worker(
+        self, worker_id: str, now: float, status: str, caps: dict[str, object] | None
+    ) -> None:
+        if caps:
+            cur = self._db.execute(
+                "UPDATE workers SET last_heartbeat = %s, status = %s, capabilities = %s"
+                " WHERE id = %s",
+                (now, status, encode(caps), worker_id),
+            )
+        else:
+            cur = self._db.execute(
+                "UPDATE workers SET last_heartbeat = %s, status = %s WHERE id = %s",
+                (now, status, worker_id),
+            )
+        if cur.rowcount == 0:
+            raise NotFound(f"no worker {worker_id}")
+
+    def set_worker_status(self, worker_id: str, status: str) -> None:
+        self._db.execute("UPDATE workers SET status = %s WHERE id = %s", (status, worker_id))
+
+    def mark_lost_workers(self, before: float) -> list[str]:
+        rows = self._db.execute(
+            "UPDATE workers SET status = 'lost' WHERE status IN ('online', 'draining')"
+            " AND last_heartbeat < %s RETURNING id",
+            (before,),
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def get_worker(self, worker_id: str) -> Worker:
+        row = self._db.execute(f"{_WORKER_SELECT} WHERE w.id = %s", (worker_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no worker {worker_id}")
+        return worker_from_row(row, row[-1])
+
+    def list_workers(self) -> list[Worker]:
+        rows = self._db.execute(
+            f"{_WORKER_SELECT} ORDER BY w.status != 'online', w.registered"
+        ).fetchall()
+        return [worker_from_row(r, r[-1]) for r in rows]
+
+    # events
+    def events(self, job_id: str, after: int, limit: int) -> list[Event]:
+        rows = self._db.execute(
+            "SELECT seq, job_id, task_id, status, exit_code, time FROM events"
+            " WHERE job_id = %s AND seq > %s ORDER BY seq LIMIT %s",
+            (job_id, after, limit),
+        )
+        return [Event(*r) for r in rows.fetchall()]
+
+    # identities, ownership and audit
+    def add_tasks(self, job_id: str, now: float, tasks: Sequence[NewTask]) -> None:
+        db = self._db
+        with db.transaction(), db.cursor() as cur:
+            cur.execute("UPDATE jobs SET total = total + %s WHERE id = %s", (len(tasks), job_id))
+            if cur.rowcount == 0:
+                raise NotFound(f"no job {job_id}")
+            _insert_tasks(cur, job_id, now, tasks)
+
+    def add_token(self, token: TokenRecord) -> None:
+        self._db.execute(
+            f"INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+            astuple(token),
+        )
+
+    def token_by_hash(self, secret_sha256: str) -> TokenRecord | None:
+        row = self._db.execute(
+            f"SELECT {TOKEN_COLUMNS} FROM tokens WHERE secret_sha256 = %s", (secret_sha256,)
+        ).fetchone()
+        return token_from_row(row) if row else None
+
+    def list_tokens(self) -> list[TokenRecord]:
+        rows = self._db.execute(
+            f'SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY created, id COLLATE "C"'
+        )
+        return [token_from_row(r) for r in rows.fetchall()]
+
+    def revoke_token(self, token_id: str, now: float) -> TokenRecord:
+        db = self._db
+        with db.transaction():
+            db.execute(
+                "UPDATE tokens SET revoked = %s WHERE id = %s AND revoked IS NULL",
+                (now, token_id),
+            )
+            row = db.execute(
+                f"SELECT {TOKEN_COLUMNS} FROM tokens WHERE id = %s", (token_id,)
+            ).fetchone()
+        if row is None:
+            raise NotFound(f"no token {token_id}")
+        return token_from_row(row)
+
+    def set_worker_owner(self, worker_id: str, owner: str) -> None:
+        self._db.execute(
+            "INSERT INTO worker_owners (worker_id, owner) VALUES (%s,%s)"
+            " ON CONFLICT (worker_id) DO UPDATE SET owner = EXCLUDED.owner",
+            (worker_id, owner),
+        )
+
+    def worker_owner(self, worker_id: str) -> str | None:
+        row = self._db.execute(
+            "SELECT owner FROM worker_owners WHERE worker_id = %s", (worker_id,)
+        ).fetchone()
+        return str(row[0]) if row else None
+
+    def grant_blobs(self, owner: str, hashes: Iterable[str]) -> None:
+        rows = [(owner, h) for h in sorted(set(hashes))]
+        if rows:
+            with self._db.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO blob_owners (owner, sha256) VALUES (%s,%s) ON CONFLICT DO NOTHING",
+                    rows,
+                )
+
+    def owned_blobs(self, owner: str, hashes: Sequence[str]) -> set[str]:
+        rows = self._db.execute(
+            "SELECT sha256 FROM blob_owners WHERE owner = %s AND sha256 = ANY(%s)",
+            (owner, list(dict.fromkeys(hashes))),
+        )
+        return {r[0] for r in rows.fetchall()}
+
+    def add_audit(
+        self, now: float, actor: str, token_id: str, action: str, target: str, detail: str
+    ) -> None:
+        self._db.execute(
+            "INSERT INTO audit (time, actor, token_id, action, target, detail)"
+            " VALUES (%s,%s,%s,%s,%s,%s)",
+            (now, actor, token_id, action, target, detail),
+        )
+
+    def audit(self, after: int, limit: int) -> list[AuditEntry]:
+        rows = self._db.execute(
+            f"SELECT {AUDIT_COLUMNS} FROM audit WHERE seq > %s ORDER BY seq LIMIT %s",
+            (after, limit),
+        )
+        return [audit_from_row(r) for r in rows.fetchall()]
+
+
+def _insert_tasks(
+    cur: psycopg.Cursor[tuple[Any, ...]], job_id: str, now: float, tasks: Sequence[NewTask]
+) -> None:
+    cur.executemany(
+        "INSERT INTO tasks (id, job_id, seq, status, spec, requires, max_attempts,"
+        " created, cost) VALUES (%s,%s,%s,'queued',%s,%s,%s,%s,%s)",
+        [
+            (
+                t.id,
+                job_id,
+                t.seq,
+                encode(t.spec),
+                requires_key(t.spec),
+                t.spec.max_attempts,
+                now,
+                slots_needed(t.spec.requires),
+            )
+            for t in tasks
+        ],
+    )

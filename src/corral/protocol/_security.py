@@ -1,0 +1,67 @@
+"""Wire models for identities, audit and adding tasks to a running job.
+
+Roles::
+
+    admin   everything
+    submit  its own jobs (and the blobs it uploaded or its jobs produced)
+    worker  the worker endpoints, for workers it registered and their leases
+    job     minted per lease: read, and add tasks to, one job only
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from ._models import Request, TaskSpec
+
+Role = Literal["admin", "submit", "worker", "job"]
+ROLES: tuple[Role, ...] = ("admin", "submit", "worker", "job")
+
+
+class TokenCreate(Request):
+    """Make a token; `expires` is seconds from now (none: never)."""
+
+    name: str
+    role: Literal["admin", "submit", "worker"]
+    owner: str = ""
+    expires: float | None = None
+
+
+class TokenInfo(msgspec.Struct):
+    """A token as listed: never its secret."""
+
+    id: str
+    name: str
+    role: Role
+    owner: str
+    created: float
+    expires: float | None
+    revoked: float | None
+    job_id: str | None = None
+
+
+class TokenCreated(msgspec.Struct):
+    """A new token, with its secret shown this once."""
+
+    token: TokenInfo
+    secret: str
+
+
+class AuditEntry(msgspec.Struct):
+    """Who did what, and when."""
+
+    seq: int
+    time: float
+    actor: str
+    token_id: str
+    action: str
+    target: str
+    detail: str
+
+
+class TasksAdd(Request):
+    """Add tasks to an existing job (how a running task submits children)."""
+
+    tasks: list[TaskSpec]

@@ -1,0 +1,26 @@
+"""Byte sizes written the way people write them: 500M, 2G, 1.5GiB, 4096."""
+
+from __future__ import annotations
+
+import re
+
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(?:i?b)?\s*", re.IGNORECASE)
+_POWERS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4, "p": 5}
+
+
+def parse_size(text: str) -> int:
+    """Bytes in `text` (K, M, G, T, P are powers of 1024); raises ValueError when malformed."""
+    match = _SIZE.fullmatch(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not a size; write e.g. 4096, 500M or 2G")
+    number, unit = match.groups()
+    return int(float(number) * 1024 ** _POWERS[unit.lower()])
+
+
+def format_size(n: float) -> str:
+    """A short human size: 512B, 1.5K, 20M, 3.0G."""
+    for unit in ("B", "K", "M", "G", "T"):
+        if abs(n) < 1024 or unit == "T":
+            return f"{n:.0f}{unit}" if unit == "B" or n >= 100 else f"{n:.1f}{unit}"
+        n /= 1024
+    return f"{n:.1f}T"  # pragma: no cover - the loop always returns

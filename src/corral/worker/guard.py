@@ -1,0 +1,175 @@
+"""What stands between a task and the worker's machine: allowlist, sandbox and limits.
+
+The agent asks the Guard three things per task: may this program run (`refuse`), how to start
+it (`launch`: the argv with its sandbox prefix and the function that sets its limits), and
+which limit, if any, explains how it ended (`verdict`). The decisions are pure functions in
+allowlist.py, sandbox.py and limits.py; this module only gathers the facts they need.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..protocol import TaskSpec
+from .allowlist import AllowPolicy, HashCache, refusal, resolve_program
+from .limits import PidsCgroup, limit_hit, make_preexec, pids_cgroup_root, rlimits
+from .sandbox import (
+    SandboxPolicy,
+    default_exposed,
+    default_hidden,
+    probe,
+    sandbox_prefix,
+    wants_network,
+)
+
+__all__ = ["Guard", "Launch", "make_guard"]
+
+log = logging.getLogger("corral.worker")
+_TAIL = 8192
+
+
+@dataclass
+class Launch:
+    """How one task is started, and what to clean up after it."""
+
+    argv: list[str]
+    preexec: Callable[[], None]
+    cgroup: PidsCgroup | None = None
+
+    def close(self) -> None:
+        """Remove the task's cgroup, killing anything still in it."""
+        if self.cgroup is not None:
+            self.cgroup.close()
+
+
+@dataclass
+class Guard:
+    """The worker's policies, decided once at start."""
+
+    sandbox: SandboxPolicy
+    allow: AllowPolicy
+    pids_root: Path | None = None
+    hashes: HashCache = field(default_factory=HashCache)
+
+    def capabilities(self) -> dict[str, Any]:
+        """What the coordinator matches `requires sandbox=...` and `network=...` against."""
+        return {
+            "sandbox": self.sandbox.name,
+            "network": self.sandbox.network,
+            "allowlist": self.allow.mode,
+            "processes_limit": self.processes_limit,
+        }
+
+    @property
+    def processes_limit(self) -> str:
+        """How the processes limit is enforced here: cgroup, userns, rlimit or none."""
+        if self.pids_root is not None:
+            return "cgroup"
+        if os.geteuid() == 0:
+            return "none"  # RLIMIT_NPROC never applies to uid 0
+        return "userns" if self.sandbox.bwrap else "rlimit"
+
+    def program(
+        self, argv: list[str], cwd: Path, env: Mapping[str, str]
+    ) -> tuple[Path | None, str | None]:
+        """The file the command runs and its sha256 (None, None when it cannot be found)."""
+        program = resolve_program(argv[0], cwd, env.get("PATH", os.defpath))
+        if program is None:
+            return None, None
+        try:
+            return program, self.hashes.sha256(program)
+        except OSError:
+            return program, None
+
+    def refuse(self, argv: list[str], cwd: Path, env: Mapping[str, str]) -> str | None:
+        """`not_allowed: ...` when the allowlist refuses the command, else None."""
+        if self.allow.mode == "all":
+            return None
+        program, sha = self.program(argv, cwd, env)
+        return refusal(self.allow, argv[0], program, sha)
+
+    def launch(self, spec: TaskSpec, argv: list[str], work: Path, name: str) -> Launch:
+        """The sandboxed argv and the limits for one task."""
+        processes = spec.limits.get("processes")
+        cgroup = None
+        if processes and self.pids_root is not None:
+            # the sandbox's own two bwrap processes live in the cgroup too
+            extra = 2 if self.sandbox.bwrap else 0
+            cgroup = PidsCgroup(self.pids_root, name, int(processes) + extra)
+        inside = bool(processes) and cgroup is None and self.sandbox.bwrap is not None
+        nproc = int(processes) + 1 if inside and processes else None
+        prefix = sandbox_prefix(self.sandbox, work, wants_network(spec.requires), nproc)
+        limits = rlimits(spec.limits, nproc=not inside and cgroup is None)
+        preexec = make_preexec(limits, cgroup.procs if cgroup else None)
+        return Launch(prefix + argv, preexec, cgroup)
+
+    def verdict(
+        self, limits: Mapping[str, float], exit_code: int | None, stderr: Path, launch: Launch
+    ) -> str | None:
+        """`limit_exceeded: <which>` when a limit explains how the task ended, else None."""
+        tail = b""
+        with contextlib.suppress(OSError), stderr.open("rb") as f:
+            f.seek(max(0, stderr.stat().st_size - _TAIL))
+            tail = f.read()
+        pids_hit = launch.cgroup.hit() if launch.cgroup else False
+        which = limit_hit(limits, exit_code, tail, pids_hit)
+        return f"limit_exceeded: {which}" if which else None
+
+    def close(self) -> None:
+        """Remove the worker's cgroup."""
+        if self.pids_root is not None:
+            with contextlib.suppress(OSError):
+                self.pids_root.rmdir()
+
+
+def make_guard(
+    work_dir: Path,
+    allow: AllowPolicy,
+    allow_network: bool = False,
+    hide: tuple[Path, ...] = (),
+    sandbox: bool = True,
+    expose: tuple[Path, ...] = (),
+) -> Guard:
+    """Probe what this machine offers and say loudly what is missing."""
+    bwrap = probe(work_dir) if sandbox else None
+    if bwrap is None:
+        why = "disabled by --no-sandbox" if not sandbox else _missing()
+        log.warning(
+            "WARNING: tasks run WITHOUT a sandbox (%s): they can read and write whatever this "
+            "worker's user can, and use the network. Only a process group, a clean "
+            "environment and a working directory separate them. Install bubblewrap.",
+            why,
+        )
+    policy = SandboxPolicy(
+        bwrap,
+        allow_network=allow_network,
+        hide=default_hidden(work_dir, hide),
+        prlimit=shutil.which("prlimit") or "prlimit",
+        expose=default_exposed(expose),
+    )
+    guard = Guard(policy, allow, pids_cgroup_root(f"{os.getpid()}"))
+    if guard.processes_limit == "none":
+        log.warning("WARNING: the processes limit is not enforced: root without a pids cgroup")
+    log.info(
+        "sandbox: %s; network: %s; allowlist: %s; processes limit: %s",
+        policy.name,
+        policy.network,
+        allow.mode,
+        guard.processes_limit,
+    )
+    return guard
+
+
+def _missing() -> str:
+    if shutil.which("bwrap") is None:
+        return "bwrap is not installed"
+    if shutil.which("prlimit") is None:
+        return "prlimit is not installed"
+    return "bwrap is installed but cannot create namespaces here"

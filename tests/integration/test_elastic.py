@@ -1,0 +1,208 @@
+"""Issue 3 over real processes: requirements and `why`, slots, retries, drain, the worker
+cache, and many workers racing for the same tasks."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from corral.protocol import TaskSpec
+
+from .conftest import Farm, wait_for
+
+
+def sh(script: str, **kw: object) -> TaskSpec:
+    return TaskSpec(argv=["sh", "-c", script], **kw)  # type: ignore[arg-type]
+
+
+def fake_program(root: Path, name: str) -> dict[str, str]:
+    """An env whose PATH has `name` on it (for a worker), as a tiny shell script."""
+    bin_dir = root / f"bin-{name}"
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    prog = bin_dir / name
+    prog.write_text("#!/bin/sh\necho fake\n")
+    prog.chmod(0o755)
+    import os
+
+    return {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+
+def submit_cli(f: Farm, *args: str) -> str:
+    """`corral submit ARGS`; returns the one task's id."""
+    rc, out, err = f.cli("submit", *args)
+    assert rc == 0, err
+    (task,) = f.client().tasks(out.strip())
+    return task.id
+
+
+@pytest.mark.timeout(90)
+def test_requirements_place_tasks_and_why_explains_waiting_ones(
+    farm: Callable[..., Farm], tmp_path: Path
+) -> None:
+    f = farm()
+    plain = f.start_worker(args=("--label", "site=lab", "--expose-env", "GREETING=hello"))
+    render = f.start_worker(slots=2, env=fake_program(tmp_path, "povray"))
+    client = f.client()
+
+    # a program only one worker has: probed on demand, then placed there
+    povray = submit_cli(f, "--requires", "programs=povray", "--", "sh", "-c", "echo drawn")
+    assert f.wait_task(client, povray, {"succeeded"}).worker_id == render.id
+    caps = {w.id: w.capabilities for w in client.workers()}
+    assert "povray" in caps[render.id]["programs"]
+    assert "povray" in caps[plain.id]["programs_missing"]
+
+    # a label and an exposed variable: only the first worker, which passes GREETING on
+    greet = submit_cli(
+        f, "--requires", "label.site=lab", "--requires", "env.GREETING=*", "--",
+        "sh", "-c", "echo $GREETING",
+    )  # fmt: skip
+    done = f.wait_task(client, greet, {"succeeded"})
+    assert done.worker_id == plain.id
+    assert client.log(greet)[0] == b"hello\n"
+    py = submit_cli(f, "--requires", "python=>=3.8,<4", "--", "true")
+    assert f.wait_task(client, py, {"succeeded"}).status == "succeeded"
+
+    # unsatisfiable: the reason names the program and how many workers were asked
+    blender = submit_cli(f, "--requires", "programs=blender", "--", "true")
+    want = "no connected worker has program blender (2 workers checked)"
+    wait_for(lambda: f.cli("why", blender)[1].strip() == want, 10, 0.2, "why to name blender")
+    rc, out, _ = f.cli("show", "--json", blender)
+    assert rc == 0 and json.loads(out)["pending_reason"] == want
+
+    # capacity-bound: a 2-slot task fills the only worker with 2 slots
+    big = submit_cli(f, "--requires", "cpus=2", "--", "sleep", "30")
+    f.wait_task(client, big, {"running"})
+    assert {w.id: w.slots_used for w in client.workers()}[render.id] == 2
+    second = submit_cli(f, "--requires", "cpus=2", "--", "true")
+    rc, out, _ = f.cli("why", second)
+    assert out.strip() == "all 2 matching slots are busy (1 matching worker)"
+    assert client.task(second).status == "queued"
+    rc, out, err = f.cli("kill", big)
+    assert rc == 0, err
+    assert f.wait_task(client, second, {"succeeded"}).worker_id == render.id
+
+
+@pytest.mark.timeout(60)
+def test_failures_are_retried_with_backoff_only_when_asked(farm: Callable[..., Farm]) -> None:
+    f = farm(workers=1)
+    client = f.client()
+    flaky = submit_cli(f, "--retries", "3", "--", "sh", "-c", "test $CORRAL_ATTEMPT -ge 3")
+    hopeless = submit_cli(f, "--retries", "1", "--", "sh", "-c", "exit 4")
+    once = submit_cli(f, "--", "sh", "-c", "exit 5")
+
+    done = f.wait_task(client, flaky, {"succeeded", "failed"}, timeout=30)
+    assert (done.status, done.attempts, done.exit_code) == ("succeeded", 3, 0)
+    events = [e for e in client.events(done.job_id) if e.task_id == flaky]
+    assert [e.status for e in events] == [
+        "running", "queued", "running", "queued", "running", "succeeded",
+    ]  # fmt: skip
+    # backoff: 1 s before the first retry, 2 s before the second
+    assert events[2].time - events[1].time >= 0.9
+    assert events[4].time - events[3].time >= 1.9
+
+    gave_up = f.wait_task(client, hopeless, {"failed"}, timeout=30)
+    assert (gave_up.attempts, gave_up.error) == (2, "exit code 4; gave up after 2 attempts")
+    plain = f.wait_task(client, once, {"failed"}, timeout=30)
+    assert (plain.attempts, plain.exit_code) == (1, 5)
+
+
+@pytest.mark.timeout(90)
+def test_drain_finishes_running_work_then_leaves(farm: Callable[..., Farm]) -> None:
+    f = farm()
+    first = f.start_worker()
+    client = f.client()
+    job = client.submit_job([sh("sleep 1.5; echo $CORRAL_TASK_ID") for _ in range(4)])
+    running = wait_for(
+        lambda: [t for t in client.tasks(job.id) if t.status == "running"], 10, 0.05, "a task"
+    )
+    assert running[0].worker_id == first.id
+    second = f.start_worker()
+
+    rc, out, err = f.cli("drain", first.name, "--wait", "30")
+    assert rc == 0, err
+    assert out.split() == [first.id, first.name, "gone"]
+    assert first.proc.wait(10) == 0  # it left on its own
+    tasks = {t.id: t for t in f.client().tasks(job.id)}
+    # the task it was running finished there; it took no other
+    assert tasks[running[0].id].status == "succeeded"
+    assert tasks[running[0].id].worker_id == first.id
+    assert f.wait_job(client, job.id, timeout=30).status == "succeeded"
+    by_worker = [t.worker_id for t in client.tasks(job.id)]
+    assert by_worker.count(first.id) == 1 and by_worker.count(second.id) == 3
+
+    # SIGTERM drains too; `corral worker --drain` is another way to ask
+    rc, out, err = f.cli("worker", "--server", f.url, "--drain", second.name)
+    assert rc == 0, err and out.split()[2] == "draining"
+    assert second.proc.wait(15) == 0
+    assert {w.id: w.status for w in client.workers()}[second.id] == "gone"
+
+
+@pytest.mark.timeout(60)
+def test_cache_keeps_its_limit_counts_hits_and_refuses_a_corrupted_blob(
+    farm: Callable[..., Farm], tmp_path: Path
+) -> None:
+    f = farm()
+    w = f.start_worker(args=("--cache-size", "3K"))
+    client = f.client()
+    files = []
+    for i in range(4):
+        path = tmp_path / f"in{i}.bin"
+        path.write_bytes(bytes([i]) * 1024)
+        files.append(path)
+    specs = [TaskSpec(argv=["cat", p.name], inputs=client.upload([p])) for p in [*files, files[3]]]
+    job = client.submit_job(specs)
+    assert f.wait_job(client, job.id, timeout=30).status == "succeeded"
+
+    held = [p for p in w.cache_dir.rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in held) <= 3 * 1024
+    cache = {x.id: x.capabilities for x in client.workers()}[w.id]["cache"]
+    wait_for(lambda: client.workers()[0].capabilities["cache"]["hits"] >= 1, 10, 0.1, "a hit")
+    cache = [x for x in client.workers() if x.id == w.id][0].capabilities["cache"]
+    assert (cache["misses"], cache["bytes_fetched"], cache["max_bytes"]) == (4, 4096, 3072)
+    assert cache["hits"] >= 1 and cache["bytes_held"] <= 3072
+    rc, out, _ = f.cli("workers")
+    assert rc == 0 and "1 hit 4 miss" in out
+
+    # the coordinator's copy goes bad: the worker must not run the task on wrong bytes
+    bad = tmp_path / "precious.txt"
+    bad.write_bytes(b"the real data\n")
+    refs = client.upload([bad])
+    blob = f.data / "blobs" / refs["precious.txt"].sha256[:2] / refs["precious.txt"].sha256
+    blob.chmod(0o644)
+    blob.write_bytes(b"THE FAKE DATA\n")
+    job = client.submit_job([TaskSpec(argv=["sh", "-c", "cat precious.txt"], inputs=refs)])
+    (task,) = client.tasks(job.id)
+    failed = f.wait_task(client, task.id, {"failed", "succeeded"})
+    assert failed.status == "failed"
+    assert failed.error is not None and failed.error.startswith("staging inputs: ")
+    assert "hashes to" in failed.error
+    assert failed.stdout is None and client.log(task.id)[0] == b""
+
+
+@pytest.mark.timeout(90)
+def test_many_workers_racing_run_each_task_exactly_once(
+    farm: Callable[..., Farm], tmp_path: Path
+) -> None:
+    f = farm()
+    for _ in range(5):
+        f.start_worker(slots=2, verbose=False, args=("--no-sandbox",))
+    shared = tmp_path / "ran.txt"
+    shared.touch()
+    client = f.client()
+    job = client.submit_job(
+        [sh(f'echo "$CORRAL_TASK_ID" >> {shared}; sleep 0.0{i % 5}') for i in range(80)]
+    )
+    assert f.wait_job(client, job.id, timeout=60).status == "succeeded"
+    lines = shared.read_text().split()
+    tasks = client.tasks(job.id)
+    assert len(lines) == len(set(lines)) == 80
+    assert set(lines) == {t.id for t in tasks}
+    assert all(t.attempts == 1 for t in tasks)
+    assert len({t.worker_id for t in tasks}) > 1  # the work really was shared
+    t0 = time.monotonic()
+    assert all(w.slots_used == 0 for w in client.workers())
+    assert time.monotonic() - t0 < 5

@@ -1,0 +1,478 @@
+"""Corral across separate network hosts: one Linux network namespace per host.
+
+Layout (names and the /24 are random per test, so runs never collide)::
+
+    root ns (this test, the client) --veth-- +------------------------+
+                                              | crl-XXXX-c: br0 .1     |
+    crl-XXXX-a: eth0 .11 (worker host-1) --veth-- coordinator :8470 |
+    crl-XXXX-b: eth0 .12 (worker host-2) --veth-- +------------------+
+
+The coordinator listens on its bridge address only, so every worker talks to it over a real
+(virtual) link that a test can cut with `ip link set eth0 down` inside the worker's namespace.
+Only addresses in 10.231.N.0/24 are used, and the only route added outside the namespaces is
+that /24 on the root side of one veth, removed with the namespaces.
+
+Needs root and iproute2; skipped otherwise, unless CI is set and we are root (then a missing
+`ip` or a failing `ip netns add` is an error, not a skip).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import random
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import TypeVar
+
+import httpx
+import psutil
+import pytest
+
+from corral.client import Client
+from corral.protocol import FINAL_STATUSES, Task, TaskSpec
+
+T = TypeVar("T")
+
+PYTHON = sys.executable
+PORT = 8470
+LEASE_TIMEOUT = 3.0
+STOP_GRACE = 4.0
+IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+IP = shutil.which("ip")
+IN_CI = bool(os.environ.get("CI"))
+
+pytestmark = [
+    pytest.mark.skipif(not IS_ROOT, reason="network namespaces need root"),
+    pytest.mark.skipif(IP is None and not IN_CI, reason="iproute2 `ip` is not installed"),
+    pytest.mark.timeout(90),
+]
+
+
+# helpers
+
+
+def wait_for(
+    predicate: Callable[[], T | None], timeout: float, interval: float = 0.05, what: str = ""
+) -> T:
+    """Poll until `predicate()` is truthy and return it; fail the test on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run `ip ARGS` (bounded); raise with its stderr when `check` and it fails."""
+    assert IP is not None, "iproute2 `ip` is not installed"
+    done = subprocess.run(
+        [IP, *args], capture_output=True, text=True, timeout=15, stdin=subprocess.DEVNULL
+    )
+    if check and done.returncode != 0:
+        raise RuntimeError(f"ip {' '.join(args)} failed: {done.stderr.strip()}")
+    return done
+
+
+def stop_tree(proc: subprocess.Popen[bytes], grace: float = STOP_GRACE) -> None:
+    """SIGTERM a process, SIGKILL it after `grace`, then kill whatever it left behind."""
+    try:
+        leftovers = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.Error:
+        leftovers = []
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    proc.wait(grace)
+    for child in leftovers:
+        with contextlib.suppress(psutil.Error):
+            child.kill()
+    psutil.wait_procs(leftovers, timeout=grace)
+
+
+def free_subnet() -> int:
+    """A random N such that 10.231.N.0/24 appears nowhere in the root namespace."""
+    used = ip("-4", "addr").stdout + ip("-4", "route", "show", "table", "all").stdout
+    for _ in range(50):
+        n = random.randint(1, 254)
+        if f"10.231.{n}." not in used:
+            return n
+    raise RuntimeError("no free 10.231.N.0/24")
+
+
+# the farm
+
+
+@dataclass
+class Host:
+    """A worker host: its namespace, address and worker process."""
+
+    name: str
+    ns: str
+    addr: str
+    work_dir: Path
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+    id: str = ""
+
+    def link(self, state: str) -> None:
+        """Bring this host's only link up or down (from inside its namespace)."""
+        ip("-n", self.ns, "link", "set", "eth0", state)
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@dataclass
+class NetFarm:
+    """Three namespaces on one bridge, a coordinator in one and a worker in each other."""
+
+    root: Path
+    prefix: str = field(default_factory=lambda: f"crl-{secrets.token_hex(2)}")
+    subnet: int = 0
+    namespaces: list[str] = field(default_factory=list)
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    hosts: list[Host] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    token: str = ""
+    client: Client | None = None
+
+    @property
+    def coord_ns(self) -> str:
+        return f"{self.prefix}-c"
+
+    @property
+    def root_veth(self) -> str:
+        return f"{self.prefix}-r"
+
+    def addr(self, last: int) -> str:
+        return f"10.231.{self.subnet}.{last}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.addr(1)}:{PORT}"
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    # network
+    def build_network(self) -> None:
+        self.subnet = free_subnet()
+        c = self.coord_ns
+        for ns in (c, f"{self.prefix}-a", f"{self.prefix}-b"):
+            ip("netns", "add", ns)
+            self.namespaces.append(ns)
+            ip("-n", ns, "link", "set", "lo", "up")
+        ip("-n", c, "link", "add", "br0", "type", "bridge")
+        ip("-n", c, "addr", "add", f"{self.addr(1)}/24", "dev", "br0")
+        ip("-n", c, "link", "set", "br0", "up")
+        for i, tag in enumerate(("a", "b"), start=1):
+            ns = f"{self.prefix}-{tag}"
+            ip("-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", f"to-{tag}")
+            ip("-n", ns, "link", "set", f"to-{tag}", "netns", c)
+            ip("-n", c, "link", "set", f"to-{tag}", "master", "br0", "up")
+            ip("-n", ns, "addr", "add", f"{self.addr(10 + i)}/24", "dev", "eth0")
+            ip("-n", ns, "link", "set", "eth0", "up")
+            wd = self.root / f"w{i}"
+            self.hosts.append(
+                Host(f"host-{i}", ns, self.addr(10 + i), wd, self.root / "logs" / f"w{i}.log")
+            )
+        # the test process (root namespace) reaches the bridge through one more veth
+        ip("link", "add", self.root_veth, "type", "veth", "peer", "name", "to-root", "netns", c)
+        ip("-n", c, "link", "set", "to-root", "master", "br0", "up")
+        ip("addr", "add", f"{self.addr(254)}/24", "dev", self.root_veth)
+        ip("link", "set", self.root_veth, "up")
+
+    # processes
+    def _spawn(
+        self, ns: str, argv: list[str], log: Path, env: dict[str, str]
+    ) -> subprocess.Popen[bytes]:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("ab") as out:
+            proc = subprocess.Popen(
+                [str(IP), "netns", "exec", ns, *argv],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        self.procs.append(proc)
+        return proc
+
+    def start(self) -> None:
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
+        for name in ("XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_DATA_HOME"):
+            path = self.root / "xdg" / name.split("_")[1].lower()
+            path.mkdir(parents=True, exist_ok=True)
+            self.env[name] = str(path)
+        self.env["PYTHONUNBUFFERED"] = "1"
+        server_log = self.root / "logs" / "server.log"
+        argv = [PYTHON, "-m", "corral", "server", "--host", self.addr(1), "--port", str(PORT)]
+        argv += ["--data", str(self.data), "--lease-timeout", str(LEASE_TIMEOUT)]
+        argv += ["--insecure"]  # a namespace this test made: plain HTTP is fine, and non-loopback
+        server = self._spawn(self.coord_ns, argv, server_log, self.env)
+
+        def healthy() -> bool:
+            if server.poll() is not None:
+                raise AssertionError(f"server exited early:\n{server_log.read_text()}")
+            try:
+                return httpx.get(self.url + "/healthz", timeout=1.0).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(healthy, 20.0, 0.1, "the coordinator's /healthz across the bridge")
+        self.token = (self.data / "admin.token").read_text().strip()
+        self.client = Client(self.url, self.token)
+        worker_env = {**self.env, "CORRAL_TOKEN": self.token}
+        for host in self.hosts:
+            argv = [PYTHON, "-m", "corral", "worker", "--server", self.url, "--slots", "1"]
+            argv += ["--work-dir", str(host.work_dir), "--name", host.name, "-v"]
+            host.proc = self._spawn(host.ns, argv, host.log, worker_env)
+        for host in self.hosts:
+            host.id = wait_for(
+                partial(self._online_id, host), 20.0, 0.1, f"{host.name} to register"
+            )
+
+    def _online_id(self, host: Host) -> str | None:
+        assert self.client is not None and host.proc is not None
+        if host.proc.poll() is not None:
+            raise AssertionError(f"{host.name} exited early:\n{host.log_text()}")
+        mine = [w for w in self.client.workers() if w.name == host.name and w.status == "online"]
+        return max(mine, key=lambda w: w.registered).id if mine else None
+
+    def host_of(self, worker_id: str | None) -> Host:
+        return next(h for h in self.hosts if h.id == worker_id)
+
+    def worker_status(self, host: Host) -> str:
+        assert self.client is not None
+        return next(w.status for w in self.client.workers() if w.id == host.id)
+
+    # teardown: every step runs even if an earlier one failed
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+        for proc in reversed(self.procs):  # workers first, then the coordinator
+            with contextlib.suppress(Exception):
+                stop_tree(proc)
+        for ns in reversed(self.namespaces):
+            ip("netns", "del", ns, check=False)
+        # gone with the coordinator's namespace already; this is a belt-and-braces check
+        if ip("link", "show", self.root_veth, check=False).returncode == 0:
+            ip("link", "del", self.root_veth, check=False)
+
+
+@pytest.fixture
+def netfarm(tmp_path: Path) -> Iterator[NetFarm]:
+    if IP is None:
+        pytest.fail("iproute2 `ip` is not installed (CI is set and we are root)")
+    farm = NetFarm(tmp_path)
+    try:
+        try:
+            farm.build_network()
+        except RuntimeError as exc:
+            if IN_CI:
+                raise
+            pytest.skip(f"cannot build network namespaces here: {exc}")
+        farm.start()
+        yield farm
+    finally:
+        farm.close()
+
+
+# what tasks run
+
+# The marker: the address this task's packets to the coordinator leave from, seen from inside
+# the task (a UDP connect sends nothing). It names the network namespace the task ran in.
+SOURCE_IP = (
+    "import socket\n"
+    "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+    "s.connect(({coord!r}, 9))\n"
+    "src = s.getsockname()[0]\n"
+    "s.close()\n"
+)
+
+COPY_TASK = SOURCE_IP + (
+    "import os, time\n"
+    "time.sleep(0.6)\n"
+    "data = open('data.bin', 'rb').read()\n"
+    "open('result.bin', 'wb').write(data[::-1] + os.environ['CORRAL_TASK_ID'].encode())\n"
+    "print('ran-on=' + src, flush=True)\n"
+)
+
+SLOW_TASK = SOURCE_IP + (
+    "import os, time\n"
+    "print('started-on=' + src, flush=True)\n"
+    "time.sleep(3)\n"
+    "open('result.txt', 'w').write('attempt=%s on=%s' % (os.environ['CORRAL_ATTEMPT'], src))\n"
+    "print('ran-on=' + src, flush=True)\n"
+)
+
+
+def wait_task(client: Client, task_id: str, ok: Callable[[Task], bool], timeout: float) -> Task:
+    def check() -> Task | None:
+        task = client.task(task_id)
+        return task if ok(task) else None
+
+    return wait_for(check, timeout, 0.05, f"task {task_id} to change")
+
+
+def blob(client: Client, sha: str, dest: Path) -> bytes:
+    client.download(sha, dest)
+    return dest.read_bytes()
+
+
+# tests
+
+
+def test_tasks_run_on_both_hosts_and_results_come_back_intact(
+    netfarm: NetFarm, tmp_path: Path
+) -> None:
+    client = netfarm.client
+    assert client is not None
+    payload = tmp_path / "data.bin"
+    payload.write_bytes(os.urandom(300_000))
+    refs = client.upload([payload])
+    assert list(refs) == ["data.bin"]
+    script = COPY_TASK.format(coord=netfarm.addr(1))
+    specs = [
+        TaskSpec(argv=[PYTHON, "-c", script], inputs=refs, outputs=["result.bin"], name=f"t{i}")
+        for i in range(8)
+    ]
+    job = client.submit_job(specs, name="netns")
+
+    def done() -> bool:
+        return client.job(job.id).status in FINAL_STATUSES
+
+    wait_for(done, 45.0, 0.1, f"job {job.id} to finish")
+    tasks = client.tasks(job.id)
+    assert [t.status for t in tasks] == ["succeeded"] * 8, [(t.status, t.error) for t in tasks]
+    assert {t.worker_id for t in tasks} == {h.id for h in netfarm.hosts}, "not both hosts ran"
+
+    data = payload.read_bytes()
+    for task in tasks:
+        host = netfarm.host_of(task.worker_id)
+        stdout = blob(client, task.stdout or "", tmp_path / "out" / task.id / "stdout")
+        assert stdout == f"ran-on={host.addr}\n".encode(), (task.name, host.name, stdout)
+        assert task.attempts == 1
+        expected = data[::-1] + task.id.encode()
+        entry = task.manifest["result.bin"]
+        assert entry.sha256 == hashlib.sha256(expected).hexdigest()
+        assert entry.size == len(expected)
+        got = blob(client, entry.sha256, tmp_path / "out" / task.id / "result.bin")
+        assert got == expected, f"{task.name}: result differs"
+    # each host staged the input from the coordinator's blob store: it crossed the bridge
+    for host in netfarm.hosts:
+        cached = list((host.work_dir / "cache").rglob("*"))
+        assert any(p.is_file() and p.stat().st_size == len(data) for p in cached), host.name
+
+
+def test_cut_link_requeues_to_other_host_and_stale_result_is_refused(
+    netfarm: NetFarm, tmp_path: Path
+) -> None:
+    client = netfarm.client
+    assert client is not None
+    script = SLOW_TASK.format(coord=netfarm.addr(1))
+    job = client.submit_job([TaskSpec(argv=[PYTHON, "-c", script], name="slow")], name="cut")
+    (task_id,) = [t.id for t in client.tasks(job.id)]
+
+    # wait until the process is really running on some host (its first line is live output)
+    first = wait_task(client, task_id, lambda t: t.status == "running", 15.0)
+    victim = netfarm.host_of(first.worker_id)
+    survivor = next(h for h in netfarm.hosts if h is not victim)
+
+    def started() -> bool:
+        out, _ = client.log(task_id)
+        return out.startswith(f"started-on={victim.addr}".encode())
+
+    wait_for(started, 10.0, 0.05, "the task's first output line")
+
+    victim.link("down")
+    cut = time.monotonic()
+    # the coordinator hears nothing more from the victim: lease expiry requeues the task,
+    # and the survivor (long-polling for work) takes it as attempt 2
+    moved = wait_task(client, task_id, lambda t: t.attempts == 2, LEASE_TIMEOUT + 3)
+    requeued_after = time.monotonic() - cut
+    assert requeued_after <= LEASE_TIMEOUT + 1.5, requeued_after
+    wait_for(lambda: netfarm.worker_status(victim) == "lost", LEASE_TIMEOUT + 2, 0.1, "victim lost")
+    assert moved.worker_id in (None, survivor.id)
+
+    final = wait_task(client, task_id, lambda t: t.status in FINAL_STATUSES, 20.0)
+    assert final.status == "succeeded", final
+    assert final.worker_id == survivor.id
+    assert final.attempts == 2
+    result = blob(client, final.manifest["result.txt"].sha256, tmp_path / "r1")
+    assert result == f"attempt=2 on={survivor.addr}".encode()
+    out, _ = client.log(task_id)
+    assert out == f"started-on={survivor.addr}\nran-on={survivor.addr}\n".encode(), out
+
+    # the victim's own attempt finished long ago, behind the cut; heal the link
+    victim.link("up")
+    healed = time.monotonic()
+    wait_for(lambda: netfarm.worker_status(victim) == "online", 10.0, 0.1, "victim back online")
+    online_after = time.monotonic() - healed
+
+    # the victim is done with its stale attempt once it has removed that attempt's directory
+    # (after reporting it, or learning from a heartbeat that the lease is no longer its own)
+    stale_dir = victim.work_dir / "tasks" / f"{task_id}.1"
+    wait_for(lambda: not stale_dir.exists(), 40.0, 0.1, "the victim to drop its stale attempt")
+    after = client.task(task_id)
+    assert after.status == "succeeded"
+    assert after.worker_id == survivor.id
+    assert after.attempts == 2
+    assert (after.stdout, after.stderr, after.manifest) == (
+        final.stdout,
+        final.stderr,
+        final.manifest,
+    )
+    assert after.finished == final.finished
+    # told once that the lease is no longer its own, the victim stops presenting it (it used
+    # to re-send it in a tight loop, hundreds of heartbeats a second, until its upload ended)
+    cancels = victim.log_text().count(f"task {task_id} cancelled by the coordinator")
+    assert cancels <= 2, f"{cancels} heartbeats were answered with the same stale lease"
+    print(f"requeued {requeued_after:.2f} s after the cut; victim online {online_after:.2f} s")
+
+
+def test_healed_host_output_does_not_leak_into_the_new_attempt(netfarm: NetFarm) -> None:
+    """The victim returns while attempt 2 runs elsewhere: its stale output must not show."""
+    client = netfarm.client
+    assert client is not None
+    script = SLOW_TASK.format(coord=netfarm.addr(1))
+    job = client.submit_job([TaskSpec(argv=[PYTHON, "-c", script], name="slow")], name="heal")
+    (task_id,) = [t.id for t in client.tasks(job.id)]
+    first = wait_task(client, task_id, lambda t: t.status == "running", 15.0)
+    victim = netfarm.host_of(first.worker_id)
+    survivor = next(h for h in netfarm.hosts if h is not victim)
+    wait_for(lambda: client.log(task_id)[0].startswith(b"started-on="), 10.0, 0.05, "output")
+
+    victim.link("down")
+    wait_task(client, task_id, lambda t: t.attempts == 2, LEASE_TIMEOUT + 3)
+    mine = f"started-on={survivor.addr}\n".encode()
+    wait_for(lambda: client.log(task_id)[0] == mine, 5.0, 0.02, "attempt 2's first line")
+    victim.link("up")  # the victim's attempt 1 has ended, its last line not yet delivered
+    expected = mine + f"ran-on={survivor.addr}\n".encode()
+    seen = set()
+    while (task := client.task(task_id)).status not in FINAL_STATUSES:
+        out, _ = client.log(task_id)
+        seen.add(out)
+        assert expected.startswith(out), f"live output of attempt 2 is not its own: {out!r}"
+        time.sleep(0.02)
+    assert task.status == "succeeded" and task.worker_id == survivor.id and task.attempts == 2
+    assert client.log(task_id)[0] == expected
+    assert expected in seen or mine in seen
+    wait_for(lambda: netfarm.worker_status(victim) == "online", 10.0, 0.1, "victim back online")
