@@ -29,7 +29,8 @@ def _throughput_rows(bench: str, res: dict[str, Any]) -> list[Row]:
         value = _get(r, "tasks_per_s")
         shown = f"{value:,.0f} tasks/s" if value else f"error: {_get(r, 'error')}"
         vs = "" if system == "corral" else _ratio(ours, value, True)
-        out.append((bench, system, shown, vs, str(_get(r, "via") or "")))
+        note = " ".join(str(_get(r, k) or "") for k in ("via", "status") if _get(r, k))
+        out.append((bench, system, shown, vs, note))
     return out
 
 

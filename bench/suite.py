@@ -31,9 +31,9 @@ from .staging import b6_staging, b7_up
 HERE = Path(__file__).resolve().parent
 PEERS_PYTHON = HERE / ".peers-venv" / "bin" / "python"
 FULL = {"b1": 5000, "b2": 1000, "b3": 200, "b4": 20000, "b5w": 10000, "b5q": 1_000_000}
-FULL |= {"b6mb": 1024, "b6t": 100}
+FULL |= {"b6mb": 1024, "b6t": 100, "cap": 120}
 QUICK = {"b1": 500, "b2": 200, "b3": 50, "b4": 3000, "b5w": 1000, "b5q": 50_000}
-QUICK |= {"b6mb": 128, "b6t": 20}
+QUICK |= {"b6mb": 128, "b6t": 20, "cap": 40}
 PEER_TIMEOUT = 300.0
 
 Row = dict[str, Any]
@@ -102,7 +102,7 @@ def _guard(fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
 def b1(c: dict[str, int]) -> dict[str, Any]:
     n = c["b1"]
     return {
-        "corral": _guard(lambda: corral_side.b1_functions(n, PEER_TIMEOUT)),
+        "corral": _guard(lambda: corral_side.b1_functions(n, c["cap"])),
         "dask": peer("dask", "b1", n),
         "celery": peer("celery", "b1", n),
         "multiprocessing.Pool": _guard(lambda: raw_pool(n)),
@@ -112,7 +112,7 @@ def b1(c: dict[str, int]) -> dict[str, Any]:
 def b2(c: dict[str, int]) -> dict[str, Any]:
     n = c["b2"]
     return {
-        "corral": _guard(lambda: corral_side.b2_true(n, PEER_TIMEOUT)),
+        "corral": _guard(lambda: corral_side.b2_true(n, c["cap"])),
         "dask": peer("dask", "b2", n),
         "celery": peer("celery", "b2", n),
         "parallel -j2": peer("parallel", "b2", n),
@@ -123,7 +123,7 @@ def b2(c: dict[str, int]) -> dict[str, Any]:
 def b3(c: dict[str, int]) -> dict[str, Any]:
     n = c["b3"]
     return {
-        "corral": _guard(lambda: corral_side.b3_round_trip(n, PEER_TIMEOUT)),
+        "corral": _guard(lambda: corral_side.b3_round_trip(n, c["cap"])),
         "dask": peer("dask", "b3", n),
         "celery": peer("celery", "b3", n),
         "ProcessPoolExecutor": _guard(lambda: raw_round_trip(n)),
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown benchmark {unknown[0]}; choose from {', '.join(BENCHES)}")
     counts = QUICK if args.quick else FULL
-    console = Console()
+    console = Console(width=200)
     started = datetime.datetime.now(datetime.UTC)
     results: dict[str, Any] = {}
     for name in chosen:
@@ -214,6 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     out_dir.mkdir(exist_ok=True)
     path = out_dir / f"{started:%Y%m%dT%H%M%SZ}.json"
     path.write_text(json.dumps(record, indent=1) + "\n")
+    md = ["| bench | system | result | vs Corral | note |", "|---|---|---|---|---|"]
+    md += ["| " + " | ".join(row) + " |" for row in rows(results)]
+    path.with_suffix(".md").write_text("\n".join(md + [""] + verdicts) + "\n")
     console.print(f"results written to {path}")
     return 0
 

@@ -12,12 +12,13 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from .client import AsyncClient, Client, Executor, register_joblib
+    from .client import AsyncClient, Client, Executor, current, register_joblib
 
 _LAZY = {
     "AsyncClient": "corral.client",
     "Client": "corral.client",
     "Executor": "corral.client",
+    "current": "corral.client",
     "register_joblib": "corral.client",
 }
 
@@ -28,4 +29,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'corral' has no attribute {name!r}")
 
 
-__all__ = ["AsyncClient", "Client", "Executor", "__version__", "register_joblib"]
+__all__ = ["AsyncClient", "Client", "Executor", "__version__", "current", "register_joblib"]

@@ -759,6 +759,22 @@ def test_queued_requirements_lists_each_class_once(store: Store) -> None:
     assert sorted(map(str, store.queued_requirements())) == ["{'programs': 'povray'}", "{}"]
 
 
+def test_deep_queues_lease_in_order_and_list_every_class(store: Store) -> None:
+    # one job's tasks share `created`: order within it is by seq, however deep the queue
+    ids = submit(store, "deep", 300)
+    submit(store, "gpu", 2, now=2.0, requires={"gpu": "1"})
+    submit(store, "cpu", 2, now=3.0, requires={"cpus": "2"})
+    classes = sorted(map(str, store.queued_requirements()))
+    assert classes == ["{'cpus': '2'}", "{'gpu': '1'}", "{}"]
+    got = [x.task_id for x in store.lease("w", 7, 10.0, 20.0, 100, lambda r: not r)]
+    assert got == ids[:7]
+    got = [x.task_id for x in store.lease("w", 5, 11.0, 20.0, 100, lambda r: not r)]
+    assert got == ids[7:12]
+    gpu = store.lease("w", 5, 12.0, 20.0, 100, lambda r: r.get("gpu") == "1")
+    assert [x.task_id for x in gpu] == ["gpu-t0", "gpu-t1"]
+    assert sorted(map(str, store.queued_requirements())) == ["{'cpus': '2'}", "{}"]
+
+
 def test_an_older_sqlite_database_gains_the_new_columns(tmp_path: Path) -> None:
     import sqlite3
 

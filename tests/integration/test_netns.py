@@ -44,6 +44,9 @@ from corral.protocol import FINAL_STATUSES, Task, TaskSpec
 T = TypeVar("T")
 
 PYTHON = sys.executable
+PYTHON_SHA256 = hashlib.sha256(Path(PYTHON).read_bytes()).hexdigest()
+# tasks need their host's network to name it (see SOURCE_IP); the sandbox gives it on request
+NETWORK = {"network": "yes"}
 PORT = 8470
 LEASE_TIMEOUT = 3.0
 STOP_GRACE = 4.0
@@ -243,6 +246,9 @@ class NetFarm:
         for host in self.hosts:
             argv = [PYTHON, "-m", "corral", "worker", "--server", self.url, "--slots", "1"]
             argv += ["--work-dir", str(host.work_dir), "--name", host.name, "-v"]
+            # a worker on a non-loopback coordinator enforces its allowlist: allow exactly the
+            # interpreter the tasks run; and let tasks that ask for it use the host's network
+            argv += ["--allow", f"sha256:{PYTHON_SHA256}", "--allow-network"]
             host.proc = self._spawn(host.ns, argv, host.log, worker_env)
         for host in self.hosts:
             host.id = wait_for(
@@ -275,6 +281,10 @@ class NetFarm:
         # gone with the coordinator's namespace already; this is a belt-and-braces check
         if ip("link", "show", self.root_veth, check=False).returncode == 0:
             ip("link", "del", self.root_veth, check=False)
+        # pytest shows this only when the test failed
+        for log in sorted((self.root / "logs").glob("*.log")):
+            lines = [x for x in log.read_text(errors="replace").splitlines() if "HTTP Req" not in x]
+            print(f"--- {log.name} (without HTTP request lines)\n" + "\n".join(lines[-60:]))
 
 
 @pytest.fixture
@@ -351,7 +361,13 @@ def test_tasks_run_on_both_hosts_and_results_come_back_intact(
     assert list(refs) == ["data.bin"]
     script = COPY_TASK.format(coord=netfarm.addr(1))
     specs = [
-        TaskSpec(argv=[PYTHON, "-c", script], inputs=refs, outputs=["result.bin"], name=f"t{i}")
+        TaskSpec(
+            argv=[PYTHON, "-c", script],
+            requires=NETWORK,
+            inputs=refs,
+            outputs=["result.bin"],
+            name=f"t{i}",
+        )
         for i in range(8)
     ]
     job = client.submit_job(specs, name="netns")
@@ -388,7 +404,9 @@ def test_cut_link_requeues_to_other_host_and_stale_result_is_refused(
     client = netfarm.client
     assert client is not None
     script = SLOW_TASK.format(coord=netfarm.addr(1))
-    job = client.submit_job([TaskSpec(argv=[PYTHON, "-c", script], name="slow")], name="cut")
+    job = client.submit_job(
+        [TaskSpec(argv=[PYTHON, "-c", script], requires=NETWORK, name="slow")], name="cut"
+    )
     (task_id,) = [t.id for t in client.tasks(job.id)]
 
     # wait until the process is really running on some host (its first line is live output)
@@ -453,7 +471,9 @@ def test_healed_host_output_does_not_leak_into_the_new_attempt(netfarm: NetFarm)
     client = netfarm.client
     assert client is not None
     script = SLOW_TASK.format(coord=netfarm.addr(1))
-    job = client.submit_job([TaskSpec(argv=[PYTHON, "-c", script], name="slow")], name="heal")
+    job = client.submit_job(
+        [TaskSpec(argv=[PYTHON, "-c", script], requires=NETWORK, name="slow")], name="heal"
+    )
     (task_id,) = [t.id for t in client.tasks(job.id)]
     first = wait_task(client, task_id, lambda t: t.status == "running", 15.0)
     victim = netfarm.host_of(first.worker_id)

@@ -123,3 +123,15 @@ def test_default_exposed_holds_this_python_and_corral() -> None:
     exposed = default_exposed()
     assert Path(sys.base_prefix).resolve() in exposed
     assert Path(corral.__file__).resolve().parents[1] in exposed
+
+
+def test_daemon_sockets_are_covered_unless_already_hidden() -> None:
+    policy = SandboxPolicy(
+        "bwrap",
+        hide=(Path("/home/u"),),
+        sockets=(Path("/run/docker.sock"), Path("/home/u/podman.sock")),
+    )
+    argv = sandbox_prefix(policy, TASK, network=False)
+    i = argv.index("/run/docker.sock")
+    assert argv[i - 2 : i + 1] == ["--ro-bind", "/dev/null", "/run/docker.sock"]
+    assert "/home/u/podman.sock" not in argv  # under a tmpfs already

@@ -70,12 +70,14 @@ def find_worker(client: Client, ref: str) -> Worker:
     by_id = [w for w in found if w.id == ref]
     if by_id:
         return by_id[0]
-    named = [w for w in found if w.name == ref and w.status in ("online", "draining")]
-    if len(named) == 1:
-        return named[0]
-    if named:
+    named = [w for w in found if w.name == ref and w.status not in ("lost", "gone")]
+    if len(named) > 1:
         raise Fail(f"{len(named)} connected workers are named {ref!r}; give the id")
-    raise Fail(f"no connected worker {ref!r}; list them with `corral workers`")
+    # a worker that already left is reported as it is: draining it again changes nothing
+    named = named or sorted((w for w in found if w.name == ref), key=lambda w: w.registered)
+    if not named:
+        raise Fail(f"no worker {ref!r}; list them with `corral workers`")
+    return named[-1]
 
 
 def drain_now(server: str | None, token: str | None, ref: str, wait: float | None = None) -> Worker:
@@ -83,7 +85,7 @@ def drain_now(server: str | None, token: str | None, ref: str, wait: float | Non
     with make_client(server, token) as client:
         worker = client.drain_worker(find_worker(client, ref).id)
         deadline = time.monotonic() + (wait or 0)
-        while wait is not None and worker.status in ("online", "draining"):
+        while wait is not None and worker.status not in ("lost", "gone"):
             if time.monotonic() > deadline:
                 raise FailedWork(f"worker {worker.id} still has work after {wait:g} s")
             time.sleep(0.2)

@@ -19,9 +19,23 @@ import uvicorn
 
 from ..client import write_config
 from ..coordinator import Settings
-from ..coordinator.server import CoordinatorServer, admin_token, job_key, make_server
+from ..coordinator.announce import serve_announced
+from ..coordinator.server import (
+    CoordinatorServer,
+    admin_token,
+    job_key,
+    make_server,
+    run_async,
+)
 from ..worker.agent import WorkerConfig, run_worker
 from ._common import FailedWork, key_values
+from ._desktop import (
+    announce_options,
+    announce_targets,
+    desktop_config,
+    desktop_worker_options,
+    discovered_server,
+)
 from ._elastic import elastic_config, elastic_options, report_drain
 from ._policy import policy_config, policy_options
 from ._tls import server_tls, tls_server_options, worker_target, worker_tls_options
@@ -143,7 +157,7 @@ def up(workers: int | None, port: int, data: Path | None) -> None:
     click.echo(f"client config written to {path}", err=True)
     settings = Settings(data_dir=data, tokens={token: "admin"}, job_key=job_key(data))
     server = make_server(settings, host, port, _QuietServer)
-    asyncio.run(
+    run_async(
         _run_up(server, workers if workers is not None else os.cpu_count() or 1, url, token, data)
     )
 
@@ -162,7 +176,7 @@ def up(workers: int | None, port: int, data: Path | None) -> None:
     "tokens",
     multiple=True,
     envvar="CORRAL_TOKEN",
-    help="Accept this admin token too (the data directory keeps one of its own).",
+    help="Accept this admin token too; it is stored (hashed) until `corral token revoke`.",
 )
 @click.option(
     "--lease-timeout",
@@ -172,12 +186,14 @@ def up(workers: int | None, port: int, data: Path | None) -> None:
     help="Seconds of silence before a worker is lost and its tasks requeued.",
 )
 @tls_server_options
+@announce_options
 def server(
     host: str,
     port: int,
     data: Path | None,
     tokens: tuple[str, ...],
     lease_timeout: float,
+    announce_port: int,
     **tls_opts: Any,
 ) -> None:
     """Start a coordinator alone."""
@@ -186,6 +202,7 @@ def server(
     _check_port(host, port)
     own = admin_token(data)
     scheme = "https" if tls else "http"
+    beacons = announce_targets(host, port, scheme, tls_opts)
     click.echo(
         f"coordinator on {scheme}://{host}:{port}; admin token in {data / 'admin.token'}"
         + (f"; CA certificate {tls.ca}" if tls else ""),
@@ -199,7 +216,7 @@ def server(
         job_key=job_key(data),
         ca_file=tls.ca if tls else None,
     )
-    asyncio.run(make_server(settings, host, port, tls=tls).serve())
+    run_async(serve_announced(make_server(settings, host, port, tls=tls), beacons, announce_port))
 
 
 @click.command()
@@ -213,6 +230,7 @@ def server(
 @policy_options
 @elastic_options
 @worker_tls_options
+@desktop_worker_options
 @click.option("-v", "--verbose", is_flag=True)
 def worker(
     server: str | None,
@@ -234,6 +252,8 @@ def worker(
     name = name or socket.gethostname()
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     work_dir = (work_dir or Path(base) / "corral" / f"worker-{name}").resolve()
+    server = discovered_server(server, policy)
+    desktop = desktop_config(policy)
     target = worker_target(server, token, policy, work_dir)
     config = WorkerConfig(
         server=target.server,
@@ -246,5 +266,6 @@ def worker(
         work_dir=work_dir,
         **policy_config(policy),
         **elastic_config(policy),
+        **desktop,
     )
     run_worker(config)

@@ -21,6 +21,7 @@ from ._common import (
     print_json,
     server_options,
 )
+from ._fork import add_to_job, with_after
 from ._jobfile import JobFileError, TaskDraft, guess_format, parse_jobfile
 from ._limits import parse_limits
 from ._watch import follow
@@ -179,6 +180,8 @@ def _specs(client: Client, plan: _Plan) -> list[TaskSpec]:
 @click.option("--transfer", is_flag=True, help="With --each-line: ship each line's file.")
 @click.option("--file", "jobfile", metavar="JOBFILE", help="A TOML or JSON job file; - for stdin.")
 @click.option("--wait", is_flag=True, help="Wait for the job and report each task.")
+@click.option("--job", "job_id", metavar="JOB", help="Add the tasks to this running job.")
+@click.option("--after", multiple=True, metavar="TASK", help="Hold until this task succeeds.")
 @json_option
 @server_options
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
@@ -197,6 +200,8 @@ def submit(
     transfer: bool,
     jobfile: str | None,
     wait: bool,
+    job_id: str | None,
+    after: tuple[str, ...],
     as_json: bool,
     server: str | None,
     token: str | None,
@@ -228,9 +233,11 @@ def submit(
         else:
             plan = _Plan([_draft(argv, opts)], [[Path(p) for p in inputs]], [{}])
     with make_client(server, token) as client:
-        job = client.submit_job(
-            _specs(client, plan), name or os.path.basename(argv[0] if argv else "job")
-        )
+        specs = with_after(_specs(client, plan), after)
+        if job_id:
+            add_to_job(client, job_id, specs, as_json, wait)
+            return
+        job = client.submit_job(specs, name or os.path.basename(argv[0] if argv else "job"))
         _announce(job, as_json, wait)
         if wait:
             raise SystemExit(follow(client, job.id, as_json))

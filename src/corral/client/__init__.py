@@ -3,6 +3,7 @@
 from ._async import AsyncClient
 from ._client import Client, input_files, sha256_file
 from ._config import Target, config_path, read_config, resolve, write_config
+from ._current import JobClient, current
 from ._dispatch import AsyncTaskFuture, TaskFuture
 from ._errors import ApiError, ConfigError, CorralError, NotFoundError, Unreachable
 from ._executor import Executor
@@ -17,6 +18,7 @@ __all__ = [
     "ConfigError",
     "CorralError",
     "Executor",
+    "JobClient",
     "NotFoundError",
     "RemoteError",
     "RemoteTraceback",
@@ -26,6 +28,7 @@ __all__ = [
     "TaskFuture",
     "Unreachable",
     "config_path",
+    "current",
     "input_files",
     "read_config",
     "register_joblib",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,6 +28,8 @@ T = TypeVar("T")
 
 class AsyncClient:
     """The asyncio twin of Client: `await client.jobs()`, `await client.submit(f, x)`."""
+
+    job_scope: str | None = None  # set: futures' tasks are added to this job (_current.py)
 
     def __init__(
         self, url: str | None = None, token: str | None = None, timeout: float = 30.0
@@ -149,7 +151,7 @@ class AsyncClient:
         return await self.drive(core.log(task_id, stream, offset))
 
     # events
-    async def events(self, job_id: str, after: int = 0) -> AsyncIterator[Event]:
+    async def events(self, job_id: str, after: int = 0) -> AsyncGenerator[Event, None]:
         """Task state changes of a job as they happen, until the job is done (SSE)."""
         call = core.events_call(job_id, after)
         decoder = core.SSEDecoder()

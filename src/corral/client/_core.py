@@ -27,6 +27,7 @@ from ..protocol import (
     JobCreate,
     MissingBlobsReply,
     Task,
+    TasksAdd,
     TaskSpec,
     Worker,
 )
@@ -184,6 +185,12 @@ def download(sha: str, dest: Path, mode: int = 0o644) -> Op[None]:
 def submit_job(tasks: list[TaskSpec], name: str = "") -> Op[Job]:
     """Submit tasks as one job."""
     return (yield from _json("POST", "/jobs", Job, JobCreate(tasks=tasks, name=name)))
+
+
+def add_tasks(job_id: str, tasks: list[TaskSpec]) -> Op[list[Task]]:
+    """Add tasks to an existing job (a running task forking children, client/_current.py)."""
+    body = TasksAdd(tasks=tasks)
+    return (yield from _json("POST", f"/jobs/{job_id}/tasks", list[Task], body))
 
 
 def jobs(limit: int = 100) -> Op[list[Job]]:

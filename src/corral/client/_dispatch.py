@@ -27,6 +27,7 @@ import msgspec
 
 from ..protocol import FINAL_STATUSES, Event, Task, TaskSpec
 from . import _core as core
+from ._deps import with_after_files
 from ._errors import ApiError, CorralError, Unreachable
 from ._functions import RESULT_FILE, TaskFailed, decode_result
 
@@ -48,6 +49,22 @@ class TaskFuture(concurrent.futures.Future[Any]):
 
     task_id: str | None = None
     job_id: str | None = None
+    # inside a task (client/_current.py): held while waiting, so the farm knows we are blocked
+    blocker: Callable[[], contextlib.AbstractContextManager[None]] | None = None
+
+    def result(self, timeout: float | None = None) -> Any:
+        """The task's result, waiting up to `timeout` seconds."""
+        if self.blocker is None or self.done():
+            return super().result(timeout)
+        with self.blocker():
+            return super().result(timeout)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """The task's exception (None if it succeeded), waiting up to `timeout` seconds."""
+        if self.blocker is None or self.done():
+            return super().exception(timeout)
+        with self.blocker():
+            return super().exception(timeout)
 
     def cancel(self) -> bool:
         """Cancel while queued; `wait` and `as_completed` count it as done at once."""
@@ -102,6 +119,7 @@ class Submission:
     blobs: dict[str, bytes] = field(default_factory=dict)
     paths: list[Path] = field(default_factory=list)  # command inputs, hashed when sent
     after: list[Any] = field(default_factory=list)  # task ids or futures (dependencies hook)
+    after_files: dict[str, int] = field(default_factory=dict)  # future arguments (_deps.py)
     job_name: str = ""
     task_id: str | None = None
 
@@ -166,7 +184,7 @@ class Dispatcher:
         self._pending: list[Submission] = []
         self._flushing = False
         self._sent: set[str] = set()  # blob hashes the coordinator already has
-        self._jobs: dict[str, dict[str, Submission]] = {}
+        self._jobs: dict[int, dict[str, Submission]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._fetching = asyncio.Semaphore(16)
 
@@ -214,6 +232,7 @@ class Dispatcher:
                 continue
             try:
                 sub.spec = with_after(sub.spec, ids)
+                sub.spec = with_after_files(sub.spec, ids, sub.after_files, RESULT_FILE)
             except CorralError as exc:
                 sub.fail(exc)
                 continue
@@ -248,16 +267,22 @@ class Dispatcher:
         blobs = await self._inputs(batch)
         await self.client.drive(core.upload(blobs))
         self._sent.update(blobs)
-        job = await self.client.drive(core.submit_job([s.spec for s in batch], batch[0].job_name))
-        tasks = await self.client.drive(core.tasks(job.id))
+        specs = [s.spec for s in batch]
+        if self.client.job_scope is not None:  # inside a task: children join its job
+            job_id = self.client.job_scope
+            tasks = await self.client.drive(core.add_tasks(job_id, specs))
+        else:
+            job = await self.client.drive(core.submit_job(specs, batch[0].job_name))
+            job_id = job.id
+            tasks = await self.client.drive(core.tasks(job.id))
         waiting = {}
         for sub, task in zip(batch, tasks, strict=True):
-            sub.assign(job.id, task.id)
+            sub.assign(job_id, task.id)
             waiting[task.id] = sub
             if sub.cancelled():
                 self._kill(task.id)
-        self._jobs[job.id] = waiting
-        self._spawn(self._follow(job.id, waiting))
+        self._jobs[id(waiting)] = waiting  # several batches may share one job
+        self._spawn(self._follow(job_id, waiting))
 
     def _on_event(self, event: Event, waiting: dict[str, Submission]) -> None:
         sub = waiting.get(event.task_id)
@@ -273,9 +298,12 @@ class Dispatcher:
         after, give_up = 0, 0.0
         while waiting:
             try:
-                async for event in self.client.events(job_id, after):
-                    after = event.seq
-                    self._on_event(event, waiting)
+                async with contextlib.aclosing(self.client.events(job_id, after)) as events:
+                    async for event in events:
+                        after = event.seq
+                        self._on_event(event, waiting)
+                        if not waiting:  # a task's own job goes on after its children end
+                            break
                 give_up = 0.0
                 if (await self.client.job(job_id)).status in FINAL_STATUSES:
                     break
@@ -292,7 +320,7 @@ class Dispatcher:
         for task_id, sub in list(waiting.items()):  # anything the stream did not tell us
             self._spawn(self._resolve(sub, task_id))
         waiting.clear()
-        self._jobs.pop(job_id, None)
+        self._jobs.pop(id(waiting), None)
 
     async def _resolve(self, sub: Submission, task_id: str) -> None:
         async with self._fetching:
@@ -358,6 +386,7 @@ class Background:
             assert self.dispatcher is not None
             self.loop.run_until_complete(self.dispatcher.aclose())
             self.loop.run_until_complete(client.aclose())
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
             self.loop.close()
 
     def enqueue(self, subs: list[Submission]) -> None:

@@ -29,6 +29,7 @@ from typing import Any
 import cloudpickle
 
 from ..protocol import InputRef, Task, TaskSpec
+from ._deps import DependencyResult
 from ._errors import CorralError
 
 FN_FILE = "corral-fn.pkl"
@@ -98,6 +99,8 @@ class Payload:
 
 
 def _argument(value: Any, where: str, payload: Payload) -> tuple[str, Any]:
+    if isinstance(value, DependencyResult):  # a future's result, staged by the worker
+        return ("r", value.file)
     data = _dumps(value, f"argument {where}")
     if len(data) <= LARGE:
         return ("p", data)

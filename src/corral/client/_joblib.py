@@ -46,8 +46,9 @@ class _CorralMixin:
 
     supports_retrieve_callback = True
     default_n_jobs = -1
-    MIN_IDEAL_BATCH_DURATION = 0.2
-    MAX_IDEAL_BATCH_DURATION = 2.0
+    # a farm task costs a process start and a few round trips: aim for coarse batches
+    MIN_IDEAL_BATCH_DURATION = 5.0
+    MAX_IDEAL_BATCH_DURATION = 60.0
 
     def __init__(
         self, client: Client | None = None, options: dict[str, Any] | None = None, **kw: Any

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..protocol import TaskSpec
+from ._deps import lift_futures
 from ._dispatch import Submission, chunk_outcome, command_outcome, function_outcome
 from ._functions import build_payload, dump_function, function_spec
 
@@ -60,10 +61,23 @@ def function_submission(
     options: Mapping[str, Any],
     future: Any,
 ) -> Submission:
-    """One call of `fn` as a task; pickling problems are raised here, in the caller."""
+    """One call of `fn` as a task; pickling problems are raised here, in the caller.
+
+    `options["after"]` (ids or futures) holds it; futures among the arguments hold it too,
+    and their results are passed in their place (client/_deps.py)."""
+    after = list(options.get("after", ()))
+    args, kwargs, files = lift_futures(args, kwargs, after)
     payload = build_payload(dump_function(fn), [(args, kwargs)], chunked=False)
     spec = function_spec(payload, dict(options), _name(fn))
-    return Submission(spec, [future], function_outcome, payload.blobs, job_name=_name(fn))
+    return Submission(
+        spec,
+        [future],
+        function_outcome,
+        payload.blobs,
+        after=after,
+        after_files=files,
+        job_name=_name(fn),
+    )
 
 
 def map_submissions(

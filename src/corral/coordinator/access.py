@@ -31,7 +31,7 @@ JOB_OPS = frozenset(
 BLOB_OPS = frozenset({"missing_blobs", "put_blob", "get_blob"})
 WORKER_OPS = frozenset({"register_worker", "heartbeat", "lease", "deregister", "task_result"})
 JOB_SCOPED_OPS = frozenset(
-    {"get_job", "list_tasks", "job_events", "add_tasks", "get_task", "task_log"}
+    {"get_job", "list_tasks", "job_events", "add_tasks", "get_task", "task_log", "task_blocked"}
 )
 
 #: role -> operations (handler names) it may call; admin may call everything

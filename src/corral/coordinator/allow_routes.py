@@ -54,9 +54,7 @@ ALLOW_ENDPOINTS: list[Endpoint] = [
     Endpoint(
         "POST", "/allow", allow_program, "Allow a program by sha256", AllowAdd, AllowEntry, 201
     ),
-    Endpoint(
-        "DELETE", "/allow/{sha256}", disallow_program, "Remove a program from the allowlist"
-    ),
+    Endpoint("DELETE", "/allow/{sha256}", disallow_program, "Remove a program from the allowlist"),
 ]
 
 __all__ = ["ALLOW_ENDPOINTS"]

@@ -17,6 +17,7 @@ from .. import __version__
 from .access import hash_secret, may_call
 from .allow_routes import ALLOW_ENDPOINTS
 from .blobs import LocalBlobs
+from .deps_routes import DEPS_ENDPOINTS
 from .errors import ApiError
 from .guards import TokenAuth, check_path_params, principal
 from .openapi import openapi_document
@@ -55,7 +56,7 @@ def _route(endpoint: Endpoint, coord: Coordinator) -> Route:
 def build_app(settings: Settings, store: Store, blobs: LocalBlobs) -> Starlette:
     """The coordinator as an ASGI app; the lifespan starts and stops its background work."""
     coord = Coordinator(store, blobs, settings)
-    endpoints = ENDPOINTS + SECURITY_ENDPOINTS + ALLOW_ENDPOINTS
+    endpoints = ENDPOINTS + SECURITY_ENDPOINTS + ALLOW_ENDPOINTS + DEPS_ENDPOINTS
     document = openapi_document(endpoints, PREFIX, __version__)
     _bootstrap_tokens(store, settings, coord.clock())
 

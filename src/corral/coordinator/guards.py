@@ -11,10 +11,10 @@ import msgspec
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..protocol import ErrorBody, Job, Task
+from ..protocol import ErrorBody, Job, Task, TaskSpec
 from .access import JobTokens, Principal, authenticate, may_use_job
 from .errors import ApiError
-from .store import Store
+from .store import NotFound, Store
 
 OPEN_PATHS = frozenset({"/healthz", "/ca.pem"})
 MAX_ID = 200
@@ -94,6 +94,17 @@ def task(request: Request, store: Store, task_id: str) -> Task:
     return found
 
 
+def after(request: Request, store: Store, specs: Sequence[TaskSpec]) -> None:
+    """Every task named in `after` exists (else 422) and is the caller's to use (else 403)."""
+    for dep in dict.fromkeys(dep for spec in specs for dep in spec.after):
+        try:
+            if len(dep) > MAX_ID or any(ord(c) < 32 or c in "\\\x7f" for c in dep):
+                raise NotFound(dep)  # not an id any task could have
+            task(request, store, dep)
+        except NotFound:
+            raise ApiError("invalid_argument", f"after: no task {dep}") from None
+
+
 def worker(request: Request, store: Store, worker_id: str) -> None:
     """A worker the caller registered (admins: any)."""
     store.get_worker(worker_id)
@@ -143,6 +154,7 @@ def audit(
 __all__ = [
     "OPEN_PATHS",
     "TokenAuth",
+    "after",
     "audit",
     "check_path_params",
     "grant",

@@ -25,6 +25,7 @@ from ..protocol import (
     MissingBlobs,
     MissingBlobsReply,
     Task,
+    TaskRelease,
     TaskResult,
     TaskSpec,
     Worker,
@@ -107,6 +108,7 @@ def _owner(request: Request) -> str:
 # jobs
 async def create_job(request: Request, coord: Coordinator, body: JobCreate) -> Response:
     _check_inputs(request, coord, body.tasks)
+    guards.after(request, coord.store, body.tasks)
     job = coord.submit(body, _owner(request))
     guards.audit(request, coord.store, job.created, "job.submit", job.id, f"{job.total} tasks")
     return json_response(job, 201)
@@ -211,6 +213,11 @@ async def task_result(request: Request, coord: Coordinator, body: TaskResult) ->
     return task
 
 
+async def task_release(request: Request, coord: Coordinator, body: TaskRelease) -> Task:
+    guards.result_task(request, coord.store, request.path_params["id"])
+    return coord.release(request.path_params["id"], body.lease_id)
+
+
 # blobs
 async def missing_blobs(request: Request, coord: Coordinator, body: MissingBlobs) -> Any:
     bad = [h for h in body.sha256 if not is_sha256(h)]
@@ -292,6 +299,14 @@ ENDPOINTS: list[Endpoint] = [
     Endpoint("POST", "/tasks/{id}/kill", kill_task, "Kill a task", None, Task),
     Endpoint("GET", "/tasks/{id}/log", task_log, "A task's stdout or stderr from an offset"),
     Endpoint("POST", "/tasks/{id}/result", task_result, "Report an attempt", TaskResult, Task),
+    Endpoint(
+        "POST",
+        "/tasks/{id}/release",
+        task_release,
+        "Give a running task back to the queue, not counting the attempt",
+        TaskRelease,
+        Task,
+    ),
     Endpoint(
         "POST",
         "/blobs/missing",

@@ -251,6 +251,8 @@ def pending_reason(
     if not online:
         draining = sum(1 for w in workers if w.status == "draining")
         extra = f" ({draining} draining)" if draining else ""
+        idle = sum(1 for w in workers if w.status in ("idle-wait", "suspended"))
+        extra += f" ({idle} waiting for their machine to be idle)" if idle else ""
         return f"no worker is connected{extra}"
     matching = [w for w in online if fits(requires, w.capabilities)]
     if not matching:

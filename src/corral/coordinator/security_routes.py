@@ -89,6 +89,7 @@ async def add_tasks(request: Request, coord: Coordinator, body: TasksAdd) -> Res
     refused = guards.unowned(request, coord.store, hashes)
     if refused:
         raise ApiError("invalid_argument", f"input blob {refused[0]} was never uploaded")
+    guards.after(request, coord.store, body.tasks)
     tasks = coord.add_tasks(job_id, body.tasks)
     detail = f"{len(tasks)} tasks"
     guards.audit(request, coord.store, coord.clock(), "job.add_tasks", job_id, detail)

@@ -6,7 +6,9 @@ import asyncio
 import os
 import secrets
 import socket
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 import uvicorn
 
@@ -16,6 +18,8 @@ from .service import Coordinator
 from .settings import Settings
 from .store import SQLiteStore
 from .tls import TlsFiles
+
+T = TypeVar("T")
 
 
 def admin_token(data_dir: Path) -> str:
@@ -79,6 +83,17 @@ def make_server(
     return kind(config, app.state.coordinator)
 
 
+def run_async(main: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run, on uvloop when it is installed (uvicorn[standard] brings it): every
+    request the coordinator answers costs less event-loop time there."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
+
+
 def serve(settings: Settings, host: str, port: int) -> None:
     """Serve until SIGINT or SIGTERM."""
-    asyncio.run(make_server(settings, host, port).serve())
+    run_async(make_server(settings, host, port).serve())

@@ -35,6 +35,7 @@ from ..protocol import (
 from ..protocol import Assignment as WireAssignment
 from .access import JobTokens
 from .blobs import LocalBlobs
+from .deps import inputs_from_dependencies, named_dependencies, resolve_after, waiting_text
 from .errors import ApiError
 from .leases import LeasePolicy
 from .retry import after_attempt, effective_max_attempts
@@ -112,7 +113,7 @@ class Coordinator:
         """Validate a whole job, then store it in one transaction."""
         self._validate(body.tasks, 0)
         job_id = uuid.uuid4().hex
-        tasks = [NewTask(uuid.uuid4().hex, i, spec) for i, spec in enumerate(body.tasks)]
+        tasks = self._new_tasks(body.tasks, 0)
         self.store.create_job(job_id, body.name, owner, self.clock(), tasks)
         self._work.fire()
         if any("programs" in spec.requires for spec in body.tasks):
@@ -137,11 +138,25 @@ class Coordinator:
         if missing:
             raise ApiError("invalid_argument", f"input blob {missing[0]} was never uploaded")
 
+    def _new_tasks(self, specs: list[TaskSpec], first_seq: int) -> list[NewTask]:
+        """Ids for new tasks; `after_index` resolved, and every dependency known (else 422)."""
+        ids = [uuid.uuid4().hex for _ in specs]
+        try:
+            specs = resolve_after(specs, ids)
+        except ValueError as exc:
+            raise ApiError("invalid_argument", str(exc)) from exc
+        for dep in named_dependencies(specs, ids):
+            try:
+                self.store.get_task(dep)
+            except NotFound:
+                raise ApiError("invalid_argument", f"after: no task {dep}") from None
+        return [NewTask(ids[i], first_seq + i, spec) for i, spec in enumerate(specs)]
+
     def add_tasks(self, job_id: str, tasks: list[TaskSpec]) -> list[Task]:
         """Validate tasks, then append them to an existing job in one transaction."""
         total = self.store.get_job(job_id).total
         self._validate(tasks, total)
-        new = [NewTask(uuid.uuid4().hex, total + i, spec) for i, spec in enumerate(tasks)]
+        new = self._new_tasks(tasks, total)
         self.store.add_tasks(job_id, self.clock(), new)
         self._work.fire()
         self._events.fire()
@@ -199,18 +214,24 @@ class Coordinator:
                     x.lease_id,
                     x.attempt,
                     x.expires,
-                    x.spec,
+                    self._dependency_inputs(x.spec),
                     self.job_tokens.mint(x.job_id, x.lease_id),
                 )
                 for x in leased
             ]
         )
 
+    def _dependency_inputs(self, spec: TaskSpec) -> TaskSpec:
+        """Files the task's dependencies returned, staged as its inputs (`after_inputs`)."""
+        wanted = {ref.task for ref in spec.after_inputs.values()}
+        manifests = {t: self.store.get_task(t).manifest for t in wanted}
+        return inputs_from_dependencies(spec, manifests)
+
     async def heartbeat(self, worker_id: str, body: Heartbeat) -> HeartbeatReply:
         """Extend leases; answer at once with stale ones, or wait up to `wait` for a kill."""
         current = self.store.get_worker(worker_id)
         told_to_drain = current.status == "draining" and not body.draining
-        status = "draining" if body.draining or told_to_drain else "online"
+        status = "draining" if body.draining or told_to_drain else body.status
         caps = None
         if body.capabilities:  # heartbeats carry only what changes: merge it in
             caps = {**current.capabilities, **body.capabilities}
@@ -223,7 +244,9 @@ class Coordinator:
             # a worker back from a partition must not write into a newer attempt's output
             if chunk.lease_id in live:
                 self._append_log(chunk)
-        if not stale and body.wait > 0 and not self._closing:
+        # hold only when the worker already knows which of its tasks are blocked
+        known = set(body.blocked) == set(self.store.blocked_tasks(worker_id))
+        if not stale and body.wait > 0 and not self._closing and known:
             signal = self._workers.setdefault(worker_id, _Signal())
             await signal.wait(min(body.wait, self.settings.heartbeat_interval * 2))
             stale = self._extend(worker_id, body.leases)
@@ -232,11 +255,21 @@ class Coordinator:
     def _reply(self, worker_id: str, stale: list[str]) -> HeartbeatReply:
         worker = self.store.get_worker(worker_id)
         probe = programs_to_probe(self.store.queued_requirements(), worker.capabilities)
-        return HeartbeatReply(stale, probe, drain=worker.status == "draining")
+        blocked = self.store.blocked_tasks(worker_id)
+        return HeartbeatReply(stale, probe, drain=worker.status == "draining", blocked=blocked)
+
+    def set_blocked(self, task_id: str, blocked: bool) -> None:
+        """A running task waits on its children (or stops waiting): its worker is told at once
+        through its held heartbeat, and may lease more work into the blocked task's slots."""
+        worker_id = self.store.set_blocked(task_id, blocked)
+        if worker_id is None:
+            raise ApiError("conflict", f"task {task_id} is not running")
+        self._wake_worker(worker_id)
+        self._work.fire()
 
     def drain(self, worker_id: str) -> None:
         """Ask a worker to finish its running tasks, take no new ones, and leave."""
-        if self.store.get_worker(worker_id).status in ("online", "draining"):
+        if self.store.get_worker(worker_id).status not in ("lost", "gone"):
             self.store.set_worker_status(worker_id, "draining")
         self._wake_worker(worker_id)
         self._work.fire()  # its held lease request returns empty at once
@@ -245,6 +278,8 @@ class Coordinator:
         """Why a queued task is not running, in plain words; None for other tasks."""
         if task.status != "queued":
             return None
+        if task.after and (left := self.store.dependencies_left(task.id)):
+            return waiting_text(left)
         workers = self.store.list_workers()
         return pending_reason(task.requires, workers, self.clock(), task.not_before)
 
@@ -262,6 +297,17 @@ class Coordinator:
         signal = self._workers.get(worker_id)
         if signal:
             signal.fire()
+
+    def release(self, task_id: str, lease_id: str) -> Task:
+        """Requeue a task its worker gave back, not counting the attempt; 409 if stale."""
+        if not self.store.release(task_id, lease_id, self.clock()):
+            status = self.store.get_task(task_id).status
+            raise ApiError(
+                "stale_lease", f"lease {lease_id} no longer holds task {task_id} (status {status})"
+            )
+        self._work.fire()
+        self._events.fire()
+        return self.store.get_task(task_id)
 
     def result(self, task_id: str, body: TaskResult) -> Task:
         """Record a finished attempt; a stale lease gets 409 and changes nothing."""
@@ -289,6 +335,7 @@ class Coordinator:
                 f"lease {body.lease_id} no longer holds task {task_id} (status {task.status})",
             )
         self._events.fire()
+        self._work.fire()  # its dependents may have become leasable
         if decision.not_before is not None:
             self._wake_expiry.fire()  # the expiry loop also wakes retries when they are due
         return self.store.get_task(task_id)

@@ -1,10 +1,12 @@
 """Wire models and error codes: no I/O, imports nothing else from corral."""
 
 from ._allow import AllowAdd, AllowEntry
+from ._beacon import BEACON_PORT, Beacon, decode_beacon, encode_beacon
 from ._errors import ERROR_STATUS
 from ._models import (
     FINAL_STATUSES,
     TASK_STATUSES,
+    AfterFile,
     Assignment,
     ErrorBody,
     Event,
@@ -20,6 +22,8 @@ from ._models import (
     MissingBlobsReply,
     OutputFile,
     Task,
+    TaskBlocked,
+    TaskRelease,
     TaskResult,
     TaskSpec,
     TaskStatus,
@@ -47,15 +51,18 @@ from ._validate import (
 )
 
 __all__ = [
+    "BEACON_PORT",
     "ERROR_STATUS",
     "FINAL_STATUSES",
     "LIMIT_KEYS",
     "ROLES",
     "TASK_STATUSES",
+    "AfterFile",
     "AllowAdd",
     "AllowEntry",
     "Assignment",
     "AuditEntry",
+    "Beacon",
     "ErrorBody",
     "Event",
     "Heartbeat",
@@ -71,6 +78,8 @@ __all__ = [
     "OutputFile",
     "Role",
     "Task",
+    "TaskBlocked",
+    "TaskRelease",
     "TaskResult",
     "TaskSpec",
     "TaskStatus",
@@ -81,6 +90,8 @@ __all__ = [
     "Worker",
     "WorkerRegister",
     "WorkerRegistered",
+    "decode_beacon",
+    "encode_beacon",
     "flatten_requires",
     "format_size",
     "is_sha256",

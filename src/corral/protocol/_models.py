@@ -8,6 +8,7 @@ Task lifecycle::
     queued --lease--> running --complete--> succeeded | failed
        ^                 |
        +---lease expired-+   (attempts < max_attempts, else failed)
+       +---failed--------+   (only with retries left: queued again, leased after not_before)
     queued | running --kill--> killed
 """
 
@@ -21,7 +22,9 @@ TaskStatus = Literal["queued", "running", "succeeded", "failed", "killed"]
 TASK_STATUSES: tuple[TaskStatus, ...] = ("queued", "running", "succeeded", "failed", "killed")
 FINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "killed"})
 JobStatus = Literal["queued", "running", "succeeded", "failed", "killed"]
-WorkerStatus = Literal["online", "draining", "lost", "gone"]
+WorkerStatus = Literal["online", "draining", "lost", "gone", "idle-wait", "suspended"]
+# what a worker in desktop mode (--when-idle) says of itself in heartbeats
+IdleStatus = Literal["online", "idle-wait", "suspended"]
 
 
 class Request(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -44,6 +47,13 @@ class OutputFile(msgspec.Struct, forbid_unknown_fields=True):
     mode: int = 0o644
 
 
+class AfterFile(msgspec.Struct, forbid_unknown_fields=True):
+    """A file a dependency (a task in `after`) returned, to stage as an input once it succeeded."""
+
+    task: str
+    path: str
+
+
 class TaskSpec(Request):
     """What a task runs. `inputs` maps a relative path in the task directory to a blob."""
 
@@ -57,6 +67,9 @@ class TaskSpec(Request):
     max_attempts: int = 3
     name: str = ""
     retries: int = 0  # re-run a failed attempt (non-zero exit) up to this many times
+    after: list[str] = []  # hold until these tasks (ids) have succeeded; see coordinator/deps.py
+    after_index: list[int] = []  # ... or these earlier tasks of the same submission
+    after_inputs: dict[str, AfterFile] = {}  # name in the task directory -> a dependency's file
 
 
 class JobCreate(Request):
@@ -107,6 +120,7 @@ class Task(msgspec.Struct):
     retries: int = 0
     not_before: float | None = None  # a queued retry is not leased before this time
     pending_reason: str | None = None  # why a queued task is not running (single-task reads)
+    after: list[str] = []  # the tasks it waited for (dependencies)
 
 
 class Worker(msgspec.Struct):
@@ -181,6 +195,8 @@ class Heartbeat(Request):
     capabilities: dict[str, Any] = {}
     wait: float = 0.0
     draining: bool = False
+    status: IdleStatus = "online"  # desktop mode: idle-wait or suspended
+    blocked: list[str] = []  # the tasks it was last told are blocked (HeartbeatReply)
 
 
 class HeartbeatReply(msgspec.Struct):
@@ -190,6 +206,14 @@ class HeartbeatReply(msgspec.Struct):
     cancel: list[str]
     probe: list[str] = []
     drain: bool = False
+    blocked: list[str] = []  # this worker's tasks now waiting on their children: slots free
+
+
+class TaskRelease(Request):
+    """Give a running task back to the queue without counting the attempt (desktop mode:
+    the machine's owner is back), fenced by its lease id."""
+
+    lease_id: str
 
 
 class TaskResult(Request):
@@ -201,6 +225,12 @@ class TaskResult(Request):
     stderr: str | None = None
     manifest: dict[str, OutputFile] = {}
     error: str | None = None
+
+
+class TaskBlocked(Request):
+    """A running task says it is (or no longer is) waiting on tasks it submitted."""
+
+    blocked: bool
 
 
 class MissingBlobs(Request):

@@ -35,6 +35,7 @@ from ..protocol import (
     MissingBlobs,
     MissingBlobsReply,
     OutputFile,
+    TaskRelease,
     TaskResult,
     WorkerRegister,
     WorkerRegistered,
@@ -43,8 +44,10 @@ from ..protocol import (
 from .allowlist import AllowPolicy, allow_mode
 from .cache import CacheError, FileCache
 from .capabilities import dynamic_capabilities, probe_programs, static_capabilities
+from .desktop import Desktop
 from .executor import TaskProcess, command_line, task_env
 from .guard import Launch, make_guard
+from .idle import IdlePolicy
 from .outputs import UnsafePath, changed_files, resolve_inside, safe_relpath, sha256_file, snapshot
 from .pyrunner import runner_argv
 
@@ -62,6 +65,7 @@ def _client_env(config: WorkerConfig, a: Assignment) -> dict[str, str]:
 
 
 _LOG_CHUNK = 64 * 1024
+_STORED_MAX = 4096
 _BACKOFF = (0.2, 0.5, 1, 2, 4, 8, 8, 8, 15, 15)
 
 
@@ -87,6 +91,7 @@ class WorkerConfig:
     allow_network: bool = False
     sandbox: bool = True
     hide: tuple[Path, ...] = ()
+    when_idle: IdlePolicy | None = None  # desktop mode: lend only idle cycles
     expose: tuple[Path, ...] = ()
 
 
@@ -97,6 +102,7 @@ class _Running:
     dir: Path
     log_offsets: dict[str, int] = field(default_factory=lambda: {"stdout": 0, "stderr": 0})
     cancelled: bool = False
+    released: bool = False  # given back to the queue (desktop mode): no result, no lease
 
 
 class Agent:
@@ -127,8 +133,13 @@ class Agent:
         self.running: dict[str, _Running] = {}
         self._programs = list(config.programs)
         self._slot_free = asyncio.Event()
+        self._blocked: set[str] = set()  # tasks waiting on their children: slots free
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        # blobs the coordinator has confirmed it holds (blobs are never deleted there): most
+        # tasks' stdout and stderr are the same empty blob, which then costs no round trip
+        self._stored: set[str] = set()
+        self.desktop = Desktop(config.when_idle) if config.when_idle else None
 
     # plumbing
     async def _post(self, path: str, body: Any, kind: Any = None) -> Any:
@@ -149,8 +160,12 @@ class Agent:
     async def _upload(self, files: dict[str, Path]) -> None:
         """Upload the files (by hash) that the coordinator does not have yet, riding out a
         coordinator restart rather than failing the task for want of a connection."""
-        if files:
-            await _retrying(lambda: self._upload_once(files))
+        todo = {sha: path for sha, path in files.items() if sha not in self._stored}
+        if todo:
+            await _retrying(lambda: self._upload_once(todo))
+            if len(self._stored) > _STORED_MAX:
+                self._stored.clear()
+            self._stored.update(todo)
 
     async def _upload_once(self, files: dict[str, Path]) -> None:
         reply = await self._post("/blobs/missing", MissingBlobs(list(files)), MissingBlobsReply)
@@ -184,6 +199,7 @@ class Agent:
                 delay = min(delay * 2, 5.0)
                 continue
             self.worker_id = reply.id
+            self._stored.clear()  # perhaps another coordinator: confirm blobs afresh
             self.heartbeat_interval = reply.heartbeat_interval
             log.info("registered as %s (%s)", reply.id, self.config.name)
             await self._refresh_allowlist()
@@ -210,15 +226,18 @@ class Agent:
                 loop.add_signal_handler(sig, self.drain)
         await self.register()
         beats = asyncio.create_task(self._heartbeat_loop())
+        idle = asyncio.create_task(self._desktop_loop()) if self.desktop else None
         try:
             await self._lease_loop()
             while self.running:
                 await self._slot_free.wait()
                 self._slot_free.clear()
         finally:
-            beats.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beats
+            for loop_task in (beats, idle):
+                if loop_task is not None:
+                    loop_task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await loop_task
             if self.worker_id:
                 with contextlib.suppress(httpx.HTTPError):
                     await self.http.post(f"/workers/{self.worker_id}/deregister")
@@ -238,11 +257,19 @@ class Agent:
     async def _lease_loop(self) -> None:
         while not self._stopping.is_set():
             # a task takes as many slots as its `cpus` requirement asks for
-            used = sum(slots_needed(r.assignment.spec.requires) for r in self.running.values())
+            # (not while blocked on its children, client/_current.py: others may use them)
+            used = sum(
+                slots_needed(r.assignment.spec.requires)
+                for task_id, r in self.running.items()
+                if task_id not in self._blocked
+            )
             free = self.config.slots - used
             if free <= 0:
                 await self._slot_free.wait()
                 self._slot_free.clear()
+                continue
+            if self.desktop and not self.desktop.may_start:
+                await self.desktop.until_idle(self._stopping)
                 continue
             lease = asyncio.create_task(
                 self._post(
@@ -275,6 +302,10 @@ class Agent:
             await self._sleep(1.0)
             return
         for assignment in grant.assignments:
+            if self.desktop and not self.desktop.may_start:
+                # the owner came back while the request was held: hand it straight back
+                await self._release(assignment)
+                continue
             task = asyncio.create_task(self._run_task(assignment))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -284,7 +315,7 @@ class Agent:
             body = Heartbeat(
                 # a cancelled lease is not presented again: the coordinator answers stale
                 # leases at once, so re-sending one would spin this loop until the task ends
-                leases=[r.assignment.lease_id for r in self.running.values() if not r.cancelled],
+                leases=[r.assignment.lease_id for r in self.running.values() if _presented(r)],
                 logs=self._log_chunks(),
                 capabilities={
                     **dynamic_capabilities(self.config.work_dir),
@@ -292,6 +323,8 @@ class Agent:
                 },
                 wait=self.heartbeat_interval,
                 draining=self._stopping.is_set(),
+                blocked=sorted(self._blocked),
+                status=self.desktop.status if self.desktop else "online",
             )
             try:
                 reply = await self._post(
@@ -307,6 +340,33 @@ class Agent:
                 continue
             self._cancel(reply.cancel)
             self._follow(reply)
+            if set(reply.blocked) != self._blocked:
+                self._blocked = set(reply.blocked)
+                self._slot_free.set()  # the lease loop recounts free slots
+
+    async def _desktop_loop(self) -> None:
+        """Desktop mode: suspend, resume and give back tasks as the owner comes and goes."""
+        assert self.desktop is not None
+
+        def tasks() -> dict[str, TaskProcess]:
+            return {t: r.process for t, r in self.running.items() if _presented(r)}
+
+        await self.desktop.run(tasks, self._give_back, self._slot_free.set)
+
+    async def _give_back(self, task_id: str) -> None:
+        """Kill a task and stop presenting its lease; `_run_task` then hands it back."""
+        run = self.running.get(task_id)
+        if run is not None and _presented(run):
+            run.released = True
+            run.process.kill()
+
+    async def _release(self, a: Assignment) -> None:
+        """Tell the coordinator to requeue a task given back (its lease expires otherwise)."""
+        try:
+            await self._post(f"/tasks/{a.task_id}/release", TaskRelease(a.lease_id))
+            log.info("gave task %s back to the queue", a.task_id)
+        except httpx.HTTPError as exc:
+            log.warning("cannot give task %s back (%s); its lease will expire", a.task_id, exc)
 
     def _reported_caps(self) -> dict[str, Any]:
         """Programs looked for so far, the env exposed to tasks, and cache counters."""
@@ -336,7 +396,7 @@ class Agent:
     def _log_chunks(self) -> list[LogChunk]:
         chunks = []
         for run in self.running.values():
-            if run.cancelled:
+            if not _presented(run):
                 continue
             for stream, offset in run.log_offsets.items():
                 path = run.dir / stream
@@ -357,14 +417,14 @@ class Agent:
         self.running[a.task_id] = run
         try:
             result = await self._execute(run, work)
-            if not run.cancelled:
+            if _presented(run):
                 await self._report(a, result)
         except httpx.TransportError as exc:
             # not the task's fault: stop presenting the lease so it expires and is requeued
             log.warning("abandoning task %s: coordinator unreachable: %s", a.task_id, exc)
         except Exception as exc:  # a worker bug must not take the worker down
             log.exception("task %s failed in the worker", a.task_id)
-            if not run.cancelled:
+            if _presented(run):
                 with contextlib.suppress(httpx.HTTPError):
                     await self._report(a, TaskResult(a.lease_id, None, error=f"worker: {exc}"))
         finally:
@@ -372,6 +432,8 @@ class Agent:
             self._slot_free.set()
             if not self.config.keep_task_dirs:
                 shutil.rmtree(task_dir, ignore_errors=True)
+        if run.released:  # after the cleanup: the task may come back here with this attempt
+            await self._release(a)
 
     async def _execute(self, run: _Running, work: Path) -> TaskResult:
         a = run.assignment
@@ -399,16 +461,14 @@ class Agent:
             log.warning("task %s refused: %s", a.task_id, refused)
             return TaskResult(a.lease_id, None, error=refused)
         exit_code, error = await self._run_guarded(run, work, argv, env)
-        if run.cancelled:
+        if not _presented(run):
             return TaskResult(a.lease_id, exit_code, error="killed")
         return await self._collect(run, work, before, exit_code, error)
 
     async def _refuse(self, argv: list[str], work: Path, env: dict[str, str]) -> str | None:
-        refused = await asyncio.to_thread(self.guard.refuse, argv, work, env)
-        if refused:  # the coordinator's list may have grown since we last looked
-            await self._refresh_allowlist()
-            refused = await asyncio.to_thread(self.guard.refuse, argv, work, env)
-        return refused
+        # the coordinator's list is read afresh for each task, so a removal counts at once
+        await self._refresh_allowlist()
+        return await asyncio.to_thread(self.guard.refuse, argv, work, env)
 
     async def _run_guarded(
         self, run: _Running, work: Path, argv: list[str], env: dict[str, str]
@@ -472,6 +532,11 @@ class Agent:
             log.warning("result for %s refused: %s", a.task_id, exc.response.text)
         except httpx.TransportError:
             log.error("gave up reporting task %s; its lease will expire and requeue it", a.task_id)
+
+
+def _presented(run: _Running) -> bool:
+    """Whether a task's lease is still ours to extend and report on."""
+    return not (run.cancelled or run.released)
 
 
 async def _retrying(call: Callable[[], Awaitable[Any]]) -> Any:

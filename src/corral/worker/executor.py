@@ -8,6 +8,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,17 +48,22 @@ def task_env(declared: dict[str, str], home: Path, extra: dict[str, str]) -> dic
     return env
 
 
-def kill_tree(pid: int) -> None:
-    """SIGKILL a process, its process group and every descendant, even re-parented ones."""
+def signal_tree(pid: int, sig: int) -> None:
+    """Send `sig` to a process group and every descendant, even re-parented ones."""
     try:
         descendants = psutil.Process(pid).children(recursive=True)
     except psutil.Error:
         descendants = []
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
+        os.killpg(pid, sig)
     for proc in descendants:
         with contextlib.suppress(psutil.Error):
-            proc.kill()
+            proc.send_signal(sig)
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a process, its process group and every descendant, even re-parented ones."""
+    signal_tree(pid, signal.SIGKILL)
 
 
 class TaskProcess:
@@ -66,6 +72,8 @@ class TaskProcess:
     def __init__(self) -> None:
         self.proc: asyncio.subprocess.Process | None = None
         self.killed = False
+        self._suspended = 0.0  # seconds spent stopped, not counted against wall_time
+        self._stopped_at: float | None = None
 
     async def run(
         self,
@@ -96,7 +104,7 @@ class TaskProcess:
                 why = getattr(exc, "strerror", None) or exc
                 return Finished(None, f"cannot start {argv[0]}: {why}")
         try:
-            code = await asyncio.wait_for(self.proc.wait(), wall_time)
+            code = await self._wait(wall_time)
         except TimeoutError:
             self.kill()
             await self.proc.wait()
@@ -109,6 +117,40 @@ class TaskProcess:
         if code < 0:
             return Finished(code, f"killed by signal {-code}")
         return Finished(code, None)
+
+    async def _wait(self, wall_time: float | None) -> int:
+        """Wait for the exit; TimeoutError once it has run (not counting time suspended)
+        for `wall_time` seconds."""
+        assert self.proc is not None
+        started = time.monotonic()
+        while True:
+            left = None
+            if wall_time is not None:
+                left = wall_time + self.suspended_for() - (time.monotonic() - started)
+                if left <= 0:
+                    raise TimeoutError
+            try:
+                return await asyncio.wait_for(self.proc.wait(), left)
+            except TimeoutError:
+                continue  # time spent suspended may have moved the deadline
+
+    def suspended_for(self) -> float:
+        """Seconds this task has spent suspended so far."""
+        ongoing = time.monotonic() - self._stopped_at if self._stopped_at is not None else 0.0
+        return self._suspended + ongoing
+
+    def suspend(self) -> None:
+        """SIGSTOP the whole process tree (the owner of the machine is back)."""
+        if self.proc is not None and self.proc.returncode is None and self._stopped_at is None:
+            self._stopped_at = time.monotonic()
+            signal_tree(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT the whole process tree."""
+        if self.proc is not None and self._stopped_at is not None:
+            self._suspended += time.monotonic() - self._stopped_at
+            self._stopped_at = None
+            signal_tree(self.proc.pid, signal.SIGCONT)
 
     def kill(self) -> None:
         """Stop the whole process tree now."""

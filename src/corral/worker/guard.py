@@ -24,6 +24,7 @@ from .sandbox import (
     SandboxPolicy,
     default_exposed,
     default_hidden,
+    default_sockets,
     probe,
     sandbox_prefix,
     wants_network,
@@ -153,6 +154,7 @@ def make_guard(
         hide=default_hidden(work_dir, hide),
         prlimit=shutil.which("prlimit") or "prlimit",
         expose=default_exposed(expose),
+        sockets=default_sockets(),
     )
     guard = Guard(policy, allow, pids_cgroup_root(f"{os.getpid()}"))
     if guard.processes_limit == "none":

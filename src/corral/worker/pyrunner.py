@@ -1,7 +1,8 @@
 """Runs one function task: `python3 -m corral.worker.pyrunner FN CALL RESULT`.
 
 FN is the cloudpickled function; CALL a plain pickle of `{"v": 1, "chunked": bool, "calls":
-[(args, kwargs), ...]}` where each argument is `("p", pickle bytes)` or `("f", file name)`.
+[(args, kwargs), ...]}` where each argument is `("p", pickle bytes)`, `("f", file name)` or
+`("r", file name)`: a dependency's RESULT file, its value passed (a future as an argument).
 RESULT receives a plain pickle of `("ok", value)` (a list of values when chunked), or
 `("error", exception pickle or None, type name, message, traceback text, values before it)`;
 the process then exits 1 so the task shows as failed.
@@ -32,6 +33,11 @@ def runner_argv(argv: list[str], python: str = sys.executable) -> list[str]:
 
 def _argument(spec: tuple[str, Any]) -> Any:
     kind, value = spec
+    if kind == "r":  # a future passed as an argument: its task's result file, staged here
+        path = Path(value)
+        if not path.is_file():
+            raise RuntimeError(f"the result of a dependency ({value}) was not staged")
+        return pickle.loads(path.read_bytes())[1]  # ("ok", value): it succeeded
     if kind == "f":
         return pickle.loads(Path(value).read_bytes())
     return pickle.loads(value)

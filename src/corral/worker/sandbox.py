@@ -7,8 +7,10 @@ namespace, no network unless both the task (`requires network=yes`) and the work
 worker's work directory (cache and other tasks), the home directory and XDG directories
 (configs and tokens) and anything passed as `--sandbox-hide`. The Python installation, corral
 itself and `--sandbox-expose` directories are bound back read-only when they live under a
-hidden directory (a pyenv or venv in the home directory). Capabilities are dropped and
-a user namespace is always created, so the task has no privileges even when the worker is root.
+hidden directory (a pyenv or venv in the home directory). Sockets of daemons that would obey a
+task (docker, containerd, podman, the system D-Bus) are covered with /dev/null. Capabilities
+are dropped and a user namespace is always created, so the task has no privileges even when the
+worker is root.
 
 `sandbox_prefix` is the decision, a pure function from the policy and the task to an argv
 prefix; `probe` is the one place that runs bwrap to see if it works here.
@@ -28,11 +30,21 @@ __all__ = [
     "SandboxPolicy",
     "default_exposed",
     "default_hidden",
+    "default_sockets",
     "probe",
     "sandbox_prefix",
     "wants_network",
 ]
 
+# daemons a task could drive through a unix socket, read-only mount or not
+_SOCKETS = (
+    "/run/docker.sock",
+    "/var/run/docker.sock",
+    "/run/containerd/containerd.sock",
+    "/run/podman/podman.sock",
+    "/run/dbus/system_bus_socket",
+    "/var/run/dbus/system_bus_socket",
+)
 _XDG = ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME", "XDG_STATE_HOME", "XDG_RUNTIME_DIR")
 
 
@@ -45,6 +57,7 @@ class SandboxPolicy:
     hide: tuple[Path, ...] = field(default_factory=tuple)
     prlimit: str = "/usr/bin/prlimit"
     expose: tuple[Path, ...] = field(default_factory=tuple)  # read-only, even inside `hide`
+    sockets: tuple[Path, ...] = field(default_factory=tuple)  # replaced by /dev/null
 
     @property
     def name(self) -> str:
@@ -102,6 +115,9 @@ def sandbox_prefix(
         argv += ["--tmpfs", str(path)]
     for path in _exposed(policy.expose, hidden, task_dir):
         argv += ["--ro-bind", str(path), str(path)]
+    for path in policy.sockets:
+        if not any(h in path.parents for h in hidden):
+            argv += ["--ro-bind", "/dev/null", str(path)]
     argv += ["--bind", str(task_dir), str(task_dir), "--chdir", str(task_dir)]
     argv += ["--unshare-user", "--unshare-pid", "--unshare-ipc", "--unshare-uts"]
     argv += ["--unshare-cgroup-try"]
@@ -116,7 +132,7 @@ def sandbox_prefix(
 
 def default_hidden(work_dir: Path, extra: Iterable[Path] = ()) -> tuple[Path, ...]:
     """What a task must not see: the worker's work dir, home, XDG dirs, and `extra`."""
-    candidates = [work_dir, Path.home(), *extra]
+    candidates = [work_dir, Path.home(), Path("/run/user"), *extra]
     candidates += [Path(os.environ[name]) for name in _XDG if os.environ.get(name)]
     out = []
     for path in candidates:
@@ -124,6 +140,11 @@ def default_hidden(work_dir: Path, extra: Iterable[Path] = ()) -> tuple[Path, ..
         if resolved.is_dir() and resolved != Path("/"):
             out.append(resolved)
     return tuple(dict.fromkeys(out))
+
+
+def default_sockets() -> tuple[Path, ...]:
+    """The daemon sockets on this machine that tasks must not reach."""
+    return tuple(Path(p) for p in _SOCKETS if Path(p).exists() and not Path(p).is_symlink())
 
 
 def default_exposed(extra: Iterable[Path] = ()) -> tuple[Path, ...]:

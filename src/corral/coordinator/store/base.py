@@ -101,7 +101,8 @@ class Store(abc.ABC):
     def create_job(
         self, job_id: str, name: str, owner: str, now: float, tasks: Sequence[NewTask]
     ) -> None:
-        """Insert a job and all its tasks, queued, atomically."""
+        """Insert a job and all its tasks, queued, atomically; tasks with `after` are held
+        until their dependencies succeed (or failed at once when one already failed)."""
 
     @abc.abstractmethod
     def get_job(self, job_id: str) -> Job:
@@ -138,9 +139,15 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def finish(self, task_id: str, lease_id: str, outcome: Outcome, now: float) -> bool:
         """Record a result if `lease_id` is the task's live lease; False when it is stale.
+        A final status settles the task's dependents in the same transaction.
 
         An outcome with status "queued" puts the task back in the queue (a retry), not to be
         leased before `outcome.not_before`."""
+
+    @abc.abstractmethod
+    def release(self, task_id: str, lease_id: str, now: float) -> bool:
+        """Requeue a task its worker gave back, undoing the attempt count, if `lease_id` is
+        its live lease; False when it is stale."""
 
     @abc.abstractmethod
     def queued_requirements(self) -> list[dict[str, str]]:
@@ -261,6 +268,20 @@ class Store(abc.ABC):
     def audit(self, after: int, limit: int) -> list[AuditEntry]:
         """Audit entries after sequence number `after`, oldest first."""
 
+    # dependencies and blocked tasks (shared SQL in _deps.py)
+    @abc.abstractmethod
+    def dependencies_left(self, task_id: str) -> int:
+        """How many of a queued task's dependencies have yet to succeed."""
+
+    @abc.abstractmethod
+    def set_blocked(self, task_id: str, blocked: bool) -> str | None:
+        """Mark a running task blocked on its children (its slots count as free), or not;
+        returns its worker, or None when the task is not running."""
+
+    @abc.abstractmethod
+    def blocked_tasks(self, worker_id: str) -> list[str]:
+        """The worker's running tasks that are blocked on their children."""
+
     # the executable allowlist (shared SQL in _allowlist.py)
     @abc.abstractmethod
     def allow_add(self, entry: AllowEntry) -> bool:
@@ -296,7 +317,12 @@ TASK_COLUMNS = (
     " stdout, stderr, manifest, created, started, finished, not_before"
 )
 # Columns added after the first release; each backend adds them to an existing database.
-ADDED_TASK_COLUMNS = (("cost", "INTEGER NOT NULL DEFAULT 1"), ("not_before", "{real}"))
+ADDED_TASK_COLUMNS = (
+    ("cost", "INTEGER NOT NULL DEFAULT 1"),
+    ("not_before", "{real}"),
+    ("waiting", "INTEGER NOT NULL DEFAULT 0"),  # dependencies yet to succeed (_deps.py)
+    ("blocked", "INTEGER NOT NULL DEFAULT 0"),  # running, waiting on its children
+)
 JOB_COLUMNS = "id, name, owner, created, total"
 WORKER_COLUMNS = "id, name, slots, status, capabilities, registered, last_heartbeat"
 
@@ -330,6 +356,9 @@ def fitting_classes(keys: Iterable[str], fits: Callable[[dict[str, str]], bool])
         if fits(requires):
             out.append(key)
     return out
+
+
+RELEASED = "given back by its worker (the machine was busy); requeued"
 
 
 def expired_to(worker_id: str, attempts: int, max_attempts: int) -> tuple[str, str]:
@@ -389,6 +418,7 @@ def task_from_row(row: Sequence[Any]) -> Task:
         finished=row[15],
         retries=spec.retries,
         not_before=row[16],
+        after=spec.after,
     )
 
 

@@ -15,10 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 from ...protocol import AuditEntry, Event, Job, Task, Worker, slots_needed
 from ._allowlist import AllowlistSQL
+from ._deps import DependencySQL
 from .base import (
     ADDED_TASK_COLUMNS,
     AUDIT_COLUMNS,
     JOB_COLUMNS,
+    RELEASED,
     TASK_COLUMNS,
     TOKEN_COLUMNS,
     WORKER_COLUMNS,
@@ -95,7 +97,7 @@ SECURITY_SCHEMA = (
 )
 
 _USED = (
-    "(SELECT COALESCE(SUM(t.cost), 0) FROM tasks t"
+    "(SELECT COALESCE(SUM(t.cost * (1 - t.blocked)), 0) FROM tasks t"
     " WHERE t.worker_id = w.id AND t.status = 'running')"
 )
 _WORKER_SELECT = "SELECT " + ", ".join(f"w.{c}" for c in WORKER_COLUMNS.split(", "))
@@ -104,7 +106,7 @@ _WORKER_SELECT += f", {_USED} FROM workers w"
 _SCHEMA_LOCK = 0x636F7272616C  # "corral"
 
 
-class PostgresStore(AllowlistSQL, Store):
+class PostgresStore(AllowlistSQL, DependencySQL, Store):
     """Durable state in a PostgreSQL database, optionally in its own schema."""
 
     placeholder = "%s"
@@ -127,6 +129,7 @@ class PostgresStore(AllowlistSQL, Store):
             for name, kind in ADDED_TASK_COLUMNS:  # a database from an earlier version
                 kind = kind.format(real="DOUBLE PRECISION")
                 self._conn.execute(f"ALTER TABLE tasks ADD COLUMN IF NOT EXISTS {name} {kind}")
+            self._create_deps()
 
     def _connect(self) -> psycopg.Connection[tuple[Any, ...]]:
         import psycopg
@@ -174,6 +177,7 @@ class PostgresStore(AllowlistSQL, Store):
                 (job_id, name, owner, now, len(tasks)),
             )
             _insert_tasks(cur, job_id, now, tasks)
+            self._hold_new(now, tasks)
 
     def _jobs(self, rows: list[tuple[Any, ...]]) -> list[Job]:
         # All the jobs' counts in one round trip.
@@ -256,7 +260,7 @@ class PostgresStore(AllowlistSQL, Store):
                 # and rows it has already leased no longer match status = 'queued'.
                 rows = db.execute(
                     "SELECT id, job_id, spec, attempts FROM tasks"
-                    " WHERE status = 'queued' AND requires = %s"
+                    " WHERE status = 'queued' AND requires = %s AND waiting = 0"
                     " AND (not_before IS NULL OR not_before <= %s) ORDER BY created, seq LIMIT %s"
                     " FOR UPDATE SKIP LOCKED",
                     (key, now, min(scan, room)),
@@ -266,8 +270,8 @@ class PostgresStore(AllowlistSQL, Store):
                     lease_id = uuid.uuid4().hex
                     db.execute(
                         "UPDATE tasks SET status = 'running', worker_id = %s, lease_id = %s,"
-                        " lease_expires = %s, attempts = attempts + 1, started = %s"
-                        " WHERE id = %s",
+                        " lease_expires = %s, attempts = attempts + 1, started = %s,"
+                        " blocked = 0 WHERE id = %s",
                         (worker_id, lease_id, expires, now, task_id),
                     )
                     self._event(job_id, task_id, "running", None, now)
@@ -304,10 +308,17 @@ class PostgresStore(AllowlistSQL, Store):
     def _queued_classes(self) -> list[str]:
         # One row per distinct requirement class with queued work: matching cost grows with
         # the number of classes, not with queue depth. (COLLATE "C": byte order, as SQLite's.)
-        keys = self._db.execute(
-            "SELECT DISTINCT requires FROM tasks WHERE status = 'queued' ORDER BY requires"
+        # One index seek per class (a skip scan): PostgreSQL's DISTINCT would read every row.
+        sql = (
+            "SELECT requires FROM tasks WHERE status = 'queued' AND requires {op} %s"
+            " ORDER BY requires LIMIT 1"
         )
-        return [key for (key,) in keys.fetchall()]
+        keys: list[str] = []
+        row = self._db.execute(sql.format(op=">="), ("",)).fetchone()
+        while row is not None:
+            keys.append(row[0])
+            row = self._db.execute(sql.format(op=">"), (row[0],)).fetchone()
+        return keys
 
     def finish(self, task_id: str, lease_id: str, outcome: Outcome, now: float) -> bool:
         db = self._db
@@ -335,6 +346,22 @@ class PostgresStore(AllowlistSQL, Store):
             if row is None:
                 return False
             self._event(row[0], task_id, outcome.status, outcome.exit_code, now)
+            self._settle_dependents(task_id, outcome.status, now)
+        return True
+
+    def release(self, task_id: str, lease_id: str, now: float) -> bool:
+        db = self._db
+        with db.transaction():
+            row = db.execute(
+                "UPDATE tasks SET status = 'queued', attempts = GREATEST(attempts - 1, 0),"
+                " lease_id = NULL, lease_expires = NULL, worker_id = NULL, started = NULL,"
+                " error = %s WHERE id = %s AND lease_id = %s AND status = 'running'"
+                " RETURNING job_id",
+                (RELEASED, task_id, lease_id),
+            ).fetchone()
+            if row is None:
+                return False
+            self._event(row[0], task_id, "queued", None, now)
         return True
 
     def extend(
@@ -374,6 +401,7 @@ class PostgresStore(AllowlistSQL, Store):
                         (status, error, now, task_id),
                     )
                 self._event(job_id, task_id, status, None, now)
+                self._settle_dependents(task_id, status, now)
                 out.append(Stopped(task_id, worker_id, lease_id))
         return out
 
@@ -418,6 +446,8 @@ class PostgresStore(AllowlistSQL, Store):
             for task_id, _job, worker_id, lease_id in rows:
                 if lease_id is not None:
                     out.append(Stopped(task_id, worker_id, lease_id))
+            for task_id, *_ in rows:  # after all kills: a job kill leaves its tasks killed
+                self._settle_dependents(task_id, "killed", now)
         return out
 
     # workers
@@ -452,7 +482,8 @@ class PostgresStore(AllowlistSQL, Store):
 
     def mark_lost_workers(self, before: float) -> list[str]:
         rows = self._db.execute(
-            "UPDATE workers SET status = 'lost' WHERE status IN ('online', 'draining')"
+            "UPDATE workers SET status = 'lost' WHERE status IN ('online', 'draining',"
+            " 'idle-wait', 'suspended')"
             " AND last_heartbeat < %s RETURNING id",
             (before,),
         ).fetchall()
@@ -487,6 +518,7 @@ class PostgresStore(AllowlistSQL, Store):
             if cur.rowcount == 0:
                 raise NotFound(f"no job {job_id}")
             _insert_tasks(cur, job_id, now, tasks)
+            self._hold_new(now, tasks)
 
     def add_token(self, token: TokenRecord) -> None:
         self._db.execute(

@@ -11,10 +11,12 @@ from typing import Any
 
 from ...protocol import AuditEntry, Event, Job, Task, Worker, slots_needed
 from ._allowlist import AllowlistSQL
+from ._deps import DependencySQL
 from .base import (
     ADDED_TASK_COLUMNS,
     AUDIT_COLUMNS,
     JOB_COLUMNS,
+    RELEASED,
     TASK_COLUMNS,
     TOKEN_COLUMNS,
     WORKER_COLUMNS,
@@ -68,6 +70,18 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_job ON events(job_id, seq);
 """
 
+# Created once the newer columns exist: the lease query walks it in (created, seq) order and
+# stops after LIMIT rows, however deep the queue (the older tasks_queue index made it sort
+# every queued task of the same `created`, i.e. a whole job, on each lease).
+READY_INDEX = (
+    "CREATE INDEX IF NOT EXISTS tasks_ready ON tasks(requires, created, seq)"
+    " WHERE status = 'queued' AND waiting = 0"
+)
+_NEXT_CLASS = (
+    "SELECT requires FROM tasks WHERE status = 'queued' AND requires {op} ?"
+    " ORDER BY requires LIMIT 1"
+)
+
 SECURITY_SCHEMA = """
 CREATE TABLE IF NOT EXISTS tokens (
     id TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL, owner TEXT NOT NULL,
@@ -85,7 +99,7 @@ CREATE TABLE IF NOT EXISTS audit (
 """
 
 
-class SQLiteStore(AllowlistSQL, Store):
+class SQLiteStore(AllowlistSQL, DependencySQL, Store):
     """Durable state in one SQLite file."""
 
     def __init__(self, path: Path | str) -> None:
@@ -97,6 +111,8 @@ class SQLiteStore(AllowlistSQL, Store):
         self._db.executescript(SECURITY_SCHEMA)
         self._create_allowlist("REAL")
         self._add_columns()
+        self._db.execute(READY_INDEX)
+        self._create_deps()
 
     def _add_columns(self) -> None:
         # a data directory from an earlier version lacks the newer task columns
@@ -127,6 +143,7 @@ class SQLiteStore(AllowlistSQL, Store):
                 (job_id, name, owner, now, len(tasks)),
             )
             self._insert_tasks(job_id, now, tasks)
+            self._hold_new(now, tasks)
 
     def _insert_tasks(self, job_id: str, now: float, tasks: Sequence[NewTask]) -> None:
         self._db.executemany(
@@ -215,7 +232,7 @@ class SQLiteStore(AllowlistSQL, Store):
                     continue
                 rows = self._db.execute(
                     "SELECT id, job_id, spec, attempts FROM tasks"
-                    " WHERE status = 'queued' AND requires = ?"
+                    " WHERE status = 'queued' AND requires = ? AND waiting = 0"
                     " AND (not_before IS NULL OR not_before <= ?) ORDER BY created, seq LIMIT ?",
                     (key, now, min(scan, room)),
                 ).fetchall()
@@ -224,7 +241,8 @@ class SQLiteStore(AllowlistSQL, Store):
                     lease_id = uuid.uuid4().hex
                     self._db.execute(
                         "UPDATE tasks SET status = 'running', worker_id = ?, lease_id = ?,"
-                        " lease_expires = ?, attempts = attempts + 1, started = ? WHERE id = ?",
+                        " lease_expires = ?, attempts = attempts + 1, started = ?, blocked = 0"
+                        " WHERE id = ?",
                         (worker_id, lease_id, expires, now, task_id),
                     )
                     self._event(job_id, task_id, "running", None, now)
@@ -259,12 +277,14 @@ class SQLiteStore(AllowlistSQL, Store):
         return None if row is None or row[0] is None else float(row[0])
 
     def _queued_classes(self) -> list[str]:
-        # One row per distinct requirement class with queued work: matching cost grows with
-        # the number of classes, not with queue depth.
-        keys = self._db.execute(
-            "SELECT DISTINCT requires FROM tasks WHERE status = 'queued' ORDER BY requires"
-        )
-        return [key for (key,) in keys.fetchall()]
+        # One index seek per distinct requirement class with queued work (a skip scan), so
+        # matching cost grows with the number of classes, not with queue depth.
+        keys: list[str] = []
+        row = self._db.execute(_NEXT_CLASS.format(op=">="), ("",)).fetchone()
+        while row is not None:
+            keys.append(row[0])
+            row = self._db.execute(_NEXT_CLASS.format(op=">"), (row[0],)).fetchone()
+        return keys
 
     def finish(self, task_id: str, lease_id: str, outcome: Outcome, now: float) -> bool:
         with self._tx():
@@ -292,6 +312,21 @@ class SQLiteStore(AllowlistSQL, Store):
             if row is None:
                 return False
             self._event(row[0], task_id, outcome.status, outcome.exit_code, now)
+            self._settle_dependents(task_id, outcome.status, now)
+        return True
+
+    def release(self, task_id: str, lease_id: str, now: float) -> bool:
+        with self._tx():
+            row = self._db.execute(
+                "UPDATE tasks SET status = 'queued', attempts = MAX(attempts - 1, 0),"
+                " lease_id = NULL, lease_expires = NULL, worker_id = NULL, started = NULL,"
+                " error = ? WHERE id = ? AND lease_id = ? AND status = 'running'"
+                " RETURNING job_id",
+                (RELEASED, task_id, lease_id),
+            ).fetchone()
+            if row is None:
+                return False
+            self._event(row[0], task_id, "queued", None, now)
         return True
 
     def extend(
@@ -327,6 +362,7 @@ class SQLiteStore(AllowlistSQL, Store):
                     (status, error, status, status, now, task_id),
                 )
                 self._event(job_id, task_id, status, None, now)
+                self._settle_dependents(task_id, status, now)
                 out.append(Stopped(task_id, worker_id, lease_id))
         return out
 
@@ -343,7 +379,7 @@ class SQLiteStore(AllowlistSQL, Store):
         )
 
     def kill(self, task_ids: Sequence[str], now: float) -> list[Stopped]:
-        out = []
+        out, killed = [], []
         with self._tx():
             for task_id in task_ids:
                 row = self._db.execute(
@@ -354,9 +390,12 @@ class SQLiteStore(AllowlistSQL, Store):
                 ).fetchone()
                 if row is None:
                     continue
+                killed.append(task_id)
                 self._event(row[0], task_id, "killed", None, now)
                 if row[2] is not None:
                     out.append(Stopped(task_id, row[1], row[2]))
+            for task_id in killed:  # after all kills: a job kill leaves its tasks killed
+                self._settle_dependents(task_id, "killed", now)
         return out
 
     # workers
@@ -390,7 +429,8 @@ class SQLiteStore(AllowlistSQL, Store):
 
     def mark_lost_workers(self, before: float) -> list[str]:
         rows = self._db.execute(
-            "UPDATE workers SET status = 'lost' WHERE status IN ('online', 'draining')"
+            "UPDATE workers SET status = 'lost' WHERE status IN ('online', 'draining',"
+            " 'idle-wait', 'suspended')"
             " AND last_heartbeat < ? RETURNING id",
             (before,),
         ).fetchall()
@@ -398,7 +438,8 @@ class SQLiteStore(AllowlistSQL, Store):
 
     def _worker(self, row: tuple[Any, ...]) -> Worker:
         used = self._db.execute(
-            "SELECT COALESCE(SUM(cost), 0) FROM tasks WHERE worker_id = ? AND status = 'running'",
+            "SELECT COALESCE(SUM(cost * (1 - blocked)), 0) FROM tasks"
+            " WHERE worker_id = ? AND status = 'running'",
             (row[0],),
         ).fetchone()[0]
         return worker_from_row(row, used)
@@ -436,6 +477,7 @@ class SQLiteStore(AllowlistSQL, Store):
             if cur.rowcount == 0:
                 raise NotFound(f"no job {job_id}")
             self._insert_tasks(job_id, now, tasks)
+            self._hold_new(now, tasks)
 
     def add_token(self, token: TokenRecord) -> None:
         self._db.execute(
