@@ -32,8 +32,8 @@ HERE = Path(__file__).resolve().parent
 PEERS_PYTHON = HERE / ".peers-venv" / "bin" / "python"
 FULL = {"b1": 5000, "b2": 1000, "b3": 200, "b4": 20000, "b5w": 10000, "b5q": 1_000_000}
 FULL |= {"b6mb": 1024, "b6t": 100, "cap": 120}
-QUICK = {"b1": 500, "b2": 200, "b3": 50, "b4": 3000, "b5w": 1000, "b5q": 50_000}
-QUICK |= {"b6mb": 128, "b6t": 20, "cap": 40}
+QUICK = {"b1": 300, "b2": 200, "b3": 30, "b4": 3000, "b5w": 1000, "b5q": 50_000}
+QUICK |= {"b6mb": 128, "b6t": 20, "cap": 25}
 PEER_TIMEOUT = 300.0
 
 Row = dict[str, Any]

@@ -27,6 +27,7 @@ def square(x: int) -> int:
     return x * x
 
 
+@pytest.mark.timeout(120)  # a hundred calls in farm-sized batches, on a loaded machine too
 def test_joblib_parallel_runs_on_the_farm(wide_farm: Farm) -> None:
     joblib = pytest.importorskip("joblib")
     client = wide_farm.client()

@@ -773,6 +773,7 @@ def test_deep_queues_lease_in_order_and_list_every_class(store: Store) -> None:
     gpu = store.lease("w", 5, 12.0, 20.0, 100, lambda r: r.get("gpu") == "1")
     assert [x.task_id for x in gpu] == ["gpu-t0", "gpu-t1"]
     assert sorted(map(str, store.queued_requirements())) == ["{'cpus': '2'}", "{}"]
+    assert store.next_not_before() is None and store.release_due(100.0) == 0
 
 
 def test_an_older_sqlite_database_gains_the_new_columns(tmp_path: Path) -> None:

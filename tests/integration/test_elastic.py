@@ -4,7 +4,6 @@ cache, and many workers racing for the same tasks."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -207,6 +206,4 @@ def test_many_workers_racing_run_each_task_exactly_once(
     assert set(lines) == {t.id for t in tasks}
     assert all(t.attempts == 1 for t in tasks)
     assert len({t.worker_id for t in tasks}) > 1  # the work really was shared
-    t0 = time.monotonic()
     assert all(w.slots_used == 0 for w in client.workers())
-    assert time.monotonic() - t0 < 5

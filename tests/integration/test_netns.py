@@ -496,3 +496,45 @@ def test_healed_host_output_does_not_leak_into_the_new_attempt(netfarm: NetFarm)
     assert client.log(task_id)[0] == expected
     assert expected in seen or mine in seen
     wait_for(lambda: netfarm.worker_status(victim) == "online", 10.0, 0.1, "victim back online")
+
+
+def test_requeued_task_waits_for_a_busy_host_rather_than_the_lost_one(netfarm: NetFarm) -> None:
+    """When the cut host's lease expires, the other host is busy: the task must wait for it.
+
+    The cut-off worker left a lease poll open on the coordinator (a worker keeps one open
+    while its slot is busy); that poll must not be handed the task its own expiry requeued,
+    since nobody is there to receive it (that cost another lease timeout and attempt 3).
+    """
+    client = netfarm.client
+    assert client is not None
+    slow = SLOW_TASK.format(coord=netfarm.addr(1))
+    busy = "import time; time.sleep(8); print('busy done')"
+    specs = [
+        TaskSpec(argv=[PYTHON, "-c", slow], requires=NETWORK, name="slow"),
+        TaskSpec(argv=[PYTHON, "-c", busy], name="busy"),
+    ]
+    job = client.submit_job(specs, name="busy")
+    slow_id, busy_id = (t.id for t in client.tasks(job.id))
+
+    def both_running() -> list[Task] | None:
+        tasks = client.tasks(job.id)
+        return tasks if all(t.status == "running" for t in tasks) else None
+
+    first = {t.id: t for t in wait_for(both_running, 15.0, 0.05, "both tasks to start")}
+    victim = netfarm.host_of(first[slow_id].worker_id)
+    survivor = netfarm.host_of(first[busy_id].worker_id)
+    assert victim is not survivor
+    wait_for(lambda: client.log(slow_id)[0].startswith(b"started-on="), 10.0, 0.05, "output")
+
+    victim.link("down")
+    seen: list[tuple[str, int, str | None]] = []
+    while (task := client.task(slow_id)).status not in FINAL_STATUSES:
+        if not seen or seen[-1] != (task.status, task.attempts, task.worker_id):
+            seen.append((task.status, task.attempts, task.worker_id))
+        assert not (task.attempts >= 2 and task.worker_id == victim.id), (
+            f"the lost host was handed its requeued task again: {seen}"
+        )
+        time.sleep(0.05)
+    assert ("queued", 1, None) in seen, f"never requeued while the survivor was busy: {seen}"
+    assert client.task(busy_id).status == "succeeded"
+    assert task.status == "succeeded" and task.worker_id == survivor.id and task.attempts == 2

@@ -191,9 +191,11 @@ class Coordinator:
             # read afresh each time: probed programs, a drain or freed slots may have changed it
             worker = self.store.get_worker(worker_id)
             room = min(max(body.max, 0), worker.slots - worker.slots_used)
+            # nothing for a lost worker: this may be the poll it left open when it fell silent,
+            # which would take back the very task its expiry just requeued (until it heartbeats)
             leased = self.store.lease(
                 worker_id,
-                room if worker.status != "draining" else 0,
+                room if worker.status not in ("draining", "lost") else 0,
                 now,
                 self.policy.expires(now),
                 self.settings.lease_scan,

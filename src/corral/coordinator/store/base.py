@@ -323,6 +323,11 @@ ADDED_TASK_COLUMNS = (
     ("waiting", "INTEGER NOT NULL DEFAULT 0"),  # dependencies yet to succeed (_deps.py)
     ("blocked", "INTEGER NOT NULL DEFAULT 0"),  # running, waiting on its children
 )
+# Retries waiting out a backoff, found without walking the whole queue (every backend).
+RETRY_INDEX = (
+    "CREATE INDEX IF NOT EXISTS tasks_retry ON tasks(not_before)"
+    " WHERE status = 'queued' AND not_before IS NOT NULL"
+)
 JOB_COLUMNS = "id, name, owner, created, total"
 WORKER_COLUMNS = "id, name, slots, status, capabilities, registered, last_heartbeat"
 

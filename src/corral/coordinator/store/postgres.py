@@ -21,6 +21,7 @@ from .base import (
     AUDIT_COLUMNS,
     JOB_COLUMNS,
     RELEASED,
+    RETRY_INDEX,
     TASK_COLUMNS,
     TOKEN_COLUMNS,
     WORKER_COLUMNS,
@@ -129,6 +130,7 @@ class PostgresStore(AllowlistSQL, DependencySQL, Store):
             for name, kind in ADDED_TASK_COLUMNS:  # a database from an earlier version
                 kind = kind.format(real="DOUBLE PRECISION")
                 self._conn.execute(f"ALTER TABLE tasks ADD COLUMN IF NOT EXISTS {name} {kind}")
+            self._conn.execute(RETRY_INDEX)
             self._create_deps()
 
     def _connect(self) -> psycopg.Connection[tuple[Any, ...]]:
@@ -301,7 +303,7 @@ class PostgresStore(AllowlistSQL, DependencySQL, Store):
 
     def next_not_before(self) -> float | None:
         row = self._db.execute(
-            "SELECT MIN(not_before) FROM tasks WHERE status = 'queued'"
+            "SELECT MIN(not_before) FROM tasks WHERE status = 'queued' AND not_before IS NOT NULL"
         ).fetchone()
         return None if row is None or row[0] is None else float(row[0])
 

@@ -17,6 +17,7 @@ from .base import (
     AUDIT_COLUMNS,
     JOB_COLUMNS,
     RELEASED,
+    RETRY_INDEX,
     TASK_COLUMNS,
     TOKEN_COLUMNS,
     WORKER_COLUMNS,
@@ -112,6 +113,7 @@ class SQLiteStore(AllowlistSQL, DependencySQL, Store):
         self._create_allowlist("REAL")
         self._add_columns()
         self._db.execute(READY_INDEX)
+        self._db.execute(RETRY_INDEX)
         self._create_deps()
 
     def _add_columns(self) -> None:
@@ -265,14 +267,16 @@ class SQLiteStore(AllowlistSQL, DependencySQL, Store):
 
     def release_due(self, now: float) -> int:
         cur = self._db.execute(
-            "UPDATE tasks SET not_before = NULL WHERE status = 'queued' AND not_before <= ?",
+            "UPDATE tasks INDEXED BY tasks_retry SET not_before = NULL"
+            " WHERE status = 'queued' AND not_before <= ?",
             (now,),
         )
         return cur.rowcount
 
     def next_not_before(self) -> float | None:
         row = self._db.execute(
-            "SELECT MIN(not_before) FROM tasks WHERE status = 'queued'"
+            "SELECT MIN(not_before) FROM tasks INDEXED BY tasks_retry"
+            " WHERE status = 'queued' AND not_before IS NOT NULL"
         ).fetchone()
         return None if row is None or row[0] is None else float(row[0])
 
