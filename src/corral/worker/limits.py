@@ -119,12 +119,27 @@ def _own_cgroup(controller: str) -> tuple[Path, bool] | None:
     return None
 
 
+def _sweep(base: Path) -> None:
+    """Remove empty cgroups left by workers that were killed (named after their dead pid)."""
+    with contextlib.suppress(OSError):
+        for old in base.glob("corral-*"):
+            pid = old.name.removeprefix("corral-")
+            if not pid.isdigit() or Path(f"/proc/{pid}").exists():
+                continue
+            for child in (c for c in old.iterdir() if c.is_dir()):
+                with contextlib.suppress(OSError):
+                    child.rmdir()  # fails, harmlessly, while processes remain
+            with contextlib.suppress(OSError):
+                old.rmdir()
+
+
 def pids_cgroup_root(tag: str) -> Path | None:
     """A fresh cgroup (v1 or v2) under which task cgroups get pids.max, or None if not allowed."""
     found = _own_cgroup("pids")
     if found is None:
         return None
     base, v2 = found
+    _sweep(base)
     root = base / f"corral-{tag}"
     try:
         root.mkdir(exist_ok=True)
