@@ -89,9 +89,10 @@ async def _hold(n: int, port: int, hold: float, rss: Callable[[], int]) -> dict[
     early = sum(a.done() for a in answers)
     rss_held = rss()
     beats = await _heartbeat_all(port, [w for _, w in pairs])
-    results = await asyncio.gather(*answers)
+    results = await asyncio.gather(*answers, return_exceptions=True)
     released = time.perf_counter() - sent
-    ok = sum(s == 200 and msgspec.json.decode(b)["assignments"] == [] for s, b in results)
+    answered = [r for r in results if isinstance(r, tuple)]
+    ok = sum(s == 200 and msgspec.json.decode(b)["assignments"] == [] for s, b in answered)
     for conn, _ in pairs:
         conn.close()
     return {
@@ -99,6 +100,7 @@ async def _hold(n: int, port: int, hold: float, rss: Callable[[], int]) -> dict[
         "register_s": registered,
         "answered_early": early,
         "held_then_answered": ok - early,
+        "connections_dropped": len(results) - len(answered),
         "hold_s": hold,
         "all_answered_after_s": released,
         "heartbeats": beats,

@@ -398,7 +398,7 @@ def test_tasks_run_on_both_hosts_and_results_come_back_intact(
         assert any(p.is_file() and p.stat().st_size == len(data) for p in cached), host.name
 
 
-def test_cut_link_requeues_to_other_host_and_stale_result_is_refused(
+def test_cut_link_requeues_to_other_host_and_stale_result_is_not_accepted(
     netfarm: NetFarm, tmp_path: Path
 ) -> None:
     client = netfarm.client

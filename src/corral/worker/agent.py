@@ -338,6 +338,7 @@ class Agent:
             except httpx.HTTPError:
                 await asyncio.sleep(self.heartbeat_interval / 2)
                 continue
+            self._sent(body.logs)
             self._cancel(reply.cancel)
             self._follow(reply)
             if set(reply.blocked) != self._blocked:
@@ -406,8 +407,14 @@ class Agent:
                     if data:
                         a = run.assignment
                         chunks.append(LogChunk(a.task_id, a.lease_id, stream, offset, data))  # type: ignore[arg-type]
-                        run.log_offsets[stream] = offset + len(data)
         return chunks
+
+    def _sent(self, chunks: list[LogChunk]) -> None:
+        """Output counts as sent only once a heartbeat carrying it was answered."""
+        for chunk in chunks:
+            run = self.running.get(chunk.task_id)
+            if run is not None and run.assignment.lease_id == chunk.lease_id:
+                run.log_offsets[chunk.stream] = chunk.offset + len(chunk.data)
 
     # one task
     async def _run_task(self, a: Assignment) -> None:
