@@ -531,11 +531,6 @@ def test_lease_honours_requirements(serve: Callable[..., None]) -> None:
     serve(body)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Store.lease serves requirement classes in key order, not oldest task first:"
-    " a steady stream of unconstrained tasks starves tasks with requirements",
-)
 def test_lease_is_oldest_first_across_requirement_classes(serve: Callable[..., None]) -> None:
     async def body(api: Api) -> None:
         old = await api.submit(echo(requires={"os": "linux"}))

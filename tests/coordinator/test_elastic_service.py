@@ -102,8 +102,8 @@ def test_drain_stops_leasing_and_tells_the_worker(tmp_path: Path) -> None:
 def test_leases_count_slots_and_the_coordinator_caps_them(tmp_path: Path) -> None:
     async def body(coord: Coordinator) -> None:
         worker = coord.register(WorkerRegister("w", 2, {**CAPS, "slots": 2})).id
-        big, small = submit(
-            coord, TaskSpec(argv=["a"], requires={"cpus": "2"}), TaskSpec(argv=["b"])
+        small, big = submit(
+            coord, TaskSpec(argv=["b"]), TaskSpec(argv=["a"], requires={"cpus": "2"})
         )
         (got,) = (await coord.lease(worker, LeaseRequest(max=5))).assignments
         assert got.task_id == small  # the 2-slot task no longer fits beside it

@@ -713,14 +713,21 @@ def test_lease_counts_slots_by_each_tasks_cpus(store: Store) -> None:
     store.create_job("j", "n", "o", 1.0, tasks)
     store.register_worker("w1", "box", 4, {}, 1.0)
     got = store.lease("w1", 4, 10.0, 20.0, 100)
-    # classes in key order: the plain class first (2 slots), then a 3-slot task no longer fits
-    assert sorted(x.task_id for x in got) == ["small1", "small2"]
-    assert store.get_worker("w1").slots_used == 2
-    assert store.lease("w1", 2, 11.0, 20.0, 100) == []
-    got = store.lease("w2", 3, 12.0, 20.0, 100)
-    assert [x.task_id for x in got] == ["big"]
+    # oldest first across classes: the 3-slot task, then one 1-slot task fills the 4 slots
+    assert sorted(x.task_id for x in got) == ["big", "small1"]
+    assert store.get_worker("w1").slots_used == 4
+    assert store.lease("w1", 0, 11.0, 20.0, 100) == []
     store.register_worker("w2", "box2", 3, {}, 1.0)
-    assert store.get_worker("w2").slots_used == 3
+    got = store.lease("w2", 3, 12.0, 20.0, 100)
+    assert [x.task_id for x in got] == ["small2"]
+    assert store.get_worker("w2").slots_used == 1
+
+
+def test_a_task_too_big_for_the_capacity_does_not_block_smaller_ones(store: Store) -> None:
+    tasks = [NewTask("big", 0, spec(requires={"cpus": "3"})), NewTask("small", 1, spec())]
+    store.create_job("j", "n", "o", 1.0, tasks)
+    store.register_worker("w1", "box", 2, {}, 1.0)
+    assert [x.task_id for x in store.lease("w1", 2, 10.0, 20.0, 100)] == ["small"]
 
 
 def test_a_queued_retry_waits_for_not_before(store: Store) -> None:

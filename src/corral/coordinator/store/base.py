@@ -453,3 +453,16 @@ def token_from_row(row: Sequence[Any]) -> TokenRecord:
 def audit_from_row(row: Sequence[Any]) -> AuditEntry:
     """An AuditEntry from an AUDIT_COLUMNS row."""
     return AuditEntry(*row)
+
+
+def oldest_first(
+    candidates: list[tuple[float, int, int, tuple[Any, ...]]], capacity: int
+) -> list[tuple[Any, ...]]:
+    """From (created, seq, slots, row) candidates of every fitting class, take the oldest that
+    fit in `capacity` slots: no requirement class starves another."""
+    taken, used = [], 0
+    for _created, _seq, cost, row in sorted(candidates, key=lambda c: (c[0], c[1])):
+        if used + cost <= capacity:
+            taken.append(row)
+            used += cost
+    return taken

@@ -40,6 +40,7 @@ from .base import (
     fitting_classes,
     job_counts,
     job_from_row,
+    oldest_first,
     requires_key,
     spec_decoder,
     task_from_row,
@@ -250,45 +251,39 @@ class PostgresStore(AllowlistSQL, DependencySQL, Store):
         if capacity <= 0:
             return []
         out: list[Leased] = []
-        used = 0
         db = self._db
         with db.transaction():
+            candidates = []
             for key in fitting_classes(self._queued_classes(), fits):
                 cost = class_slots(key)
-                room = (capacity - used) // cost
-                if room <= 0:
+                if cost > capacity:
                     continue
                 # SKIP LOCKED: rows another coordinator is leasing right now are passed over,
                 # and rows it has already leased no longer match status = 'queued'.
                 rows = db.execute(
-                    "SELECT id, job_id, spec, attempts FROM tasks"
+                    "SELECT id, job_id, spec, attempts, created, seq FROM tasks"
                     " WHERE status = 'queued' AND requires = %s AND waiting = 0"
                     " AND (not_before IS NULL OR not_before <= %s) ORDER BY created, seq LIMIT %s"
                     " FOR UPDATE SKIP LOCKED",
-                    (key, now, min(scan, room)),
+                    (key, now, min(scan, capacity // cost)),
                 ).fetchall()
-                used += cost * len(rows)
-                for task_id, job_id, spec, attempts in rows:
-                    lease_id = uuid.uuid4().hex
-                    db.execute(
-                        "UPDATE tasks SET status = 'running', worker_id = %s, lease_id = %s,"
-                        " lease_expires = %s, attempts = attempts + 1, started = %s,"
-                        " blocked = 0 WHERE id = %s",
-                        (worker_id, lease_id, expires, now, task_id),
+                candidates += [(r[4], r[5], cost, r) for r in rows]
+            for task_id, job_id, spec, attempts, _created, _seq in oldest_first(
+                candidates, capacity
+            ):
+                lease_id = uuid.uuid4().hex
+                db.execute(
+                    "UPDATE tasks SET status = 'running', worker_id = %s, lease_id = %s,"
+                    " lease_expires = %s, attempts = attempts + 1, started = %s, blocked = 0"
+                    " WHERE id = %s",
+                    (worker_id, lease_id, expires, now, task_id),
+                )
+                self._event(job_id, task_id, "running", None, now)
+                out.append(
+                    Leased(
+                        task_id, job_id, lease_id, attempts + 1, expires, spec_decoder.decode(spec)
                     )
-                    self._event(job_id, task_id, "running", None, now)
-                    out.append(
-                        Leased(
-                            task_id,
-                            job_id,
-                            lease_id,
-                            attempts + 1,
-                            expires,
-                            spec_decoder.decode(spec),
-                        )
-                    )
-                if used >= capacity:
-                    break
+                )
         return out
 
     def queued_requirements(self) -> list[dict[str, str]]:
