@@ -135,3 +135,12 @@ def test_daemon_sockets_are_covered_unless_already_hidden() -> None:
     i = argv.index("/run/docker.sock")
     assert argv[i - 2 : i + 1] == ["--ro-bind", "/dev/null", "/run/docker.sock"]
     assert "/home/u/podman.sock" not in argv  # under a tmpfs already
+
+
+def test_a_python_living_under_tmp_is_bound_back_over_the_private_tmp() -> None:
+    venv = Path("/tmp/checkout/.venv")
+    policy = SandboxPolicy("bwrap", hide=(Path("/srv/w"),), expose=(venv, Path("/usr/lib")))
+    argv = sandbox_prefix(policy, TASK, network=False)
+    ro = [argv[i + 1] for i, a in enumerate(argv) if a == "--ro-bind" and argv[i + 1] != "/"]
+    assert ro == [str(venv)]  # /usr/lib is visible anyway
+    assert argv.index(str(venv)) > argv.index("/tmp")  # after the tmpfs that would hide it

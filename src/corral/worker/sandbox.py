@@ -113,7 +113,8 @@ def sandbox_prefix(
     hidden = _outermost(policy.hide, task_dir)
     for path in hidden:
         argv += ["--tmpfs", str(path)]
-    for path in _exposed(policy.expose, hidden, task_dir):
+    # the private /tmp hides too: a Python or checkout living under /tmp is bound back
+    for path in _exposed(policy.expose, [Path("/tmp"), *hidden], task_dir):
         argv += ["--ro-bind", str(path), str(path)]
     for path in policy.sockets:
         if not any(h in path.parents for h in hidden):
