@@ -82,3 +82,8 @@ def test_the_coordinator_refuses_unknown_limit_keys() -> None:
     assert task_problems(TaskSpec(argv=["x"], limits={"processes": -1.0})) == [
         "limits.processes: negative"
     ]
+
+
+def test_no_limits_and_no_cgroup_means_no_preexec_so_the_task_can_start_by_vfork() -> None:
+    assert make_preexec([], None) is None
+    assert make_preexec(rlimits({"file_size": 100}, False), None) is not None

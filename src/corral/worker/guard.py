@@ -41,7 +41,7 @@ class Launch:
     """How one task is started, and what to clean up after it."""
 
     argv: list[str]
-    preexec: Callable[[], None]
+    preexec: Callable[[], None] | None
     cgroup: PidsCgroup | None = None
 
     def close(self) -> None:

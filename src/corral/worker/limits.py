@@ -67,8 +67,13 @@ def rlimits(limits: Mapping[str, float], nproc: bool) -> list[tuple[int, int, in
 
 def make_preexec(
     limits: list[tuple[int, int, int]], cgroup_procs: Path | None
-) -> Callable[[], None]:
-    """A function to run in the child between fork and exec: join the cgroup, set rlimits."""
+) -> Callable[[], None] | None:
+    """A function to run in the child between fork and exec: join the cgroup, set rlimits.
+
+    None when there is nothing to do, so the task starts through vfork rather than fork, which
+    costs a copy of the worker's page tables on every task."""
+    if not limits and cgroup_procs is None:
+        return None
 
     def preexec() -> None:
         if cgroup_procs is not None:
