@@ -48,6 +48,8 @@ import pytest
 from corral.client import Client
 from corral.protocol import FINAL_STATUSES, OutputFile, Task, TaskResult, TaskSpec
 
+from .conftest import wait_for
+
 T = TypeVar("T")
 
 PYTHON = sys.executable
@@ -75,20 +77,6 @@ pytestmark = [
 
 
 # helpers
-
-
-def wait_for(
-    predicate: Callable[[], T | None], timeout: float, interval: float = 0.05, what: str = ""
-) -> T:
-    """Poll until `predicate()` is truthy and return it; fail the test on timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
-        time.sleep(interval)
 
 
 def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
