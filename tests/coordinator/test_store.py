@@ -261,7 +261,7 @@ def test_every_change_appends_one_event(store: SQLiteStore) -> None:
     assert store.events("other", 0, 10) == []
 
 
-@pytest.mark.parametrize("change", ["lease", "finish", "kill", "expire"])
+@pytest.mark.parametrize("change", ["lease", "finish", "finish_many", "kill", "expire"])
 def test_a_change_and_its_event_commit_together(
     store: SQLiteStore, monkeypatch: pytest.MonkeyPatch, change: str
 ) -> None:
@@ -273,11 +273,14 @@ def test_a_change_and_its_event_commit_together(
         raise sqlite3.OperationalError("disk I/O error")
 
     monkeypatch.setattr(store, "_event", no_event)
+    monkeypatch.setattr(store, "_events", no_event)
     with pytest.raises(sqlite3.OperationalError):
         if change == "lease":
             store.lease("w", 1, 20.0, 25.0, 100)
         elif change == "finish":
             store.finish("t0", leased[0].lease_id, done(), 20.0)
+        elif change == "finish_many":
+            store.finish_many("w", [("t0", leased[0].lease_id, done())], 20.0)
         elif change == "kill":
             store.kill(["t0"], 20.0)
         else:

@@ -13,9 +13,11 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from ..deps import DEPENDENCY_FAILED, hold
-from .base import NewTask
+from .base import NewTask, in_list
 
 __all__ = ["DependencySQL"]
+
+_FINAL = ("succeeded", "failed", "killed")
 
 _TABLE = (
     "CREATE TABLE IF NOT EXISTS deps (task_id TEXT NOT NULL, dep_id TEXT NOT NULL,"
@@ -106,6 +108,19 @@ class DependencySQL:
             for dependent, job_id in sorted(rows):
                 self._event(job_id, dependent, "failed", None, now)
                 todo.append(dependent)
+
+    def _settle_many(self: _Backend, finished: Sequence[tuple[str, str]], now: float) -> None:
+        """`_settle_dependents` for several (task, status) pairs, in order, looking up in one
+        query which of them have dependents at all (most have none)."""
+        final = [t for t, status in finished if status in _FINAL]
+        if not final:
+            return
+        where, args = in_list(self.placeholder, final)
+        rows = self._db.execute(f"SELECT DISTINCT dep_id FROM deps WHERE dep_id {where}", args)
+        depended = {r[0] for r in rows.fetchall()}
+        for task_id, status in finished:
+            if task_id in depended:
+                DependencySQL._settle_dependents(self, task_id, status, now)
 
     def dependencies_left(self: _Backend, task_id: str) -> int:
         """How many of a queued task's dependencies have yet to succeed."""

@@ -358,6 +358,79 @@ RETRY_INDEX = (
 )
 JOB_COLUMNS = "id, name, owner, created, total"
 WORKER_COLUMNS = "id, name, slots, status, capabilities, registered, last_heartbeat"
+# One worker row with the slots its running tasks take, in one statement (every backend).
+WORKER_SELECT = (
+    "SELECT "
+    + ", ".join(f"w.{c}" for c in WORKER_COLUMNS.split(", "))
+    + ", (SELECT COALESCE(SUM(t.cost * (1 - t.blocked)), 0) FROM tasks t"
+    " WHERE t.worker_id = w.id AND t.status = 'running') FROM workers w"
+)
+# The distinct requirement classes with queued work, one index seek each (a loose index scan
+# in one statement): the cost grows with the number of classes, not with queue depth.
+QUEUED_CLASSES = (
+    "WITH RECURSIVE c(r) AS ("
+    " SELECT (SELECT requires FROM tasks WHERE status = 'queued' ORDER BY requires LIMIT 1)"
+    " UNION ALL SELECT (SELECT requires FROM tasks WHERE status = 'queued' AND requires > c.r"
+    " ORDER BY requires LIMIT 1) FROM c WHERE c.r IS NOT NULL"
+    ") SELECT r FROM c WHERE r IS NOT NULL"
+)
+# Recording an attempt's outcome, fenced by the live lease ({p}: the backend's placeholder;
+# `finish_args` gives the values, then the task id and lease id follow).
+FINISH = (
+    "UPDATE tasks SET status = {p}, exit_code = {p}, error = {p}, stdout = {p}, stderr = {p},"
+    " manifest = {p}, finished = {p}, not_before = {p}, lease_id = NULL, lease_expires = NULL,"
+    " worker_id = CASE WHEN {p} = 'queued' THEN NULL ELSE worker_id END"
+    " WHERE id = {p} AND lease_id = {p} AND status = 'running'"
+)
+LEASE_UPDATE = (
+    "UPDATE tasks SET status = 'running', worker_id = {p}, lease_id = {p}, lease_expires = {p},"
+    " attempts = attempts + 1, started = {p}, blocked = 0 WHERE id = {p}"
+)
+EVENT_INSERT = "INSERT INTO events (job_id, task_id, status, exit_code, time) VALUES ({p})"
+# A worker that takes tasks is seen: the lease stands for a heartbeat, in its transaction.
+LEASE_TOUCH = "UPDATE workers SET last_heartbeat = {p}, status = 'online' WHERE id = {p}"
+
+
+def finish_args(outcome: Outcome, now: float) -> tuple[Any, ...]:
+    """The values FINISH sets, in its order."""
+    return (
+        outcome.status,
+        outcome.exit_code,
+        outcome.error,
+        outcome.stdout,
+        outcome.stderr,
+        encode(outcome.manifest),
+        None if outcome.status == "queued" else now,
+        outcome.not_before,
+        outcome.status,
+    )
+
+
+def in_list(p: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
+    """`IN (...)` for these values, padded (by repeating the last) to a power of two so a
+    backend's prepared-statement cache sees few distinct texts."""
+    size = 1
+    while size < len(values):
+        size *= 2
+    padded = list(values) + [values[-1]] * (size - len(values))
+    return f"IN ({','.join(p for _ in padded)})", padded
+
+
+def unique_runs(
+    items: Sequence[tuple[str, str, Outcome]],
+) -> list[list[tuple[str, str, Outcome]]]:
+    """Consecutive runs of results with no task twice in a run: each run can be recorded by
+    one statement with the same effect as recording its results one by one."""
+    runs: list[list[tuple[str, str, Outcome]]] = [[]]
+    seen: set[str] = set()
+    for item in items:
+        if item[0] in seen:
+            runs.append([])
+            seen = set()
+        runs[-1].append(item)
+        seen.add(item[0])
+    return runs if runs[0] else []
+
 
 encode = msgspec.json.encode
 spec_decoder = msgspec.json.Decoder(TaskSpec)

@@ -9,34 +9,35 @@ commits. One coordinator, one connection, as service.py runs it, never interleav
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import astuple
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ...protocol import AuditEntry, Event, Job, Task, Worker, slots_needed
+from ...protocol import Event, Job, Task, Worker, slots_needed
 from ._allowlist import AllowlistSQL
 from ._deps import DependencySQL
+from ._identity import IdentitySQL
 from .base import (
     ADDED_TASK_COLUMNS,
-    AUDIT_COLUMNS,
+    EVENT_INSERT,
+    FINISH,
     JOB_COLUMNS,
+    LEASE_TOUCH,
+    QUEUED_CLASSES,
     RELEASED,
     RETRY_INDEX,
     TASK_COLUMNS,
-    TOKEN_COLUMNS,
-    WORKER_COLUMNS,
+    WORKER_SELECT,
     Leased,
     NewTask,
     NotFound,
     Outcome,
     Stopped,
     Store,
-    TokenRecord,
-    audit_from_row,
     class_requires,
     class_slots,
     encode,
     expired_to,
+    finish_args,
     fitting_classes,
     job_counts,
     job_from_row,
@@ -44,7 +45,7 @@ from .base import (
     requires_key,
     spec_decoder,
     task_from_row,
-    token_from_row,
+    unique_runs,
     worker_from_row,
 )
 
@@ -98,17 +99,32 @@ SECURITY_SCHEMA = (
 )""",
 )
 
-_USED = (
-    "(SELECT COALESCE(SUM(t.cost * (1 - t.blocked)), 0) FROM tasks t"
-    " WHERE t.worker_id = w.id AND t.status = 'running')"
+_FINISH = FINISH.format(p="%s")
+_EVENT = EVENT_INSERT.format(p="%s,%s,%s,%s,%s")
+_TOUCH = LEASE_TOUCH.format(p="%s")
+# Several leases, or several results, in one statement: the rows come as parallel arrays.
+_LEASE_MANY = (
+    "UPDATE tasks AS t SET status = 'running', worker_id = %s, lease_id = r.lease_id,"
+    " lease_expires = %s, attempts = t.attempts + 1, started = %s, blocked = 0"
+    " FROM unnest(%s::text[], %s::text[]) AS r(id, lease_id) WHERE t.id = r.id"
 )
-_WORKER_SELECT = "SELECT " + ", ".join(f"w.{c}" for c in WORKER_COLUMNS.split(", "))
-_WORKER_SELECT += f", {_USED} FROM workers w"
+_FINISH_MANY = (
+    "UPDATE tasks AS t SET status = r.status, exit_code = r.exit_code, error = r.error,"
+    " stdout = r.stdout, stderr = r.stderr, manifest = r.manifest, finished = r.finished,"
+    " not_before = r.not_before, lease_id = NULL, lease_expires = NULL,"
+    " worker_id = CASE WHEN r.status = 'queued' THEN NULL ELSE t.worker_id END"
+    " FROM unnest(%s::text[], %s::text[], %s::text[], %s::int[], %s::text[], %s::text[],"
+    " %s::text[], %s::bytea[], %s::float8[], %s::float8[])"
+    " AS r(id, lease_id, status, exit_code, error, stdout, stderr, manifest, finished,"
+    " not_before)"
+    " WHERE t.id = r.id AND t.lease_id = r.lease_id AND t.worker_id = %s"
+    " AND t.status = 'running' RETURNING t.id, t.job_id"
+)
 # Serialises schema creation when several coordinators start at once on an empty database.
 _SCHEMA_LOCK = 0x636F7272616C  # "corral"
 
 
-class PostgresStore(AllowlistSQL, DependencySQL, Store):
+class PostgresStore(AllowlistSQL, DependencySQL, IdentitySQL, Store):
     """Durable state in a PostgreSQL database, optionally in its own schema."""
 
     placeholder = "%s"
@@ -164,10 +180,12 @@ class PostgresStore(AllowlistSQL, DependencySQL, Store):
         self._conn.close()
 
     def _event(self, job_id: str, task_id: str, status: str, code: int | None, now: float) -> None:
-        self._db.execute(
-            "INSERT INTO events (job_id, task_id, status, exit_code, time) VALUES (%s,%s,%s,%s,%s)",
-            (job_id, task_id, status, code, now),
-        )
+        self._db.execute(_EVENT, (job_id, task_id, status, code, now))
+
+    def _events(self, rows: Sequence[tuple[str, str, str, int | None, float]]) -> None:
+        """Several (job, task, status, exit code, time) events, in order, in one round trip."""
+        with self._db.cursor() as cur:
+            cur.executemany(_EVENT, rows)
 
     # jobs and tasks
     def create_job(
@@ -220,6 +238,20 @@ class PostgresStore(AllowlistSQL, DependencySQL, Store):
             raise NotFound(f"no task {task_id}")
         return task_from_row(row)
 
+    def get_tasks(self, task_ids: Sequence[str]) -> dict[str, Task]:
+        if not task_ids:
+            return {}
+        rows = self._db.execute(
+            f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = ANY(%s)", (list(set(task_ids)),)
+        )
+        return {r[0]: task_from_row(r) for r in rows.fetchall()}
+
+    def job_owner(self, job_id: str) -> str:
+        row = self._db.execute("SELECT owner FROM jobs WHERE id = %s", (job_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no job {job_id}")
+        return str(row[0])
+
     def list_tasks(
         self, job_id: str, offset: int, limit: int, status: str | None = None
     ) -> list[Task]:
@@ -250,7 +282,7 @@ class PostgresStore(AllowlistSQL, DependencySQL, Store):
     ) -> list[Leased]:
         if capacity <= 0:
             return []
-        out: list[Leased] = []
+        decode = spec_decoder.decode
         db = self._db
         with db.transaction():
             candidates = []
@@ -268,22 +300,15 @@ class PostgresStore(AllowlistSQL, DependencySQL, Store):
                     (key, now, min(scan, capacity // cost)),
                 ).fetchall()
                 candidates += [(r[4], r[5], cost, r) for r in rows]
-            for task_id, job_id, spec, attempts, _created, _seq in oldest_first(
-                candidates, capacity
-            ):
-                lease_id = uuid.uuid4().hex
-                db.execute(
-                    "UPDATE tasks SET status = 'running', worker_id = %s, lease_id = %s,"
-                    " lease_expires = %s, attempts = attempts + 1, started = %s, blocked = 0"
-                    " WHERE id = %s",
-                    (worker_id, lease_id, expires, now, task_id),
-                )
-                self._event(job_id, task_id, "running", None, now)
-                out.append(
-                    Leased(
-                        task_id, job_id, lease_id, attempts + 1, expires, spec_decoder.decode(spec)
-                    )
-                )
+            out = [
+                Leased(task_id, job_id, uuid.uuid4().hex, attempts + 1, expires, decode(spec))
+                for task_id, job_id, spec, attempts, _c, _s in oldest_first(candidates, capacity)
+            ]
+            if out:
+                ids, leases = [x.task_id for x in out], [x.lease_id for x in out]
+                db.execute(_LEASE_MANY, (worker_id, expires, now, ids, leases))
+                self._events([(x.job_id, x.task_id, "running", None, now) for x in out])
+                db.execute(_TOUCH, (now, worker_id))
         return out
 
     def queued_requirements(self) -> list[dict[str, str]]:
@@ -303,48 +328,40 @@ class PostgresStore(AllowlistSQL, DependencySQL, Store):
         return None if row is None or row[0] is None else float(row[0])
 
     def _queued_classes(self) -> list[str]:
-        # One row per distinct requirement class with queued work: matching cost grows with
-        # the number of classes, not with queue depth. (COLLATE "C": byte order, as SQLite's.)
-        # One index seek per class (a skip scan): PostgreSQL's DISTINCT would read every row.
-        sql = (
-            "SELECT requires FROM tasks WHERE status = 'queued' AND requires {op} %s"
-            " ORDER BY requires LIMIT 1"
-        )
-        keys: list[str] = []
-        row = self._db.execute(sql.format(op=">="), ("",)).fetchone()
-        while row is not None:
-            keys.append(row[0])
-            row = self._db.execute(sql.format(op=">"), (row[0],)).fetchone()
-        return keys
+        # PostgreSQL's DISTINCT would read every queued row; QUEUED_CLASSES seeks once per
+        # class. (requires is COLLATE "C": byte order, as SQLite's.)
+        return [r[0] for r in self._db.execute(QUEUED_CLASSES).fetchall()]
 
     def finish(self, task_id: str, lease_id: str, outcome: Outcome, now: float) -> bool:
         db = self._db
         with db.transaction():
             row = db.execute(
-                "UPDATE tasks SET status = %s, exit_code = %s, error = %s, stdout = %s,"
-                " stderr = %s, manifest = %s, finished = %s, not_before = %s, lease_id = NULL,"
-                " lease_expires = NULL, worker_id = CASE WHEN %s = 'queued' THEN NULL"
-                " ELSE worker_id END"
-                " WHERE id = %s AND lease_id = %s AND status = 'running' RETURNING job_id",
-                (
-                    outcome.status,
-                    outcome.exit_code,
-                    outcome.error,
-                    outcome.stdout,
-                    outcome.stderr,
-                    encode(outcome.manifest),
-                    None if outcome.status == "queued" else now,
-                    outcome.not_before,
-                    outcome.status,
-                    task_id,
-                    lease_id,
-                ),
+                _FINISH + " RETURNING job_id", (*finish_args(outcome, now), task_id, lease_id)
             ).fetchone()
             if row is None:
                 return False
             self._event(row[0], task_id, outcome.status, outcome.exit_code, now)
             self._settle_dependents(task_id, outcome.status, now)
         return True
+
+    def finish_many(
+        self, worker_id: str, items: Sequence[tuple[str, str, Outcome]], now: float
+    ) -> list[bool]:
+        if not items:
+            return []
+        out, events = [], []
+        db = self._db
+        with db.transaction():
+            for run in unique_runs(items):  # a task twice in a batch: later runs see the first
+                found = dict(db.execute(_FINISH_MANY, _finish_columns(run, now, worker_id)))
+                for task_id, _lease, o in run:
+                    out.append(task_id in found)
+                    if task_id in found:
+                        events.append((found[task_id], task_id, o.status, o.exit_code, now))
+            if events:
+                self._events(events)
+                self._settle_many([(e[1], e[2]) for e in events], now)
+        return out
 
     def release(self, task_id: str, lease_id: str, now: float) -> bool:
         db = self._db
@@ -487,14 +504,14 @@ class PostgresStore(AllowlistSQL, DependencySQL, Store):
         return [r[0] for r in rows]
 
     def get_worker(self, worker_id: str) -> Worker:
-        row = self._db.execute(f"{_WORKER_SELECT} WHERE w.id = %s", (worker_id,)).fetchone()
+        row = self._db.execute(f"{WORKER_SELECT} WHERE w.id = %s", (worker_id,)).fetchone()
         if row is None:
             raise NotFound(f"no worker {worker_id}")
         return worker_from_row(row, row[-1])
 
     def list_workers(self) -> list[Worker]:
         rows = self._db.execute(
-            f"{_WORKER_SELECT} ORDER BY w.status != 'online', w.registered"
+            f"{WORKER_SELECT} ORDER BY w.status != 'online', w.registered"
         ).fetchall()
         return [worker_from_row(r, r[-1]) for r in rows]
 
@@ -517,82 +534,13 @@ class PostgresStore(AllowlistSQL, DependencySQL, Store):
             _insert_tasks(cur, job_id, now, tasks)
             self._hold_new(now, tasks)
 
-    def add_token(self, token: TokenRecord) -> None:
-        self._db.execute(
-            f"INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)",
-            astuple(token),
-        )
 
-    def token_by_hash(self, secret_sha256: str) -> TokenRecord | None:
-        row = self._db.execute(
-            f"SELECT {TOKEN_COLUMNS} FROM tokens WHERE secret_sha256 = %s", (secret_sha256,)
-        ).fetchone()
-        return token_from_row(row) if row else None
-
-    def list_tokens(self) -> list[TokenRecord]:
-        rows = self._db.execute(
-            f'SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY created, id COLLATE "C"'
-        )
-        return [token_from_row(r) for r in rows.fetchall()]
-
-    def revoke_token(self, token_id: str, now: float) -> TokenRecord:
-        db = self._db
-        with db.transaction():
-            db.execute(
-                "UPDATE tokens SET revoked = %s WHERE id = %s AND revoked IS NULL",
-                (now, token_id),
-            )
-            row = db.execute(
-                f"SELECT {TOKEN_COLUMNS} FROM tokens WHERE id = %s", (token_id,)
-            ).fetchone()
-        if row is None:
-            raise NotFound(f"no token {token_id}")
-        return token_from_row(row)
-
-    def set_worker_owner(self, worker_id: str, owner: str) -> None:
-        self._db.execute(
-            "INSERT INTO worker_owners (worker_id, owner) VALUES (%s,%s)"
-            " ON CONFLICT (worker_id) DO UPDATE SET owner = EXCLUDED.owner",
-            (worker_id, owner),
-        )
-
-    def worker_owner(self, worker_id: str) -> str | None:
-        row = self._db.execute(
-            "SELECT owner FROM worker_owners WHERE worker_id = %s", (worker_id,)
-        ).fetchone()
-        return str(row[0]) if row else None
-
-    def grant_blobs(self, owner: str, hashes: Iterable[str]) -> None:
-        rows = [(owner, h) for h in sorted(set(hashes))]
-        if rows:
-            with self._db.cursor() as cur:
-                cur.executemany(
-                    "INSERT INTO blob_owners (owner, sha256) VALUES (%s,%s) ON CONFLICT DO NOTHING",
-                    rows,
-                )
-
-    def owned_blobs(self, owner: str, hashes: Sequence[str]) -> set[str]:
-        rows = self._db.execute(
-            "SELECT sha256 FROM blob_owners WHERE owner = %s AND sha256 = ANY(%s)",
-            (owner, list(dict.fromkeys(hashes))),
-        )
-        return {r[0] for r in rows.fetchall()}
-
-    def add_audit(
-        self, now: float, actor: str, token_id: str, action: str, target: str, detail: str
-    ) -> None:
-        self._db.execute(
-            "INSERT INTO audit (time, actor, token_id, action, target, detail)"
-            " VALUES (%s,%s,%s,%s,%s,%s)",
-            (now, actor, token_id, action, target, detail),
-        )
-
-    def audit(self, after: int, limit: int) -> list[AuditEntry]:
-        rows = self._db.execute(
-            f"SELECT {AUDIT_COLUMNS} FROM audit WHERE seq > %s ORDER BY seq LIMIT %s",
-            (after, limit),
-        )
-        return [audit_from_row(r) for r in rows.fetchall()]
+def _finish_columns(
+    run: Sequence[tuple[str, str, Outcome]], now: float, worker_id: str
+) -> tuple[Any, ...]:
+    """_FINISH_MANY's arrays (one per column) for a run of results, then the worker."""
+    rows = [(task_id, lease_id, *finish_args(o, now)[:8]) for task_id, lease_id, o in run]
+    return (*(list(column) for column in zip(*rows, strict=True)), worker_id)
 
 
 def _insert_tasks(

@@ -4,43 +4,45 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import astuple
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ...protocol import AuditEntry, Event, Job, Task, Worker, slots_needed
+from ...protocol import Event, Job, Task, Worker, slots_needed
 from ._allowlist import AllowlistSQL
 from ._deps import DependencySQL
+from ._identity import IdentitySQL
 from .base import (
     ADDED_TASK_COLUMNS,
-    AUDIT_COLUMNS,
+    EVENT_INSERT,
+    FINISH,
     JOB_COLUMNS,
+    LEASE_TOUCH,
+    LEASE_UPDATE,
+    QUEUED_CLASSES,
     RELEASED,
     RETRY_INDEX,
     TASK_COLUMNS,
-    TOKEN_COLUMNS,
-    WORKER_COLUMNS,
+    WORKER_SELECT,
     Leased,
     NewTask,
     NotFound,
     Outcome,
     Stopped,
     Store,
-    TokenRecord,
-    audit_from_row,
     class_requires,
     class_slots,
     encode,
     expired_to,
+    finish_args,
     fitting_classes,
+    in_list,
     job_counts,
     job_from_row,
     oldest_first,
     requires_key,
     spec_decoder,
     task_from_row,
-    token_from_row,
     worker_from_row,
 )
 
@@ -79,10 +81,10 @@ READY_INDEX = (
     "CREATE INDEX IF NOT EXISTS tasks_ready ON tasks(requires, created, seq)"
     " WHERE status = 'queued' AND waiting = 0"
 )
-_NEXT_CLASS = (
-    "SELECT requires FROM tasks WHERE status = 'queued' AND requires {op} ?"
-    " ORDER BY requires LIMIT 1"
-)
+_FINISH = FINISH.format(p="?")
+_LEASE_UPDATE = LEASE_UPDATE.format(p="?")
+_EVENT = EVENT_INSERT.format(p="?,?,?,?,?")
+_TOUCH = LEASE_TOUCH.format(p="?")
 
 SECURITY_SCHEMA = """
 CREATE TABLE IF NOT EXISTS tokens (
@@ -101,7 +103,7 @@ CREATE TABLE IF NOT EXISTS audit (
 """
 
 
-class SQLiteStore(AllowlistSQL, DependencySQL, Store):
+class SQLiteStore(AllowlistSQL, DependencySQL, IdentitySQL, Store):
     """Durable state in one SQLite file."""
 
     def __init__(self, path: Path | str) -> None:
@@ -109,6 +111,9 @@ class SQLiteStore(AllowlistSQL, DependencySQL, Store):
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
+        # the hot pages (queue index, running tasks, workers) stay in memory: 64 MB at most
+        self._db.execute("PRAGMA cache_size=-65536")
+        self._db.execute("PRAGMA temp_store=MEMORY")
         self._db.executescript(SCHEMA)
         self._db.executescript(SECURITY_SCHEMA)
         self._create_allowlist("REAL")
@@ -131,10 +136,11 @@ class SQLiteStore(AllowlistSQL, DependencySQL, Store):
         return _Transaction(self._db)
 
     def _event(self, job_id: str, task_id: str, status: str, code: int | None, now: float) -> None:
-        self._db.execute(
-            "INSERT INTO events (job_id, task_id, status, exit_code, time) VALUES (?,?,?,?,?)",
-            (job_id, task_id, status, code, now),
-        )
+        self._db.execute(_EVENT, (job_id, task_id, status, code, now))
+
+    def _events(self, rows: Sequence[tuple[str, str, str, int | None, float]]) -> None:
+        """Several (job, task, status, exit code, time) events in one statement."""
+        self._db.executemany(_EVENT, rows)
 
     # jobs and tasks
     def create_job(
@@ -195,6 +201,21 @@ class SQLiteStore(AllowlistSQL, DependencySQL, Store):
             raise NotFound(f"no task {task_id}")
         return task_from_row(row)
 
+    def get_tasks(self, task_ids: Sequence[str]) -> dict[str, Task]:
+        found: dict[str, Task] = {}
+        unique = list(dict.fromkeys(task_ids))
+        for i in range(0, len(unique), 512):
+            where, args = in_list("?", unique[i : i + 512])
+            rows = self._db.execute(f"SELECT {TASK_COLUMNS} FROM tasks WHERE id {where}", args)
+            found.update((r[0], task_from_row(r)) for r in rows.fetchall())
+        return found
+
+    def job_owner(self, job_id: str) -> str:
+        row = self._db.execute("SELECT owner FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no job {job_id}")
+        return str(row[0])
+
     def list_tasks(
         self, job_id: str, offset: int, limit: int, status: str | None = None
     ) -> list[Task]:
@@ -225,7 +246,7 @@ class SQLiteStore(AllowlistSQL, DependencySQL, Store):
     ) -> list[Leased]:
         if capacity <= 0:
             return []
-        out: list[Leased] = []
+        decode = spec_decoder.decode
         with self._tx():
             candidates = []
             for key in fitting_classes(self._queued_classes(), fits):
@@ -240,22 +261,18 @@ class SQLiteStore(AllowlistSQL, DependencySQL, Store):
                     (key, now, min(scan, capacity // cost)),
                 ).fetchall()
                 candidates += [(r[4], r[5], cost, r) for r in rows]
-            for task_id, job_id, spec, attempts, _created, _seq in oldest_first(
-                candidates, capacity
-            ):
-                lease_id = uuid.uuid4().hex
-                self._db.execute(
-                    "UPDATE tasks SET status = 'running', worker_id = ?, lease_id = ?,"
-                    " lease_expires = ?, attempts = attempts + 1, started = ?, blocked = 0"
-                    " WHERE id = ?",
-                    (worker_id, lease_id, expires, now, task_id),
+            out = [
+                Leased(task_id, job_id, uuid.uuid4().hex, attempts + 1, expires, decode(spec))
+                for task_id, job_id, spec, attempts, _c, _s in oldest_first(candidates, capacity)
+            ]
+            if out:
+                db = self._db
+                db.executemany(
+                    _LEASE_UPDATE,
+                    [(worker_id, x.lease_id, expires, now, x.task_id) for x in out],
                 )
-                self._event(job_id, task_id, "running", None, now)
-                out.append(
-                    Leased(
-                        task_id, job_id, lease_id, attempts + 1, expires, spec_decoder.decode(spec)
-                    )
-                )
+                self._events([(x.job_id, x.task_id, "running", None, now) for x in out])
+                db.execute(_TOUCH, (now, worker_id))
         return out
 
     def queued_requirements(self) -> list[dict[str, str]]:
@@ -277,43 +294,38 @@ class SQLiteStore(AllowlistSQL, DependencySQL, Store):
         return None if row is None or row[0] is None else float(row[0])
 
     def _queued_classes(self) -> list[str]:
-        # One index seek per distinct requirement class with queued work (a skip scan), so
-        # matching cost grows with the number of classes, not with queue depth.
-        keys: list[str] = []
-        row = self._db.execute(_NEXT_CLASS.format(op=">="), ("",)).fetchone()
-        while row is not None:
-            keys.append(row[0])
-            row = self._db.execute(_NEXT_CLASS.format(op=">"), (row[0],)).fetchone()
-        return keys
+        return [r[0] for r in self._db.execute(QUEUED_CLASSES).fetchall()]
 
     def finish(self, task_id: str, lease_id: str, outcome: Outcome, now: float) -> bool:
         with self._tx():
-            cur = self._db.execute(
-                "UPDATE tasks SET status = ?, exit_code = ?, error = ?, stdout = ?, stderr = ?,"
-                " manifest = ?, finished = ?, not_before = ?, lease_id = NULL,"
-                " lease_expires = NULL, worker_id = CASE WHEN ? = 'queued' THEN NULL"
-                " ELSE worker_id END"
-                " WHERE id = ? AND lease_id = ? AND status = 'running' RETURNING job_id",
-                (
-                    outcome.status,
-                    outcome.exit_code,
-                    outcome.error,
-                    outcome.stdout,
-                    outcome.stderr,
-                    encode(outcome.manifest),
-                    None if outcome.status == "queued" else now,
-                    outcome.not_before,
-                    outcome.status,
-                    task_id,
-                    lease_id,
-                ),
-            )
-            row = cur.fetchone()
+            row = self._db.execute(
+                _FINISH + " RETURNING job_id", (*finish_args(outcome, now), task_id, lease_id)
+            ).fetchone()
             if row is None:
                 return False
             self._event(row[0], task_id, outcome.status, outcome.exit_code, now)
             self._settle_dependents(task_id, outcome.status, now)
         return True
+
+    def finish_many(
+        self, worker_id: str, items: Sequence[tuple[str, str, Outcome]], now: float
+    ) -> list[bool]:
+        if not items:
+            return []
+        db, out, events = self._db, [], []
+        sql = _FINISH + " AND worker_id = ? RETURNING job_id"
+        with self._tx():
+            for task_id, lease_id, o in items:  # one by one: a task twice in a batch is fenced
+                row = db.execute(
+                    sql, (*finish_args(o, now), task_id, lease_id, worker_id)
+                ).fetchone()
+                out.append(row is not None)
+                if row is not None:
+                    events.append((row[0], task_id, o.status, o.exit_code, now))
+            if events:
+                self._events(events)
+                self._settle_many([(e[1], e[2]) for e in events], now)
+        return out
 
     def release(self, task_id: str, lease_id: str, now: float) -> bool:
         with self._tx():
@@ -332,17 +344,18 @@ class SQLiteStore(AllowlistSQL, DependencySQL, Store):
     def extend(
         self, worker_id: str, lease_ids: Sequence[str], now: float, expires: float
     ) -> list[str]:
-        stale = []
-        with self._tx():
-            for lease_id in lease_ids:
-                cur = self._db.execute(
-                    "UPDATE tasks SET lease_expires = ? WHERE lease_id = ? AND worker_id = ?"
-                    " AND status = 'running'",
-                    (expires, lease_id, worker_id),
-                )
-                if cur.rowcount == 0:
-                    stale.append(lease_id)
-        return stale
+        if not lease_ids:
+            return []
+        live: set[str] = set()
+        for i in range(0, len(lease_ids), 512):  # one statement, one commit, per 512 leases
+            where, args = in_list("?", lease_ids[i : i + 512])
+            rows = self._db.execute(
+                f"UPDATE tasks SET lease_expires = ? WHERE worker_id = ? AND status = 'running'"
+                f" AND lease_id {where} RETURNING lease_id",
+                (expires, worker_id, *args),
+            )
+            live.update(r[0] for r in rows.fetchall())
+        return [lease_id for lease_id in lease_ids if lease_id not in live]
 
     def expire(self, now: float) -> list[Stopped]:
         out = []
@@ -436,28 +449,17 @@ class SQLiteStore(AllowlistSQL, DependencySQL, Store):
         ).fetchall()
         return [r[0] for r in rows]
 
-    def _worker(self, row: tuple[Any, ...]) -> Worker:
-        used = self._db.execute(
-            "SELECT COALESCE(SUM(cost * (1 - blocked)), 0) FROM tasks"
-            " WHERE worker_id = ? AND status = 'running'",
-            (row[0],),
-        ).fetchone()[0]
-        return worker_from_row(row, used)
-
     def get_worker(self, worker_id: str) -> Worker:
-        row = self._db.execute(
-            f"SELECT {WORKER_COLUMNS} FROM workers WHERE id = ?",
-            (worker_id,),
-        ).fetchone()
+        row = self._db.execute(f"{WORKER_SELECT} WHERE w.id = ?", (worker_id,)).fetchone()
         if row is None:
             raise NotFound(f"no worker {worker_id}")
-        return self._worker(row)
+        return worker_from_row(row, row[-1])
 
     def list_workers(self) -> list[Worker]:
         rows = self._db.execute(
-            f"SELECT {WORKER_COLUMNS} FROM workers ORDER BY status != 'online', registered"
+            f"{WORKER_SELECT} ORDER BY w.status != 'online', w.registered"
         ).fetchall()
-        return [self._worker(r) for r in rows]
+        return [worker_from_row(r, r[-1]) for r in rows]
 
     # events
     def events(self, job_id: str, after: int, limit: int) -> list[Event]:
@@ -478,81 +480,6 @@ class SQLiteStore(AllowlistSQL, DependencySQL, Store):
                 raise NotFound(f"no job {job_id}")
             self._insert_tasks(job_id, now, tasks)
             self._hold_new(now, tasks)
-
-    def add_token(self, token: TokenRecord) -> None:
-        self._db.execute(
-            f"INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
-            astuple(token),
-        )
-
-    def token_by_hash(self, secret_sha256: str) -> TokenRecord | None:
-        row = self._db.execute(
-            f"SELECT {TOKEN_COLUMNS} FROM tokens WHERE secret_sha256 = ?", (secret_sha256,)
-        ).fetchone()
-        return token_from_row(row) if row else None
-
-    def list_tokens(self) -> list[TokenRecord]:
-        rows = self._db.execute(f"SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY created, id")
-        return [token_from_row(r) for r in rows.fetchall()]
-
-    def revoke_token(self, token_id: str, now: float) -> TokenRecord:
-        with self._tx():
-            self._db.execute(
-                "UPDATE tokens SET revoked = ? WHERE id = ? AND revoked IS NULL", (now, token_id)
-            )
-            row = self._db.execute(
-                f"SELECT {TOKEN_COLUMNS} FROM tokens WHERE id = ?", (token_id,)
-            ).fetchone()
-        if row is None:
-            raise NotFound(f"no token {token_id}")
-        return token_from_row(row)
-
-    def set_worker_owner(self, worker_id: str, owner: str) -> None:
-        self._db.execute(
-            "INSERT OR REPLACE INTO worker_owners (worker_id, owner) VALUES (?,?)",
-            (worker_id, owner),
-        )
-
-    def worker_owner(self, worker_id: str) -> str | None:
-        row = self._db.execute(
-            "SELECT owner FROM worker_owners WHERE worker_id = ?", (worker_id,)
-        ).fetchone()
-        return str(row[0]) if row else None
-
-    def grant_blobs(self, owner: str, hashes: Iterable[str]) -> None:
-        self._db.executemany(
-            "INSERT OR IGNORE INTO blob_owners (owner, sha256) VALUES (?,?)",
-            [(owner, h) for h in set(hashes)],
-        )
-
-    def owned_blobs(self, owner: str, hashes: Sequence[str]) -> set[str]:
-        found: set[str] = set()
-        unique = list(dict.fromkeys(hashes))
-        for i in range(0, len(unique), 500):
-            part = unique[i : i + 500]
-            rows = self._db.execute(
-                "SELECT sha256 FROM blob_owners WHERE owner = ? AND sha256 IN"
-                f" ({','.join('?' * len(part))})",
-                (owner, *part),
-            )
-            found.update(r[0] for r in rows.fetchall())
-        return found
-
-    def add_audit(
-        self, now: float, actor: str, token_id: str, action: str, target: str, detail: str
-    ) -> None:
-        self._db.execute(
-            "INSERT INTO audit (time, actor, token_id, action, target, detail)"
-            " VALUES (?,?,?,?,?,?)",
-            (now, actor, token_id, action, target, detail),
-        )
-
-    def audit(self, after: int, limit: int) -> list[AuditEntry]:
-        rows = self._db.execute(
-            f"SELECT {AUDIT_COLUMNS} FROM audit WHERE seq > ? ORDER BY seq LIMIT ?",
-            (after, limit),
-        )
-        return [audit_from_row(r) for r in rows.fetchall()]
 
 
 class _Transaction:
