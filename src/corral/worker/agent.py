@@ -46,6 +46,7 @@ from .cache import CacheError, FileCache
 from .capabilities import dynamic_capabilities, probe_programs, static_capabilities
 from .desktop import Desktop
 from .executor import TaskProcess, command_line, task_env
+from .fnpool import FnPool
 from .guard import Launch, make_guard
 from .idle import IdlePolicy
 from .outputs import UnsafePath, changed_files, resolve_inside, safe_relpath, sha256_file, snapshot
@@ -140,6 +141,7 @@ class Agent:
         # tasks' stdout and stderr are the same empty blob, which then costs no round trip
         self._stored: set[str] = set()
         self.desktop = Desktop(config.when_idle) if config.when_idle else None
+        self.fnpool = FnPool(self.guard, config.work_dir, config.slots, self.running.__contains__)
 
     # plumbing
     async def _post(self, path: str, body: Any, kind: Any = None) -> Any:
@@ -242,6 +244,7 @@ class Agent:
                 with contextlib.suppress(httpx.HTTPError):
                     await self.http.post(f"/workers/{self.worker_id}/deregister")
             await self.http.aclose()
+            await self.fnpool.aclose()
             self.guard.close()
 
     def drain(self) -> None:
@@ -418,7 +421,8 @@ class Agent:
 
     # one task
     async def _run_task(self, a: Assignment) -> None:
-        task_dir = self.config.work_dir / "tasks" / f"{a.task_id}.{a.attempt}"
+        # a function task going to a pooled runner lives in that runner's root (fnpool.py)
+        task_dir = self.fnpool.claim(a) / "tasks" / f"{a.task_id}.{a.attempt}"
         work = task_dir / "work"
         run = _Running(a, TaskProcess(), task_dir)
         self.running[a.task_id] = run
@@ -485,22 +489,26 @@ class Agent:
         wall = spec.limits.get("wall_time")
         launch: Launch = self.guard.launch(spec, argv, work, run.dir.name)
         try:
-            finished = await run.process.run(
-                launch.argv,
-                work,
-                env,
-                run.dir / "stdout",
-                run.dir / "stderr",
-                wall if wall else None,
-                launch.preexec,
-            )
+            # a function task claimed by a pooled runner makes its call there (fnpool.py)
+            finished = await self.fnpool.call(run.assignment, run.process, env, run.dir)
+            if finished is None:
+                finished = await run.process.run(
+                    launch.argv,
+                    work,
+                    env,
+                    run.dir / "stdout",
+                    run.dir / "stderr",
+                    wall if wall else None,
+                    launch.preexec,
+                )
             error = finished.error
             if error is None or error.startswith("killed by signal"):
                 stderr = run.dir / "stderr"
                 hit = self.guard.verdict(spec.limits, finished.exit_code, stderr, launch)
                 error = hit or error
         finally:
-            await asyncio.to_thread(launch.close)
+            if launch.cgroup is not None:  # nothing to remove otherwise: no thread hop
+                await asyncio.to_thread(launch.close)
         return finished.exit_code, error
 
     async def _collect(

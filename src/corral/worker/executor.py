@@ -9,13 +9,15 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import psutil
 
 SAFE_ENV = ("PATH", "LANG", "LC_ALL", "TZ")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,7 @@ class TaskProcess:
                 why = getattr(exc, "strerror", None) or exc
                 return Finished(None, f"cannot start {argv[0]}: {why}")
         try:
-            code = await self._wait(wall_time)
+            code = await self._wait(asyncio.ensure_future(self.proc.wait()), wall_time)
         except TimeoutError:
             self.kill()
             await self.proc.wait()
@@ -118,10 +120,44 @@ class TaskProcess:
             return Finished(code, f"killed by signal {-code}")
         return Finished(code, None)
 
-    async def _wait(self, wall_time: float | None) -> int:
-        """Wait for the exit; TimeoutError once it has run (not counting time suspended)
-        for `wall_time` seconds."""
-        assert self.proc is not None
+    async def call(
+        self,
+        proc: asyncio.subprocess.Process,
+        reply: Awaitable[int | None],
+        wall_time: float | None,
+    ) -> Finished:
+        """Wait for one call made to a long-lived process (a pooled function runner, fnpool.py)
+        as if it were this task's own process: `reply` is the call's exit code, or None when
+        the process died in the call. Kill, suspend and wall_time act on its whole tree
+        meanwhile; the Finished is what a fresh process ending the same way would give."""
+        self.proc = proc
+        try:
+            try:
+                code = await self._wait(asyncio.ensure_future(reply), wall_time)
+            except TimeoutError:
+                self.kill()
+                await proc.wait()
+                return Finished(None, "limit_exceeded: wall_time")
+            if code is None:  # it died in the call: what remains of its tree goes too
+                kill_tree(proc.pid)
+                code = await proc.wait()
+        finally:
+            self._detach()
+        if self.killed:
+            return Finished(code, "killed")
+        if code < 0:
+            return Finished(code, f"killed by signal {-code}")
+        return Finished(code, None)
+
+    def _detach(self) -> None:
+        """Let go of a long-lived process after a call; it runs on for the next task."""
+        if self._stopped_at is not None:
+            self.resume()
+        self.proc = None
+
+    async def _wait(self, done: asyncio.Future[T], wall_time: float | None) -> T:
+        """Wait for `done` (the exit, or a call's answer); TimeoutError once the process has
+        run (not counting time suspended) for `wall_time` seconds."""
         started = time.monotonic()
         while True:
             left = None
@@ -130,7 +166,7 @@ class TaskProcess:
                 if left <= 0:
                     raise TimeoutError
             try:
-                return await asyncio.wait_for(self.proc.wait(), left)
+                return await asyncio.wait_for(asyncio.shield(done), left)
             except TimeoutError:
                 continue  # time spent suspended may have moved the deadline
 

@@ -11,17 +11,32 @@ Workers run tasks in a clean environment, so `python3` on PATH may lack corral a
 cloudpickle: the worker replaces the leading `python3 -m corral.worker.pyrunner` with its own
 interpreter (`runner_argv`). The task requires `python=<major.minor>` of the caller, and the
 worker reports its own interpreter's version, so the versions match.
+
+`python3 -m corral.worker.pyrunner --serve` is the same thing kept alive for many calls (the
+worker's function-runner pool, fnpool.py): it reads one JSON request a line on stdin
+(`{"argv": [FN, CALL, RESULT], "cwd", "env", "stdout", "stderr"}`), makes the calls in `cwd`
+with `env` as its environment and fds 1 and 2 on the two files, writes RESULT as above, and
+answers on stdout with the exit code a fresh process would have had, then `ready` after start.
+Children the call left running are killed, as the worker kills a fresh process's tree.
 """
 
 from __future__ import annotations
 
+import importlib
+import json
+import os
 import pickle
+import signal
 import sys
+import tempfile
 import traceback
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 MODULE = "corral.worker.pyrunner"
+SERVE = "--serve"
+READY = b"ready\n"
 
 
 def runner_argv(argv: list[str], python: str = sys.executable) -> list[str]:
@@ -80,14 +95,114 @@ def run(fn_file: Path, call_file: Path) -> tuple[bytes, int]:
         return _error(exc, done), 1
 
 
-def main(argv: list[str]) -> int:
-    """Entry point: run the calls and write the result file."""
-    if len(argv) != 3:
-        print(f"usage: python3 -m {MODULE} FN CALL RESULT", file=sys.stderr)
-        return 2
+def call_once(argv: list[str]) -> int:
+    """Make the calls of one task and write its result file; the exit code."""
     record, code = run(Path(argv[0]), Path(argv[1]))
     Path(argv[2]).write_bytes(record)
     return code
+
+
+def _children() -> list[int]:
+    """This process's children, from /proc (cheap: no scan of every process)."""
+    pids: list[int] = []
+    try:
+        for tid in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{tid}/children") as f:
+                pids += [int(p) for p in f.read().split()]
+    except OSError:
+        pass
+    return pids
+
+
+def _kill_children() -> None:
+    """Kill what a call left running, as a fresh process's tree is killed when it ends."""
+    if not _children():
+        return
+    try:
+        import psutil
+
+        procs = psutil.Process().children(recursive=True)
+    except Exception:
+        procs = []
+    pids = {p.pid for p in procs} | set(_children())
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    for pid in _children():
+        try:
+            os.waitpid(pid, 0)
+        except OSError:
+            pass
+
+
+def _redirect(stdout: str, stderr: str) -> None:
+    for fd, name in ((1, stdout), (2, stderr)):
+        new = os.open(name, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        os.dup2(new, fd)
+        os.close(new)
+
+
+def _settle(null: int) -> None:
+    """Flush what the call printed to its files, then point fds 1 and 2 back at /dev/null."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    if sys.__stdout__ is not None and sys.__stderr__ is not None:
+        sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+    os.dup2(null, 1)
+    os.dup2(null, 2)
+
+
+def serve_call(request: dict[str, Any], null: int) -> int:
+    """One request: the task's cwd, environment and output files, then `call_once`."""
+    os.environ.clear()
+    os.environ.update(request["env"])
+    tempfile.tempdir = None  # TMPDIR is the task's own directory: look it up again
+    try:
+        _redirect(request["stdout"], request["stderr"])
+        os.chdir(request["cwd"])
+        sys.argv = [__file__, *request["argv"]]
+        return call_once(request["argv"])
+    except BaseException:  # what an uncaught error does to a fresh process
+        traceback.print_exc()
+        return 1
+    finally:
+        _settle(null)
+        _kill_children()
+
+
+def serve(requests: Iterable[bytes], reply: int, null: int) -> int:
+    """Answer requests until stdin closes; each answer is the call's exit code."""
+    os.write(reply, READY)
+    for line in requests:
+        code = serve_call(json.loads(line), null)
+        os.write(reply, f"{code}\n".encode())
+    return 0
+
+
+def _serve_main() -> int:
+    """Keep the request and answer pipes to ourselves; fds 0, 1 and 2 go to /dev/null."""
+    importlib.import_module("cloudpickle")  # once, here, rather than in the first call
+    requests, reply = os.dup(0), os.dup(1)
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    with os.fdopen(requests, "rb") as lines:
+        return serve(lines, reply, null)
+
+
+def main(argv: list[str]) -> int:
+    """Entry point: run the calls and write the result file."""
+    if argv == [SERVE]:
+        return _serve_main()
+    if len(argv) != 3:
+        print(f"usage: python3 -m {MODULE} FN CALL RESULT", file=sys.stderr)
+        return 2
+    return call_once(argv)
 
 
 if __name__ == "__main__":
