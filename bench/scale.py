@@ -86,26 +86,35 @@ async def _hold(n: int, port: int, hold: float, rss: Callable[[], int]) -> dict[
         conn.send(f"/workers/{wid}/lease", poll)
     answers = [asyncio.ensure_future(c.answer()) for c, _ in pairs]
     await asyncio.sleep(min(2.0, hold / 3))
-    early = sum(a.done() for a in answers)
+    early = [a.done() for a in answers]
     rss_held = rss()
     beats = await _heartbeat_all(port, [w for _, w in pairs])
     results = await asyncio.gather(*answers, return_exceptions=True)
     released = time.perf_counter() - sent
-    answered = [r for r in results if isinstance(r, tuple)]
-    ok = sum(s == 200 and msgspec.json.decode(b)["assignments"] == [] for s, b in answered)
+    # held: still open at the early check, then a clean empty answer (a connection the
+    # coordinator dropped early counts as early and as dropped, never as held)
+    held = sum(not e and _empty(r) for e, r in zip(early, results, strict=True))
     for conn, _ in pairs:
         conn.close()
     return {
         "workers": n,
         "register_s": registered,
-        "answered_early": early,
-        "held_then_answered": ok - early,
-        "connections_dropped": len(results) - len(answered),
+        "answered_early": sum(early),
+        "held_then_answered": held,
+        "connections_dropped": sum(isinstance(r, BaseException) for r in results),
         "hold_s": hold,
         "all_answered_after_s": released,
         "heartbeats": beats,
         "rss_mb_while_held": rss_held / 1e6,
     }
+
+
+def _empty(answer: object) -> bool:
+    """A 200 lease answer with no assignments."""
+    if not isinstance(answer, tuple):
+        return False
+    status, body = answer
+    return bool(status == 200 and msgspec.json.decode(body)["assignments"] == [])
 
 
 async def _heartbeat_all(port: int, ids: list[str]) -> dict[str, Any]:
@@ -184,6 +193,7 @@ def b5_scale(workers: int, queued: int, hold: float = 8.0) -> dict[str, Any]:
         wait_healthy(f"http://127.0.0.1:{port}")
         proc = psutil.Process(server.pid)
         rss_idle = proc.memory_info().rss
+        open_files = proc.rlimit(psutil.RLIMIT_NOFILE)[0]  # after make_server raised it
 
         def rss() -> int:
             return int(proc.memory_info().rss)
@@ -197,6 +207,7 @@ def b5_scale(workers: int, queued: int, hold: float = 8.0) -> dict[str, Any]:
             small = _queued(http, port, proc, 1000)
             big = _queued(http, port, proc, queued) if queued else {}
         return {
+            "coordinator_open_files_limit": open_files,
             "rss_mb_idle": rss_idle / 1e6,
             "rss_mb_after_workers": rss_after_hold / 1e6,
             "held": held,
@@ -207,4 +218,14 @@ def b5_scale(workers: int, queued: int, hold: float = 8.0) -> dict[str, Any]:
         stop(server)
         with contextlib.suppress(Exception):
             log.close()
+        _keep_log(root / "server.log")
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _keep_log(path: Path) -> None:
+    """Copy the coordinator's log, when it said anything, to bench/results/."""
+    if path.exists() and path.stat().st_size:
+        dest = Path(__file__).parent / "results"
+        dest.mkdir(exist_ok=True)
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        shutil.copy(path, dest / f"{stamp}-b5-server.log")

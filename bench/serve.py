@@ -5,12 +5,11 @@ python -m bench.serve PORT DATA_DIR TOKEN
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from pathlib import Path
 
 from corral.coordinator import Settings
-from corral.coordinator.server import make_server
+from corral.coordinator.server import make_server, run_async
 
 
 def main() -> None:
@@ -24,7 +23,7 @@ def main() -> None:
         heartbeat_interval=15.0,
         max_body_bytes=256 * 1024 * 1024,
     )
-    asyncio.run(make_server(settings, "127.0.0.1", port).serve())
+    run_async(make_server(settings, "127.0.0.1", port).serve())  # uvloop, as `corral server`
 
 
 if __name__ == "__main__":

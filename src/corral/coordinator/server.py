@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import resource
 import secrets
 import socket
 from collections.abc import Coroutine
@@ -58,6 +60,19 @@ def job_key(data_dir: Path) -> bytes:
     return path.read_bytes()
 
 
+KEEP_ALIVE_S = 75  # longer than any worker sits idle between calls on one connection
+
+
+def raise_open_files() -> int:
+    """Lift the soft open-file limit to the hard one (every worker holds a connection);
+    the limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
 def make_server(
     settings: Settings,
     host: str,
@@ -67,6 +82,7 @@ def make_server(
 ) -> uvicorn.Server:
     """A uvicorn server (of class `kind`) for a coordinator on `settings.data_dir`."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    raise_open_files()
     store = SQLiteStore(settings.db_path)
     app = build_app(settings, store, LocalBlobs(settings.blob_dir))
     config = uvicorn.Config(
@@ -77,6 +93,11 @@ def make_server(
         lifespan="on",
         access_log=False,
         timeout_graceful_shutdown=3,
+        # Thousands of workers connect at once and sit idle between calls for longer than
+        # uvicorn's 5 s default (a farm of 10,000 takes several seconds just to register),
+        # which closed their keep-alive connections under them. 4096: Linux's usual somaxconn.
+        timeout_keep_alive=KEEP_ALIVE_S,
+        backlog=4096,
         ssl_certfile=str(tls.cert) if tls else None,
         ssl_keyfile=str(tls.key) if tls else None,
     )
