@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import os
+import shutil
 import stat
 import threading
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -132,20 +135,134 @@ def test_damaged_cached_blob_is_refetched(tmp_path: Path) -> None:
     assert fetch.calls[sha] == 2
 
 
+def cached(root: Path, sha: str) -> Path:
+    return root / sha[:2] / sha
+
+
+def overwrite_in_place(path: Path, data: bytes) -> None:
+    """What a task may do to its input: same size, same inode, no mode left in the way."""
+    path.chmod(0o644)
+    with path.open("r+b") as f:
+        f.write(data)
+
+
+def end_task(task_dir: Path) -> None:
+    """The agent removes a finished task's directory."""
+    shutil.rmtree(task_dir)
+
+
 @pytest.mark.parametrize("mode", [0o755, 0o600, 0o640])
-def test_stage_makes_independent_copy_with_mode(tmp_path: Path, mode: int) -> None:
+def test_stage_links_the_blob_with_mode_and_marks_it_lent(tmp_path: Path, mode: int) -> None:
     data, sha = blob("a")
     cache = FileCache(tmp_path / "cache", FakeFetch({sha: data}))
     dest = tmp_path / "task" / "in" / "deep" / "input.bin"
     asyncio.run(cache.stage(sha, len(data), dest, mode))
 
-    cached = tmp_path / "cache" / sha[:2] / sha
     assert dest.read_bytes() == data
     assert stat.S_IMODE(dest.stat().st_mode) == mode
-    assert dest.stat().st_ino != cached.stat().st_ino
-    dest.chmod(0o644)
-    dest.write_bytes(b"edited by the task")
-    assert cached.read_bytes() == data
+    assert dest.stat().st_ino == cached(tmp_path / "cache", sha).stat().st_ino  # no copy
+    assert (tmp_path / "cache" / sha[:2] / f".{sha}.lent").exists()
+
+
+def test_task_overwriting_its_input_never_reaches_the_next_task(tmp_path: Path) -> None:
+    data, sha = blob("a")
+    fetch = FakeFetch({sha: data})
+    cache = FileCache(tmp_path / "cache", fetch)
+    asyncio.run(cache.stage(sha, len(data), tmp_path / "t1" / "in", 0o444))
+    overwrite_in_place(tmp_path / "t1" / "in", b"X" * len(data))
+    end_task(tmp_path / "t1")
+
+    asyncio.run(cache.stage(sha, len(data), tmp_path / "t2" / "in", 0o644))
+    assert (tmp_path / "t2" / "in").read_bytes() == data
+    assert fetch.calls[sha] == 2  # the damaged blob was dropped and fetched again
+    assert asyncio.run(cache.path_for(sha, len(data))).read_bytes() == data
+
+
+def test_lent_blob_left_intact_is_verified_and_taken_back(tmp_path: Path) -> None:
+    data, sha = blob("a")
+    fetch = FakeFetch({sha: data})
+    cache = FileCache(tmp_path / "cache", fetch)
+    asyncio.run(cache.stage(sha, len(data), tmp_path / "t1" / "in", 0o755))
+    end_task(tmp_path / "t1")
+
+    path = asyncio.run(cache.path_for(sha, len(data)))
+    assert fetch.calls[sha] == 1
+    assert stat.S_IMODE(path.stat().st_mode) == 0o444
+    assert not (tmp_path / "cache" / sha[:2] / f".{sha}.lent").exists()
+
+
+def test_blob_still_linked_by_a_running_task_is_copied_verified(tmp_path: Path) -> None:
+    data, sha = blob("a")
+    fetch = FakeFetch({sha: data})
+    cache = FileCache(tmp_path / "cache", fetch)
+    first = tmp_path / "t1" / "in"
+    asyncio.run(cache.stage(sha, len(data), first, 0o644))
+    asyncio.run(cache.stage(sha, len(data), tmp_path / "t2" / "in", 0o644))
+    assert (tmp_path / "t2" / "in").stat().st_ino != first.stat().st_ino
+    assert fetch.calls[sha] == 1
+
+    overwrite_in_place(first, b"Y" * len(data))  # t1 still running, writing its input
+    asyncio.run(cache.stage(sha, len(data), tmp_path / "t3" / "in", 0o644))
+    assert (tmp_path / "t3" / "in").read_bytes() == data
+    assert fetch.calls[sha] == 2
+    assert (tmp_path / "t2" / "in").read_bytes() == data
+    assert asyncio.run(cache.path_for(sha, len(data))).read_bytes() == data
+
+
+def test_path_for_verifies_a_blob_a_running_task_changed(tmp_path: Path) -> None:
+    data, sha = blob("a")
+    fetch = FakeFetch({sha: data})
+    cache = FileCache(tmp_path / "cache", fetch)
+    asyncio.run(cache.stage(sha, len(data), tmp_path / "t1" / "in", 0o644))
+    overwrite_in_place(tmp_path / "t1" / "in", b"Z" * len(data))
+    assert asyncio.run(cache.path_for(sha, len(data))).read_bytes() == data
+    assert fetch.calls[sha] == 2
+
+
+def test_lent_mark_survives_a_worker_restart(tmp_path: Path) -> None:
+    data, sha = blob("a")
+    asyncio.run(
+        FileCache(tmp_path / "c", FakeFetch({sha: data})).stage(
+            sha, 100, tmp_path / "t1" / "in", 0o644
+        )
+    )
+    overwrite_in_place(tmp_path / "t1" / "in", b"W" * len(data))
+    end_task(tmp_path / "t1")  # the worker died; its task directory was cleaned up
+
+    fetch = FakeFetch({sha: data})
+    restarted = FileCache(tmp_path / "c", fetch)
+    asyncio.run(restarted.stage(sha, len(data), tmp_path / "t2" / "in", 0o644))
+    assert (tmp_path / "t2" / "in").read_bytes() == data
+    assert fetch.calls[sha] == 1
+
+
+def test_stale_lent_mark_without_its_blob_is_removed(tmp_path: Path) -> None:
+    _, sha = blob("a")
+    marker = tmp_path / sha[:2] / f".{sha}.lent"
+    marker.parent.mkdir()
+    marker.touch()
+    FileCache(tmp_path, FakeFetch({}))
+    assert not marker.exists()
+
+
+def test_stage_copies_where_the_file_system_cannot_link(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data, sha = blob("a")
+    cache = FileCache(tmp_path / "cache", FakeFetch({sha: data}))
+
+    def no_link(src: object, dst: object) -> None:
+        raise OSError(errno.EXDEV, "cross-device link")
+
+    monkeypatch.setattr(os, "link", no_link)
+    dest = tmp_path / "task" / "in"
+    asyncio.run(cache.stage(sha, len(data), dest, 0o640))
+    blob_file = cached(tmp_path / "cache", sha)
+    assert dest.read_bytes() == data
+    assert stat.S_IMODE(dest.stat().st_mode) == 0o640
+    assert dest.stat().st_ino != blob_file.stat().st_ino
+    assert stat.S_IMODE(blob_file.stat().st_mode) == 0o444
+    assert not (tmp_path / "cache" / sha[:2] / f".{sha}.lent").exists()
 
 
 def test_stage_drops_setuid_bits(tmp_path: Path) -> None:
@@ -226,14 +343,14 @@ def test_evict_spares_blob_being_staged(tmp_path: Path, monkeypatch: pytest.Monk
     data, sha = blob("a")
     cache = FileCache(tmp_path / "cache", FakeFetch({sha: data}), max_bytes=0)
     started, release = threading.Event(), threading.Event()
-    real_copy = cache_mod._copy_to
+    real_link = cache_mod.link_to
 
-    def slow_copy(src: Path, dest: Path, mode: int) -> None:
+    def slow_link(src: Path, dest: Path, mode: int) -> bool:
         started.set()
         assert release.wait(5)
-        real_copy(src, dest, mode)
+        return real_link(src, dest, mode)
 
-    monkeypatch.setattr(cache_mod, "_copy_to", slow_copy)
+    monkeypatch.setattr(cache_mod, "link_to", slow_link)
 
     async def main() -> bool:
         staging = asyncio.ensure_future(cache.stage(sha, 100, tmp_path / "task" / "in", 0o644))
@@ -288,3 +405,35 @@ def test_invalid_hash_rejected(tmp_path: Path, bad: str) -> None:
         asyncio.run(cache.stage(bad, 1, tmp_path / "dest", 0o644))
     assert fetch.calls == Counter()
     assert not (tmp_path / "dest").exists()
+
+
+def test_digest_hashed_while_receiving_spares_a_second_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data, sha = blob("a", 3 << 20)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for i in range(0, len(data), 65536):
+            yield data[i : i + 65536]
+
+    async def fetch(_: str, dest: Path) -> str:
+        return await FileCache.receive(chunks(), dest)
+
+    def no_second_pass(path: Path) -> str:
+        raise AssertionError("hashed the file again")
+
+    monkeypatch.setattr(cache_mod, "sha256_file", no_second_pass)
+    cache = FileCache(tmp_path, fetch)
+    assert asyncio.run(cache.path_for(sha, len(data))).read_bytes() == data
+
+
+def test_digest_reported_by_the_fetch_must_match(tmp_path: Path) -> None:
+    data, sha = blob("a")
+
+    async def honest(_: str, dest: Path) -> str:
+        dest.write_bytes(b"not the blob" + data[12:])
+        return hashlib.sha256(dest.read_bytes()).hexdigest()
+
+    with pytest.raises(CacheError, match="expected"):
+        asyncio.run(FileCache(tmp_path / "h", honest).path_for(sha, len(data)))
+    assert cache_files(tmp_path / "h") == []

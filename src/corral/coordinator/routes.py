@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 
 from ..protocol import (
     TASK_STATUSES,
@@ -35,7 +35,7 @@ from ..protocol import (
     result_problems,
 )
 from . import guards
-from .blobs import BlobError
+from .blobs import BlobError, BlobResponse
 from .errors import ApiError
 from .service import Coordinator
 
@@ -252,7 +252,7 @@ async def get_blob(request: Request, coord: Coordinator, _: None) -> Response:
         raise ApiError("not_found", f"no blob {request.path_params['sha256']}")
     if guards.unowned(request, coord.store, [request.path_params["sha256"]]):
         raise ApiError("forbidden", f"blob {request.path_params['sha256']} is not yours")
-    return FileResponse(path, media_type="application/octet-stream")
+    return BlobResponse(path)
 
 
 # workers

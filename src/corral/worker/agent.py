@@ -151,13 +151,13 @@ class Agent:
         response.raise_for_status()
         return msgspec.json.decode(response.content, type=kind) if kind else None
 
-    async def _fetch(self, sha256: str, dest: Path) -> None:
+    async def _fetch(self, sha256: str, dest: Path) -> str:
         async with self.http.stream("GET", f"/blobs/{sha256}") as response:
             response.raise_for_status()
-            with dest.open("wb") as out:
-                async for chunk in response.aiter_bytes(1024 * 1024):
-                    out.write(chunk)
+            # no chunk size: httpx would copy every 64 KiB read into bigger buffers
+            digest = await self.cache.receive(response.aiter_bytes(), dest)
         log.info("fetched blob %s", sha256)
+        return digest
 
     async def _upload(self, files: dict[str, Path]) -> None:
         """Upload the files (by hash) that the coordinator does not have yet, riding out a

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from ..._blobio import TooLarge, write_hashed
 from ...protocol import is_sha256
 
 
@@ -45,25 +48,20 @@ class LocalBlobs:
     async def put(self, sha256: str, chunks: AsyncIterator[bytes], max_bytes: int) -> int:
         """Stream an upload to disk, verifying its hash; returns its size."""
         dest = self.path(sha256)
-        digest = hashlib.sha256()
-        size = 0
-        fd, tmp = tempfile.mkstemp(dir=self._tmp)
+        tmp = self._tmp / f"{uuid.uuid4().hex}.part"
         try:
-            with os.fdopen(fd, "wb") as out:
-                async for chunk in chunks:
-                    size += len(chunk)
-                    if size > max_bytes:
-                        raise BlobError("too_large", f"upload exceeds {max_bytes} bytes")
-                    digest.update(chunk)
-                    out.write(chunk)
-            if digest.hexdigest() != sha256:
-                raise BlobError(
-                    "hash_mismatch", f"body hashes to {digest.hexdigest()}, not {sha256}"
-                )
+            try:
+                # hashed and written in a thread, batch by batch, as the body arrives
+                digest, size = await write_hashed(chunks, tmp, max_bytes)
+            except TooLarge:
+                raise BlobError("too_large", f"upload exceeds {max_bytes} bytes") from None
+            if digest != sha256:
+                raise BlobError("hash_mismatch", f"body hashes to {digest}, not {sha256}")
             dest.parent.mkdir(exist_ok=True)
             os.replace(tmp, dest)
         except BaseException:
-            os.unlink(tmp)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
             raise
         return size
 
