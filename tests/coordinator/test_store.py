@@ -7,6 +7,7 @@ Behaviour every backend shares is in test_store_contract.py; this file is about 
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -363,3 +364,21 @@ def test_a_database_from_before_the_newer_columns_opens(path: Path) -> None:
     finally:
         store.close()
     SQLiteStore(path).close()  # and opening it again adds nothing twice
+
+
+def test_checkpoints_run_on_their_own_thread_until_close(path: Path) -> None:
+    def checkpointers() -> int:
+        return sum(t.name == "corral-checkpoint" for t in threading.enumerate())
+
+    before = checkpointers()
+    first = SQLiteStore(path)
+    assert checkpointers() == before + 1
+    assert first._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 4096  # the backstop
+    first.create_job("j", "n", "o", 1.0, tasks("t", 3))
+    first.close()
+    assert checkpointers() == before
+    second = SQLiteStore(path)  # everything was committed and is still there
+    try:
+        assert second.get_job("j").total == 3
+    finally:
+        second.close()

@@ -9,20 +9,26 @@ from pathlib import Path
 import pytest
 from test_store_contract import BACKENDS, Backend, ok, require_postgres, spec, submit
 
-from corral.coordinator.store import NewTask, NotFound, Store
+from corral.coordinator.store import NewTask, NotFound, Store, open_store
 from corral.protocol import OutputFile
 
 
 @pytest.fixture(params=BACKENDS)
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    """A fresh, empty store of each kind."""
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    """A fresh database of each kind."""
     if request.param == "postgres":
         require_postgres()
-    backend = Backend(request.param, tmp_path)
+    opened = Backend(request.param, tmp_path)
     try:
-        yield backend.open()
+        yield opened
     finally:
-        backend.close()
+        opened.close()
+
+
+@pytest.fixture
+def store(backend: Backend) -> Store:
+    """A fresh, empty store of each kind."""
+    return backend.open()
 
 
 def test_finish_many_records_a_batch_and_its_events_in_order(store: Store) -> None:
@@ -188,3 +194,39 @@ def test_extend_many_leases_at_once(store: Store) -> None:
     ids = [x.lease_id for x in leased]
     assert store.extend("w1", [*ids, "gone", ids[0]], 15.0, 40.0) == ["gone"]
     assert store.next_expiry() == 40.0
+
+
+def test_atomic_commits_several_calls_together(store: Store, backend: Backend) -> None:
+    submit(store, "j", 2)
+    (a,) = store.lease("w1", 1, 10.0, 20.0, 100)
+    with store.atomic():
+        assert store.finish_many("w1", [(a.task_id, a.lease_id, ok())], 15.0) == [True]
+        (b,) = store.lease("w1", 1, 15.0, 25.0, 100)
+    other = backend.track(open_store(backend.spec()))
+    assert other.get_task(a.task_id).status == "succeeded"
+    assert other.get_task(b.task_id).status == "running"
+
+
+def test_a_failing_call_inside_atomic_undoes_only_its_own_changes(store: Store) -> None:
+    submit(store, "j", 2)
+    (a,) = store.lease("w1", 1, 10.0, 20.0, 100)
+    with store.atomic():
+        assert store.finish_many("w1", [(a.task_id, a.lease_id, ok())], 15.0) == [True]
+        with pytest.raises(NotFound):
+            store.revoke_token("no-such-token", 15.0)
+        with pytest.raises(Exception, match="(?i)unique|duplicate"):
+            store.add_tasks("j", 15.0, [NewTask(a.task_id, 9, spec())])  # a duplicate id
+        (b,) = store.lease("w1", 1, 15.0, 25.0, 100)
+    assert store.get_task(a.task_id).status == "succeeded"
+    assert store.get_task(b.task_id).status == "running"
+    assert store.get_job("j").total == 2
+
+
+def test_atomic_rolls_everything_back_on_error(store: Store) -> None:
+    submit(store, "j", 1)
+    (a,) = store.lease("w1", 1, 10.0, 20.0, 100)
+    before = (store.get_task(a.task_id), store.events("j", 0, 100))
+    with pytest.raises(RuntimeError), store.atomic():
+        store.finish_many("w1", [(a.task_id, a.lease_id, ok())], 15.0)
+        raise RuntimeError("the caller failed after recording")
+    assert (store.get_task(a.task_id), store.events("j", 0, 100)) == before

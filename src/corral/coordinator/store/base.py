@@ -7,7 +7,9 @@ transaction, so the event stream never disagrees with the tables.
 from __future__ import annotations
 
 import abc
+import contextlib
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -171,6 +173,13 @@ class Store(abc.ABC):
     def job_owner(self, job_id: str) -> str:
         """Who submitted a job; raises NotFound."""
         return self.get_job(job_id).owner
+
+    def atomic(self) -> AbstractContextManager[Any]:
+        """Several calls as one transaction, one commit for all (`with store.atomic(): ...`);
+        a call that fails inside still undoes only its own changes. Nothing may await inside:
+        the store has one connection, and another request's calls would join the transaction.
+        The default runs each call in its own transaction."""
+        return contextlib.nullcontext()
 
     @abc.abstractmethod
     def release(self, task_id: str, lease_id: str, now: float) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 from ...protocol import Event, Job, Task, Worker, slots_needed
@@ -178,6 +179,10 @@ class PostgresStore(AllowlistSQL, DependencySQL, IdentitySQL, Store):
 
     def close(self) -> None:
         self._conn.close()
+
+    def atomic(self) -> AbstractContextManager[Any]:
+        # each method's own db.transaction() nests inside as a savepoint
+        return self._db.transaction()
 
     def _event(self, job_id: str, task_id: str, status: str, code: int | None, now: float) -> None:
         self._db.execute(_EVENT, (job_id, task_id, status, code, now))

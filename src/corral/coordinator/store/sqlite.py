@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -68,11 +69,13 @@ CREATE TABLE IF NOT EXISTS workers (
     capabilities BLOB NOT NULL, registered REAL NOT NULL, last_heartbeat REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT NOT NULL, task_id TEXT NOT NULL,
+    seq INTEGER PRIMARY KEY, job_id TEXT NOT NULL, task_id TEXT NOT NULL,
     status TEXT NOT NULL, exit_code INTEGER, time REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_job ON events(job_id, seq);
 """
+# events.seq is a plain rowid (databases made before this keep AUTOINCREMENT): events are never
+# deleted, so each new seq is still the largest yet, and no commit writes sqlite_sequence.
 
 # Created once the newer columns exist: the lease query walks it in (created, seq) order and
 # stops after LIMIT rows, however deep the queue (the older tasks_queue index made it sort
@@ -108,12 +111,18 @@ class SQLiteStore(AllowlistSQL, DependencySQL, IdentitySQL, Store):
 
     def __init__(self, path: Path | str) -> None:
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._depth = 0  # transactions open (atomic, then each method's own)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         # the hot pages (queue index, running tasks, workers) stay in memory: 64 MB at most
         self._db.execute("PRAGMA cache_size=-65536")
         self._db.execute("PRAGMA temp_store=MEMORY")
+        # Checkpoints (which fsync twice under synchronous=NORMAL) run on a thread of their own
+        # instead of inside whichever commit crossed the threshold, on the event loop; the
+        # loop's own autocheckpoint stays as a backstop, at 16 MB of WAL.
+        self._db.execute("PRAGMA wal_autocheckpoint=4096")
+        self._checkpoints = _Checkpointer(str(path)) if str(path) != ":memory:" else None
         self._db.executescript(SCHEMA)
         self._db.executescript(SECURITY_SCHEMA)
         self._create_allowlist("REAL")
@@ -130,10 +139,15 @@ class SQLiteStore(AllowlistSQL, DependencySQL, IdentitySQL, Store):
                 self._db.execute(f"ALTER TABLE tasks ADD COLUMN {name} {kind.format(real='REAL')}")
 
     def close(self) -> None:
+        if self._checkpoints is not None:
+            self._checkpoints.stop()
         self._db.close()
 
     def _tx(self) -> _Transaction:
-        return _Transaction(self._db)
+        return _Transaction(self)
+
+    def atomic(self) -> _Transaction:
+        return _Transaction(self)
 
     def _event(self, job_id: str, task_id: str, status: str, code: int | None, now: float) -> None:
         self._db.execute(_EVENT, (job_id, task_id, status, code, now))
@@ -483,13 +497,54 @@ class SQLiteStore(AllowlistSQL, DependencySQL, IdentitySQL, Store):
 
 
 class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT, rolled back on error."""
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on error; inside another one (`atomic`), a
+    savepoint, so a method that fails still undoes exactly its own changes."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
+    def __init__(self, store: SQLiteStore) -> None:
+        self._store = store
 
     def __enter__(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
+        store = self._store
+        store._db.execute("SAVEPOINT corral" if store._depth else "BEGIN IMMEDIATE")
+        store._depth += 1
 
     def __exit__(self, exc_type: object, *_: object) -> None:
-        self._db.execute("ROLLBACK" if exc_type else "COMMIT")
+        store = self._store
+        store._depth -= 1
+        if store._depth == 0:
+            store._db.execute("ROLLBACK" if exc_type else "COMMIT")
+            return
+        if exc_type:
+            store._db.execute("ROLLBACK TO corral")
+        store._db.execute("RELEASE corral")
+
+
+class _Checkpointer:
+    """Copies the WAL into the database file every `interval` seconds from its own thread and
+    connection (PASSIVE: it never blocks the writer). A commit is durable once it is in the
+    WAL; a checkpoint only moves it, so doing it here changes no guarantee."""
+
+    def __init__(self, path: str, interval: float = 0.2) -> None:
+        self._path = path
+        self._interval = interval
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="corral-checkpoint", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error:
+            return
+        try:
+            while not self._stopping.wait(self._interval):
+                db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error:
+            pass  # the file went away under us; the writer's autocheckpoint carries on
+        finally:
+            db.close()
+
+    def stop(self) -> None:
+        """Stop the thread (it finishes a checkpoint in progress first)."""
+        self._stopping.set()
+        self._thread.join()
