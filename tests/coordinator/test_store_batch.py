@@ -230,3 +230,19 @@ def test_atomic_rolls_everything_back_on_error(store: Store) -> None:
         store.finish_many("w1", [(a.task_id, a.lease_id, ok())], 15.0)
         raise RuntimeError("the caller failed after recording")
     assert (store.get_task(a.task_id), store.events("j", 0, 100)) == before
+
+
+def test_job_finished_without_counting(store: Store) -> None:
+    submit(store, "j", 2)
+    assert not store.job_finished("j")
+    a, b = store.lease("w1", 2, 10.0, 20.0, 100)
+    assert not store.job_finished("j")
+    store.finish_many("w1", [(a.task_id, a.lease_id, ok())], 15.0)
+    assert not store.job_finished("j")
+    store.kill([b.task_id], 16.0)
+    assert store.job_finished("j")
+    assert store.job_finished("j") == (
+        store.get_job("j").status in ("succeeded", "failed", "killed")
+    )
+    with pytest.raises(NotFound):
+        store.job_finished("nope")

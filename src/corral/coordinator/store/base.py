@@ -174,6 +174,11 @@ class Store(abc.ABC):
         """Who submitted a job; raises NotFound."""
         return self.get_job(job_id).owner
 
+    def job_finished(self, job_id: str) -> bool:
+        """Whether none of a job's tasks is queued or running (its status is final), without
+        counting them all as get_job does; raises NotFound."""
+        return self.get_job(job_id).status not in ("queued", "running")
+
     def atomic(self) -> AbstractContextManager[Any]:
         """Several calls as one transaction, one commit for all (`with store.atomic(): ...`);
         a call that fails inside still undoes only its own changes. Nothing may await inside:

@@ -230,6 +230,16 @@ class SQLiteStore(AllowlistSQL, DependencySQL, IdentitySQL, Store):
             raise NotFound(f"no job {job_id}")
         return str(row[0])
 
+    def job_finished(self, job_id: str) -> bool:
+        row = self._db.execute(
+            "SELECT (SELECT 1 FROM tasks WHERE job_id = ? AND status IN ('queued', 'running')"
+            " LIMIT 1) FROM jobs WHERE id = ?",
+            (job_id, job_id),
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"no job {job_id}")
+        return row[0] is None
+
     def list_tasks(
         self, job_id: str, offset: int, limit: int, status: str | None = None
     ) -> list[Task]:
