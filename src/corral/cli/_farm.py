@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
+import time
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 import uvicorn
@@ -72,60 +75,134 @@ class _QuietServer(CoordinatorServer):
         yield
 
 
-def _spawn_workers(n: int, url: str, token: str, data: Path) -> list[subprocess.Popen[bytes]]:
-    env = {**os.environ, "CORRAL_TOKEN": token}
-    procs = []
-    host = socket.gethostname()
-    for i in range(n):
-        argv = [
-            sys.executable,
-            "-m",
-            "corral",
-            "worker",
-            "--server",
-            url,
-            "--slots",
-            "1",
-            "--work-dir",
-            str(data / "workers" / f"w{i}"),
-            "--name",
-            f"{host}-w{i}",
-            "--sandbox-hide",  # the admin token and every job's files
-            str(data),
-        ]
-        procs.append(subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL))
-    return procs
+class _Child:
+    """A forked worker process: the part of Popen that `corral up` uses."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, sig)
+
+    def wait(self, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        while (code := self.poll()) is None:
+            if time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(f"worker {self.pid}", timeout)
+            time.sleep(0.02)
+        return code
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
 
 
-def _stop_workers(procs: list[subprocess.Popen[bytes]], grace: float = 5.0) -> None:
-    for p in procs:
-        if p.poll() is None:
+class _Workers:
+    """`corral up`'s local workers, forked before the coordinator starts.
+
+    A forked worker has every module imported already: a fresh interpreter spent most of a
+    second importing before it could register, the largest part of `corral up`'s time to a
+    first result. Each waits on a pipe until the coordinator listens (or, if the pipe closes
+    unwritten, exits: the coordinator never started). Nothing before the fork has started a
+    thread or an event loop, so the children start clean.
+    """
+
+    def __init__(self, n: int, url: str, token: str, data: Path) -> None:
+        self.procs: list[_Child] = []
+        self._ready: int | None = None
+        if not n:
+            return
+        host = socket.gethostname()
+        argv = ["--server", url, "--slots", "1", "--sandbox-hide", str(data)]  # hide: the
+        # admin token and every job's files
+        # httpx (workers) and Starlette (coordinator) import anyio's asyncio backend at their
+        # first request, 60 ms here: once now serves the coordinator and every child
+        with contextlib.suppress(ImportError):
+            importlib.import_module("anyio._backends._asyncio")
+        readable, self._ready = os.pipe()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for i in range(n):
+            args = [*argv, "--work-dir", str(data / "workers" / f"w{i}"), "--name", f"{host}-w{i}"]
+            pid = os.fork()
+            if pid == 0:
+                os.close(self._ready)
+                _worker_child(readable, args, token)
+            self.procs.append(_Child(pid))
+        os.close(readable)
+
+    def release(self) -> None:
+        """The coordinator listens: let the workers register."""
+        if self._ready is not None:
+            os.write(self._ready, b"x" * len(self.procs))
+            self._close()
+
+    def _close(self) -> None:
+        if self._ready is not None:
+            os.close(self._ready)
+            self._ready = None
+
+    def stop(self, grace: float = 5.0) -> None:
+        """SIGTERM (a short drain), then SIGKILL: what still runs is requeued next time."""
+        self._close()
+        for p in self.procs:
             p.send_signal(signal.SIGTERM)
-    for p in procs:
-        try:
-            p.wait(grace)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+        for p in self.procs:
+            try:
+                p.wait(grace)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(grace)
 
 
-async def _run_up(server: uvicorn.Server, workers: int, url: str, token: str, data: Path) -> None:
+def _worker_child(ready: int, args: list[str], token: str) -> NoReturn:
+    """In a forked child: wait for the coordinator, run `corral worker args`, never return."""
+    code = 1
+    try:
+        os.environ["CORRAL_TOKEN"] = token
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+        if os.read(ready, 1):  # nothing, only end of file: the coordinator did not start
+            os.close(ready)
+            worker.main(args, prog_name="corral worker", standalone_mode=False)
+            code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+async def _run_up(server: uvicorn.Server, workers: _Workers, url: str) -> None:
     serving = asyncio.create_task(server.serve())
     while not server.started:
         if serving.done():
             await serving
             raise FailedWork("the coordinator failed to start")
-        await asyncio.sleep(0.02)
-    procs = _spawn_workers(workers, url, token, data)
+        await asyncio.sleep(0.005)
+    workers.release()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    click.echo(f"corral is up at {url} with {workers} worker(s); Ctrl-C stops it", err=True)
+    n = len(workers.procs)
+    click.echo(f"corral is up at {url} with {n} worker(s); Ctrl-C stops it", err=True)
     await stop.wait()
     click.echo("stopping workers and coordinator", err=True)
     # workers get a short drain, then whatever still runs is killed and requeued next time
-    await asyncio.to_thread(_stop_workers, procs)
+    await asyncio.to_thread(workers.stop)
     server.should_exit = True
     await serving
 
@@ -156,10 +233,12 @@ def up(workers: int | None, port: int, data: Path | None) -> None:
     path = write_config(url, token)
     click.echo(f"client config written to {path}", err=True)
     settings = Settings(data_dir=data, tokens={token: "admin"}, job_key=job_key(data))
-    server = make_server(settings, host, port, _QuietServer)
-    run_async(
-        _run_up(server, workers if workers is not None else os.cpu_count() or 1, url, token, data)
-    )
+    # forked first, so they are ready the moment the coordinator is (see _Workers)
+    procs = _Workers(workers if workers is not None else os.cpu_count() or 1, url, token, data)
+    try:
+        run_async(_run_up(make_server(settings, host, port, _QuietServer), procs, url))
+    finally:
+        procs.stop()
 
 
 @click.command()

@@ -91,6 +91,7 @@ def make_server(
         port=port,
         log_level="warning",
         lifespan="on",
+        ws="none",  # no WebSocket routes; "auto" imported websockets, 30 ms of every start
         access_log=False,
         timeout_graceful_shutdown=3,
         # Thousands of workers connect at once and sit idle between calls for longer than
