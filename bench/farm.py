@@ -64,8 +64,15 @@ def wait_healthy(url: str, timeout: float = 20.0) -> None:
 class Farm:
     """`with Farm(workers=2) as farm:` gives farm.url, farm.token and farm.client()."""
 
-    def __init__(self, workers: int = 2, slots: int = 1, verbose_workers: bool = False) -> None:
+    def __init__(
+        self,
+        workers: int = 2,
+        slots: int = 1,
+        verbose_workers: bool = False,
+        sandbox: bool = True,
+    ) -> None:
         self.n_workers = workers
+        self.sandbox = sandbox
         self.slots = slots
         self.verbose = verbose_workers
         self.root = Path(tempfile.mkdtemp(prefix="corral-bench-"))
@@ -118,6 +125,8 @@ class Farm:
         ]
         if self.verbose:
             argv.append("-v")
+        if not self.sandbox:
+            argv.append("--no-sandbox")
         env = {**self.env, "CORRAL_TOKEN": self.token}
         path = self.root / f"w{i}.log"
         self.worker_logs.append(path)

@@ -30,7 +30,14 @@ JOB = Principal("job:j1", "job j1", "job", "alice", "j1")
 
 
 ADMIN_ONLY = {"create_token", "list_tokens", "revoke_token", "audit_log"}
-WORKER_ONLY = {"register_worker", "heartbeat", "lease", "deregister", "task_result"}
+WORKER_ONLY = {
+    "register_worker",
+    "heartbeat",
+    "lease",
+    "deregister",
+    "task_result",
+    "worker_results",
+}
 BLOBS = {"missing_blobs", "put_blob", "get_blob"}
 JOB_READS = {"get_job", "list_tasks", "job_events", "get_task", "task_log", "add_tasks"}
 OWN_JOBS = JOB_READS | {"create_job", "list_jobs", "kill_job", "kill_task"}

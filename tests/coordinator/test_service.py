@@ -348,3 +348,82 @@ def test_a_failed_attempt_with_retries_waits_then_runs_again(
         assert (task.status, task.attempts) == ("failed", 2)
 
     run(settings, store, body)
+
+
+# batched results and prefetch
+
+
+def test_batched_results_record_good_ones_and_name_stale_and_refused(
+    settings: Settings, store: SQLiteStore
+) -> None:
+    async def body(f: Farm) -> None:
+        f.submit(spec(), spec(), spec())
+        w = f.register("w", slots=3)
+        grant = await f.coord.lease(w, LeaseRequest(max=3))
+        (a, b, c) = [(x.task_id, x.lease_id) for x in grant.assignments]
+        f.coord.kill([b[0]])  # b's lease is now stale
+        bad = TaskResult(lease_id=c[1], exit_code=0, stdout="f" * 64)  # never uploaded
+        reply = f.coord.results(
+            w,
+            {
+                a[0]: TaskResult(lease_id=a[1], exit_code=0),
+                b[0]: TaskResult(lease_id=b[1], exit_code=0),
+                c[0]: bad,
+            },
+        )
+        assert reply.stale == [b[0]]
+        assert list(reply.refused) == [c[0]] and "never uploaded" in reply.refused[c[0]]
+        assert (f.status(a[0]), f.status(b[0]), f.status(c[0])) == (
+            "succeeded",
+            "killed",
+            "running",
+        )
+        # results ride on the next lease call too; another worker's lease is not ours to end
+        other = f.register("other", slots=1)
+        reply2 = await f.coord.lease(
+            other, LeaseRequest(max=1, results={c[0]: TaskResult(lease_id=c[1], exit_code=0)})
+        )
+        assert reply2.stale == [c[0]] and f.status(c[0]) == "running"
+        grant3 = await f.coord.lease(
+            w, LeaseRequest(max=1, results={c[0]: TaskResult(lease_id=c[1], exit_code=3)})
+        )
+        assert grant3.stale == [] and f.status(c[0]) == "failed"
+
+    run(settings, store, body)
+
+
+def test_prefetch_takes_only_queued_tasks_of_the_named_job(
+    settings: Settings, store: SQLiteStore
+) -> None:
+    async def body(f: Farm) -> None:
+        short = f.submit(*(spec() for _ in range(5)))
+        other = f.submit(spec())
+        w = f.register("w", slots=1)
+        # one slot, three ahead: four tasks, all of the named job
+        grant = await f.coord.lease(w, LeaseRequest(max=4, prefetch=3, prefetch_job=short))
+        assert [x.job_id for x in grant.assignments] == [short] * 4
+        # with no job named, nothing beyond the slots (now all taken)
+        none = await f.coord.lease(w, LeaseRequest(max=4, prefetch=3))
+        assert none.assignments == []
+        assert store.get_task(store.job_task_ids(other, only_live=True)[0]).status == "queued"
+
+    run(settings, store, body)
+
+
+def test_prefetch_does_not_take_a_task_submitted_while_the_call_is_held(
+    settings: Settings, store: SQLiteStore
+) -> None:
+    async def body(f: Farm) -> None:
+        job = f.submit(spec())
+        w = f.register("w", slots=1)
+        await f.lease_one(w)  # the only slot is busy
+        held = asyncio.create_task(
+            f.coord.lease(w, LeaseRequest(max=2, wait=0.5, prefetch=2, prefetch_job=job))
+        )
+        await asyncio.sleep(0.05)
+        late = f.coord.add_tasks(job, [spec()])[0].id
+        f.clock.advance(1.0)  # the held call's deadline passes as it wakes
+        assert (await held).assignments == []
+        assert f.status(late) == "queued"
+
+    run(settings, store, body)

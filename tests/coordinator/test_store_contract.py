@@ -260,6 +260,15 @@ def test_lease_is_fifo_across_jobs(store: Store) -> None:
     assert store.lease("w1", 1, 20.0, 30.0, 100) == []
 
 
+def test_lease_of_one_job_only(store: Store) -> None:
+    first = submit(store, "a", 2, now=1.0)
+    second = submit(store, "b", 2, now=2.0)
+    got = store.lease("w1", 3, 10.0, 20.0, 100, job_id="b")
+    assert [x.task_id for x in got] == second
+    assert store.lease("w1", 3, 10.0, 20.0, 100, job_id="b") == []
+    assert [x.task_id for x in store.lease("w1", 3, 10.0, 20.0, 100)] == first
+
+
 def test_a_requeued_task_goes_back_to_the_front(store: Store) -> None:
     ids = submit(store, "j", 3)
     lease_one(store, now=10.0, expires=15.0)

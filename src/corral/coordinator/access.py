@@ -28,7 +28,9 @@ JOB_OPS = frozenset(
     | {"get_task", "kill_task", "task_log"}
 )
 BLOB_OPS = frozenset({"missing_blobs", "put_blob", "get_blob"})
-WORKER_OPS = frozenset({"register_worker", "heartbeat", "lease", "deregister", "task_result"})
+WORKER_OPS = frozenset(
+    {"register_worker", "heartbeat", "lease", "deregister", "task_result", "worker_results"}
+)
 JOB_SCOPED_OPS = frozenset(
     {"get_job", "list_tasks", "job_events", "add_tasks", "get_task", "task_log", "task_blocked"}
 )

@@ -24,6 +24,7 @@ from ..protocol import (
     LeaseRequest,
     MissingBlobs,
     MissingBlobsReply,
+    ResultsReply,
     Task,
     TaskRelease,
     TaskResult,
@@ -31,6 +32,7 @@ from ..protocol import (
     Worker,
     WorkerRegister,
     WorkerRegistered,
+    WorkerResults,
     is_sha256,
     result_problems,
 )
@@ -276,6 +278,11 @@ async def lease(request: Request, coord: Coordinator, body: LeaseRequest) -> Lea
     return await coord.lease(request.path_params["id"], body)
 
 
+async def worker_results(request: Request, coord: Coordinator, body: WorkerResults) -> Any:
+    guards.worker(request, coord.store, request.path_params["id"])
+    return coord.results(request.path_params["id"], body.results)
+
+
 async def drain_worker(request: Request, coord: Coordinator, _: None) -> Worker:
     guards.worker(request, coord.store, request.path_params["id"])
     coord.drain(request.path_params["id"])
@@ -330,6 +337,14 @@ ENDPOINTS: list[Endpoint] = [
         HeartbeatReply,
     ),
     Endpoint("POST", "/workers/{id}/lease", lease, "Long-poll for tasks", LeaseRequest, LeaseGrant),
+    Endpoint(
+        "POST",
+        "/workers/{id}/results",
+        worker_results,
+        "Report several finished attempts at once",
+        WorkerResults,
+        ResultsReply,
+    ),
     Endpoint("POST", "/workers/{id}/deregister", deregister, "Leave the farm"),
     Endpoint(
         "POST",

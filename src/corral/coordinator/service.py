@@ -25,11 +25,14 @@ from ..protocol import (
     LeaseGrant,
     LeaseRequest,
     LogChunk,
+    ResultsReply,
     Task,
     TaskResult,
     TaskSpec,
     WorkerRegister,
     WorkerRegistered,
+    result_problems,
+    slots_needed,
     task_problems,
 )
 from ..protocol import Assignment as WireAssignment
@@ -41,7 +44,7 @@ from .leases import LeasePolicy
 from .retry import after_attempt, effective_max_attempts
 from .scheduler import matcher, pending_reason, programs_to_probe, requirement_problem
 from .settings import Settings
-from .store import NewTask, NotFound, Outcome, Store
+from .store import Leased, NewTask, NotFound, Outcome, Store
 
 
 class _Signal:
@@ -182,27 +185,18 @@ class Coordinator:
 
     async def lease(self, worker_id: str, body: LeaseRequest) -> LeaseGrant:
         """Hand out queued tasks that fit this worker, waiting up to `body.wait` for some."""
-        worker = self.store.get_worker(worker_id)
-        if worker.status == "draining":
-            return LeaseGrant([])
+        recorded = self.results(worker_id, body.results)
         deadline = self.clock() + min(max(body.wait, 0.0), self.settings.max_lease_wait)
+        # prefetch takes only what is queued now: a task that arrives while the request is
+        # held goes to a worker with a free slot (or waits, and `why` says so)
+        ahead = max(body.prefetch, 0) if body.prefetch_job else 0
         while True:
             now = self.clock()
-            # read afresh each time: probed programs, a drain or freed slots may have changed it
-            worker = self.store.get_worker(worker_id)
-            room = min(max(body.max, 0), worker.slots - worker.slots_used)
-            # nothing for a lost worker: this may be the poll it left open when it fell silent,
-            # which would take back the very task its expiry just requeued (until it heartbeats)
-            leased = self.store.lease(
-                worker_id,
-                room if worker.status not in ("draining", "lost") else 0,
-                now,
-                self.policy.expires(now),
-                self.settings.lease_scan,
-                matcher(worker.capabilities),
-            )
-            if leased or now >= deadline or self._closing or worker.status == "draining":
+            got = self._lease_once(worker_id, body, ahead, now)
+            leased = got or []
+            if got is None or leased or now >= deadline or self._closing:
                 break
+            ahead = 0
             await self._work.wait(deadline - now)
         if leased:
             self.store.touch_worker(worker_id, self.clock(), "online", None)
@@ -220,8 +214,36 @@ class Coordinator:
                     self.job_tokens.mint(x.job_id, x.lease_id),
                 )
                 for x in leased
-            ]
+            ],
+            recorded.stale,
+            recorded.refused,
         )
+
+    def _lease_once(
+        self, worker_id: str, body: LeaseRequest, ahead: int, now: float
+    ) -> list[Leased] | None:
+        """One pass: the tasks leased, or None when the worker is draining (answer now)."""
+        # read afresh each time: probed programs, a drain or freed slots may have changed it
+        worker = self.store.get_worker(worker_id)
+        if worker.status == "draining":
+            return None
+        # nothing for a lost worker: this may be the poll it left open when it fell silent,
+        # which would take back the very task its expiry just requeued (until it heartbeats)
+        if worker.status == "lost":
+            return []
+        fits = _within(matcher(worker.capabilities), worker.slots)
+        expires = self.policy.expires(now)
+        scan = self.settings.lease_scan
+        room = min(max(body.max, 0), worker.slots - worker.slots_used)
+        leased = self.store.lease(worker_id, room, now, expires, scan, fits)
+        ahead = min(ahead, self.settings.max_prefetch_per_slot * worker.slots)
+        if ahead > 0:
+            taken = sum(slots_needed(x.spec.requires) for x in leased)
+            more = min(max(body.max, 0), worker.slots + ahead - worker.slots_used) - taken
+            leased += self.store.lease(
+                worker_id, more, now, expires, scan, fits, job_id=body.prefetch_job
+            )
+        return leased
 
     def _dependency_inputs(self, spec: TaskSpec) -> TaskSpec:
         """Files the task's dependencies returned, staged as its inputs (`after_inputs`)."""
@@ -314,15 +336,65 @@ class Coordinator:
     def result(self, task_id: str, body: TaskResult) -> Task:
         """Record a finished attempt; a stale lease gets 409 and changes nothing."""
         task = self.store.get_task(task_id)
+        problem = self._blob_problem(body)
+        if problem:
+            raise ApiError("invalid_argument", problem)
+        now = self.clock()
+        outcome = self._outcome(task, body, now)
+        if not self.store.finish(task_id, body.lease_id, outcome, now):
+            raise ApiError(
+                "stale_lease",
+                f"lease {body.lease_id} no longer holds task {task_id} (status {task.status})",
+            )
+        self._finished(retry=outcome.not_before is not None)
+        return self.store.get_task(task_id)
+
+    def results(self, worker_id: str, results: dict[str, TaskResult]) -> ResultsReply:
+        """Record several finished attempts of one worker in one transaction. A result whose
+        lease is stale (or not this worker's) changes nothing and is listed as stale; a
+        malformed one is listed as refused, and the others still count."""
+        if not results:
+            return ResultsReply()
+        tasks = self.store.get_tasks(list(results))
+        now = self.clock()
+        refused: dict[str, str] = {}
+        items: list[tuple[str, str, Outcome]] = []
+        for task_id, body in results.items():
+            task = tasks.get(task_id)
+            problem = next(iter(result_problems(body)), None) or self._blob_problem(body)
+            if task is None or problem:
+                refused[task_id] = problem or f"no task {task_id}"
+            else:
+                items.append((task_id, body.lease_id, self._outcome(task, body, now)))
+        recorded = self.store.finish_many(worker_id, items, now)
+        stale = [item[0] for item, ok in zip(items, recorded, strict=True) if not ok]
+        done = [item for item, ok in zip(items, recorded, strict=True) if ok]
+        self._grant_outputs([(tasks[t].job_id, o) for t, _, o in done])
+        if done:
+            self._finished(retry=any(o.not_before is not None for _, _, o in done))
+        return ResultsReply(stale, refused)
+
+    def _grant_outputs(self, outcomes: list[tuple[str, Outcome]]) -> None:
+        """The job's owner may read what its tasks produced."""
+        by_job: dict[str, set[str]] = {}
+        for job_id, o in outcomes:
+            made = [o.stdout, o.stderr, *(f.sha256 for f in o.manifest.values())]
+            by_job.setdefault(job_id, set()).update(h for h in made if h)
+        for job_id, hashes in by_job.items():
+            self.store.grant_blobs(self.store.job_owner(job_id), sorted(hashes))
+
+    def _blob_problem(self, body: TaskResult) -> str | None:
         for sha in (body.stdout, body.stderr, *(f.sha256 for f in body.manifest.values())):
             if sha is not None and not self.blobs.has(sha):
-                raise ApiError("invalid_argument", f"blob {sha} was never uploaded")
+                return f"blob {sha} was never uploaded"
+        return None
+
+    def _outcome(self, task: Task, body: TaskResult, now: float) -> Outcome:
         tries = effective_max_attempts(task.max_attempts, task.retries)
-        now = self.clock()
         decision = after_attempt(
             body.exit_code, body.error, task.attempts, tries, task.retries, now
         )
-        outcome = Outcome(
+        return Outcome(
             decision.status,
             body.exit_code,
             decision.error,
@@ -331,16 +403,12 @@ class Coordinator:
             body.manifest,
             decision.not_before,
         )
-        if not self.store.finish(task_id, body.lease_id, outcome, self.clock()):
-            raise ApiError(
-                "stale_lease",
-                f"lease {body.lease_id} no longer holds task {task_id} (status {task.status})",
-            )
+
+    def _finished(self, retry: bool) -> None:
         self._events.fire()
         self._work.fire()  # its dependents may have become leasable
-        if decision.not_before is not None:
+        if retry:
             self._wake_expiry.fire()  # the expiry loop also wakes retries when they are due
-        return self.store.get_task(task_id)
 
     # expiry
     async def _expiry_loop(self) -> None:
@@ -401,3 +469,8 @@ class Coordinator:
             return (self.blobs.path(sha) if sha else None), True
         path = self._live_path(task.id, stream)
         return (path if path.exists() else None), False
+
+
+def _within(fits: Callable[[dict[str, str]], bool], slots: int) -> Callable[[dict[str, str]], bool]:
+    """`fits`, and takes no more slots than the worker has (room may include prefetch)."""
+    return lambda requires: slots_needed(requires) <= slots and fits(requires)

@@ -20,6 +20,7 @@ class Settings:
     max_blob_bytes: int = 64 * 1024 * 1024 * 1024
     max_tasks_per_job: int = 1_000_000
     lease_scan: int = 64
+    max_prefetch_per_slot: int = 8  # leases a worker may hold beyond its slots, per slot
     job_key: bytes = b""  # signs job-scoped task tokens; empty: a new random key per start
     ca_file: Path | None = None  # served unauthenticated at /ca.pem for workers to pin
 

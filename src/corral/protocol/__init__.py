@@ -21,6 +21,7 @@ from ._models import (
     MissingBlobs,
     MissingBlobsReply,
     OutputFile,
+    ResultsReply,
     Task,
     TaskBlocked,
     TaskRelease,
@@ -30,6 +31,7 @@ from ._models import (
     Worker,
     WorkerRegister,
     WorkerRegistered,
+    WorkerResults,
 )
 from ._requires import flatten_requires, slots_needed
 from ._security import (
@@ -76,6 +78,7 @@ __all__ = [
     "MissingBlobs",
     "MissingBlobsReply",
     "OutputFile",
+    "ResultsReply",
     "Role",
     "Task",
     "TaskBlocked",
@@ -90,6 +93,7 @@ __all__ = [
     "Worker",
     "WorkerRegister",
     "WorkerRegistered",
+    "WorkerResults",
     "decode_beacon",
     "encode_beacon",
     "flatten_requires",

@@ -153,10 +153,20 @@ class WorkerRegistered(msgspec.Struct):
 
 
 class LeaseRequest(Request):
-    """Ask for up to `max` tasks, waiting up to `wait` seconds for one to appear."""
+    """Ask for up to `max` tasks, waiting up to `wait` seconds for one to appear.
+
+    `results` carries attempts the worker finished since its last call (task id -> result):
+    they are recorded first, in one transaction, so their slots count as free for this lease.
+    """
 
     max: int = 1
     wait: float = 0.0
+    results: dict[str, TaskResult] = {}
+    # how many of `max` may go beyond the worker's slots, queued locally because its recent
+    # tasks were short (worker/prefetch.py): only tasks of `prefetch_job`, the job those were
+    # of, and only ones queued when asked; the coordinator caps it
+    prefetch: int = 0
+    prefetch_job: str = ""
 
 
 class Assignment(msgspec.Struct):
@@ -172,9 +182,27 @@ class Assignment(msgspec.Struct):
 
 
 class LeaseGrant(msgspec.Struct):
-    """The tasks handed to a worker in one lease call."""
+    """The tasks handed to a worker in one lease call, and what became of the results it
+    carried: `stale` ones were not recorded (the lease had moved on: killed, expired, or
+    another attempt won), `refused` ones were malformed (task id -> why)."""
 
     assignments: list[Assignment]
+    stale: list[str] = []
+    refused: dict[str, str] = {}
+
+
+class WorkerResults(Request):
+    """Several finished attempts of one worker (task id -> result), recorded in one
+    transaction; the worker sends these when no lease call of its is about to carry them."""
+
+    results: dict[str, TaskResult]
+
+
+class ResultsReply(msgspec.Struct):
+    """What became of a batch of results (see LeaseGrant)."""
+
+    stale: list[str] = []
+    refused: dict[str, str] = {}
 
 
 class LogChunk(msgspec.Struct, forbid_unknown_fields=True):

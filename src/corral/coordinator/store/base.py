@@ -134,9 +134,11 @@ class Store(abc.ABC):
         expires: float,
         scan: int,
         fits: Callable[[dict[str, str]], bool] = lambda _r: True,
+        job_id: str | None = None,
     ) -> list[Leased]:
         """Hand queued tasks to a worker, oldest first, taking up to `capacity` slots in all
-        (a task takes `slots_needed(requires)` slots); retries wait for their `not_before`."""
+        (a task takes `slots_needed(requires)` slots); retries wait for their `not_before`.
+        With `job_id`, only that job's tasks (what a worker prefetches)."""
 
     @abc.abstractmethod
     def finish(self, task_id: str, lease_id: str, outcome: Outcome, now: float) -> bool:
