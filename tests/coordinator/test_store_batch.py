@@ -246,3 +246,11 @@ def test_job_finished_without_counting(store: Store) -> None:
     )
     with pytest.raises(NotFound):
         store.job_finished("nope")
+
+
+def test_finish_many_of_a_large_batch(store: Store) -> None:
+    submit(store, "j", 1500)
+    leased = store.lease("w1", 1500, 10.0, 20.0, 1500)
+    results = [(x.task_id, x.lease_id, ok()) for x in leased]
+    assert store.finish_many("w1", results, 15.0) == [True] * 1500
+    assert store.get_job("j").counts["succeeded"] == 1500

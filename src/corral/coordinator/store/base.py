@@ -433,14 +433,14 @@ def in_list(p: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
 
 
 def unique_runs(
-    items: Sequence[tuple[str, str, Outcome]],
+    items: Sequence[tuple[str, str, Outcome]], limit: int = 512
 ) -> list[list[tuple[str, str, Outcome]]]:
-    """Consecutive runs of results with no task twice in a run: each run can be recorded by
-    one statement with the same effect as recording its results one by one."""
+    """Consecutive runs of at most `limit` results with no task twice in a run: each run can
+    be recorded by one statement with the same effect as recording its results one by one."""
     runs: list[list[tuple[str, str, Outcome]]] = [[]]
     seen: set[str] = set()
     for item in items:
-        if item[0] in seen:
+        if item[0] in seen or len(runs[-1]) >= limit:
             runs.append([])
             seen = set()
         runs[-1].append(item)

@@ -294,9 +294,11 @@ class PostgresStore(AllowlistSQL, DependencySQL, IdentitySQL, Store):
         expires: float,
         scan: int,
         fits: Callable[[dict[str, str]], bool] = lambda _r: True,
+        job_id: str | None = None,
     ) -> list[Leased]:
         if capacity <= 0:
             return []
+        only_job = " AND job_id = %s" if job_id is not None else ""
         decode = spec_decoder.decode
         db = self._db
         with db.transaction():
@@ -310,9 +312,16 @@ class PostgresStore(AllowlistSQL, DependencySQL, IdentitySQL, Store):
                 rows = db.execute(
                     "SELECT id, job_id, spec, attempts, created, seq FROM tasks"
                     " WHERE status = 'queued' AND requires = %s AND waiting = 0"
-                    " AND (not_before IS NULL OR not_before <= %s) ORDER BY created, seq LIMIT %s"
+                    " AND (not_before IS NULL OR not_before <= %s)"
+                    + only_job
+                    + " ORDER BY created, seq LIMIT %s"
                     " FOR UPDATE SKIP LOCKED",
-                    (key, now, min(scan, capacity // cost)),
+                    (
+                        key,
+                        now,
+                        *([job_id] if job_id is not None else []),
+                        min(scan, capacity // cost),
+                    ),
                 ).fetchall()
                 candidates += [(r[4], r[5], cost, r) for r in rows]
             out = [

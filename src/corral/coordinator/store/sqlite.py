@@ -44,6 +44,7 @@ from .base import (
     requires_key,
     spec_decoder,
     task_from_row,
+    unique_runs,
     worker_from_row,
 )
 
@@ -88,6 +89,22 @@ _FINISH = FINISH.format(p="?")
 _LEASE_UPDATE = LEASE_UPDATE.format(p="?")
 _EVENT = EVENT_INSERT.format(p="?,?,?,?,?")
 _TOUCH = LEASE_TOUCH.format(p="?")
+# Several results in one statement (UPDATE ... FROM, SQLite 3.33); finish_args' order.
+_FINISH_FROM = (
+    "WITH r(id, lease_id, status, exit_code, error, stdout, stderr, manifest, finished,"
+    " not_before) AS (VALUES {rows})"
+    " UPDATE tasks SET status = r.status, exit_code = r.exit_code, error = r.error,"
+    " stdout = r.stdout, stderr = r.stderr, manifest = r.manifest, finished = r.finished,"
+    " not_before = r.not_before, lease_id = NULL, lease_expires = NULL,"
+    " worker_id = CASE WHEN r.status = 'queued' THEN NULL ELSE tasks.worker_id END"
+    " FROM r WHERE tasks.id = r.id AND tasks.lease_id = r.lease_id AND tasks.worker_id = ?"
+    " AND tasks.status = 'running' RETURNING tasks.id, tasks.job_id"
+)
+
+
+def _finish_row(task_id: str, lease_id: str, o: Outcome, now: float) -> tuple[Any, ...]:
+    return (task_id, lease_id, *finish_args(o, now)[:8])
+
 
 SECURITY_SCHEMA = """
 CREATE TABLE IF NOT EXISTS tokens (
@@ -267,9 +284,11 @@ class SQLiteStore(AllowlistSQL, DependencySQL, IdentitySQL, Store):
         expires: float,
         scan: int,
         fits: Callable[[dict[str, str]], bool] = lambda _r: True,
+        job_id: str | None = None,
     ) -> list[Leased]:
         if capacity <= 0:
             return []
+        only_job = " AND job_id = ?" if job_id is not None else ""
         decode = spec_decoder.decode
         with self._tx():
             candidates = []
@@ -280,9 +299,15 @@ class SQLiteStore(AllowlistSQL, DependencySQL, IdentitySQL, Store):
                 rows = self._db.execute(
                     "SELECT id, job_id, spec, attempts, created, seq FROM tasks"
                     " WHERE status = 'queued' AND requires = ? AND waiting = 0"
-                    " AND (not_before IS NULL OR not_before <= ?) ORDER BY created, seq LIMIT ?"
-                    "",
-                    (key, now, min(scan, capacity // cost)),
+                    " AND (not_before IS NULL OR not_before <= ?)"
+                    + only_job
+                    + " ORDER BY created, seq LIMIT ?",
+                    (
+                        key,
+                        now,
+                        *([job_id] if job_id is not None else []),
+                        min(scan, capacity // cost),
+                    ),
                 ).fetchall()
                 candidates += [(r[4], r[5], cost, r) for r in rows]
             out = [
@@ -336,20 +361,28 @@ class SQLiteStore(AllowlistSQL, DependencySQL, IdentitySQL, Store):
     ) -> list[bool]:
         if not items:
             return []
-        db, out, events = self._db, [], []
-        sql = _FINISH + " AND worker_id = ? RETURNING job_id"
+        out, events = [], []
         with self._tx():
-            for task_id, lease_id, o in items:  # one by one: a task twice in a batch is fenced
-                row = db.execute(
-                    sql, (*finish_args(o, now), task_id, lease_id, worker_id)
-                ).fetchone()
-                out.append(row is not None)
-                if row is not None:
-                    events.append((row[0], task_id, o.status, o.exit_code, now))
+            for run in unique_runs(items):  # a task twice in a batch: later runs see the first
+                found = self._finish_run(worker_id, run, now)
+                for task_id, _lease, o in run:
+                    out.append(task_id in found)
+                    if task_id in found:
+                        events.append((found[task_id], task_id, o.status, o.exit_code, now))
             if events:
                 self._events(events)
                 self._settle_many([(e[1], e[2]) for e in events], now)
         return out
+
+    def _finish_run(
+        self, worker_id: str, run: Sequence[tuple[str, str, Outcome]], now: float
+    ) -> dict[str, str]:
+        """Record results for distinct tasks with one statement; task id -> job id of those
+        whose lease was live and held by `worker_id`."""
+        rows = ",".join("(?,?,?,?,?,?,?,?,?,?)" for _ in run)
+        args = [v for task_id, lease_id, o in run for v in _finish_row(task_id, lease_id, o, now)]
+        found = self._db.execute(_FINISH_FROM.format(rows=rows), (*args, worker_id))
+        return dict(found.fetchall())
 
     def release(self, task_id: str, lease_id: str, now: float) -> bool:
         with self._tx():
