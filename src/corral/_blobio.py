@@ -1,8 +1,9 @@
 """Writing a stream of blob bytes to a new file and hashing it in the same pass.
 
-Shared by the coordinator (uploads) and the worker (its cache's downloads). The bytes arrive on
-the event loop; batches of them are hashed and written in a thread while the next batch
-arrives, so the network, the hash and the disk overlap and each byte is touched once.
+Shared by the coordinator (uploads, bytes arriving on the event loop) and the worker (its
+cache's downloads, bytes arriving in a thread of their own). Batches of bytes are hashed in
+one thread and written in another while the next batch arrives, so the network, the hash and
+the disk overlap and each byte is read once.
 """
 
 from __future__ import annotations
@@ -10,18 +11,19 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TooLarge", "write_hashed"]
+__all__ = ["TooLarge", "write_hashed", "write_hashed_sync"]
 
-# Bytes gathered before a batch goes to the thread: big enough that the thread hop is cheap,
+# Bytes gathered before a batch goes to the threads: big enough that the thread hop is cheap,
 # small enough that a download holds little memory (at most about two batches).
 _BATCH = 4 << 20
 _IOV_MAX = 1024
 _INLINE = 256 << 10
+_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class TooLarge(Exception):
@@ -42,10 +44,65 @@ def _write_all(fd: int, chunks: list[bytes]) -> None:
             views[0] = views[0][written:]
 
 
-def _consume(fd: int, digest: Any, chunks: list[bytes]) -> None:
+def _hash(digest: Any, chunks: list[bytes]) -> None:
     for chunk in chunks:
         digest.update(chunk)  # hashlib drops the GIL for buffers this big
-    _write_all(fd, chunks)
+
+
+class _Sink:
+    """A new file at dest and the hash of what goes into it. Batches are hashed and written
+    in two threads of the sink's own, each taking them in order; at most one batch is being
+    processed while the caller gathers the next."""
+
+    def __init__(self, dest: Path, limit: int | None) -> None:
+        self.fd = os.open(dest, _NEW, 0o600)
+        self.digest = hashlib.sha256()
+        self.size = 0
+        self._limit = limit
+        self._batch: list[bytes] = []
+        self._held = 0
+        self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="corral-hash")
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="corral-write")
+        self._pending: list[Future[None]] = []
+
+    def add(self, chunk: bytes) -> list[bytes] | None:
+        """Take a chunk; a full batch, when there is one to hand over."""
+        self.size += len(chunk)
+        if self._limit is not None and self.size > self._limit:
+            raise TooLarge(f"more than {self._limit} bytes")
+        self._batch.append(chunk)
+        self._held += len(chunk)
+        if self._held < _BATCH:
+            return None
+        batch, self._batch, self._held = self._batch, [], 0
+        return batch
+
+    def rest(self) -> list[bytes] | None:
+        """At the end: the last batch to hand over, or None once written here (small blobs:
+        cheaper than two thread hops)."""
+        if self.size > _INLINE:
+            return self._batch
+        _hash(self.digest, self._batch)
+        _write_all(self.fd, self._batch)
+        return None
+
+    def submit(self, batch: list[bytes]) -> list[Future[None]]:
+        """Start on a batch (the previous one must be done)."""
+        self._pending = [
+            self._hasher.submit(_hash, self.digest, batch),
+            self._writer.submit(_write_all, self.fd, batch),
+        ]
+        return self._pending
+
+    def close(self) -> None:
+        """Stop the threads; close the file at once, or when a write still running (after a
+        cancel, say) ends: by then its number could belong to another file."""
+        for pool in (self._hasher, self._writer):
+            pool.shutdown(wait=False, cancel_futures=True)
+        if self._pending:
+            self._pending[-1].add_done_callback(lambda _: os.close(self.fd))
+        else:
+            os.close(self.fd)
 
 
 async def write_hashed(
@@ -54,38 +111,41 @@ async def write_hashed(
     """Write chunks to a new file at dest (mode 0600); return (sha256 hex, size) of what was
     written. Raises TooLarge once more than `limit` bytes arrive; dest is left for the caller
     to remove on any error."""
-    digest = hashlib.sha256()
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(dest, flags, 0o600)
-    # One thread per stream runs the batches in order; at most one batch waits for it.
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="corral-blob")
-    last: Future[None] | None = None
-    size = 0
+    sink = _Sink(dest, limit)
+    running: list[Future[None]] = []
     try:
-        batch: list[bytes] = []
-        held = 0
         async for chunk in chunks:
-            size += len(chunk)
-            if limit is not None and size > limit:
-                raise TooLarge(f"more than {limit} bytes")
-            batch.append(chunk)
-            held += len(chunk)
-            if held >= _BATCH:
-                if last is not None:
-                    await asyncio.wrap_future(last)
-                last = pool.submit(_consume, fd, digest, batch)
-                batch, held = [], 0
-        if last is None and held <= _INLINE:
-            _consume(fd, digest, batch)  # small blobs: cheaper than a thread
-        else:
-            last = pool.submit(_consume, fd, digest, batch)
-            await asyncio.wrap_future(last)
+            if (batch := sink.add(chunk)) is not None:
+                for future in running:
+                    await asyncio.wrap_future(future)
+                running = sink.submit(batch)
+        for future in running:
+            await asyncio.wrap_future(future)
+        if (batch := sink.rest()) is not None:
+            for future in sink.submit(batch):
+                await asyncio.wrap_future(future)
     finally:
-        pool.shutdown(wait=False, cancel_futures=True)
-        # never close fd under a write still running (after a cancel, say): the number
-        # could be reused for another file by then
-        if last is None:
-            os.close(fd)
-        else:
-            last.add_done_callback(lambda _: os.close(fd))
-    return digest.hexdigest(), size
+        sink.close()
+    return sink.digest.hexdigest(), sink.size
+
+
+def write_hashed_sync(
+    chunks: Iterable[bytes], dest: Path, limit: int | None = None
+) -> tuple[str, int]:
+    """`write_hashed` for a thread that reads the bytes itself (blocking)."""
+    sink = _Sink(dest, limit)
+    running: list[Future[None]] = []
+    try:
+        for chunk in chunks:
+            if (batch := sink.add(chunk)) is not None:
+                for future in running:
+                    future.result()
+                running = sink.submit(batch)
+        for future in running:
+            future.result()
+        if (batch := sink.rest()) is not None:
+            for future in sink.submit(batch):
+                future.result()
+    finally:
+        sink.close()
+    return sink.digest.hexdigest(), sink.size

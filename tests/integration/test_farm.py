@@ -5,14 +5,17 @@ from __future__ import annotations
 import hashlib
 import random
 import re
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from corral.client import Client
 from corral.protocol import TaskSpec
 
 from .conftest import PYTHON, Farm
+from .test_security import _tls_server
 
 
 def sh(script: str, **kw: object) -> TaskSpec:
@@ -198,3 +201,33 @@ def test_task_overwriting_its_input_does_not_change_what_later_tasks_get(
             assert client.log(client.tasks(job.id)[0].id)[0] == f"{sha}\n".encode()
     fetched = re.findall(r"fetched blob ([0-9a-f]{64})", f.workers[0].stderr())
     assert fetched == [sha] * 4  # each spoiled copy was noticed and fetched again
+
+
+@pytest.mark.timeout(90)
+def test_input_fetched_over_tls_from_a_pinned_ca(
+    tmp_path: Path,
+    isolated: dict[str, str],
+    procs: list[subprocess.Popen[bytes]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The worker downloads blobs with a blocking client of its own: same CA, same token."""
+    url, token, ca = _tls_server(tmp_path / "coord", isolated, procs)
+    argv = [PYTHON, "-m", "corral", "worker", "--server", url, "--ca", str(ca), "-v"]
+    argv += ["--work-dir", str(tmp_path / "w"), "--name", "tls-w"]
+    log = tmp_path / "w.log"
+    with log.open("wb") as out:
+        env = {**isolated, "CORRAL_TOKEN": token}
+        procs.append(subprocess.Popen(argv, env=env, stdout=out, stderr=out))
+    data = tmp_path / "in.bin"
+    data.write_bytes(random.Random(5).randbytes(5 << 20))
+    monkeypatch.setenv("CORRAL_CA", str(ca))
+    with Client(url, token) as client:
+        inputs = client.upload([data])
+        show = "import hashlib; print(hashlib.sha256(open('in.bin', 'rb').read()).hexdigest())"
+        job = client.submit_job([TaskSpec(argv=[PYTHON, "-c", show], inputs=inputs)])
+        for _ in client.events(job.id):
+            pass
+        assert client.job(job.id).status == "succeeded", log.read_text()
+        (task,) = client.tasks(job.id)
+        assert client.log(task.id)[0] == f"{inputs['in.bin'].sha256}\n".encode()
+    assert "fetched blob" in log.read_text()

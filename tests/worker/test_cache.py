@@ -407,16 +407,20 @@ def test_invalid_hash_rejected(tmp_path: Path, bad: str) -> None:
     assert not (tmp_path / "dest").exists()
 
 
+@pytest.mark.parametrize("in_thread", [False, True])
 def test_digest_hashed_while_receiving_spares_a_second_pass(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_thread: bool
 ) -> None:
-    data, sha = blob("a", 3 << 20)
+    data, sha = blob("a", 9 << 20)
+    pieces = [data[i : i + 65536] for i in range(0, len(data), 65536)]
 
     async def chunks() -> AsyncIterator[bytes]:
-        for i in range(0, len(data), 65536):
-            yield data[i : i + 65536]
+        for piece in pieces:
+            yield piece
 
     async def fetch(_: str, dest: Path) -> str:
+        if in_thread:  # as the worker does: a blocking download in a thread of its own
+            return await asyncio.to_thread(FileCache.receive_sync, iter(pieces), dest)
         return await FileCache.receive(chunks(), dest)
 
     def no_second_pass(path: Path) -> str:

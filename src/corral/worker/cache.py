@@ -26,10 +26,10 @@ import stat
 import time
 import uuid
 from collections import Counter, OrderedDict
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 
-from .._blobio import write_hashed
+from .._blobio import write_hashed, write_hashed_sync
 from ._place import TMP_SUFFIX, copy_to, copy_verified, link_to
 from .outputs import sha256_file
 
@@ -241,6 +241,12 @@ class FileCache:
         """Write a download's chunks to a new file at dest and return their sha256, hashed
         on the way in (what a Fetch may return)."""
         digest, _ = await write_hashed(chunks, dest)
+        return digest
+
+    @staticmethod
+    def receive_sync(chunks: Iterable[bytes], dest: Path) -> str:
+        """`receive` for a download running in a thread of its own."""
+        digest, _ = write_hashed_sync(chunks, dest)
         return digest
 
     def _touch(self, sha256: str, path: Path) -> None:
