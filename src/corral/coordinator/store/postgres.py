@@ -8,7 +8,6 @@ commits. One coordinator, one connection, as service.py runs it, never interleav
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
@@ -42,6 +41,7 @@ from .base import (
     fitting_classes,
     job_counts,
     job_from_row,
+    new_lease_id,
     oldest_first,
     requires_key,
     spec_decoder,
@@ -325,7 +325,7 @@ class PostgresStore(AllowlistSQL, DependencySQL, IdentitySQL, Store):
                 ).fetchall()
                 candidates += [(r[4], r[5], cost, r) for r in rows]
             out = [
-                Leased(task_id, job_id, uuid.uuid4().hex, attempts + 1, expires, decode(spec))
+                Leased(task_id, job_id, new_lease_id(), attempts + 1, expires, decode(spec))
                 for task_id, job_id, spec, attempts, _c, _s in oldest_first(candidates, capacity)
             ]
             if out:

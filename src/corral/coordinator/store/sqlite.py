@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,7 @@ from .base import (
     in_list,
     job_counts,
     job_from_row,
+    new_lease_id,
     oldest_first,
     requires_key,
     spec_decoder,
@@ -311,7 +311,7 @@ class SQLiteStore(AllowlistSQL, DependencySQL, IdentitySQL, Store):
                 ).fetchall()
                 candidates += [(r[4], r[5], cost, r) for r in rows]
             out = [
-                Leased(task_id, job_id, uuid.uuid4().hex, attempts + 1, expires, decode(spec))
+                Leased(task_id, job_id, new_lease_id(), attempts + 1, expires, decode(spec))
                 for task_id, job_id, spec, attempts, _c, _s in oldest_first(candidates, capacity)
             ]
             if out:
