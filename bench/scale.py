@@ -22,6 +22,7 @@ import httpx
 import msgspec
 import psutil
 
+from corral.coordinator.server import raise_open_files
 from corral.protocol import JobCreate, TaskSpec
 
 from .farm import free_port, stop, wait_healthy
@@ -184,6 +185,7 @@ def _queued(http: httpx.Client, port: int, proc: psutil.Process, queued: int) ->
 
 def b5_scale(workers: int, queued: int, hold: float = 8.0) -> dict[str, Any]:
     """Held workers and RSS, then submit time and lease latency at 1k and `queued` tasks."""
+    raise_open_files()  # this process holds every simulated worker's connection
     root = Path(tempfile.mkdtemp(prefix="corral-bench-b5-"))
     port = free_port()
     argv = [sys.executable, "-m", "bench.serve", str(port), str(root / "data"), TOKEN]
