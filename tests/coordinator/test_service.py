@@ -8,6 +8,7 @@ with a generous bound instead of asserting any timing.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +22,12 @@ from corral.coordinator.errors import ApiError
 from corral.coordinator.service import Coordinator
 from corral.coordinator.store import SQLiteStore
 from corral.protocol import (
+    INLINE_MAX,
     Heartbeat,
+    InputRef,
     JobCreate,
     LeaseRequest,
+    OutputFile,
     TaskResult,
     TaskSpec,
     WorkerRegister,
@@ -425,5 +429,63 @@ def test_prefetch_does_not_take_a_task_submitted_while_the_call_is_held(
         f.clock.advance(1.0)  # the held call's deadline passes as it wakes
         assert (await held).assignments == []
         assert f.status(late) == "queued"
+
+    run(settings, store, body)
+
+
+# small blobs inside bodies
+
+
+def test_inline_blobs_in_a_result_are_stored_or_the_result_refused(
+    settings: Settings, store: SQLiteStore
+) -> None:
+    async def body(f: Farm) -> None:
+        f.submit(spec(), spec())
+        w = f.register("w", slots=2)
+        grant = await f.coord.lease(w, LeaseRequest(max=2))
+        (a, b) = [(x.task_id, x.lease_id) for x in grant.assignments]
+        out = b"forty-two\n"
+        sha = hashlib.sha256(out).hexdigest()
+        wrong = {sha: b"something else"}
+        reply = f.coord.results(
+            w,
+            {
+                a[0]: TaskResult(lease_id=a[1], exit_code=0, stdout=sha, inline={sha: out}),
+                b[0]: TaskResult(lease_id=b[1], exit_code=0, stdout=sha, inline=wrong),
+            },
+        )
+        assert list(reply.refused) == [b[0]] and "does not hash" in reply.refused[b[0]]
+        assert f.status(a[0]) == "succeeded" and f.status(b[0]) == "running"
+        assert f.coord.blobs.path(sha).read_bytes() == out
+        big = b"x" * (INLINE_MAX + 1)
+        too_big = {hashlib.sha256(big).hexdigest(): big}
+        assert "upload it on its own" in (f.coord.store_inline(too_big) or "")
+        assert not f.coord.blobs.has(next(iter(too_big)))
+
+    run(settings, store, body)
+
+
+def test_small_inputs_ride_with_the_lease_and_results_with_the_final_event(
+    settings: Settings, store: SQLiteStore
+) -> None:
+    async def body(f: Farm) -> None:
+        data = b"input bytes"
+        sha = f.coord.blobs.put_bytes(data)
+        job = f.submit(spec(inputs={"in.txt": InputRef(sha, len(data))}))
+        w = f.register("w", slots=1)
+        (a,) = (await f.coord.lease(w, LeaseRequest(max=1))).assignments
+        assert a.inline == {sha: data}
+        result = b"done"
+        rsha = hashlib.sha256(result).hexdigest()
+        manifest = {"out.txt": OutputFile(rsha, len(result), 0o644)}
+        f.coord.results(
+            w,
+            {a.task_id: TaskResult(a.lease_id, 0, manifest=manifest, inline={rsha: result})},
+        )
+        events = [e async for e in f.coord.events(job, 0, 0.1) if e is not None]
+        final = f.coord.event_detail(events[-1])
+        assert final.status == "succeeded" and final.task is not None
+        assert final.task.manifest == manifest and final.files == {rsha: result}
+        assert f.coord.event_detail(events[0]).task is None  # "running": nothing attached
 
     run(settings, store, body)

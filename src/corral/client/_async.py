@@ -151,9 +151,12 @@ class AsyncClient:
         return await self.drive(core.log(task_id, stream, offset))
 
     # events
-    async def events(self, job_id: str, after: int = 0) -> AsyncGenerator[Event, None]:
-        """Task state changes of a job as they happen, until the job is done (SSE)."""
-        call = core.events_call(job_id, after)
+    async def events(
+        self, job_id: str, after: int = 0, detail: bool = False
+    ) -> AsyncGenerator[Event, None]:
+        """Task state changes of a job as they happen, until the job is done (SSE); with
+        `detail`, final events carry the task and its small output files."""
+        call = core.events_call(job_id, after, detail)
         decoder = core.SSEDecoder()
         try:
             async with self._http.stream(

@@ -21,6 +21,7 @@ import msgspec
 
 from ..protocol import (
     FINAL_STATUSES,
+    INLINE_MAX,
     Event,
     InputRef,
     Job,
@@ -182,9 +183,28 @@ def download(sha: str, dest: Path, mode: int = 0o644) -> Op[None]:
 
 
 # jobs, tasks, workers
-def submit_job(tasks: list[TaskSpec], name: str = "") -> Op[Job]:
-    """Submit tasks as one job."""
-    return (yield from _json("POST", "/jobs", Job, JobCreate(tasks=tasks, name=name)))
+def submit_job(
+    tasks: list[TaskSpec], name: str = "", blobs: dict[str, bytes] | None = None
+) -> Op[Job]:
+    """Submit tasks as one job; `blobs`, small inputs (by hash), go in the same request."""
+    body = JobCreate(tasks=tasks, name=name, blobs=blobs or {})
+    return (yield from _json("POST", "/jobs", Job, body))
+
+
+def split_inline(
+    blobs: dict[str, Path | bytes], budget: int = 4 * INLINE_MAX
+) -> tuple[dict[str, bytes], dict[str, Path | bytes]]:
+    """Small in-memory blobs to send inside a submit (up to `budget` bytes in all), and the
+    rest, to upload on their own."""
+    inline: dict[str, bytes] = {}
+    rest: dict[str, Path | bytes] = {}
+    for sha, data in blobs.items():
+        if isinstance(data, bytes) and len(data) <= min(INLINE_MAX, budget):
+            inline[sha] = data
+            budget -= len(data)
+        else:
+            rest[sha] = data
+    return inline, rest
 
 
 def add_tasks(job_id: str, tasks: list[TaskSpec]) -> Op[list[Task]]:
@@ -289,10 +309,12 @@ def job_id_of(job_or_id: Job | str) -> str:
 
 
 # events
-def events_call(job_id: str, after: int) -> Call:
-    """The request that opens a job's event stream, resuming after event `after`."""
+def events_call(job_id: str, after: int, detail: bool = False) -> Call:
+    """The request that opens a job's event stream, resuming after event `after`; with
+    `detail`, final events carry the task and its small output files."""
     headers = {"last-event-id": str(after), "accept": "text/event-stream"}
-    return Call("GET", f"/jobs/{job_id}/events", headers=headers)
+    query = "?detail=1" if detail else ""
+    return Call("GET", f"/jobs/{job_id}/events{query}", headers=headers)
 
 
 class SSEDecoder:

@@ -265,14 +265,18 @@ class Dispatcher:
 
     async def _send(self, batch: list[Submission]) -> None:
         blobs = await self._inputs(batch)
+        specs = [s.spec for s in batch]
+        inline: dict[str, bytes] = {}
+        if self.client.job_scope is None:  # small inputs go inside the submit itself
+            inline, blobs = core.split_inline(blobs)
         await self.client.drive(core.upload(blobs))
         self._sent.update(blobs)
-        specs = [s.spec for s in batch]
         if self.client.job_scope is not None:  # inside a task: children join its job
             job_id = self.client.job_scope
             tasks = await self.client.drive(core.add_tasks(job_id, specs))
         else:
-            job = await self.client.drive(core.submit_job(specs, batch[0].job_name))
+            job = await self.client.drive(core.submit_job(specs, batch[0].job_name, inline))
+            self._sent.update(inline)
             job_id = job.id
             tasks = await self.client.drive(core.tasks(job.id))
         waiting = {}
@@ -292,13 +296,15 @@ class Dispatcher:
             sub.started()
         elif event.status in FINAL_STATUSES:
             del waiting[event.task_id]
-            self._spawn(self._resolve(sub, event.task_id))
+            if not self._settle_from(event, sub):
+                self._spawn(self._resolve(sub, event.task_id))
 
     async def _follow(self, job_id: str, waiting: dict[str, Submission]) -> None:
         after, give_up = 0, 0.0
         while waiting:
             try:
-                async with contextlib.aclosing(self.client.events(job_id, after)) as events:
+                stream = self.client.events(job_id, after, detail=True)
+                async with contextlib.aclosing(stream) as events:
                     async for event in events:
                         after = event.seq
                         self._on_event(event, waiting)
@@ -321,6 +327,25 @@ class Dispatcher:
             self._spawn(self._resolve(sub, task_id))
         waiting.clear()
         self._jobs.pop(id(waiting), None)
+
+    def _settle_from(self, event: Event, sub: Submission) -> bool:
+        """Settle from what a detailed event carries, when it carries all that is needed."""
+        task = event.task
+        if task is None:
+            return False
+        entry = task.manifest.get(RESULT_FILE)
+        data = None
+        if entry is not None and task.status in ("succeeded", "failed"):
+            data = event.files.get(entry.sha256)
+            if data is None:
+                return False  # too large to come inline: fetched on its own
+        if data is None and task.stderr and task.status != "succeeded":
+            return False  # the explanation is worth a request
+        try:
+            sub.settle(sub.decode(task, data))
+        except Exception as exc:
+            sub.fail(exc)
+        return True
 
     async def _resolve(self, sub: Submission, task_id: str) -> None:
         async with self._fetching:

@@ -109,6 +109,11 @@ def _owner(request: Request) -> str:
 
 # jobs
 async def create_job(request: Request, coord: Coordinator, body: JobCreate) -> Response:
+    if body.blobs:  # small inputs sent along: stored as if uploaded just before
+        problem = coord.store_inline(body.blobs)
+        if problem:
+            raise ApiError("invalid_argument", f"blobs: {problem}")
+        guards.grant(request, coord.store, list(body.blobs))
     _check_inputs(request, coord, body.tasks)
     guards.after(request, coord.store, body.tasks)
     job = coord.submit(body, _owner(request))
@@ -158,6 +163,7 @@ async def job_events(request: Request, coord: Coordinator, _: None) -> Response:
     after = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
     if not after.isdigit():
         raise ApiError("bad_request", "Last-Event-ID must be an event sequence number")
+    detail = request.query_params.get("detail") == "1"
     stream = coord.events(job_id, int(after), keepalive=15.0)
     first = await anext(stream, "end")  # raises NotFound before the 200 is sent
 
@@ -167,7 +173,8 @@ async def job_events(request: Request, coord: Coordinator, _: None) -> Response:
             if item is None:
                 yield b": keepalive\n\n"
             else:
-                yield b"id: %d\nevent: task\ndata: %s\n\n" % (item.seq, _encoder.encode(item))
+                event = coord.event_detail(item) if detail else item
+                yield b"id: %d\nevent: task\ndata: %s\n\n" % (item.seq, _encoder.encode(event))
             item = await anext(stream, "end")
         yield b"event: end\ndata: {}\n\n"
 

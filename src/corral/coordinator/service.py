@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import msgspec
+
 from ..protocol import (
     FINAL_STATUSES,
+    INLINE_LEASE_MAX,
+    INLINE_MAX,
     Event,
     Heartbeat,
     HeartbeatReply,
@@ -37,7 +42,7 @@ from ..protocol import (
 )
 from ..protocol import Assignment as WireAssignment
 from .access import JobTokens
-from .blobs import LocalBlobs
+from .blobs import BlobError, LocalBlobs
 from .deps import inputs_from_dependencies, named_dependencies, resolve_after, waiting_text
 from .errors import ApiError
 from .leases import LeasePolicy
@@ -202,6 +207,7 @@ class Coordinator:
             self.store.touch_worker(worker_id, self.clock(), "online", None)
             self._events.fire()
             self._wake_expiry.fire()
+        specs = [self._dependency_inputs(x.spec) for x in leased]
         return LeaseGrant(
             [
                 WireAssignment(
@@ -210,10 +216,11 @@ class Coordinator:
                     x.lease_id,
                     x.attempt,
                     x.expires,
-                    self._dependency_inputs(x.spec),
+                    spec,
                     self.job_tokens.mint(x.job_id, x.lease_id),
+                    self._inline_inputs(spec),
                 )
-                for x in leased
+                for x, spec in zip(leased, specs, strict=True)
             ],
             recorded.stale,
             recorded.refused,
@@ -336,7 +343,7 @@ class Coordinator:
     def result(self, task_id: str, body: TaskResult) -> Task:
         """Record a finished attempt; a stale lease gets 409 and changes nothing."""
         task = self.store.get_task(task_id)
-        problem = self._blob_problem(body)
+        problem = self.store_inline(body.inline) or self._blob_problem(body)
         if problem:
             raise ApiError("invalid_argument", problem)
         now = self.clock()
@@ -361,7 +368,11 @@ class Coordinator:
         items: list[tuple[str, str, Outcome]] = []
         for task_id, body in results.items():
             task = tasks.get(task_id)
-            problem = next(iter(result_problems(body)), None) or self._blob_problem(body)
+            problem = (
+                next(iter(result_problems(body)), None)
+                or self.store_inline(body.inline)
+                or self._blob_problem(body)
+            )
             if task is None or problem:
                 refused[task_id] = problem or f"no task {task_id}"
             else:
@@ -382,6 +393,46 @@ class Coordinator:
             by_job.setdefault(job_id, set()).update(h for h in made if h)
         for job_id, hashes in by_job.items():
             self.store.grant_blobs(self.store.job_owner(job_id), sorted(hashes))
+
+    def store_inline(self, inline: dict[str, bytes]) -> str | None:
+        """Store small blobs that came inside a body; the first problem, storing none, if
+        one is too large or does not hash to its name."""
+        for sha, data in inline.items():
+            if len(data) > INLINE_MAX:
+                return f"inline blob {sha} is over {INLINE_MAX} bytes: upload it on its own"
+            if hashlib.sha256(data).hexdigest() != sha:
+                return f"inline blob {sha} does not hash to its name"
+        for data in inline.values():
+            self.blobs.put_bytes(data)
+        return None
+
+    def _inline_inputs(self, spec: TaskSpec) -> dict[str, bytes]:
+        """Small input blobs, sent with the lease so the worker need not fetch them."""
+        out: dict[str, bytes] = {}
+        for ref in spec.inputs.values():
+            if ref.size <= INLINE_LEASE_MAX and ref.sha256 not in out:
+                with contextlib.suppress(OSError, BlobError):
+                    out[ref.sha256] = self.blobs.path(ref.sha256).read_bytes()
+        return out
+
+    def event_detail(self, event: Event) -> Event:
+        """A final event with its task and small output files (and stderr when it failed)."""
+        if event.status not in FINAL_STATUSES:
+            return event
+        try:
+            task = self.store.get_task(event.task_id)
+        except NotFound:
+            return event
+        wanted = [f.sha256 for f in task.manifest.values() if f.size <= INLINE_MAX]
+        if task.stderr and task.status != "succeeded":
+            wanted.append(task.stderr)
+        files: dict[str, bytes] = {}
+        for sha in wanted:
+            with contextlib.suppress(OSError, BlobError):
+                path = self.blobs.path(sha)
+                if path.stat().st_size <= INLINE_MAX:
+                    files[sha] = path.read_bytes()
+        return msgspec.structs.replace(event, task=task, files=files)
 
     def _blob_problem(self, body: TaskResult) -> str | None:
         for sha in (body.stdout, body.stderr, *(f.sha256 for f in body.manifest.values())):

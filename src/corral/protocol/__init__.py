@@ -5,6 +5,8 @@ from ._beacon import BEACON_PORT, Beacon, decode_beacon, encode_beacon
 from ._errors import ERROR_STATUS
 from ._models import (
     FINAL_STATUSES,
+    INLINE_LEASE_MAX,
+    INLINE_MAX,
     TASK_STATUSES,
     AfterFile,
     Assignment,
@@ -56,6 +58,8 @@ __all__ = [
     "BEACON_PORT",
     "ERROR_STATUS",
     "FINAL_STATUSES",
+    "INLINE_LEASE_MAX",
+    "INLINE_MAX",
     "LIMIT_KEYS",
     "ROLES",
     "TASK_STATUSES",

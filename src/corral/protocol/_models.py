@@ -72,11 +72,20 @@ class TaskSpec(Request):
     after_inputs: dict[str, AfterFile] = {}  # name in the task directory -> a dependency's file
 
 
+# A blob this small may travel inside a JSON body (by its sha256) rather than on its own:
+# a function task's call, its result, most tasks' stdout and stderr. Saves a round trip each.
+INLINE_MAX = 64 * 1024
+# ... and inside a lease, where the same function may go with every task, this small
+INLINE_LEASE_MAX = 8 * 1024
+
+
 class JobCreate(Request):
-    """Submit a job: a name and its tasks."""
+    """Submit a job: a name and its tasks; `blobs` carries small inputs (sha256 -> content,
+    each at most INLINE_MAX bytes), stored as if uploaded first."""
 
     tasks: list[TaskSpec]
     name: str = ""
+    blobs: dict[str, bytes] = {}
 
 
 class Job(msgspec.Struct):
@@ -179,6 +188,7 @@ class Assignment(msgspec.Struct):
     expires: float
     spec: TaskSpec
     token: str = ""  # job-scoped bearer token: the task may read and add to its own job
+    inline: dict[str, bytes] = {}  # small input blobs (sha256 -> content): no fetch needed
 
 
 class LeaseGrant(msgspec.Struct):
@@ -253,6 +263,9 @@ class TaskResult(Request):
     stderr: str | None = None
     manifest: dict[str, OutputFile] = {}
     error: str | None = None
+    # new small blobs among stdout, stderr and the manifest (sha256 -> content, each at most
+    # INLINE_MAX bytes): stored with the result instead of uploaded before it
+    inline: dict[str, bytes] = {}
 
 
 class TaskBlocked(Request):
@@ -282,6 +295,10 @@ class Event(msgspec.Struct):
     status: TaskStatus
     exit_code: int | None
     time: float
+    # asked for with ?detail=1, for final statuses: the task, and its small output files and
+    # stderr (sha256 -> content), so a client learns a result without further requests
+    task: Task | None = None
+    files: dict[str, bytes] = {}
 
 
 class ErrorBody(msgspec.Struct):

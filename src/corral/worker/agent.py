@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import shutil
@@ -19,7 +20,7 @@ import socket
 import ssl
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,6 +29,7 @@ import httpx
 import msgspec
 
 from ..protocol import (
+    INLINE_MAX,
     AllowEntry,
     Assignment,
     Heartbeat,
@@ -164,6 +166,7 @@ class Agent:
         self._outbox: dict[str, TaskResult] = {}
         self._inflight: dict[str, TaskResult] = {}
         self._outbox_ready = asyncio.Event()
+        self._inline: dict[str, bytes] = {}  # small inputs that came with leases, by sha256
         # leased tasks beyond the free slots wait for one here (prefetch.py)
         self._executing: dict[str, float] = {}  # task id -> when it started
         self._gate = _Broadcast()
@@ -182,6 +185,18 @@ class Agent:
         return msgspec.json.decode(response.content, type=kind) if kind else None
 
     async def _fetch(self, sha256: str, dest: Path) -> str:
+        data = self._inline.pop(sha256, None)
+        if data is not None:  # it came with the lease
+            return self.cache.receive_sync([data], dest)
+        async with self.http.stream("GET", f"/blobs/{sha256}") as response:
+            response.raise_for_status()
+            # most blobs are small: over the kept-alive connection; a big one is asked for
+            # again below (closing this response stops the coordinator reading it)
+            if int(response.headers.get("content-length", 0)) < 16 << 20:
+                digest = await self.cache.receive(response.aiter_bytes(), dest)
+                log.info("fetched blob %s", sha256)
+                return digest
+
         def download() -> str:
             # blocking, in a thread of its own: off the event loop, and the sync client
             # reads about 1.5x as fast (a 1 GB input was CPU-bound in the async one)
@@ -206,9 +221,12 @@ class Agent:
         todo = {sha: path for sha, path in files.items() if sha not in self._stored}
         if todo:
             await _retrying(lambda: self._upload_once(todo))
-            if len(self._stored) > _STORED_MAX:
-                self._stored.clear()
-            self._stored.update(todo)
+            self._remember_stored(todo)
+
+    def _remember_stored(self, hashes: Iterable[str]) -> None:
+        if len(self._stored) > _STORED_MAX:
+            self._stored.clear()
+        self._stored.update(hashes)
 
     async def _upload_once(self, files: dict[str, Path]) -> None:
         reply = await self._post("/blobs/missing", MissingBlobs(list(files)), MissingBlobsReply)
@@ -371,6 +389,7 @@ class Agent:
             return
         self._results_answered(results, grant.stale, grant.refused)
         for assignment in grant.assignments:
+            self._inline.update(assignment.inline)
             if self.desktop and not self.desktop.may_start:
                 # the owner came back while the request was held: hand it straight back
                 await self._release(assignment)
@@ -492,15 +511,17 @@ class Agent:
 
     # one task
     async def _run_task(self, a: Assignment) -> None:
-        # a function task going to a pooled runner lives in that runner's root (fnpool.py)
-        task_dir = self.fnpool.claim(a) / "tasks" / f"{a.task_id}.{a.attempt}"
-        work = task_dir / "work"
-        run = _Running(a, TaskProcess(), task_dir)
+        name = f"{a.task_id}.{a.attempt}"
+        run = _Running(a, TaskProcess(), self.config.work_dir / "tasks" / name)
         self.running[a.task_id] = run
+        started = None
         try:
             if await self._wait_for_slot(run):
+                # a function task going to a pooled runner lives in its root (fnpool.py); the
+                # seat is claimed only now that the task has a slot (it may have been prefetched)
+                run.dir = self.fnpool.claim(a) / "tasks" / name
                 started = time.monotonic()
-                result = await self._execute(run, work)
+                result = await self._execute(run, run.dir / "work")
                 self._times.add(time.monotonic() - started)
                 self._short_job = a.job_id  # the job whose run times the mean now reflects
                 if _presented(run):
@@ -514,10 +535,12 @@ class Agent:
                 self._outbox[a.task_id] = TaskResult(a.lease_id, None, error=f"worker: {exc}")
         finally:
             self.running.pop(a.task_id, None)
+            if not self.running:  # inline inputs staging did not use (cached already)
+                self._inline.clear()
             self._executing.pop(a.task_id, None)
             self._gate.fire()
-            if not self.config.keep_task_dirs:
-                self._remove(task_dir, now=run.released)
+            if started is not None and not self.config.keep_task_dirs:
+                self._remove(run.dir, now=run.released)
             self._slot_free.set()  # first: the lease loop takes the result with its next call
             self._outbox_ready.set()
         if run.released:  # after the cleanup: the task may come back here with this attempt
@@ -637,28 +660,45 @@ class Agent:
     ) -> TaskResult:
         a = run.assignment
         paths = await _maybe_thread(bool(before), changed_files, work, before, a.spec.outputs)
-        files: dict[str, Path] = {}
+        files: dict[str, Path] = {}  # to upload, by hash
+        inline: dict[str, bytes] = {}  # small enough to go with the result
         manifest: dict[str, OutputFile] = {}
         for rel in paths:
             path = work / rel
             st = path.stat()
-            sha = await _maybe_thread(st.st_size > _INLINE_HASH, sha256_file, path)
+            sha = await self._digest(path, st.st_size, files, inline)
             manifest[rel] = OutputFile(sha, st.st_size, st.st_mode & 0o777)
-            files[sha] = path
         cap = a.spec.limits.get("output_size")
         if cap and sum(f.size for f in manifest.values()) > cap:
             # refuse to return any of it rather than an arbitrary part
-            files, manifest, error = {}, {}, "limit_exceeded: output_size"
+            files, inline, manifest, error = {}, {}, {}, "limit_exceeded: output_size"
         streams = {}
         for stream in ("stdout", "stderr"):
             path = run.dir / stream
-            sha = await _maybe_thread(path.stat().st_size > _INLINE_HASH, sha256_file, path)
-            files[sha] = path
-            streams[stream] = sha
+            streams[stream] = await self._digest(path, path.stat().st_size, files, inline)
         await self._upload(files)
         return TaskResult(
-            a.lease_id, exit_code, streams["stdout"], streams["stderr"], manifest, error
+            a.lease_id,
+            exit_code,
+            streams["stdout"],
+            streams["stderr"],
+            manifest,
+            error,
+            {sha: data for sha, data in inline.items() if sha not in self._stored},
         )
+
+    async def _digest(
+        self, path: Path, size: int, files: dict[str, Path], inline: dict[str, bytes]
+    ) -> str:
+        """A file's hash; the file goes into `inline` when small, else into `files`."""
+        if size <= INLINE_MAX:
+            data = path.read_bytes()
+            sha = hashlib.sha256(data).hexdigest()
+            inline[sha] = data
+        else:
+            sha = await _maybe_thread(size > _INLINE_HASH, sha256_file, path)
+            files[sha] = path
+        return sha
 
     # results
     def _take_results(self) -> dict[str, TaskResult]:
@@ -676,8 +716,10 @@ class Agent:
     def _results_answered(
         self, results: dict[str, TaskResult], stale: list[str], refused: dict[str, str]
     ) -> None:
-        for task_id in results:
+        for task_id, result in results.items():
             self._inflight.pop(task_id, None)
+            if task_id not in refused:  # its inline blobs are stored now
+                self._remember_stored(result.inline)
         for task_id in stale:
             # our lease was superseded (killed, expired, another attempt won): that one stands
             log.warning("result for %s refused: the lease is stale", task_id)
