@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -52,3 +53,24 @@ def test_head_sends_no_body(tmp_path: Path) -> None:
     assert response.status_code == 200
     assert response.headers["content-length"] == "5000"
     assert response.content == b""
+
+
+def test_stops_reading_once_the_client_is_gone(tmp_path: Path) -> None:
+    path = tmp_path / "blob"
+    path.write_bytes(os.urandom(40 << 20))  # ten chunks
+    bodies: list[int] = []
+    incoming = [{"type": "http.request", "body": b"", "more_body": False}]
+
+    async def receive() -> dict[str, Any]:
+        if incoming:
+            return incoming.pop()
+        return {"type": "http.disconnect"}  # the worker died right after asking
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            bodies.append(len(message["body"]))
+        await asyncio.sleep(0.01)  # a slow network: the disconnect is seen meanwhile
+
+    scope = {"type": "http", "method": "GET"}
+    asyncio.run(BlobResponse(path)(scope, receive, send))
+    assert 0 < len(bodies) < 10

@@ -210,7 +210,8 @@ def test_input_fetched_over_tls_from_a_pinned_ca(
     procs: list[subprocess.Popen[bytes]],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The worker downloads blobs with a blocking client of its own: same CA, same token."""
+    """A big blob (over 16 MiB) comes down through a blocking client of the worker's own, in a
+    thread: same CA, same token."""
     url, token, ca = _tls_server(tmp_path / "coord", isolated, procs)
     argv = [PYTHON, "-m", "corral", "worker", "--server", url, "--ca", str(ca), "-v"]
     argv += ["--work-dir", str(tmp_path / "w"), "--name", "tls-w"]
@@ -219,7 +220,7 @@ def test_input_fetched_over_tls_from_a_pinned_ca(
         env = {**isolated, "CORRAL_TOKEN": token}
         procs.append(subprocess.Popen(argv, env=env, stdout=out, stderr=out))
     data = tmp_path / "in.bin"
-    data.write_bytes(random.Random(5).randbytes(5 << 20))
+    data.write_bytes(random.Random(5).randbytes(17 << 20))
     monkeypatch.setenv("CORRAL_CA", str(ca))
     with Client(url, token) as client:
         inputs = client.upload([data])

@@ -9,6 +9,7 @@ conditional requests are needed (the worker and the client always want the whole
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -32,17 +33,27 @@ class BlobResponse(Response):
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        if scope.get("method") == "HEAD":
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        # uvicorn drops what is sent after the client has gone: stop reading the file then
+        gone = asyncio.Event()
+        watcher = asyncio.create_task(_until_disconnect(receive, gone))
+        try:
+            await self._send_file(send, gone)
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+
+    async def _send_file(self, send: Send, gone: asyncio.Event) -> None:
         fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="corral-blob-read")
-        ahead: Future[bytes] | None = None
+        ahead: Future[bytes] | None = pool.submit(os.pread, fd, _CHUNK, 0)
         try:
-            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-            if scope.get("method") == "HEAD":
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-                return
             sent = 0
-            ahead = pool.submit(os.pread, fd, _CHUNK, 0)
-            while ahead is not None:
+            while ahead is not None and not gone.is_set():
                 chunk = await asyncio.wrap_future(ahead)
                 sent += len(chunk)
                 more = bool(chunk) and sent < self.size
@@ -55,3 +66,9 @@ class BlobResponse(Response):
                 os.close(fd)
             else:
                 ahead.add_done_callback(lambda _: os.close(fd))
+
+
+async def _until_disconnect(receive: Receive, gone: asyncio.Event) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    gone.set()
