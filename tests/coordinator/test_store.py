@@ -6,6 +6,7 @@ Behaviour every backend shares is in test_store_contract.py; this file is about 
 
 from __future__ import annotations
 
+import gc
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -382,3 +383,13 @@ def test_checkpoints_run_on_their_own_thread_until_close(path: Path) -> None:
         assert second.get_job("j").total == 3
     finally:
         second.close()
+
+
+def test_a_store_dropped_without_close_stops_its_checkpoints(path: Path) -> None:
+    store = SQLiteStore(path)
+    checkpoints = store._checkpoints
+    assert checkpoints is not None
+    del store
+    gc.collect()
+    checkpoints._thread.join(timeout=10)  # it notices within one interval
+    assert not checkpoints._thread.is_alive()

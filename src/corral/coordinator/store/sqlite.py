@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -139,7 +140,7 @@ class SQLiteStore(AllowlistSQL, DependencySQL, IdentitySQL, Store):
         # instead of inside whichever commit crossed the threshold, on the event loop; the
         # loop's own autocheckpoint stays as a backstop, at 16 MB of WAL.
         self._db.execute("PRAGMA wal_autocheckpoint=4096")
-        self._checkpoints = _Checkpointer(str(path)) if str(path) != ":memory:" else None
+        self._checkpoints = _Checkpointer(self, str(path)) if str(path) != ":memory:" else None
         self._db.executescript(SCHEMA)
         self._db.executescript(SECURITY_SCHEMA)
         self._create_allowlist("REAL")
@@ -555,7 +556,12 @@ class _Transaction:
         store = self._store
         store._depth -= 1
         if store._depth == 0:
-            store._db.execute("ROLLBACK" if exc_type else "COMMIT")
+            try:
+                store._db.execute("ROLLBACK" if exc_type else "COMMIT")
+            except sqlite3.Error:
+                if store._db.in_transaction:  # a failed COMMIT leaves it open: end it
+                    store._db.execute("ROLLBACK")
+                raise
             return
         if exc_type:
             store._db.execute("ROLLBACK TO corral")
@@ -567,7 +573,8 @@ class _Checkpointer:
     connection (PASSIVE: it never blocks the writer). A commit is durable once it is in the
     WAL; a checkpoint only moves it, so doing it here changes no guarantee."""
 
-    def __init__(self, path: str, interval: float = 0.2) -> None:
+    def __init__(self, owner: SQLiteStore, path: str, interval: float = 0.2) -> None:
+        self._owner = weakref.ref(owner)  # a store dropped without close() stops it too
         self._path = path
         self._interval = interval
         self._stopping = threading.Event()
@@ -580,7 +587,7 @@ class _Checkpointer:
         except sqlite3.Error:
             return
         try:
-            while not self._stopping.wait(self._interval):
+            while not self._stopping.wait(self._interval) and self._owner() is not None:
                 db.execute("PRAGMA wal_checkpoint(PASSIVE)")
         except sqlite3.Error:
             pass  # the file went away under us; the writer's autocheckpoint carries on
