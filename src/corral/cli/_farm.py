@@ -121,8 +121,8 @@ class _Workers:
         if not n:
             return
         host = socket.gethostname()
-        argv = ["--server", url, "--slots", "1", "--sandbox-hide", str(data)]  # hide: the
-        # admin token and every job's files
+        # --sandbox-hide: the admin token and every job's files
+        argv = ["--server", url, "--slots", "1", "--sandbox-hide", str(data)]
         # httpx (workers) and Starlette (coordinator) import anyio's asyncio backend at their
         # first request, 60 ms here: once now serves the coordinator and every child
         with contextlib.suppress(ImportError):
@@ -171,12 +171,14 @@ def _worker_child(ready: int, args: list[str], token: str) -> NoReturn:
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.close(devnull)
-        if os.read(ready, 1):  # nothing, only end of file: the coordinator did not start
+        if os.read(ready, 1):  # (end of file instead: the coordinator never started)
             os.close(ready)
             worker.main(args, prog_name="corral worker", standalone_mode=False)
             code = 0
     except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
+        code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    except KeyboardInterrupt:  # Ctrl-C while the coordinator was still starting
+        code = 130
     except BaseException:
         traceback.print_exc()
     finally:
