@@ -84,9 +84,11 @@ def b1_functions(n: int, timeout: float) -> dict[str, Any]:
         return out | {"via": "corral.Executor"}
 
 
-def b2_true(n: int, timeout: float) -> dict[str, Any]:
-    """`/bin/true` command tasks submitted as one job (what submit --each-line does)."""
-    with Farm(workers=2) as farm:
+def b2_true(n: int, timeout: float, sandbox: bool = True) -> dict[str, Any]:
+    """`/bin/true` command tasks submitted as one job (what submit --each-line does), on
+    workers with their default bubblewrap sandbox, or started with --no-sandbox (as the
+    peers run: none of them sandboxes a task)."""
+    with Farm(workers=2, sandbox=sandbox) as farm:
         farm.wait_workers()
         _run_commands(farm, ["/bin/true"], 20, timeout)  # warm up
         out = _run_commands(farm, ["/bin/true"], n, timeout)

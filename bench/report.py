@@ -160,7 +160,10 @@ def targets(results: dict[str, Any]) -> list[str]:
         v = _get(r, "corral", "tasks_per_s") or 0
         ok = v >= 1500 and _beats(r, "dask", 3) and _beats(r, "celery", 5)
         ok = ok and _beats(r, "parallel -j2", 7)
-        out.append(_verdict("P1", ok, f"/bin/true {v:,.0f}/s (>= 1,500, 3x Dask, 5x Celery)"))
+        bare = _get(r, "corral --no-sandbox", "tasks_per_s")
+        also = f"; {bare:,.0f}/s with --no-sandbox, as the peers run" if bare else ""
+        text = f"/bin/true {v:,.0f}/s sandboxed{also} (>= 1,500, 3x Dask, 5x Celery)"
+        out.append(_verdict("P1", ok, text))
     if "B1" in results:
         r = results["B1"]
         v = _get(r, "corral", "tasks_per_s") or 0

@@ -113,6 +113,7 @@ def b2(c: dict[str, int]) -> dict[str, Any]:
     n = c["b2"]
     return {
         "corral": _guard(lambda: corral_side.b2_true(n, c["cap"])),
+        "corral --no-sandbox": _guard(lambda: corral_side.b2_true(n, c["cap"], sandbox=False)),
         "dask": peer("dask", "b2", n),
         "celery": peer("celery", "b2", n),
         "parallel -j2": peer("parallel", "b2", n),
