@@ -41,6 +41,7 @@ def where(_: Any = None) -> dict[str, str]:
         "task": os.environ.get("CORRAL_TASK_ID", ""),
         "tmp": tempfile.gettempdir(),
         "argv0": sys.argv[0],
+        "siblings": ",".join(os.listdir(os.path.dirname(os.getcwd()))),
     }
 
 
@@ -97,6 +98,7 @@ def test_each_call_has_its_task_dir_env_and_output_files(one_slot: Farm, client:
         assert seen["task"] == future.task_id
         assert Path(seen["cwd"]).name == "work" and f"/{future.task_id}." in seen["cwd"]
         assert seen["tmp"] == seen["cwd"]
+        assert seen["siblings"] == "work"  # stdout and stderr are out of the task's reach
         assert seen["argv0"].endswith("pyrunner.py")
         assert future.task_id is not None
         task = client.task(future.task_id)

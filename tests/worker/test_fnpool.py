@@ -7,8 +7,11 @@ import asyncio
 import json
 import os
 import pickle
+import shutil
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -88,54 +91,53 @@ def _call_files(work: Path, fn: Any, *args: Any) -> None:
         (work / name).write_bytes(payload.blobs[sha])
 
 
-def _request(task: Path, env: dict[str, str] | None = None) -> bytes:
-    body = {
-        "argv": RUNNER[3:],
-        "cwd": str(task / "work"),
-        "env": env or {"PATH": os.defpath},
-        "stdout": str(task / "stdout"),
-        "stderr": str(task / "stderr"),
-    }
-    return json.dumps(body).encode() + b"\n"
+def _send(sock: socket.socket, task: Path, env: dict[str, str]) -> None:
+    body = {"argv": RUNNER[3:], "cwd": str(task / "work"), "env": env}
+    with (task / "stdout").open("wb") as out, (task / "stderr").open("wb") as err:
+        socket.send_fds(sock, [json.dumps(body).encode()], [out.fileno(), err.fileno()])
 
 
-def spawn_and_print(x: int) -> int:
-    print("value", x)
+def print_and_spawn(x: int, spawn: bool) -> int:
+    print("value", x, os.environ["X"])
     print("warning", x, file=sys.stderr)
-    subprocess.Popen(["sleep", "60"])  # left running: killed after the call
+    if spawn:
+        subprocess.Popen(["sleep", "60"])  # left running: the answer says so
     return os.getpid()
 
 
 def test_serve_answers_each_call_with_the_exit_code_of_a_fresh_process(tmp_path: Path) -> None:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     argv = [sys.executable, "-m", "corral.worker.pyrunner", "--serve"]
-    with subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE) as proc:
-        assert proc.stdin is not None and proc.stdout is not None
+    with ours, theirs, subprocess.Popen(argv, stdin=theirs, stdout=subprocess.PIPE) as proc:
+        assert proc.stdout is not None
         try:
-            _serve_three_calls(proc, tmp_path)
+            assert proc.stdout.readline() == READY
+            calls = [
+                (print_and_spawn, (7, False), b"0\n"),
+                (divmod, (1, 0), b"1\n"),
+                (print_and_spawn, (8, True), b"0 dirty\n"),
+                (os._exit, (3,), b""),
+            ]
+            for i, (fn, args, answer) in enumerate(calls):
+                task = tmp_path / f"t{i}"
+                _call_files(task / "work", fn, *args)
+                _send(ours, task, {"PATH": os.defpath, "X": str(i)})
+                assert proc.stdout.readline() == answer
+                if i < 3:
+                    record = pickle.loads((task / "work" / RESULT_FILE).read_bytes())
+                    assert record[0] == ("error" if i == 1 else "ok")
+            out, err = (tmp_path / "t0" / "stdout"), (tmp_path / "t0" / "stderr")
+            assert out.read_text() == "value 7 0\n" and err.read_text() == "warning 7\n"
+            assert pickle.loads((tmp_path / "t2" / "work" / RESULT_FILE).read_bytes()) == (
+                "ok",
+                proc.pid,
+            )
             assert proc.wait(10) == 3
         finally:
+            for child in psutil.Process().children(recursive=True):
+                if child.pid != proc.pid and "sleep" in child.name():
+                    child.kill()
             proc.kill()
-
-
-def _serve_three_calls(proc: subprocess.Popen[bytes], tmp_path: Path) -> None:
-    assert proc.stdin is not None and proc.stdout is not None
-    assert proc.stdout.readline() == READY
-    calls = [(spawn_and_print, (7,), b"0\n"), (divmod, (1, 0), b"1\n"), (os._exit, (3,), b"")]
-    for i, (fn, args, code) in enumerate(calls):
-        task = tmp_path / f"t{i}"
-        _call_files(task / "work", fn, *args)
-        proc.stdin.write(_request(task, {"PATH": os.defpath, "X": str(i)}))
-        proc.stdin.flush()
-        assert proc.stdout.readline() == code
-        if i == 0:
-            record = pickle.loads((task / "work" / RESULT_FILE).read_bytes())
-            assert record == ("ok", proc.pid)
-            assert (task / "stdout").read_text() == "value 7\n"
-            assert (task / "stderr").read_text() == "warning 7\n"
-            assert psutil.Process(proc.pid).children() == []  # the sleep is gone
-        elif i == 1:
-            record = pickle.loads((task / "work" / RESULT_FILE).read_bytes())
-            assert record[0] == "error" and record[2] == "ZeroDivisionError"
 
 
 # the pool, on real runner processes
@@ -144,9 +146,10 @@ def _guard() -> Guard:
 
 
 class Worker:
-    """Just enough of the agent to claim, stage and call."""
+    """Just enough of the agent to claim, stage, call and clean up."""
 
     def __init__(self, tmp: Path, slots: int = 1) -> None:
+        self.tmp = tmp
         self.running: set[str] = set()
         self.pool = FnPool(_guard(), tmp, slots, self.running.__contains__)
         self.n = 0
@@ -164,9 +167,16 @@ class Worker:
     ) -> tuple[Finished | None, Any]:
         env = task_env({}, task_dir / "work", {})
         finished = await self.pool.call(a, process or TaskProcess(), env, task_dir)
-        self.running.discard(a.task_id)
         result = task_dir / "work" / RESULT_FILE
-        return finished, pickle.loads(result.read_bytes()) if result.exists() else None
+        record = pickle.loads(result.read_bytes()) if result.exists() else None
+        self.running.discard(a.task_id)
+        shutil.rmtree(task_dir)
+        return finished, record
+
+
+def pid_and_dir(_: Any = None) -> tuple[int, str, str, list[str]]:
+    cwd = os.getcwd()
+    return os.getpid(), cwd, os.environ["HOME"], os.listdir(os.path.dirname(cwd))
 
 
 def test_the_pool_reuses_a_runner_per_job_and_replaces_what_dies(tmp_path: Path) -> None:
@@ -175,11 +185,16 @@ def test_the_pool_reuses_a_runner_per_job_and_replaces_what_dies(tmp_path: Path)
         try:
             pids = []
             for _ in range(3):
-                a, task_dir = w.lease("j1", os.getpid)
-                assert task_dir.parent.parent.parent == tmp_path / "fn"
+                a, task_dir = w.lease("j1", pid_and_dir)
+                assert (task_dir / "work").is_symlink()
+                inner = (task_dir / "work").resolve()
+                assert inner.parent.parent.parent == tmp_path / "fn"
                 finished, record = await w.call(a, task_dir)
                 assert finished == Finished(0, None)
-                pids.append(record[1])
+                pid, cwd, home, siblings = record[1]
+                # the task's directory as the runner sees it; stdout and stderr are not there
+                assert cwd == home == str(inner) and siblings == ["work"]
+                pids.append(pid)
             assert len(set(pids)) == 1 and pids[0] != os.getpid()
             a, task_dir = w.lease("j1", os._exit, 3)
             assert await w.call(a, task_dir) == (Finished(3, None), None)
@@ -190,11 +205,11 @@ def test_the_pool_reuses_a_runner_per_job_and_replaces_what_dies(tmp_path: Path)
             a, task_dir = w.lease("j2", os.getpid)  # another job takes the only seat
             assert (await w.call(a, task_dir))[1][1] not in (replaced, pids[0])
             a, task_dir = w.lease("j2", os.getpid, limits={"memory": 4e9})
-            assert task_dir.parent.parent == tmp_path  # a fresh process: the work dir
+            assert not (task_dir / "work").is_symlink()  # a fresh process's task dir
             assert await w.call(a, task_dir) == (None, None)
         finally:
             await w.pool.aclose()
-        assert not list((tmp_path / "fn").glob("*.log"))
+        assert list((tmp_path / "fn").iterdir()) == []  # roots and task dirs alike
 
     asyncio.run(scenario())
 
@@ -205,12 +220,60 @@ def test_a_busy_pool_sends_further_tasks_to_fresh_processes(tmp_path: Path) -> N
         try:
             first, first_dir = w.lease("j1", time.sleep, 0.5)
             second, second_dir = w.lease("j1", os.getpid)  # the only runner is claimed
-            assert first_dir.parent.parent.parent == tmp_path / "fn"
-            assert second_dir.parent.parent == tmp_path
+            assert (first_dir / "work").is_symlink() and not (second_dir / "work").is_symlink()
             w.running.discard(first.task_id)  # it ended before its call (say, refused)
+            shutil.rmtree(first_dir)
             third, third_dir = w.lease("j1", os.getpid)
-            assert third_dir.parent.parent == first_dir.parent.parent  # the claim lapsed
+            assert (third_dir / "work").is_symlink()  # the first task's claim lapsed
+            assert not (first_dir / "work").exists()
             assert (await w.call(third, third_dir))[0] == Finished(0, None)
+        finally:
+            await w.pool.aclose()
+
+    asyncio.run(scenario())
+
+
+def tick_in_the_background(path: str) -> int:
+    def tick() -> None:
+        while True:
+            with open(path, "a") as f:
+                f.write(".")
+            time.sleep(0.01)
+
+    threading.Thread(target=tick, daemon=True).start()
+    time.sleep(0.1)
+    return os.getpid()
+
+
+def spawn(_: Any = None) -> int:
+    subprocess.Popen(["sleep", "60"], start_new_session=True)
+    return os.getpid()
+
+
+def test_between_calls_nothing_of_a_call_runs_on(tmp_path: Path) -> None:
+    ticks = tmp_path / "ticks"
+
+    async def scenario() -> None:
+        w = Worker(tmp_path)
+        try:
+            a, task_dir = w.lease("j1", tick_in_the_background, str(ticks))
+            pid = (await w.call(a, task_dir))[1][1]
+            size = ticks.stat().st_size
+            await asyncio.sleep(0.3)
+            assert ticks.stat().st_size == size  # stopped: the thread too
+            assert psutil.Process(pid).status() == psutil.STATUS_STOPPED
+            a, task_dir = w.lease("j1", time.sleep, 0.2)
+            await w.call(a, task_dir)
+            assert ticks.stat().st_size > size  # running during the next call
+
+            a, task_dir = w.lease("j1", spawn)
+            pid = (await w.call(a, task_dir))[1][1]
+            a, task_dir = w.lease("j1", os.getpid)
+            assert (await w.call(a, task_dir))[1][1] != pid  # left a process: replaced
+            sleeps = [
+                p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == ["sleep", "60"]
+            ]
+            assert [p for p in sleeps if p.ppid() == pid] == []
         finally:
             await w.pool.aclose()
 
@@ -235,7 +298,7 @@ def test_kill_suspend_and_wall_time_act_on_the_runner_during_a_call(tmp_path: Pa
             process.resume()
             finished, record = await asyncio.wait_for(call, 20)
             assert finished == Finished(0, None) and record == ("ok", None)  # 1.5 s of 3.8
-            assert process.proc is None and runner.status() != psutil.STATUS_STOPPED
+            assert process.proc is None  # let go; the pool keeps it stopped till the next call
 
             a, task_dir = w.lease("j1", time.sleep, 30, limits={"wall_time": 2.5})
             started = time.monotonic()

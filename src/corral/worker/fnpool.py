@@ -5,19 +5,23 @@ a fresh interpreter and the import of cloudpickle before it runs a line of the c
 The pool keeps up to `slots` runners (`pyrunner --serve`), each started the way a task is
 (through the Guard: the same sandbox and limits), and hands each a task's call instead:
 
-    task leased ── claim ──> a seat (its runner serves one key) ── or None: a fresh process
-                               │
-    _run_guarded ── call ──> runner started if need be; the call; the seat is free again
+    _run_task ── claim ──> a seat, held until the task ends; or none: a fresh process
+    _run_guarded ── call ──> thaw the seat's runner (start one if need be), the call, freeze
 
 A seat serves one key: the job, the task's declared env, its network requirement and its
 limits. A runner is reused only for its own key; another key takes an idle seat, killing the
 runner there. Tasks with limits a shared process cannot honour one task at a time (memory,
 cpu_time, file_size, processes) take the fresh-process path, as does any other command.
 
-Under bwrap the worker's work directory is hidden from a task, so each seat has a root
-directory the runner's sandbox binds, and tasks going to that runner get their directory
-inside it. A runner that dies or is killed in a call (kill, wall_time, give-back, a crash)
-is not reused: the next task of the seat starts a fresh one.
+What keeps a long-lived runner as contained as a fresh process:
+- its sandbox binds a root of its own (the worker's work directory is hidden); a task's `work`
+  directory is created in it, and `<task dir>/work` is a symlink to it, so the worker stages
+  inputs and collects outputs there as usual. The task dir, with stdout and stderr, stays out
+  of the sandbox's reach: the runner gets those two files as descriptors with each request.
+- between calls the runner is stopped (SIGSTOP, until every thread is), so nothing a call
+  left behind (a thread) runs while the worker stages or collects files in its root;
+- a call that leaves a process behind, dies, is killed or runs out of time retires the runner
+  (its whole process tree is killed): the seat's next task starts a fresh one.
 
 `poolable`, `pool_key` and `choose_seat` are the decisions, pure; `FnPool` does the I/O.
 """
@@ -29,17 +33,23 @@ import contextlib
 import itertools
 import json
 import logging
+import os
+import shutil
+import signal
+import socket
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from ..protocol import Assignment, TaskSpec
 from .executor import Finished, TaskProcess, kill_tree
 from .guard import Guard
-from .pyrunner import MODULE, READY, SERVE
+from .pyrunner import MODULE, PIDNS, READY, SERVE
 from .sandbox import wants_network
 
 __all__ = ["FnPool", "PoolKey", "SeatView", "choose_seat", "pool_key", "poolable"]
@@ -50,6 +60,8 @@ log = logging.getLogger("corral.worker")
 POOLED_LIMITS = frozenset({"wall_time", "output_size"})
 _START_TIMEOUT = 60.0
 _STOP_TIMEOUT = 5.0
+_FREEZE_TIMEOUT = 2.0
+_KEPT = 1000
 
 PoolKey = tuple[str, tuple[tuple[str, str], ...], bool, tuple[tuple[str, float], ...]]
 
@@ -76,7 +88,7 @@ class SeatView:
     key: PoolKey | None  # the key its runner serves; None when it never served one
     busy: bool  # claimed by a task
     alive: bool  # a runner is running there
-    used: float = 0.0  # when it last served a call (monotonic), for least-recently-used
+    used: float = 0.0  # when it was last claimed (monotonic), for least-recently-used
 
 
 def choose_seat(seats: Sequence[SeatView], key: PoolKey) -> int | None:
@@ -96,27 +108,33 @@ def choose_seat(seats: Sequence[SeatView], key: PoolKey) -> int | None:
 
 
 class Runner:
-    """One `pyrunner --serve` process: requests on its stdin, exit codes on its stdout."""
+    """One `pyrunner --serve` process: requests on a socket, exit codes on its stdout."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, log_path: Path) -> None:
+    def __init__(self, proc: asyncio.subprocess.Process, requests: socket.socket) -> None:
         self.proc = proc
-        self.log_path = log_path
+        self.requests = requests
         self.exited: asyncio.Future[int] = asyncio.ensure_future(proc.wait())
+        self.pid = proc.pid  # the Python process itself (under bwrap, a descendant of proc)
+        self.dirty = False  # the last call left a process behind
 
     @property
     def alive(self) -> bool:
         """Whether it still runs."""
-        return not self.exited.done()
+        return self.proc.returncode is None
 
     async def ready(self) -> bool:
         """Wait for its first line: `ready` once it has started, nothing if it died."""
-        return await self._line() == READY
+        if await self._line() != READY:
+            return False
+        self.pid = _python_pid(self.proc.pid)  # under bwrap, bwrap's processes come first
+        return self.pid > 0
 
     async def answer(self) -> int | None:
         """The exit code the call in progress would have had; None when it died in the call."""
-        line = await self._line()
+        code, _, rest = (await self._line()).partition(b" ")
+        self.dirty = rest.strip() == b"dirty"
         try:
-            return int(line)
+            return int(code)
         except ValueError:
             return None
 
@@ -130,26 +148,61 @@ class Runner:
             return b""
         return reading.result()
 
-    async def send(self, request: Mapping[str, object]) -> bool:
-        """Send one request; False when it can no longer take one."""
-        assert self.proc.stdin is not None
+    def send(self, request: dict[str, Any], fds: list[int]) -> bool:
+        """Send one request with its descriptors; False when it can no longer take one."""
         if not self.alive:
             return False
         try:
-            self.proc.stdin.write(json.dumps(request).encode() + b"\n")
-            await self.proc.stdin.drain()
-        except (ConnectionError, RuntimeError):
+            socket.send_fds(self.requests, [json.dumps(request).encode()], fds)
+        except OSError:  # gone, or a request too large for one message
             return False
         return True
+
+    async def freeze(self) -> bool:
+        """Stop it until the next call; False if some thread of it did not stop."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGSTOP)
+        deadline = time.monotonic() + _FREEZE_TIMEOUT
+        while not _stopped(self.pid):
+            if time.monotonic() > deadline or not self.alive:
+                return False
+            await asyncio.sleep(0.001)
+        return True
+
+    def thaw(self) -> None:
+        """Let it run again."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGCONT)
 
     async def stop(self) -> None:
         """Kill its process tree and reap it."""
         kill_tree(self.proc.pid)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(self.exited), _STOP_TIMEOUT)
-        if self.proc.stdin is not None:
-            self.proc.stdin.close()
-        self.log_path.unlink(missing_ok=True)
+        self.requests.close()
+
+
+def _python_pid(leader: int) -> int:
+    """The runner's Python process among `leader` and its descendants (0 if not found)."""
+    try:
+        procs = [psutil.Process(leader), *psutil.Process(leader).children(recursive=True)]
+        found = [p.pid for p in procs if p.cmdline()[1:4] == ["-m", MODULE, SERVE]]
+    except psutil.Error:
+        return 0
+    return found[0] if len(found) == 1 else 0
+
+
+def _stopped(pid: int) -> bool:
+    """Whether every thread of a process is stopped (or gone)."""
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/stat", "rb") as f:
+                state = f.read().rpartition(b")")[2].split()[0]
+            if state not in (b"T", b"t", b"Z", b"X"):
+                return False
+    except (OSError, IndexError):
+        return True  # gone
+    return True
 
 
 @dataclass
@@ -162,6 +215,13 @@ class _Seat:
 
 
 @dataclass
+class _Claim:
+    seat: _Seat
+    task_dir: Path  # where the agent keeps the task (stdout, stderr, `work` linking here)
+    inner: Path  # the task's directory in the runner's root; `work` is in it
+
+
+@dataclass
 class FnPool:
     """Up to `slots` function runners of this worker, and which task uses which."""
 
@@ -169,87 +229,117 @@ class FnPool:
     work_dir: Path
     slots: int
     running: Callable[[str], bool]  # whether a task is still on this worker
+    keep_task_dirs: bool = False  # only read when the worker leaves
     seats: list[_Seat] = field(default_factory=list)
-    _claims: dict[str, _Seat] = field(default_factory=dict)
+    _claims: dict[str, _Claim] = field(default_factory=dict)
     _roots: itertools.count[int] = field(default_factory=itertools.count)
-    _stopping: set[asyncio.Future[None]] = field(default_factory=set)
+    _stopping: set[asyncio.Future[None]] = field(default_factory=set)  # runners, task dirs
     _old_roots: list[Path] = field(default_factory=list)  # removed once their tasks are
+    _ended: list[_Claim] = field(default_factory=list)  # tasks gone, their dirs perhaps not
 
     def claim(self, a: Assignment) -> Path:
-        """Where the task's directory goes: its runner's root, or the work dir (no runner)."""
-        if not poolable(a.spec):
-            return self.work_dir
+        """Give a task about to run a seat if it may have one. Returns the work dir, under
+        which the task's directory is `tasks/<task id>.<attempt>` as always; with a seat, its
+        `work` there is a link to a directory in the seat's root."""
         self._forget_gone()
+        if poolable(a.spec):
+            self._seat(a, self.work_dir / "tasks" / f"{a.task_id}.{a.attempt}")
+        return self.work_dir
+
+    def _seat(self, a: Assignment, task_dir: Path) -> None:
         while len(self.seats) < self.slots:
             self.seats.append(_Seat(self._new_root()))
         key = pool_key(a.job_id, a.spec)
         views = [SeatView(s.key, s.task is not None, _alive(s), s.used) for s in self.seats]
         index = choose_seat(views, key)
         if index is None:
-            return self.work_dir
+            return
         seat = self.seats[index]
         if seat.key != key:
             self._retire(seat)
             self._old_roots.append(seat.root)
             self._sweep()
             seat.root, seat.key = self._new_root(), key
-        seat.task = a.task_id
-        self._claims[a.task_id] = seat
-        return seat.root
+        inner = seat.root / f"{task_dir.name}-{next(self._roots)}"  # never a name seen before
+        try:
+            # the runner (stopped now) may have left anything in its root: make, never reuse
+            seat.root.mkdir(parents=True, exist_ok=True)
+            os.mkdir(inner)
+            os.mkdir(inner / "work")
+        except OSError as exc:
+            log.warning("function runner root %s: %s; replacing the runner", seat.root, exc)
+            self._retire(seat)
+            return
+        try:
+            task_dir.mkdir(parents=True, exist_ok=True)
+            os.symlink(inner / "work", task_dir / "work")
+        except OSError as exc:
+            log.warning("task %s runs in a fresh process: %s", a.task_id, exc)
+            shutil.rmtree(inner, ignore_errors=True)
+            return
+        seat.task, seat.used = a.task_id, time.monotonic()
+        self._claims[a.task_id] = _Claim(seat, task_dir, inner)
 
     async def call(
         self, a: Assignment, process: TaskProcess, env: dict[str, str], task_dir: Path
     ) -> Finished | None:
         """Run a claimed task's call on its seat's runner; None: run it as a fresh process."""
-        seat = self._claims.pop(a.task_id, None)
-        if seat is None:
+        claim = self._claims.get(a.task_id)
+        if claim is None:
             return None
+        if process.killed:
+            return Finished(None, "killed")
+        seat, work = claim.seat, str(claim.inner / "work")
+        # HOME and TMPDIR name the task's directory: as the runner sees it
+        outer = str(task_dir / "work")
+        env = {k: work if v == outer else v for k, v in env.items()}
+        runner = await self._runner(seat, a.spec, env)
+        if runner is None:
+            return None
+        request = {"argv": list(a.spec.argv[3:]), "cwd": work, "env": env}
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+        fds = [os.open(task_dir / name, flags, 0o644) for name in ("stdout", "stderr")]
         try:
-            if process.killed:
-                return Finished(None, "killed")
-            runner = await self._runner(seat, a.spec, env)
-            request = {
-                "argv": list(a.spec.argv[3:]),
-                "cwd": str(task_dir / "work"),
-                "env": env,
-                "stdout": str(task_dir / "stdout"),
-                "stderr": str(task_dir / "stderr"),
-            }
-            for stream in ("stdout", "stderr"):
-                (task_dir / stream).write_bytes(b"")
-            if runner is None or not await runner.send(request):
-                return None
-            wall = a.spec.limits.get("wall_time")
-            finished = await process.call(runner.proc, runner.answer(), wall or None)
-            if not runner.alive or finished.error is not None:
-                self._retire(seat)
-            return finished
+            runner.thaw()
+            sent = runner.send(request, fds)
         finally:
-            seat.task, seat.used = None, time.monotonic()
+            for fd in fds:
+                os.close(fd)
+        if not sent:
+            self._retire(seat)
+            return None
+        wall = a.spec.limits.get("wall_time")
+        finished = await process.call(runner.proc, runner.answer(), wall or None)
+        reuse = finished.error is None and runner.alive and not runner.dirty
+        if not (reuse and await runner.freeze()):
+            self._retire(seat)
+        return finished
 
     async def _runner(self, seat: _Seat, spec: TaskSpec, env: dict[str, str]) -> Runner | None:
         """The seat's runner, started if it has none; None when one cannot start."""
         if seat.runner is not None and seat.runner.alive:
             return seat.runner
         self._retire(seat)
-        seat.root.mkdir(parents=True, exist_ok=True)
-        log_path = seat.root.with_suffix(".log")
         argv = [sys.executable, "-m", MODULE, SERVE]
+        if self.guard.sandbox.bwrap:
+            argv.append(PIDNS)  # a PID namespace of its own: every process in it is the job's
         launch = self.guard.launch(spec, argv, seat.root, seat.root.name)
         # HOME and TMPDIR are the task's in each call; the process itself gets the root
         start_env = {**env, "HOME": str(seat.root), "TMPDIR": str(seat.root)}
-        with log_path.open("wb") as err:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        log_path = seat.root.with_suffix(".log")  # outside the root: out of the task's reach
+        with theirs, log_path.open("wb") as err:
             proc = await asyncio.create_subprocess_exec(
                 *launch.argv,
                 cwd=seat.root,
                 env=start_env,
-                stdin=asyncio.subprocess.PIPE,
+                stdin=theirs.fileno(),
                 stdout=asyncio.subprocess.PIPE,
                 stderr=err,
                 start_new_session=True,
                 preexec_fn=launch.preexec,
             )
-        runner = Runner(proc, log_path)
+        runner = Runner(proc, ours)
         try:
             ok = await asyncio.wait_for(runner.ready(), _START_TIMEOUT)
         except TimeoutError:
@@ -258,38 +348,57 @@ class FnPool:
             tail = log_path.read_bytes()[-2000:].decode(errors="replace")
             log.warning("a function runner did not start (a fresh process instead): %s", tail)
             await runner.stop()
+            log_path.unlink(missing_ok=True)
             return None
+        log_path.unlink(missing_ok=True)
         seat.runner = runner
         return runner
 
     def _retire(self, seat: _Seat) -> None:
         """Stop the seat's runner (in the background) and forget it."""
         if seat.runner is not None:
-            stopping = asyncio.ensure_future(seat.runner.stop())
-            self._stopping.add(stopping)
-            stopping.add_done_callback(self._stopping.discard)
+            self._background(seat.runner.stop())
             seat.runner = None
+
+    def _background(self, work: Awaitable[None]) -> None:
+        future = asyncio.ensure_future(work)
+        self._stopping.add(future)
+        future.add_done_callback(self._stopping.discard)
 
     def _new_root(self) -> Path:
         return self.work_dir / "fn" / f"r{next(self._roots)}"
 
     def _sweep(self) -> None:
-        """Remove the roots of replaced runners once their tasks' directories are gone."""
+        """Remove the roots of replaced runners once empty (kept task dirs stay)."""
         for root in self._old_roots:
-            for path in (root / "tasks", root):
-                with contextlib.suppress(OSError):
-                    path.rmdir()
+            with contextlib.suppress(OSError):
+                root.rmdir()
         self._old_roots = [root for root in self._old_roots if root.exists()]
 
     def _forget_gone(self) -> None:
-        """Claims of tasks that ended before their call (refused, staging failed) lapse."""
+        """Free the seats of tasks that have ended. Their directories in a root go once the
+        agent has removed the task's own (it keeps them with --keep-task-dirs), in a thread,
+        as the agent's go (rmtree follows no symlinks)."""
         for task_id in [t for t in self._claims if not self.running(t)]:
-            self._claims.pop(task_id).task = None
+            claim = self._claims.pop(task_id)
+            claim.seat.task = None
+            self._ended.append(claim)
+        kept = []
+        for claim in self._ended:
+            if os.path.lexists(claim.task_dir / "work"):
+                kept.append(claim)
+            else:
+                self._background(asyncio.to_thread(shutil.rmtree, claim.inner, True))
+        self._ended = kept[-_KEPT:]  # beyond that, kept ones are left alone
 
     async def aclose(self) -> None:
         """Stop every runner (the worker is leaving)."""
         for seat in self.seats:
             self._retire(seat)
+        self._forget_gone()
+        if not self.keep_task_dirs:  # the agent's removals may still be on their way
+            for claim in self._ended:
+                self._background(asyncio.to_thread(shutil.rmtree, claim.inner, True))
         if self._stopping:
             await asyncio.gather(*self._stopping, return_exceptions=True)
         self._old_roots += [seat.root for seat in self.seats]

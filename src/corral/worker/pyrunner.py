@@ -13,30 +13,37 @@ interpreter (`runner_argv`). The task requires `python=<major.minor>` of the cal
 worker reports its own interpreter's version, so the versions match.
 
 `python3 -m corral.worker.pyrunner --serve` is the same thing kept alive for many calls (the
-worker's function-runner pool, fnpool.py): it reads one JSON request a line on stdin
-(`{"argv": [FN, CALL, RESULT], "cwd", "env", "stdout", "stderr"}`), makes the calls in `cwd`
-with `env` as its environment and fds 1 and 2 on the two files, writes RESULT as above, and
-answers on stdout with the exit code a fresh process would have had, then `ready` after start.
-Children the call left running are killed, as the worker kills a fresh process's tree.
+worker's function-runner pool, fnpool.py). Its stdin is a unix SEQPACKET socket: each request
+is one JSON message `{"argv": [FN, CALL, RESULT], "cwd", "env"}` carrying two descriptors, the
+task's stdout and stderr files (which the sandbox cannot otherwise reach). It makes the calls
+in `cwd` with `env` as its environment and those files as fds 1 and 2, writes RESULT as above,
+and answers on stdout with the exit code a fresh process would have had (`ready` first, once
+started), followed by ` dirty` when processes the call started are still there: the worker
+then kills the runner's whole tree, as it kills a fresh process's. With `--pidns` (a sandbox
+of its own) every process in its PID namespace but init and itself counts; else its children.
 """
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import json
 import os
 import pickle
 import signal
+import socket
 import sys
 import tempfile
 import traceback
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 MODULE = "corral.worker.pyrunner"
 SERVE = "--serve"
+PIDNS = "--pidns"
 READY = b"ready\n"
+_MAX_REQUEST = 1 << 20
+_PR_SET_PDEATHSIG = 1
 
 
 def runner_argv(argv: list[str], python: str = sys.executable) -> list[str]:
@@ -114,34 +121,24 @@ def _children() -> list[int]:
     return pids
 
 
-def _kill_children() -> None:
-    """Kill what a call left running, as a fresh process's tree is killed when it ends."""
-    if not _children():
-        return
-    try:
-        import psutil
-
-        procs = psutil.Process().children(recursive=True)
-    except Exception:
-        procs = []
-    pids = {p.pid for p in procs} | set(_children())
-    for pid in pids:
+def _reap() -> None:
+    """Collect children that have exited: they are not left running."""
+    while True:
         try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
-    for pid in _children():
-        try:
-            os.waitpid(pid, 0)
-        except OSError:
-            pass
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
 
 
-def _redirect(stdout: str, stderr: str) -> None:
-    for fd, name in ((1, stdout), (2, stderr)):
-        new = os.open(name, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        os.dup2(new, fd)
-        os.close(new)
+def leftovers(pidns: bool) -> bool:
+    """Whether a process the call started is still there (in our PID namespace, or a child)."""
+    _reap()
+    if pidns:
+        mine = {1, os.getpid()}
+        return any(name.isdigit() and int(name) not in mine for name in os.listdir("/proc"))
+    return bool(_children())
 
 
 def _settle(null: int) -> None:
@@ -157,13 +154,14 @@ def _settle(null: int) -> None:
     os.dup2(null, 2)
 
 
-def serve_call(request: dict[str, Any], null: int) -> int:
+def serve_call(request: dict[str, Any], out: int, err: int, null: int) -> int:
     """One request: the task's cwd, environment and output files, then `call_once`."""
     os.environ.clear()
     os.environ.update(request["env"])
     tempfile.tempdir = None  # TMPDIR is the task's own directory: look it up again
+    os.dup2(out, 1)
+    os.dup2(err, 2)
     try:
-        _redirect(request["stdout"], request["stderr"])
         os.chdir(request["cwd"])
         sys.argv = [__file__, *request["argv"]]
         return call_once(request["argv"])
@@ -172,33 +170,61 @@ def serve_call(request: dict[str, Any], null: int) -> int:
         return 1
     finally:
         _settle(null)
-        _kill_children()
 
 
-def serve(requests: Iterable[bytes], reply: int, null: int) -> int:
-    """Answer requests until stdin closes; each answer is the call's exit code."""
+def _receive(requests: socket.socket) -> tuple[dict[str, Any], list[int]] | None:
+    """The next request and its two descriptors; None once the worker has closed the socket."""
+    data, fds, flags, _ = socket.recv_fds(requests, _MAX_REQUEST, 2)
+    if not data:
+        return None
+    if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) or len(fds) != 2:
+        raise RuntimeError("a request did not come whole")
+    return json.loads(data), fds
+
+
+def serve(requests: socket.socket, reply: int, null: int, pidns: bool) -> int:
+    """Answer requests until the worker closes the socket."""
     os.write(reply, READY)
-    for line in requests:
-        code = serve_call(json.loads(line), null)
-        os.write(reply, f"{code}\n".encode())
+    while received := _receive(requests):
+        request, (out, err) = received
+        try:
+            code = serve_call(request, out, err, null)
+        finally:
+            os.close(out)
+            os.close(err)
+        dirty = " dirty" if leftovers(pidns) else ""
+        os.write(reply, f"{code}{dirty}\n".encode())
     return 0
 
 
-def _serve_main() -> int:
-    """Keep the request and answer pipes to ourselves; fds 0, 1 and 2 go to /dev/null."""
+def _die_with_parent() -> None:
+    """Be killed when the worker dies (stopped between calls, we would not notice)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # it died already
+        os._exit(1)
+
+
+def _serve_main(pidns: bool) -> int:
+    """Keep the request socket and the answer pipe to ourselves; 0, 1, 2 go to /dev/null."""
     importlib.import_module("cloudpickle")  # once, here, rather than in the first call
-    requests, reply = os.dup(0), os.dup(1)
+    if not pidns:  # in a sandbox, bwrap's --die-with-parent sees to it
+        _die_with_parent()
+    requests, reply = socket.socket(fileno=os.dup(0)), os.dup(1)
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(null, fd)
-    with os.fdopen(requests, "rb") as lines:
-        return serve(lines, reply, null)
+    with requests:
+        return serve(requests, reply, null, pidns)
 
 
 def main(argv: list[str]) -> int:
     """Entry point: run the calls and write the result file."""
-    if argv == [SERVE]:
-        return _serve_main()
+    if argv and argv[0] == SERVE and argv[1:] in ([], [PIDNS]):
+        return _serve_main(pidns=argv[1:] == [PIDNS])
     if len(argv) != 3:
         print(f"usage: python3 -m {MODULE} FN CALL RESULT", file=sys.stderr)
         return 2
