@@ -431,6 +431,8 @@ def finish_args(outcome: Outcome, now: float) -> tuple[Any, ...]:
 def in_list(p: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
     """`IN (...)` for these values, padded (by repeating the last) to a power of two so a
     backend's prepared-statement cache sees few distinct texts."""
+    if not values:
+        return "IN (NULL)", []  # matches nothing
     size = 1
     while size < len(values):
         size *= 2
