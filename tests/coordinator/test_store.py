@@ -393,3 +393,26 @@ def test_a_store_dropped_without_close_stops_its_checkpoints(path: Path) -> None
     gc.collect()
     checkpoints._thread.join(timeout=10)  # it notices within one interval
     assert not checkpoints._thread.is_alive()
+
+
+def test_large_specs_live_outside_the_task_rows(store: SQLiteStore) -> None:
+    env = {f"VAR{i}": "x" * 60 for i in range(40)}
+    new = [*tasks("big", 2, env=env), NewTask("small0", 2, spec())]
+    store.create_job("j", "n", "o", 1.0, new)
+    db = store._db
+    inline = dict(db.execute("SELECT id, length(spec) FROM tasks").fetchall())
+    assert inline["big0"] == inline["big1"] == 0 and inline["small0"] > 0
+    assert sorted(r[0] for r in db.execute("SELECT id FROM task_specs")) == ["big0", "big1"]
+    assert store.get_task("big0").env == env
+    assert store.get_tasks(["big1", "small0"])["big1"].env == env
+    assert [t.env for t in store.list_tasks("j", 0, 10)] == [env, env, {}]
+    leased = store.lease("w", 3, 10.0, 20.0, 100)
+    assert [x.spec.env for x in leased] == [env, env, {}]
+    store.finish(leased[0].task_id, leased[0].lease_id, done(), 11.0)
+    assert store.get_task("big0").env == env  # a state change leaves the spec where it is
+    # a database from before keeps every spec in its row, and reads it from there
+    db.execute(
+        "UPDATE tasks SET spec = (SELECT spec FROM task_specs WHERE id = 'big1') WHERE id = 'big1'"
+    )
+    db.execute("DELETE FROM task_specs WHERE id = 'big1'")
+    assert store.get_task("big1").env == env

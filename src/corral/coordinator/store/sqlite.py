@@ -75,7 +75,18 @@ CREATE TABLE IF NOT EXISTS events (
     status TEXT NOT NULL, exit_code INTEGER, time REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_job ON events(job_id, seq);
+CREATE TABLE IF NOT EXISTS task_specs (id TEXT PRIMARY KEY, spec BLOB NOT NULL);
 """
+# A spec longer than this lives in task_specs, its tasks row keeping an empty one: every state
+# change rewrites the whole row, and rows of a few kB (env, inputs) left one or two to a page,
+# so each change also moved cells between pages. Reads take it from wherever it is (databases
+# made before this keep every spec in its row).
+INLINE_SPEC = 256
+_SPEC = (
+    "CASE WHEN length(spec) THEN spec"
+    " ELSE (SELECT s.spec FROM task_specs s WHERE s.id = tasks.id) END"
+)
+_TASK_COLUMNS = TASK_COLUMNS.replace(" spec,", f" {_SPEC},")
 # events.seq is a plain rowid (databases made before this keep AUTOINCREMENT): events are never
 # deleted, so each new seq is still the largest yet, and no commit writes sqlite_sequence.
 
@@ -187,23 +198,31 @@ class SQLiteStore(AllowlistSQL, DependencySQL, IdentitySQL, Store):
             self._hold_new(now, tasks)
 
     def _insert_tasks(self, job_id: str, now: float, tasks: Sequence[NewTask]) -> None:
-        self._db.executemany(
-            "INSERT INTO tasks (id, job_id, seq, status, spec, requires, max_attempts,"
-            " created, cost) VALUES (?,?,?,'queued',?,?,?,?,?)",
-            [
+        rows, apart = [], []
+        for t in tasks:
+            spec = encode(t.spec)
+            if len(spec) > INLINE_SPEC:
+                apart.append((t.id, spec))
+                spec = b""
+            rows.append(
                 (
                     t.id,
                     job_id,
                     t.seq,
-                    encode(t.spec),
+                    spec,
                     requires_key(t.spec),
                     t.spec.max_attempts,
                     now,
                     slots_needed(t.spec.requires),
                 )
-                for t in tasks
-            ],
+            )
+        self._db.executemany(
+            "INSERT INTO tasks (id, job_id, seq, status, spec, requires, max_attempts,"
+            " created, cost) VALUES (?,?,?,'queued',?,?,?,?,?)",
+            rows,
         )
+        if apart:
+            self._db.executemany("INSERT INTO task_specs (id, spec) VALUES (?,?)", apart)
 
     def _job(self, row: tuple[Any, ...]) -> Job:
         rows = self._db.execute(
@@ -227,7 +246,7 @@ class SQLiteStore(AllowlistSQL, DependencySQL, IdentitySQL, Store):
 
     def get_task(self, task_id: str) -> Task:
         row = self._db.execute(
-            f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,)
+            f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,)
         ).fetchone()
         if row is None:
             raise NotFound(f"no task {task_id}")
@@ -238,7 +257,7 @@ class SQLiteStore(AllowlistSQL, DependencySQL, IdentitySQL, Store):
         unique = list(dict.fromkeys(task_ids))
         for i in range(0, len(unique), 512):
             where, args = in_list("?", unique[i : i + 512])
-            rows = self._db.execute(f"SELECT {TASK_COLUMNS} FROM tasks WHERE id {where}", args)
+            rows = self._db.execute(f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id {where}", args)
             found.update((r[0], task_from_row(r)) for r in rows.fetchall())
         return found
 
@@ -265,7 +284,7 @@ class SQLiteStore(AllowlistSQL, DependencySQL, IdentitySQL, Store):
         if status is not None:
             where, args = where + " AND status = ?", [job_id, status]
         rows = self._db.execute(
-            f"SELECT {TASK_COLUMNS} FROM tasks WHERE {where} ORDER BY seq LIMIT ? OFFSET ?",
+            f"SELECT {_TASK_COLUMNS} FROM tasks WHERE {where} ORDER BY seq LIMIT ? OFFSET ?",
             (*args, limit, offset),
         )
         return [task_from_row(r) for r in rows.fetchall()]
@@ -298,7 +317,7 @@ class SQLiteStore(AllowlistSQL, DependencySQL, IdentitySQL, Store):
                 if cost > capacity:
                     continue
                 rows = self._db.execute(
-                    "SELECT id, job_id, spec, attempts, created, seq FROM tasks"
+                    f"SELECT id, job_id, {_SPEC}, attempts, created, seq FROM tasks"
                     " WHERE status = 'queued' AND requires = ? AND waiting = 0"
                     " AND (not_before IS NULL OR not_before <= ?)"
                     + only_job
