@@ -7,6 +7,7 @@ single slot, so consecutive tasks meet the same runner when the pool reuses it.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
@@ -80,15 +81,21 @@ def client(one_slot: Farm) -> Iterator[Client]:
         yield c
 
 
-def test_tasks_of_one_job_share_a_runner_and_another_job_gets_its_own(client: Client) -> None:
+def test_one_owners_tasks_share_a_runner_and_another_owner_gets_its_own(
+    one_slot: Farm, client: Client
+) -> None:
     first = client.map(who, range(20))
     names = {f.result(60) for f in first}
     assert len({f.job_id for f in first}) == 1
     assert len(names) == 1, names
-    second = client.map(who, range(3))
+    second = client.map(who, range(3))  # another job, the same submitter
     assert {f.job_id for f in second}.isdisjoint({f.job_id for f in first})
-    others = {f.result(60) for f in second}
-    assert len(others) == 1 and others != names
+    assert {f.result(60) for f in second} == names
+    rc, out, err = one_slot.cli("token", "create", "--role", "submit", "--name", "bob", "--json")
+    assert rc == 0, err
+    with Client(one_slot.url, json.loads(out)["secret"]) as bob:
+        theirs = {f.result(60) for f in bob.map(who, range(3))}
+    assert len(theirs) == 1 and theirs != names
 
 
 def test_each_call_has_its_task_dir_env_and_output_files(one_slot: Farm, client: Client) -> None:

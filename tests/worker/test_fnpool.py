@@ -24,7 +24,7 @@ from corral.client._functions import RESULT_FILE, RUNNER, build_payload, dump_fu
 from corral.protocol import Assignment, TaskSpec
 from corral.worker.allowlist import AllowPolicy
 from corral.worker.executor import Finished, TaskProcess, task_env
-from corral.worker.fnpool import FnPool, SeatView, choose_seat, pool_key, poolable
+from corral.worker.fnpool import FnPool, SeatView, choose_seat, pool_key, poolable, scope_of
 from corral.worker.guard import Guard
 from corral.worker.pyrunner import READY
 from corral.worker.sandbox import SandboxPolicy
@@ -318,3 +318,13 @@ def test_kill_suspend_and_wall_time_act_on_the_runner_during_a_call(tmp_path: Pa
             await w.pool.aclose()
 
     asyncio.run(scenario())
+
+
+def test_the_scope_is_the_owner_when_the_coordinator_names_one() -> None:
+    spec = fn_spec()
+    mine = Assignment("t1", "j1", "l1", 1, 0.0, spec, owner="alice")
+    also_mine = Assignment("t2", "j2", "l2", 1, 0.0, spec, owner="alice")
+    theirs = Assignment("t3", "j1", "l3", 1, 0.0, spec, owner="bob")
+    assert scope_of(mine) == scope_of(also_mine) != scope_of(theirs)
+    unnamed = Assignment("t4", "j1", "l4", 1, 0.0, spec)
+    assert scope_of(unnamed) == "job:j1"

@@ -208,6 +208,7 @@ class Coordinator:
             self._events.fire()
             self._wake_expiry.fire()
         specs = [self._dependency_inputs(x.spec) for x in leased]
+        owners = {job: self.store.job_owner(job) for job in {x.job_id for x in leased}}
         return LeaseGrant(
             [
                 WireAssignment(
@@ -219,6 +220,7 @@ class Coordinator:
                     spec,
                     self.job_tokens.mint(x.job_id, x.lease_id),
                     self._inline_inputs(spec),
+                    owners[x.job_id],
                 )
                 for x, spec in zip(leased, specs, strict=True)
             ],

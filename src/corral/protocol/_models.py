@@ -189,6 +189,7 @@ class Assignment(msgspec.Struct):
     spec: TaskSpec
     token: str = ""  # job-scoped bearer token: the task may read and add to its own job
     inline: dict[str, bytes] = {}  # small input blobs (sha256 -> content): no fetch needed
+    owner: str = ""  # who submitted the job: a function runner serves one owner's tasks
 
 
 class LeaseGrant(msgspec.Struct):

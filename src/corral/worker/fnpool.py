@@ -8,9 +8,10 @@ The pool keeps up to `slots` runners (`pyrunner --serve`), each started the way 
     _run_task ── claim ──> a seat, held until the task ends; or none: a fresh process
     _run_guarded ── call ──> thaw the seat's runner (start one if need be), the call, freeze
 
-A seat serves one key: the job, the task's declared env, its network requirement and its
-limits. A runner is reused only for its own key; another key takes an idle seat, killing the
-runner there. Tasks with limits a shared process cannot honour one task at a time (memory,
+A seat serves one key: the submitter (all of one owner's jobs: module state carries over
+between their calls, as in a Dask worker; never between owners), the task's declared env,
+its network requirement and its limits. A runner is reused only for its own key; another
+key takes an idle seat, killing the runner there. Tasks with limits a shared process cannot honour one task at a time (memory,
 cpu_time, file_size, processes) take the fresh-process path, as does any other command.
 
 What keeps a long-lived runner as contained as a fresh process:
@@ -52,7 +53,7 @@ from .guard import Guard
 from .pyrunner import MODULE, PIDNS, READY, SERVE
 from .sandbox import wants_network
 
-__all__ = ["FnPool", "PoolKey", "SeatView", "choose_seat", "pool_key", "poolable"]
+__all__ = ["FnPool", "PoolKey", "SeatView", "choose_seat", "pool_key", "poolable", "scope_of"]
 
 log = logging.getLogger("corral.worker")
 
@@ -74,11 +75,19 @@ def poolable(spec: TaskSpec) -> bool:
     return all(key in POOLED_LIMITS for key, value in spec.limits.items() if value)
 
 
-def pool_key(job_id: str, spec: TaskSpec) -> PoolKey:
-    """What a runner must share with a task to serve it: job, env, network and limits."""
+def pool_key(scope: str, spec: TaskSpec) -> PoolKey:
+    """What a runner must share with a task to serve it: scope (its owner, see `scope_of`),
+    env, network and limits."""
     env = tuple(sorted(spec.env.items()))
     limits = tuple(sorted((k, float(v)) for k, v in spec.limits.items() if v))
-    return (job_id, env, wants_network(spec.requires), limits)
+    return (scope, env, wants_network(spec.requires), limits)
+
+
+def scope_of(a: Assignment) -> str:
+    """Whose tasks may share a runner: one submitter's (all their jobs, as a Dask client's
+    tasks share its workers' processes), else, from a coordinator that does not say, one
+    job's."""
+    return f"owner:{a.owner}" if a.owner else f"job:{a.job_id}"
 
 
 @dataclass(frozen=True)
@@ -252,7 +261,7 @@ class FnPool:
     def _seat(self, a: Assignment, task_dir: Path) -> None:
         while len(self.seats) < self.slots:
             self.seats.append(_Seat(self._new_root()))
-        key = pool_key(a.job_id, a.spec)
+        key = pool_key(scope_of(a), a.spec)
         views = [SeatView(s.key, s.task is not None, _alive(s), s.used) for s in self.seats]
         index = choose_seat(views, key)
         if index is None:
