@@ -85,10 +85,16 @@ def job(request: Request, store: Store, job_id: str) -> Job:
     return found
 
 
+def job_access(request: Request, store: Store, job_id: str) -> None:
+    """`job` without the job itself (which counts its tasks): 404 unknown, 403 not theirs."""
+    if not may_use_job(principal(request), job_id, store.job_owner(job_id)):
+        raise ApiError("forbidden", f"job {job_id} is not yours")
+
+
 def task(request: Request, store: Store, task_id: str) -> Task:
     """A task the caller may use (through its job)."""
     found = store.get_task(task_id)
-    owner = store.get_job(found.job_id).owner
+    owner = store.job_owner(found.job_id)
     if not may_use_job(principal(request), found.job_id, owner):
         raise ApiError("forbidden", f"task {task_id} is not yours")
     return found

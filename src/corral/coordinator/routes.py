@@ -140,7 +140,7 @@ async def get_job(request: Request, coord: Coordinator, _: None) -> Job:
 
 async def list_tasks(request: Request, coord: Coordinator, _: None) -> list[Task]:
     job_id = request.path_params["id"]
-    guards.job(request, coord.store, job_id)
+    guards.job_access(request, coord.store, job_id)
     status = request.query_params.get("status")
     if status is not None and status not in TASK_STATUSES:
         raise ApiError("bad_request", f"status must be one of {', '.join(TASK_STATUSES)}")
@@ -151,7 +151,7 @@ async def list_tasks(request: Request, coord: Coordinator, _: None) -> list[Task
 
 async def kill_job(request: Request, coord: Coordinator, _: None) -> Job:
     job_id = request.path_params["id"]
-    guards.job(request, coord.store, job_id)
+    guards.job_access(request, coord.store, job_id)
     coord.kill(coord.store.job_task_ids(job_id, only_live=True))
     guards.audit(request, coord.store, coord.clock(), "job.kill", job_id, "")
     return coord.store.get_job(job_id)
@@ -159,7 +159,7 @@ async def kill_job(request: Request, coord: Coordinator, _: None) -> Job:
 
 async def job_events(request: Request, coord: Coordinator, _: None) -> Response:
     job_id = request.path_params["id"]
-    guards.job(request, coord.store, job_id)
+    guards.job_access(request, coord.store, job_id)
     after = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
     if not after.isdigit():
         raise ApiError("bad_request", "Last-Event-ID must be an event sequence number")
@@ -218,7 +218,7 @@ async def task_result(request: Request, coord: Coordinator, body: TaskResult) ->
     guards.result_task(request, coord.store, request.path_params["id"])
     task = coord.result(request.path_params["id"], body)
     made = [task.stdout, task.stderr, *(f.sha256 for f in task.manifest.values())]
-    coord.store.grant_blobs(coord.store.get_job(task.job_id).owner, [h for h in made if h])
+    coord.store.grant_blobs(coord.store.job_owner(task.job_id), [h for h in made if h])
     return task
 
 

@@ -190,21 +190,21 @@ class Coordinator:
 
     async def lease(self, worker_id: str, body: LeaseRequest) -> LeaseGrant:
         """Hand out queued tasks that fit this worker, waiting up to `body.wait` for some."""
-        recorded = self.results(worker_id, body.results)
         deadline = self.clock() + min(max(body.wait, 0.0), self.settings.max_lease_wait)
         # prefetch takes only what is queued now: a task that arrives while the request is
         # held goes to a worker with a free slot (or waits, and `why` says so)
         ahead = max(body.prefetch, 0) if body.prefetch_job else 0
+        with self.store.atomic():  # the results it carries and the first pass: one commit
+            recorded = self.results(worker_id, body.results)
+            got = self._lease_once(worker_id, body, ahead, self.clock())
         while True:
             now = self.clock()
-            got = self._lease_once(worker_id, body, ahead, now)
             leased = got or []
             if got is None or leased or now >= deadline or self._closing:
                 break
-            ahead = 0
             await self._work.wait(deadline - now)
-        if leased:
-            self.store.touch_worker(worker_id, self.clock(), "online", None)
+            got = self._lease_once(worker_id, body, 0, self.clock())
+        if leased:  # the store recorded the worker as seen with the lease
             self._events.fire()
             self._wake_expiry.fire()
         specs = [self._dependency_inputs(x.spec) for x in leased]
@@ -394,7 +394,8 @@ class Coordinator:
             made = [o.stdout, o.stderr, *(f.sha256 for f in o.manifest.values())]
             by_job.setdefault(job_id, set()).update(h for h in made if h)
         for job_id, hashes in by_job.items():
-            self.store.grant_blobs(self.store.job_owner(job_id), sorted(hashes))
+            if hashes:
+                self.store.grant_blobs(self.store.job_owner(job_id), sorted(hashes))
 
     def store_inline(self, inline: dict[str, bytes]) -> str | None:
         """Store small blobs that came inside a body; the first problem, storing none, if
@@ -483,7 +484,7 @@ class Coordinator:
         self, job_id: str, after: int, keepalive: float
     ) -> AsyncIterator[Event | None]:
         """A job's events from `after` on; None marks a keepalive; ends when the job is done."""
-        self.store.get_job(job_id)
+        self.store.job_owner(job_id)  # NotFound for no such job
         while True:
             batch = self.store.events(job_id, after, 500)
             for event in batch:
@@ -491,7 +492,7 @@ class Coordinator:
                 yield event
             if batch:
                 continue
-            if self._closing or self.store.get_job(job_id).status in FINAL_STATUSES:
+            if self._closing or self.store.job_finished(job_id):
                 return
             await self._events.wait(keepalive)
             yield None

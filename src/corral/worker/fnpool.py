@@ -11,8 +11,9 @@ The pool keeps up to `slots` runners (`pyrunner --serve`), each started the way 
 A seat serves one key: the submitter (all of one owner's jobs: module state carries over
 between their calls, as in a Dask worker; never between owners), the task's declared env,
 its network requirement and its limits. A runner is reused only for its own key; another
-key takes an idle seat, killing the runner there. Tasks with limits a shared process cannot honour one task at a time (memory,
-cpu_time, file_size, processes) take the fresh-process path, as does any other command.
+key takes an idle seat, killing the runner there. Tasks with limits a shared process cannot
+honour one task at a time (memory, cpu_time, file_size, processes) take the fresh-process
+path, as does any other command.
 
 What keeps a long-lived runner as contained as a fresh process:
 - its sandbox binds a root of its own (the worker's work directory is hidden); a task's `work`
