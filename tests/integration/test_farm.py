@@ -232,3 +232,18 @@ def test_input_fetched_over_tls_from_a_pinned_ca(
         (task,) = client.tasks(job.id)
         assert client.log(task.id)[0] == f"{inputs['in.bin'].sha256}\n".encode()
     assert "fetched blob" in log.read_text()
+
+
+@pytest.mark.timeout(60)
+def test_big_input_over_plain_http(farm: Callable[..., Farm], tmp_path: Path) -> None:
+    """Over 16 MiB: read straight off the socket in the worker's download thread."""
+    f = farm(workers=1, slots=1)
+    client = f.client()
+    data = tmp_path / "big.bin"
+    data.write_bytes(random.Random(9).randbytes(17 << 20))
+    inputs = client.upload([data])
+    show = "import hashlib; print(hashlib.sha256(open('big.bin', 'rb').read()).hexdigest())"
+    job = client.submit_job([TaskSpec(argv=[PYTHON, "-c", show], inputs=inputs)])
+    assert f.wait_job(client, job.id, timeout=30).status == "succeeded"
+    (task,) = client.tasks(job.id)
+    assert client.log(task.id)[0] == f"{inputs['big.bin'].sha256}\n".encode()
