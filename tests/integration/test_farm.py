@@ -200,7 +200,9 @@ def test_task_overwriting_its_input_does_not_change_what_later_tasks_get(
         if code == show:
             assert client.log(client.tasks(job.id)[0].id)[0] == f"{sha}\n".encode()
     fetched = re.findall(r"fetched blob ([0-9a-f]{64})", f.workers[0].stderr())
-    assert fetched == [sha] * 4  # each spoiled copy was noticed and fetched again
+    # the first task spoils the blob it was lent, so it is fetched again; later ones may get
+    # a verified copy instead (a finished task's directory can still link the blob)
+    assert set(fetched) == {sha} and 2 <= len(fetched) <= 4
 
 
 @pytest.mark.timeout(90)
