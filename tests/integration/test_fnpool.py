@@ -21,6 +21,7 @@ import cloudpickle
 import pytest
 
 from corral.client import Client, RemoteTraceback, TaskFailed
+from corral.protocol import TaskSpec
 
 from .conftest import Farm, isolated_env
 
@@ -148,3 +149,23 @@ def test_wall_time_kills_the_call_and_the_next_task_gets_a_new_runner(client: Cl
     assert time.monotonic() - started < 20
     after = client.submit_with(options, who).result(60)
     assert after != before
+
+
+def test_commands_run_in_a_runner_unless_they_set_process_limits(
+    one_slot: Farm, client: Client
+) -> None:
+    parent = "tr '\\000' ' ' < /proc/$PPID/cmdline"
+    specs = [
+        TaskSpec(argv=["sh", "-c", parent], limits={"wall_time": 30}),
+        TaskSpec(argv=["sh", "-c", parent], limits={"memory": 4e9}),
+        TaskSpec(argv=["sh", "-c", "exit 3"]),
+        TaskSpec(argv=["no-such-program-here"], max_attempts=1),
+    ]
+    job = client.submit_job(specs)
+    one_slot.wait_job(client, job.id, timeout=60)
+    hosted, limited, three, missing = client.tasks(job.id)
+    assert "pyrunner --serve" in client.log(hosted.id)[0].decode()  # a child of the runner
+    assert "pyrunner" not in client.log(limited.id)[0].decode()  # its own process, as before
+    assert (three.status, three.exit_code) == ("failed", 3)
+    assert missing.status == "failed"
+    assert b"no-such-program-here" in client.log(missing.id, "stderr")[0] or missing.error

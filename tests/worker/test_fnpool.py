@@ -24,7 +24,15 @@ from corral.client._functions import RESULT_FILE, RUNNER, build_payload, dump_fu
 from corral.protocol import Assignment, TaskSpec
 from corral.worker.allowlist import AllowPolicy
 from corral.worker.executor import Finished, TaskProcess, task_env
-from corral.worker.fnpool import FnPool, SeatView, choose_seat, pool_key, poolable, scope_of
+from corral.worker.fnpool import (
+    FnPool,
+    SeatView,
+    choose_seat,
+    hostable,
+    pool_key,
+    poolable,
+    scope_of,
+)
 from corral.worker.guard import Guard
 from corral.worker.pyrunner import READY
 from corral.worker.sandbox import SandboxPolicy
@@ -328,3 +336,10 @@ def test_the_scope_is_the_owner_when_the_coordinator_names_one() -> None:
     assert scope_of(mine) == scope_of(also_mine) != scope_of(theirs)
     unnamed = Assignment("t4", "j1", "l4", 1, 0.0, spec)
     assert scope_of(unnamed) == "job:j1"
+
+
+def test_commands_are_hostable_unless_they_set_process_limits() -> None:
+    assert hostable(TaskSpec(argv=["true"]))
+    assert hostable(TaskSpec(argv=["sh", "-c", "x"], shell=True, limits={"wall_time": 2}))
+    assert not hostable(TaskSpec(argv=["true"], limits={"memory": 1e9}))
+    assert not hostable(TaskSpec(argv=["true"], limits={"processes": 4}))

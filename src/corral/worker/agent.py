@@ -167,6 +167,7 @@ class Agent:
         self._inflight: dict[str, TaskResult] = {}
         self._outbox_ready = asyncio.Event()
         self._inline: dict[str, bytes] = {}  # small inputs that came with leases, by sha256
+        self._unsettled: dict[str, Path] = {}  # task dirs whose results are not yet answered
         # leased tasks beyond the free slots wait for one here (prefetch.py)
         self._executing: dict[str, float] = {}  # task id -> when it started
         self._gate = _Broadcast()
@@ -491,6 +492,12 @@ class Agent:
             self.drain()
 
     def _cancel(self, lease_ids: list[str]) -> None:
+        waiting = {**self._inflight, **self._outbox}  # finished, not yet (or being) reported
+        for task_id, result in waiting.items():
+            if result.lease_id in lease_ids and task_id in self._unsettled:
+                self._outbox.pop(task_id, None)
+                self._settled(task_id)  # and if it is on the wire, it is not sent again
+                log.warning("result for %s refused: stale_lease (told by a heartbeat)", task_id)
         for run in list(self.running.values()):
             if run.assignment.lease_id in lease_ids:
                 log.info("task %s cancelled by the coordinator", run.assignment.task_id)
@@ -550,17 +557,21 @@ class Agent:
                 self._inline.clear()
             self._executing.pop(a.task_id, None)
             self._gate.fire()
-            if started is not None and not self.config.keep_task_dirs:
+            if a.task_id in self._outbox:  # its directory goes once the result is settled
+                self._unsettled[a.task_id] = run.dir
+            elif started is not None:
                 self._remove(run.dir, now=run.released)
             self._slot_free.set()  # first: the lease loop takes the result with its next call
             self._outbox_ready.set()
         if run.released:  # after the cleanup: the task may come back here with this attempt
             await self._release(a)
 
-    def _remove(self, task_dir: Path, now: bool) -> None:
+    def _remove(self, task_dir: Path, now: bool = False) -> None:
         """Delete a finished task's directory: in a thread, off the path of the next task
         (on a busy disk each rmdir can take a millisecond); at once when the same attempt may
         come back here (a task given back)."""
+        if self.config.keep_task_dirs:
+            return
         if now:
             shutil.rmtree(task_dir, ignore_errors=True)
             return
@@ -645,7 +656,7 @@ class Agent:
         launch: Launch = self.guard.launch(spec, argv, work, run.dir.name)
         try:
             # a function task claimed by a pooled runner makes its call there (fnpool.py)
-            finished = await self.fnpool.call(run.assignment, run.process, env, run.dir)
+            finished = await self.fnpool.call(run.assignment, run.process, env, run.dir, argv)
             if finished is None:
                 finished = await run.process.run(
                     launch.argv,
@@ -720,20 +731,29 @@ class Agent:
     def _return_results(self, results: dict[str, TaskResult]) -> None:
         for task_id in results:
             self._inflight.pop(task_id, None)
-        self._outbox = {**results, **self._outbox}
-        if results:
+        # a result the coordinator said (by heartbeat) it will refuse is not sent again
+        again = {t: r for t, r in results.items() if t in self._unsettled}
+        self._outbox = {**again, **self._outbox}
+        if again:
             self._outbox_ready.set()
+
+    def _settled(self, task_id: str) -> None:
+        """A result was answered or dropped: its task's directory can go."""
+        task_dir = self._unsettled.pop(task_id, None)
+        if task_dir is not None:
+            self._remove(task_dir)
 
     def _results_answered(
         self, results: dict[str, TaskResult], stale: list[str], refused: dict[str, str]
     ) -> None:
         for task_id, result in results.items():
             self._inflight.pop(task_id, None)
+            self._settled(task_id)
             if task_id not in refused:  # its inline blobs are stored now
                 self._remember_stored(result.inline)
         for task_id in stale:
             # our lease was superseded (killed, expired, another attempt won): that one stands
-            log.warning("result for %s refused: the lease is stale", task_id)
+            log.warning("result for %s refused: stale_lease (no longer this worker's)", task_id)
         for task_id, why in refused.items():
             log.error("result for %s refused: %s", task_id, why)
 

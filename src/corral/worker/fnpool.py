@@ -54,7 +54,16 @@ from .guard import Guard
 from .pyrunner import MODULE, PIDNS, READY, SERVE
 from .sandbox import wants_network
 
-__all__ = ["FnPool", "PoolKey", "SeatView", "choose_seat", "pool_key", "poolable", "scope_of"]
+__all__ = [
+    "FnPool",
+    "PoolKey",
+    "SeatView",
+    "choose_seat",
+    "hostable",
+    "pool_key",
+    "poolable",
+    "scope_of",
+]
 
 log = logging.getLogger("corral.worker")
 
@@ -66,6 +75,12 @@ _FREEZE_TIMEOUT = 2.0
 _KEPT = 1000
 
 PoolKey = tuple[str, tuple[tuple[str, str], ...], bool, tuple[tuple[str, float], ...]]
+
+
+def hostable(spec: TaskSpec) -> bool:
+    """Whether a command task may run as a runner's child, in the runner's sandbox: any
+    command whose only limits are those a runner honours per call."""
+    return bool(spec.argv) and all(k in POOLED_LIMITS for k, v in spec.limits.items() if v)
 
 
 def poolable(spec: TaskSpec) -> bool:
@@ -255,7 +270,9 @@ class FnPool:
         which the task's directory is `tasks/<task id>.<attempt>` as always; with a seat, its
         `work` there is a link to a directory in the seat's root."""
         self._forget_gone()
-        if poolable(a.spec):
+        # a command hosted by a runner skips a sandbox of its own, and its fork leaves the
+        # worker's event loop (with no sandbox too: the runner forks it, not the worker)
+        if poolable(a.spec) or hostable(a.spec):
             self._seat(a, self.work_dir / "tasks" / f"{a.task_id}.{a.attempt}")
         return self.work_dir
 
@@ -294,7 +311,12 @@ class FnPool:
         self._claims[a.task_id] = _Claim(seat, task_dir, inner)
 
     async def call(
-        self, a: Assignment, process: TaskProcess, env: dict[str, str], task_dir: Path
+        self,
+        a: Assignment,
+        process: TaskProcess,
+        env: dict[str, str],
+        task_dir: Path,
+        argv: list[str] | None = None,
     ) -> Finished | None:
         """Run a claimed task's call on its seat's runner; None: run it as a fresh process."""
         claim = self._claims.get(a.task_id)
@@ -309,7 +331,11 @@ class FnPool:
         runner = await self._runner(seat, a.spec, env)
         if runner is None:
             return None
-        request = {"argv": list(a.spec.argv[3:]), "cwd": work, "env": env}
+        request: dict[str, Any] = {"cwd": work, "env": env}
+        if poolable(a.spec):
+            request["argv"] = list(a.spec.argv[3:])
+        else:  # a command: `argv` as the worker would exec it
+            request["exec"] = list(argv or a.spec.argv)
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
         fds = [os.open(task_dir / name, flags, 0o644) for name in ("stdout", "stderr")]
         try:

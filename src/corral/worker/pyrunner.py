@@ -13,9 +13,13 @@ interpreter (`runner_argv`). The task requires `python=<major.minor>` of the cal
 worker reports its own interpreter's version, so the versions match.
 
 `python3 -m corral.worker.pyrunner --serve` is the same thing kept alive for many calls (the
-worker's function-runner pool, fnpool.py). Its stdin is a unix SEQPACKET socket: each request
-is one JSON message `{"argv": [FN, CALL, RESULT], "cwd", "env"}` carrying two descriptors, the
-task's stdout and stderr files (which the sandbox cannot otherwise reach). It makes the calls
+worker's function-runner pool, fnpool.py). A request with `"exec": argv` instead of `argv`
+runs that command as a child, the way a fresh task process runs (a command task hosted in
+the runner's sandbox, so it does not pay for a sandbox of its own).
+
+Its stdin is a unix SEQPACKET socket: each request is one JSON message
+`{"argv": [FN, CALL, RESULT], "cwd", "env"}` carrying two descriptors, the task's stdout
+and stderr files (which the sandbox cannot otherwise reach). It makes the calls
 in `cwd` with `env` as its environment and those files as fds 1 and 2, writes RESULT as above,
 and answers on stdout with the exit code a fresh process would have had (`ready` first, once
 started), followed by ` dirty` when processes the call started are still there: the worker
@@ -32,6 +36,7 @@ import os
 import pickle
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import traceback
@@ -163,6 +168,8 @@ def serve_call(request: dict[str, Any], out: int, err: int, null: int) -> int:
     os.dup2(err, 2)
     try:
         os.chdir(request["cwd"])
+        if "exec" in request:  # a command task hosted in this runner's sandbox
+            return _exec(request["exec"])
         sys.argv = [__file__, *request["argv"]]
         return call_once(request["argv"])
     except BaseException:  # what an uncaught error does to a fresh process
@@ -170,6 +177,17 @@ def serve_call(request: dict[str, Any], out: int, err: int, null: int) -> int:
         return 1
     finally:
         _settle(null)
+
+
+def _exec(argv: list[str]) -> int:
+    """Run a command as a fresh task process would run: in its own session, stdin from
+    /dev/null, fds 1 and 2 and the environment and cwd set for this call."""
+    try:
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, start_new_session=True)
+    except OSError as exc:
+        print(f"cannot start {argv[0]}: {exc.strerror or exc}", file=sys.stderr)
+        return 127
+    return done.returncode
 
 
 def _receive(requests: socket.socket) -> tuple[dict[str, Any], list[int]] | None:
