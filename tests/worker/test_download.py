@@ -62,7 +62,7 @@ def client(url: str) -> httpx.Client:
     return httpx.Client(base_url=url, headers={"authorization": "Bearer sekrit"}, timeout=5.0)
 
 
-# for http:// the worker passes a context that trusts nothing (agent._tls_verify): unused
+# for http:// the worker passes a context that trusts nothing (config.tls_verify): unused
 @pytest.mark.parametrize("tls", [False, ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)])
 def test_downloads_and_hashes_the_blob(
     server: Callable[[bytes], Server], tmp_path: Path, tls: ssl.SSLContext | bool

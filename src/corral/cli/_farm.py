@@ -30,7 +30,8 @@ from ..coordinator.server import (
     make_server,
     run_async,
 )
-from ..worker.agent import WorkerConfig, run_worker
+from ..worker.agent import run_worker
+from ..worker.config import WorkerConfig
 from ._common import FailedWork, key_values
 from ._desktop import (
     announce_options,

@@ -13,12 +13,8 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import os
 import shutil
 import signal
-import socket
-import ssl
-import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -48,62 +44,28 @@ from ..protocol import (
     WorkerResults,
     slots_needed,
 )
+from ._aio import Broadcast, maybe_thread, with_pidfd_watcher
 from .allowlist import AllowPolicy, allow_mode
 from .cache import CacheError, FileCache
 from .capabilities import dynamic_capabilities, probe_programs, static_capabilities
+from .config import WorkerConfig, client_env, tls_verify
 from .desktop import Desktop
 from .executor import TaskProcess, command_line, task_env
 from .fnpool import FnPool
 from .guard import Launch, make_guard
-from .idle import IdlePolicy
 from .outputs import UnsafePath, changed_files, resolve_inside, safe_relpath, sha256_file, snapshot
-from .prefetch import BATCH, GIVE_BACK, LINGER, RunTimes, prefetch_room, worth_asking
+from .prefetch import GIVE_BACK, RunTimes, prefetch_room, worth_asking
 from .pyrunner import runner_argv
+from .reporting import Outbox
 
 log = logging.getLogger("corral.worker")
 T = TypeVar("T")
-
-
-def _client_env(config: WorkerConfig, a: Assignment) -> dict[str, str]:
-    """What a task needs to call back as a client of its own job (CORRAL_TOKEN is job-scoped)."""
-    env = {"CORRAL_URL": config.server.rstrip("/")}
-    if a.token:
-        env["CORRAL_TOKEN"] = a.token
-    if config.ca_file:
-        env["CORRAL_CA"] = str(config.ca_file)
-    return env
 
 
 _LOG_CHUNK = 64 * 1024
 _STORED_MAX = 4096
 _INLINE_HASH = 256 * 1024  # files up to this size are hashed without a thread hop
 _BACKOFF = (0.2, 0.5, 1, 2, 4, 8, 8, 8, 15, 15)
-
-
-@dataclass
-class WorkerConfig:
-    """How a worker is started."""
-
-    server: str
-    token: str | None = None
-    slots: int = 1
-    work_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "corral" / "worker")
-    name: str = field(default_factory=socket.gethostname)
-    labels: dict[str, str] = field(default_factory=dict)
-    programs: list[str] = field(default_factory=list)
-    cache_size: int | None = None
-    expose_env: dict[str, str] = field(default_factory=dict)  # passed to every task, reported
-    lease_wait: float = 20.0
-    keep_task_dirs: bool = False
-    ca_file: Path | None = None  # the only trust root for an https server (pinned by --join)
-    allow: set[str] = field(default_factory=set)  # own allowlist (sha256 hex)
-    allow_all: bool = False
-    enforce_allowlist: bool = False
-    allow_network: bool = False
-    sandbox: bool = True
-    hide: tuple[Path, ...] = ()
-    when_idle: IdlePolicy | None = None  # desktop mode: lend only idle cycles
-    expose: tuple[Path, ...] = ()
 
 
 @dataclass
@@ -114,17 +76,6 @@ class _Running:
     log_offsets: dict[str, int] = field(default_factory=lambda: {"stdout": 0, "stderr": 0})
     cancelled: bool = False
     released: bool = False  # given back to the queue (desktop mode): no result, no lease
-
-
-def _tls_verify(server: str, ca_file: Path | None) -> ssl.SSLContext | bool:
-    """What httpx verifies the coordinator with. For an http:// coordinator, a context with
-    no CA loaded (TLS to anywhere would fail): loading the system's CA bundle, which httpx
-    does for `True`, was 15% of a worker's start."""
-    if ca_file:
-        return ssl.create_default_context(cafile=ca_file)
-    if server.lower().startswith("http://"):
-        return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    return True
 
 
 class Agent:
@@ -139,7 +90,7 @@ class Agent:
             base_url=config.server.rstrip("/") + "/api/v1",
             headers=headers,
             timeout=httpx.Timeout(30.0, read=config.lease_wait + 30.0),
-            verify=_tls_verify(config.server, config.ca_file),
+            verify=tls_verify(config.server, config.ca_file),
         )
         config.work_dir.mkdir(parents=True, exist_ok=True)
         self.cache = FileCache(config.work_dir / "cache", self._fetch, config.cache_size)
@@ -161,19 +112,16 @@ class Agent:
         # blobs the coordinator has confirmed it holds (blobs are never deleted there): most
         # tasks' stdout and stderr are the same empty blob, which then costs no round trip
         self._stored: set[str] = set()
-        # finished attempts not yet recorded by the coordinator (task id -> result): the next
-        # lease call carries them, or the reporter sends them when no lease call is coming
-        self._outbox: dict[str, TaskResult] = {}
-        self._inflight: dict[str, TaskResult] = {}
-        self._outbox_ready = asyncio.Event()
         self._inline: dict[str, bytes] = {}  # small inputs that came with leases, by sha256
-        self._unsettled: dict[str, Path] = {}  # task dirs whose results are not yet answered
         # leased tasks beyond the free slots wait for one here (prefetch.py)
         self._executing: dict[str, float] = {}  # task id -> when it started
-        self._gate = _Broadcast()
+        self._gate = Broadcast()
         self._times = RunTimes()
         self._short_job = ""
         self._removals: set[asyncio.Future[None]] = set()
+        # finished attempts not yet recorded: the next lease call carries them, or the
+        # outbox's own loop sends them when no lease call is coming (reporting.py)
+        self.outbox = Outbox(self._remove, self._remember_stored, lambda: bool(self._executing))
         self.desktop = Desktop(config.when_idle) if config.when_idle else None
         self.fnpool = FnPool(
             self.guard,
@@ -209,7 +157,7 @@ class Agent:
             # where that applies (a 1 GB input was CPU-bound in httpx), else the sync client
             from ._download import download_blob
 
-            tls = _tls_verify(self.config.server, self.config.ca_file)
+            tls = tls_verify(self.config.server, self.config.ca_file)
             http = self.http
             digest = download_blob(http, tls, sha256, dest, self.cache.receive_sync)
             if digest is not None:
@@ -299,14 +247,14 @@ class Agent:
                 loop.add_signal_handler(sig, self.drain)
         await self.register()
         beats = asyncio.create_task(self._heartbeat_loop())
-        reports = asyncio.create_task(self._report_loop())
+        reports = asyncio.create_task(self.outbox.loop(self._send, _BACKOFF))
         idle = asyncio.create_task(self._desktop_loop()) if self.desktop else None
         try:
             await self._lease_loop()
             while self.running:
                 await self._slot_free.wait()
                 self._slot_free.clear()
-            await self._flush_results()
+            await self.outbox.flush(self._send, _BACKOFF)
             if self._removals:
                 await asyncio.wait(self._removals)
         finally:
@@ -356,7 +304,7 @@ class Agent:
                 continue
             # the results finished since the last call ride along: one request reports them
             # and asks for their slots' next tasks
-            results = self._take_results()
+            results = self.outbox.take()
             lease = asyncio.create_task(
                 self._post(
                     f"/workers/{self.worker_id}/lease",
@@ -385,7 +333,7 @@ class Agent:
         try:
             grant = await lease
         except httpx.HTTPStatusError as exc:
-            self._results_answered(results, list(results), {})  # unknown worker: all stale
+            self.outbox.answered(results, list(results), {})  # unknown worker: all stale
             if exc.response.status_code == 404:
                 await self.register()
             else:
@@ -393,13 +341,13 @@ class Agent:
                 await self._sleep(1.0)
             return
         except (httpx.HTTPError, asyncio.CancelledError) as exc:
-            self._return_results(results)  # perhaps recorded: sent again, they are then stale
+            self.outbox.give_back(results)  # perhaps recorded: sent again, they are then stale
             if isinstance(exc, asyncio.CancelledError):
                 raise
             log.warning("lease failed: %s", exc)
             await self._sleep(1.0)
             return
-        self._results_answered(results, grant.stale, grant.refused)
+        self.outbox.answered(results, grant.stale, grant.refused)
         for assignment in grant.assignments:
             self._inline.update(assignment.inline)
             if self.desktop and not self.desktop.may_start:
@@ -417,7 +365,7 @@ class Agent:
                 # a cancelled lease is not presented again: the coordinator answers stale
                 # leases at once, so re-sending one would spin this loop until the task ends
                 leases=[r.assignment.lease_id for r in self.running.values() if _presented(r)]
-                + [r.lease_id for r in (*self._outbox.values(), *self._inflight.values())],
+                + self.outbox.leases(),
                 logs=self._log_chunks(),
                 capabilities={
                     **dynamic_capabilities(self.config.work_dir),
@@ -492,12 +440,7 @@ class Agent:
             self.drain()
 
     def _cancel(self, lease_ids: list[str]) -> None:
-        waiting = {**self._inflight, **self._outbox}  # finished, not yet (or being) reported
-        for task_id, result in waiting.items():
-            if result.lease_id in lease_ids and task_id in self._unsettled:
-                self._outbox.pop(task_id, None)
-                self._settled(task_id)  # and if it is on the wire, it is not sent again
-                log.warning("result for %s refused: stale_lease (told by a heartbeat)", task_id)
+        self.outbox.drop_stale(lease_ids)  # finished, not yet (or being) reported
         for run in list(self.running.values()):
             if run.assignment.lease_id in lease_ids:
                 log.info("task %s cancelled by the coordinator", run.assignment.task_id)
@@ -532,7 +475,7 @@ class Agent:
         name = f"{a.task_id}.{a.attempt}"
         run = _Running(a, TaskProcess(), self.config.work_dir / "tasks" / name)
         self.running[a.task_id] = run
-        started = None
+        started, result = None, None
         try:
             if await self._wait_for_slot(run):
                 # a function task going to a pooled runner lives in its root (fnpool.py); the
@@ -542,27 +485,23 @@ class Agent:
                 result = await self._execute(run, run.dir / "work")
                 self._times.add(time.monotonic() - started)
                 self._short_job = a.job_id  # the job whose run times the mean now reflects
-                if _presented(run):
-                    self._outbox[a.task_id] = result
         except httpx.TransportError as exc:
             # not the task's fault: stop presenting the lease so it expires and is requeued
             log.warning("abandoning task %s: coordinator unreachable: %s", a.task_id, exc)
         except Exception as exc:  # a worker bug must not take the worker down
             log.exception("task %s failed in the worker", a.task_id)
-            if _presented(run):
-                self._outbox[a.task_id] = TaskResult(a.lease_id, None, error=f"worker: {exc}")
+            result = TaskResult(a.lease_id, None, error=f"worker: {exc}")
         finally:
             self.running.pop(a.task_id, None)
             if not self.running:  # inline inputs staging did not use (cached already)
                 self._inline.clear()
             self._executing.pop(a.task_id, None)
             self._gate.fire()
-            if a.task_id in self._outbox:  # its directory goes once the result is settled
-                self._unsettled[a.task_id] = run.dir
+            if result is not None and _presented(run):  # its directory goes once it is answered
+                self.outbox.put(a.task_id, result, run.dir)
             elif started is not None:
                 self._remove(run.dir, now=run.released)
-            self._slot_free.set()  # first: the lease loop takes the result with its next call
-            self._outbox_ready.set()
+            self._slot_free.set()  # the lease loop takes the result with its next call
         if run.released:  # after the cleanup: the task may come back here with this attempt
             await self._release(a)
 
@@ -622,13 +561,13 @@ class Agent:
         except (UnsafePath, OSError, CacheError) as exc:
             return TaskResult(a.lease_id, None, error=f"staging inputs: {exc}")
         # with no inputs the directory is empty: not worth a thread hop (likewise below)
-        before = await _maybe_thread(bool(known), snapshot, work, known)
+        before = await maybe_thread(bool(known), snapshot, work, known)
         extra = {
             **self.config.expose_env,
             "CORRAL_JOB_ID": a.job_id,
             "CORRAL_TASK_ID": a.task_id,
             "CORRAL_ATTEMPT": str(a.attempt),
-            **_client_env(self.config, a),
+            **client_env(self.config, a),
         }
         argv = command_line(runner_argv(a.spec.argv), a.spec.shell, work)
         env = task_env(a.spec.env, work, extra)
@@ -645,7 +584,7 @@ class Agent:
         # the coordinator's list is read afresh for each task, so a removal counts at once
         await self._refresh_allowlist()
         listed = self.guard.allow.mode != "all"
-        return await _maybe_thread(listed, self.guard.refuse, argv, work, env)
+        return await maybe_thread(listed, self.guard.refuse, argv, work, env)
 
     async def _run_guarded(
         self, run: _Running, work: Path, argv: list[str], env: dict[str, str]
@@ -674,14 +613,14 @@ class Agent:
                 error = hit or error
         finally:
             if launch.cgroup is not None:  # nothing to remove otherwise: no thread hop
-                await _maybe_thread(launch.cgroup is not None, launch.close)
+                await maybe_thread(launch.cgroup is not None, launch.close)
         return finished.exit_code, error
 
     async def _collect(
         self, run: _Running, work: Path, before: Any, exit_code: int | None, error: str | None
     ) -> TaskResult:
         a = run.assignment
-        paths = await _maybe_thread(bool(before), changed_files, work, before, a.spec.outputs)
+        paths = await maybe_thread(bool(before), changed_files, work, before, a.spec.outputs)
         files: dict[str, Path] = {}  # to upload, by hash
         inline: dict[str, bytes] = {}  # small enough to go with the result
         manifest: dict[str, OutputFile] = {}
@@ -718,125 +657,22 @@ class Agent:
             sha = hashlib.sha256(data).hexdigest()
             inline[sha] = data
         else:
-            sha = await _maybe_thread(size > _INLINE_HASH, sha256_file, path)
+            sha = await maybe_thread(size > _INLINE_HASH, sha256_file, path)
             files[sha] = path
         return sha
 
-    # results
-    def _take_results(self) -> dict[str, TaskResult]:
-        taken, self._outbox = self._outbox, {}
-        self._inflight.update(taken)
-        return taken
-
-    def _return_results(self, results: dict[str, TaskResult]) -> None:
-        for task_id in results:
-            self._inflight.pop(task_id, None)
-        # a result the coordinator said (by heartbeat) it will refuse is not sent again
-        again = {t: r for t, r in results.items() if t in self._unsettled}
-        self._outbox = {**again, **self._outbox}
-        if again:
-            self._outbox_ready.set()
-
-    def _settled(self, task_id: str) -> None:
-        """A result was answered or dropped: its task's directory can go."""
-        task_dir = self._unsettled.pop(task_id, None)
-        if task_dir is not None:
-            self._remove(task_dir)
-
-    def _results_answered(
-        self, results: dict[str, TaskResult], stale: list[str], refused: dict[str, str]
-    ) -> None:
-        for task_id, result in results.items():
-            self._inflight.pop(task_id, None)
-            self._settled(task_id)
-            if task_id not in refused:  # its inline blobs are stored now
-                self._remember_stored(result.inline)
-        for task_id in stale:
-            # our lease was superseded (killed, expired, another attempt won): that one stands
-            log.warning("result for %s refused: stale_lease (no longer this worker's)", task_id)
-        for task_id, why in refused.items():
-            log.error("result for %s refused: %s", task_id, why)
-
-    async def _report_loop(self) -> None:
-        """Send results that no lease call took: the lease loop is long-polling, waiting on
-        the desktop's owner, or stopping."""
-        failures = 0
-        while True:
-            await self._outbox_ready.wait()
-            self._outbox_ready.clear()
-            await asyncio.sleep(0)  # a lease call woken by the same finish goes first
-            await self._linger()
-            if not await self._send_results():
-                failures += 1
-                await asyncio.sleep(_BACKOFF[min(failures, len(_BACKOFF)) - 1])
-            else:
-                failures = 0
-
-    async def _linger(self) -> None:
-        """While other tasks still run, let results gather (prefetch.py: LINGER)."""
-        deadline = time.monotonic() + LINGER
-        while self._outbox and self._executing and len(self._outbox) < BATCH:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            self._outbox_ready.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(left):
-                    await self._outbox_ready.wait()
-
-    async def _send_results(self) -> bool:
-        """Report what is in the outbox; False when the coordinator could not be reached."""
-        results = self._take_results()
-        if not results:
-            return True
+    async def _send(self, results: dict[str, TaskResult]) -> ResultsReply | None:
+        """One batch of results on its own; None when the coordinator could not be reached."""
         try:
-            reply = await self._post(
+            return await self._post(  # type: ignore[no-any-return]
                 f"/workers/{self.worker_id}/results", WorkerResults(results), ResultsReply
             )
         except httpx.TransportError as exc:
             log.warning("coordinator unreachable, results will be sent again: %s", exc)
-            self._return_results(results)
-            return False
-        except httpx.HTTPStatusError as exc:
+            return None
+        except httpx.HTTPStatusError as exc:  # an unknown worker: none of it counts
             log.warning("results refused: %s", exc.response.text)
-            self._results_answered(results, list(results), {})
-            return True
-        self._results_answered(results, reply.stale, reply.refused)
-        return True
-
-    async def _flush_results(self) -> None:
-        """Before leaving: report what is left, riding out a short coordinator outage."""
-        for delay in (0.0, *_BACKOFF):
-            await asyncio.sleep(delay)
-            while self._inflight:  # a lease call or the reporter has them on the wire
-                await asyncio.sleep(0.01)
-            if not self._outbox:
-                return
-            await self._send_results()
-        if self._outbox:
-            log.error("gave up reporting %d result(s); leases will expire", len(self._outbox))
-
-
-class _Broadcast:
-    """A wake-up for every waiter at once: `fire` wakes whoever is waiting now."""
-
-    def __init__(self) -> None:
-        self._event = asyncio.Event()
-
-    def fire(self) -> None:
-        self._event.set()
-        self._event = asyncio.Event()
-
-    async def wait(self, timeout: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                await self._event.wait()
-
-
-async def _maybe_thread(slow: bool, fn: Callable[..., T], *args: Any) -> T:
-    """`fn(*args)` in a thread when it may be slow, else right here (a thread hop costs more
-    than hashing a small file or listing an empty directory)."""
-    return await asyncio.to_thread(fn, *args) if slow else fn(*args)
+            return ResultsReply(stale=list(results))
 
 
 def _presented(run: _Running) -> bool:
@@ -857,15 +693,4 @@ async def _retrying(call: Callable[[], Awaitable[Any]]) -> Any:
 
 def run_worker(config: WorkerConfig) -> None:
     """Run a worker until SIGTERM or SIGINT has drained it."""
-    asyncio.run(_with_pidfd_watcher(Agent(config).run()))
-
-
-async def _with_pidfd_watcher(main: Awaitable[None]) -> None:
-    # Python 3.11 waits for each task process in a thread of its own; a pidfd in the event
-    # loop costs less per task (3.12 and later do this by themselves)
-    if sys.version_info < (3, 12) and hasattr(os, "pidfd_open"):
-        with contextlib.suppress(OSError):
-            watcher = asyncio.PidfdChildWatcher()
-            watcher.attach_loop(asyncio.get_running_loop())
-            asyncio.set_child_watcher(watcher)
-    await main
+    asyncio.run(with_pidfd_watcher(Agent(config).run()))

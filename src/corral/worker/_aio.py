@@ -1,0 +1,47 @@
+"""Small asyncio helpers of the worker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+__all__ = ["Broadcast", "maybe_thread", "with_pidfd_watcher"]
+
+T = TypeVar("T")
+
+
+class Broadcast:
+    """A wake-up for every waiter at once: `fire` wakes whoever is waiting now."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def fire(self) -> None:
+        self._event.set()
+        self._event = asyncio.Event()
+
+    async def wait(self, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._event.wait()
+
+
+async def maybe_thread(slow: bool, fn: Callable[..., T], *args: Any) -> T:
+    """`fn(*args)` in a thread when it may be slow, else right here (a thread hop costs more
+    than hashing a small file or listing an empty directory)."""
+    return await asyncio.to_thread(fn, *args) if slow else fn(*args)
+
+
+async def with_pidfd_watcher(main: Awaitable[None]) -> None:
+    # Python 3.11 waits for each task process in a thread of its own; a pidfd in the event
+    # loop costs less per task (3.12 and later do this by themselves)
+    if sys.version_info < (3, 12) and hasattr(os, "pidfd_open"):
+        with contextlib.suppress(OSError):
+            watcher = asyncio.PidfdChildWatcher()
+            watcher.attach_loop(asyncio.get_running_loop())
+            asyncio.set_child_watcher(watcher)
+    await main

@@ -1,0 +1,60 @@
+"""How a worker is started, and what follows from it for every task (pure data)."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..protocol import Assignment
+from .idle import IdlePolicy
+
+__all__ = ["WorkerConfig", "client_env", "tls_verify"]
+
+
+@dataclass
+class WorkerConfig:
+    """How a worker is started."""
+
+    server: str
+    token: str | None = None
+    slots: int = 1
+    work_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "corral" / "worker")
+    name: str = field(default_factory=socket.gethostname)
+    labels: dict[str, str] = field(default_factory=dict)
+    programs: list[str] = field(default_factory=list)
+    cache_size: int | None = None
+    expose_env: dict[str, str] = field(default_factory=dict)  # passed to every task, reported
+    lease_wait: float = 20.0
+    keep_task_dirs: bool = False
+    ca_file: Path | None = None  # the only trust root for an https server (pinned by --join)
+    allow: set[str] = field(default_factory=set)  # own allowlist (sha256 hex)
+    allow_all: bool = False
+    enforce_allowlist: bool = False
+    allow_network: bool = False
+    sandbox: bool = True
+    hide: tuple[Path, ...] = ()
+    when_idle: IdlePolicy | None = None  # desktop mode: lend only idle cycles
+    expose: tuple[Path, ...] = ()
+
+
+def client_env(config: WorkerConfig, a: Assignment) -> dict[str, str]:
+    """What a task needs to call back as a client of its own job (CORRAL_TOKEN is job-scoped)."""
+    env = {"CORRAL_URL": config.server.rstrip("/")}
+    if a.token:
+        env["CORRAL_TOKEN"] = a.token
+    if config.ca_file:
+        env["CORRAL_CA"] = str(config.ca_file)
+    return env
+
+
+def tls_verify(server: str, ca_file: Path | None) -> ssl.SSLContext | bool:
+    """What httpx verifies the coordinator with. For an http:// coordinator, a context with
+    no CA loaded (TLS to anywhere would fail): loading the system's CA bundle, which httpx
+    does for `True`, was 15% of a worker's start."""
+    if ca_file:
+        return ssl.create_default_context(cafile=ca_file)
+    if server.lower().startswith("http://"):
+        return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    return True

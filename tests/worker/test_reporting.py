@@ -1,0 +1,67 @@
+"""The worker's outbox (reporting.py): where a result is, and when its directory goes."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from corral.protocol import ResultsReply, TaskResult
+from corral.worker.reporting import Outbox
+
+
+def outbox(removed: list[Path], stored: list[str], busy: bool = False) -> Outbox:
+    return Outbox(removed.append, stored.extend, lambda: busy)
+
+
+def test_a_directory_goes_only_once_its_result_is_answered() -> None:
+    removed: list[Path] = []
+    stored: list[str] = []
+    box = outbox(removed, stored)
+    box.put("t1", TaskResult("l1", 0, inline={"a" * 64: b"x"}), Path("d1"))
+    box.put("t2", TaskResult("l2", 1), Path("d2"))
+    assert sorted(box.leases()) == ["l1", "l2"]
+    sent = box.take()
+    assert set(sent) == {"t1", "t2"} and box.take() == {}
+    assert sorted(box.leases()) == ["l1", "l2"]  # still presented while on the wire
+    assert removed == []
+    box.answered(sent, ["t2"], {})
+    assert removed == [Path("d1"), Path("d2")] and stored == ["a" * 64]
+    assert box.leases() == []
+
+
+def test_a_failed_request_queues_its_results_again() -> None:
+    removed: list[Path] = []
+    box = outbox(removed, [])
+    box.put("t1", TaskResult("l1", 0), Path("d1"))
+    box.give_back(box.take())
+    assert "t1" in box and removed == []
+    assert box.take().keys() == {"t1"}
+
+
+def test_a_heartbeat_calling_a_lease_stale_drops_its_result_even_on_the_wire() -> None:
+    removed: list[Path] = []
+    box = outbox(removed, [])
+    box.put("t1", TaskResult("l1", 0), Path("d1"))
+    box.put("t2", TaskResult("l2", 0), Path("d2"))
+    on_the_wire = box.take()
+    box.drop_stale(["l1"])
+    assert removed == [Path("d1")]
+    box.give_back(on_the_wire)  # the request failed: only t2 goes again
+    assert set(box.take()) == {"t2"}
+
+
+def test_send_reports_and_refused_ones_store_no_blobs() -> None:
+    removed: list[Path] = []
+    stored: list[str] = []
+    box = outbox(removed, stored)
+    box.put("t1", TaskResult("l1", 0, inline={"b" * 64: b"y"}), Path("d1"))
+
+    async def refuse(results: dict[str, TaskResult]) -> ResultsReply:
+        return ResultsReply(refused={t: "bad" for t in results})
+
+    async def unreachable(results: dict[str, TaskResult]) -> None:
+        return None
+
+    assert asyncio.run(box.send(unreachable)) is False and "t1" in box
+    assert asyncio.run(box.send(refuse)) is True
+    assert removed == [Path("d1")] and stored == []
