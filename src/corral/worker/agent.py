@@ -140,7 +140,7 @@ class Agent:
         return msgspec.json.decode(response.content, type=kind) if kind else None
 
     async def _fetch(self, sha256: str, dest: Path) -> str:
-        data = self._inline.pop(sha256, None)
+        data = self._inline.get(sha256)
         if data is not None:  # it came with the lease
             return self.cache.receive_sync([data], dest)
         async with self.http.stream("GET", f"/blobs/{sha256}") as response:
