@@ -19,6 +19,14 @@ from corral.worker import cache as cache_mod
 from corral.worker.cache import CacheError, FileCache
 
 
+@pytest.fixture(autouse=True)
+def link_small_blobs_too(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+    """These tests use 100-byte blobs to exercise lending by hard link, which the cache
+    otherwise keeps for blobs over `SMALL` (smaller ones are copied)."""
+    if "small_copies" not in request.keywords:
+        monkeypatch.setattr(cache_mod, "SMALL", 0)
+
+
 def blob(text: str, size: int = 100) -> tuple[bytes, str]:
     """Deterministic test content of exactly `size` bytes and its sha256."""
     data = (text * size).encode()[:size]
@@ -441,3 +449,18 @@ def test_digest_reported_by_the_fetch_must_match(tmp_path: Path) -> None:
     with pytest.raises(CacheError, match="expected"):
         asyncio.run(FileCache(tmp_path / "h", honest).path_for(sha, len(data)))
     assert cache_files(tmp_path / "h") == []
+
+
+@pytest.mark.small_copies
+def test_a_small_blob_is_copied_not_lent(tmp_path: Path) -> None:
+    data, sha = blob("s")
+    fetch = FakeFetch({sha: data})
+    cache = FileCache(tmp_path / "cache", fetch)
+    asyncio.run(cache.stage(sha, len(data), tmp_path / "t1" / "in", 0o644))
+    first = tmp_path / "t1" / "in"
+    assert first.stat().st_ino != cached(tmp_path / "cache", sha).stat().st_ino
+    assert not (tmp_path / "cache" / sha[:2] / f".{sha}.lent").exists()
+    overwrite_in_place(first, b"X" * len(data))  # the task's copy only
+    asyncio.run(cache.stage(sha, len(data), tmp_path / "t2" / "in", 0o644))
+    assert (tmp_path / "t2" / "in").read_bytes() == data
+    assert fetch.calls[sha] == 1 and cache.hits == 1

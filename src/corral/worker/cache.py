@@ -47,6 +47,7 @@ _LENT_SUFFIX = ".lent"
 _STALE_TMP_SECONDS = 3600.0
 # Cached blobs not lent out are read-only as a second line of defence against accidental writes.
 _BLOB_MODE = 0o444
+SMALL = 64 * 1024  # blobs up to this size are staged by a plain copy (see `stage`)
 
 
 class CacheError(Exception):
@@ -270,6 +271,11 @@ class FileCache:
         try:
             async with self._hash_lock(sha256):
                 await self._ready(sha256, size, path)
+                if size <= SMALL and sha256 not in self._lent:
+                    # a plain copy, right here: for a few KiB a link and its bookkeeping (the
+                    # lent mark, a hash before the next use, thread hops) cost more
+                    copy_to(path, dest, mode)
+                    return
                 if sha256 in self._lent:  # still linked from another task's directory
                     if await asyncio.to_thread(copy_verified, path, dest, mode, sha256):
                         return
