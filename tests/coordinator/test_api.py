@@ -283,8 +283,10 @@ def test_submit_and_read_back(serve: Callable[..., None]) -> None:
             "failed": 0,
             "killed": 0,
         }
+        task_ids = job.pop("task_ids")  # the submit's answer alone names the tasks
         assert await api.job(job["id"]) == job
         tasks = await api.tasks(job["id"])
+        assert [t["id"] for t in tasks] == task_ids
         assert [t["seq"] for t in tasks] == [0, 1]
         assert [t["argv"] for t in tasks] == [["echo", "a"], ["echo", "b"]]
         assert tasks[0]["inputs"]["in/x.txt"]["sha256"] == sha

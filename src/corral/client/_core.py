@@ -26,6 +26,7 @@ from ..protocol import (
     InputRef,
     Job,
     JobCreate,
+    JobCreated,
     MissingBlobsReply,
     Task,
     TasksAdd,
@@ -185,10 +186,10 @@ def download(sha: str, dest: Path, mode: int = 0o644) -> Op[None]:
 # jobs, tasks, workers
 def submit_job(
     tasks: list[TaskSpec], name: str = "", blobs: dict[str, bytes] | None = None
-) -> Op[Job]:
+) -> Op[JobCreated]:
     """Submit tasks as one job; `blobs`, small inputs (by hash), go in the same request."""
     body = JobCreate(tasks=tasks, name=name, blobs=blobs or {})
-    return (yield from _json("POST", "/jobs", Job, body))
+    return (yield from _json("POST", "/jobs", JobCreated, body))
 
 
 def split_inline(

@@ -273,18 +273,19 @@ class Dispatcher:
         self._sent.update(blobs)
         if self.client.job_scope is not None:  # inside a task: children join its job
             job_id = self.client.job_scope
-            tasks = await self.client.drive(core.add_tasks(job_id, specs))
+            ids = [t.id for t in await self.client.drive(core.add_tasks(job_id, specs))]
         else:
             job = await self.client.drive(core.submit_job(specs, batch[0].job_name, inline))
             self._sent.update(inline)
-            job_id = job.id
-            tasks = await self.client.drive(core.tasks(job.id))
+            job_id, ids = job.id, job.task_ids
+            if not ids:  # an older coordinator does not say: ask
+                ids = [t.id for t in await self.client.drive(core.tasks(job.id))]
         waiting = {}
-        for sub, task in zip(batch, tasks, strict=True):
-            sub.assign(job_id, task.id)
-            waiting[task.id] = sub
+        for sub, task_id in zip(batch, ids, strict=True):
+            sub.assign(job_id, task_id)
+            waiting[task_id] = sub
             if sub.cancelled():
-                self._kill(task.id)
+                self._kill(task_id)
         self._jobs[id(waiting)] = waiting  # several batches may share one job
         self._spawn(self._follow(job_id, waiting))
 

@@ -20,6 +20,7 @@ from ..protocol import (
     HeartbeatReply,
     Job,
     JobCreate,
+    JobCreated,
     LeaseGrant,
     LeaseRequest,
     MissingBlobs,
@@ -303,7 +304,7 @@ async def deregister(request: Request, coord: Coordinator, _: None) -> Response:
 
 
 ENDPOINTS: list[Endpoint] = [
-    Endpoint("POST", "/jobs", create_job, "Submit a job", JobCreate, Job, 201),
+    Endpoint("POST", "/jobs", create_job, "Submit a job", JobCreate, JobCreated, 201),
     Endpoint("GET", "/jobs", list_jobs, "List jobs, newest first", None, list[Job]),
     Endpoint("GET", "/jobs/{id}", get_job, "One job", None, Job),
     Endpoint("GET", "/jobs/{id}/tasks", list_tasks, "A job's tasks", None, list[Task]),

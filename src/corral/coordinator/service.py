@@ -25,8 +25,8 @@ from ..protocol import (
     Event,
     Heartbeat,
     HeartbeatReply,
-    Job,
     JobCreate,
+    JobCreated,
     LeaseGrant,
     LeaseRequest,
     LogChunk,
@@ -117,7 +117,7 @@ class Coordinator:
         self._events.fire()
 
     # jobs
-    def submit(self, body: JobCreate, owner: str) -> Job:
+    def submit(self, body: JobCreate, owner: str) -> JobCreated:
         """Validate a whole job, then store it in one transaction."""
         self._validate(body.tasks, 0)
         job_id = uuid.uuid4().hex
@@ -128,7 +128,8 @@ class Coordinator:
             for signal in self._workers.values():  # held heartbeats answer with a probe now
                 signal.fire()
         self._events.fire()
-        return self.store.get_job(job_id)
+        job = msgspec.structs.asdict(self.store.get_job(job_id))
+        return JobCreated(**job, task_ids=[t.id for t in tasks])
 
     def _validate(self, tasks: list[TaskSpec], already: int) -> None:
         if not tasks:

@@ -100,6 +100,12 @@ class Job(msgspec.Struct):
     total: int
 
 
+class JobCreated(Job):
+    """The answer to a submit: the job, and its tasks' ids in submission order."""
+
+    task_ids: list[str] = []
+
+
 class Task(msgspec.Struct):
     """A task as the API reports it."""
 
