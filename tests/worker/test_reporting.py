@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
+
+import pytest
 
 from corral.protocol import ResultsReply, TaskResult
 from corral.worker.reporting import Outbox
@@ -65,3 +68,15 @@ def test_send_reports_and_refused_ones_store_no_blobs() -> None:
     assert asyncio.run(box.send(unreachable)) is False and "t1" in box
     assert asyncio.run(box.send(refuse)) is True
     assert removed == [Path("d1")] and stored == []
+
+
+def test_a_stale_answer_to_a_resent_result_is_no_warning(caplog: pytest.LogCaptureFixture) -> None:
+    box = outbox([], [])
+    box.put("t1", TaskResult("l1", 0), Path("d1"))
+    box.put("t2", TaskResult("l2", 0), Path("d2"))
+    first = box.take()
+    box.give_back({"t1": first["t1"]})  # its request failed: perhaps it was recorded
+    with caplog.at_level(logging.INFO, logger="corral.worker"):
+        box.answered({**box.take(), "t2": first["t2"]}, ["t1", "t2"], {})
+    levels = {r.getMessage().split()[2]: r.levelno for r in caplog.records}
+    assert levels == {"t1": logging.INFO, "t2": logging.WARNING}

@@ -48,6 +48,7 @@ class Outbox:
         self._queued: dict[str, TaskResult] = {}
         self._inflight: dict[str, TaskResult] = {}
         self._dirs: dict[str, Path] = {}  # task id -> its directory, until settled
+        self._resent: set[str] = set()  # given back: the first send may have been recorded
         self.ready = asyncio.Event()
 
     def __contains__(self, task_id: str) -> bool:
@@ -74,6 +75,7 @@ class Outbox:
         for task_id in results:
             self._inflight.pop(task_id, None)
         again = {t: r for t, r in results.items() if t in self._dirs}
+        self._resent.update(again)
         self._queued = {**again, **self._queued}
         if again:
             self.ready.set()
@@ -82,14 +84,17 @@ class Outbox:
         self, results: dict[str, TaskResult], stale: Iterable[str], refused: dict[str, str]
     ) -> None:
         """The coordinator answered for these: recorded, or refused (stale or malformed)."""
+        resent = self._resent.intersection(results)
         for task_id, result in results.items():
             self._inflight.pop(task_id, None)
             self._settle(task_id)
             if task_id not in refused:  # its inline blobs are stored now
                 self._stored(result.inline)
         for task_id in stale:
-            # our lease was superseded (killed, expired, another attempt won): that one stands
-            log.warning("result for %s refused: stale_lease (no longer this worker's)", task_id)
+            # our lease was superseded (killed, expired, another attempt won): that one stands;
+            # or, sent again after a request whose answer was lost, the first send counted
+            level = logging.INFO if task_id in resent else logging.WARNING
+            log.log(level, "result for %s refused: stale_lease (no longer this worker's)", task_id)
         for task_id, why in refused.items():
             log.error("result for %s refused: %s", task_id, why)
 
@@ -103,6 +108,7 @@ class Outbox:
                 log.warning("result for %s refused: stale_lease (told by a heartbeat)", task_id)
 
     def _settle(self, task_id: str) -> None:
+        self._resent.discard(task_id)
         task_dir = self._dirs.pop(task_id, None)
         if task_dir is not None:
             self._remove(task_dir)
