@@ -18,6 +18,7 @@ from pathlib import Path
 
 import msgspec
 
+from .._signal import Broadcast
 from ..protocol import (
     FINAL_STATUSES,
     INLINE_LEASE_MAX,
@@ -52,24 +53,6 @@ from .settings import Settings
 from .store import Leased, NewTask, NotFound, Outcome, Store
 
 
-class _Signal:
-    """A broadcast wake-up: everyone waiting when `fire` is called wakes once."""
-
-    def __init__(self) -> None:
-        self._event = asyncio.Event()
-
-    def fire(self) -> None:
-        self._event.set()
-        self._event = asyncio.Event()
-
-    async def wait(self, timeout: float) -> None:
-        # not asyncio.wait_for: on 3.11 it swallows a cancel that lands just after the event
-        # was set, and then Coordinator.stop() waits forever for the expiry loop
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                await self._event.wait()
-
-
 class Coordinator:
     """Jobs in, leases out, results back."""
 
@@ -86,11 +69,11 @@ class Coordinator:
         self.clock = clock
         self.job_tokens = JobTokens(settings.job_key or secrets.token_bytes(32))
         self.policy = LeasePolicy(settings.lease_timeout, settings.heartbeat_interval)
-        self._work = _Signal()
-        self._events = _Signal()
-        self._workers: dict[str, _Signal] = {}
+        self._work = Broadcast()
+        self._events = Broadcast()
+        self._workers: dict[str, Broadcast] = {}
         self._expiry: asyncio.Task[None] | None = None
-        self._wake_expiry = _Signal()
+        self._wake_expiry = Broadcast()
         self._closing = False
         settings.live_dir.mkdir(parents=True, exist_ok=True)
 
@@ -281,7 +264,7 @@ class Coordinator:
         # hold only when the worker already knows which of its tasks are blocked
         known = set(body.blocked) == set(self.store.blocked_tasks(worker_id))
         if not stale and body.wait > 0 and not self._closing and known:
-            signal = self._workers.setdefault(worker_id, _Signal())
+            signal = self._workers.setdefault(worker_id, Broadcast())
             await signal.wait(min(body.wait, self.settings.heartbeat_interval * 2))
             stale = self._extend(worker_id, body.leases)
         return self._reply(worker_id, stale)

@@ -9,25 +9,11 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from .._signal import Broadcast
+
 __all__ = ["Broadcast", "maybe_thread", "with_pidfd_watcher"]
 
 T = TypeVar("T")
-
-
-class Broadcast:
-    """A wake-up for every waiter at once: `fire` wakes whoever is waiting now."""
-
-    def __init__(self) -> None:
-        self._event = asyncio.Event()
-
-    def fire(self) -> None:
-        self._event.set()
-        self._event = asyncio.Event()
-
-    async def wait(self, timeout: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                await self._event.wait()
 
 
 async def maybe_thread(slow: bool, fn: Callable[..., T], *args: Any) -> T:
