@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from corral.protocol import ResultsReply, TaskResult
+from corral.worker import reporting
 from corral.worker.reporting import Outbox
 
 
@@ -80,3 +81,19 @@ def test_a_stale_answer_to_a_resent_result_is_no_warning(caplog: pytest.LogCaptu
         box.answered({**box.take(), "t2": first["t2"]}, ["t1", "t2"], {})
     levels = {r.getMessage().split()[2]: r.levelno for r in caplog.records}
     assert levels == {"t1": logging.INFO, "t2": logging.WARNING}
+
+
+def test_one_request_carries_a_bounded_amount_of_inline_content(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(reporting, "TAKE_BYTES", 250)
+    box = outbox([], [])
+    for i in range(5):
+        box.put(f"t{i}", TaskResult(f"l{i}", 0, inline={f"{i}" * 64: b"x" * 100}), Path(f"d{i}"))
+    assert list(box.take()) == ["t0", "t1"]  # oldest first, 200 bytes
+    assert box.ready.is_set()  # the rest goes with the next request
+    assert list(box.take()) == ["t2", "t3"]
+    assert list(box.take()) == ["t4"]
+    huge = TaskResult("l9", 0, inline={"9" * 64: b"y" * 1000})
+    box.put("t9", huge, Path("d9"))
+    assert list(box.take()) == ["t9"]  # one result always goes, whatever its size

@@ -23,6 +23,7 @@ from ..protocol import (
     FINAL_STATUSES,
     INLINE_LEASE_MAX,
     INLINE_MAX,
+    INLINE_TOTAL,
     Event,
     Heartbeat,
     HeartbeatReply,
@@ -414,11 +415,14 @@ class Coordinator:
         if task.stderr and task.status != "succeeded":
             wanted.append(task.stderr)
         files: dict[str, bytes] = {}
+        budget = INLINE_TOTAL  # a client fetches what does not fit on its own
         for sha in wanted:
             with contextlib.suppress(OSError, BlobError):
                 path = self.blobs.path(sha)
-                if path.stat().st_size <= INLINE_MAX:
+                size = path.stat().st_size
+                if size <= min(INLINE_MAX, budget):
                     files[sha] = path.read_bytes()
+                    budget -= size
         return msgspec.structs.replace(event, task=task, files=files)
 
     def _blob_problem(self, body: TaskResult) -> str | None:

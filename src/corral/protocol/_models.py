@@ -77,6 +77,8 @@ class TaskSpec(Request):
 INLINE_MAX = 64 * 1024
 # ... and inside a lease, where the same function may go with every task, this small
 INLINE_LEASE_MAX = 8 * 1024
+# at most this much inline content in one result or one event (the rest goes on its own)
+INLINE_TOTAL = 1024 * 1024
 
 
 class JobCreate(Request):

@@ -26,6 +26,7 @@ import msgspec
 
 from ..protocol import (
     INLINE_MAX,
+    INLINE_TOTAL,
     AllowEntry,
     Assignment,
     Heartbeat,
@@ -652,8 +653,9 @@ class Agent:
     async def _digest(
         self, path: Path, size: int, files: dict[str, Path], inline: dict[str, bytes]
     ) -> str:
-        """A file's hash; the file goes into `inline` when small, else into `files`."""
-        if size <= INLINE_MAX:
+        """A file's hash; the file goes into `inline` when small (and the result's inline
+        content stays under INLINE_TOTAL), else into `files`, to upload."""
+        if size <= INLINE_MAX and sum(map(len, inline.values())) + size <= INLINE_TOTAL:
             data = path.read_bytes()
             sha = hashlib.sha256(data).hexdigest()
             inline[sha] = data

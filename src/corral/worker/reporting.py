@@ -28,6 +28,7 @@ from .prefetch import BATCH, LINGER
 __all__ = ["Outbox", "Send"]
 
 log = logging.getLogger("corral.worker")
+TAKE_BYTES = 8 * 1024 * 1024  # inline content in one request, well under a body's limit
 
 # sends a batch of results; the coordinator's answer, or None when it could not be reached
 Send = Callable[[dict[str, TaskResult]], Awaitable[ResultsReply | None]]
@@ -65,9 +66,20 @@ class Outbox:
         return [r.lease_id for r in (*self._queued.values(), *self._inflight.values())]
 
     def take(self) -> dict[str, TaskResult]:
-        """Everything queued, now in flight (a lease call or `send` carries it)."""
-        taken, self._queued = self._queued, {}
+        """What is queued, oldest first, now in flight (a lease call or `send` carries it):
+        all of it, or as much as keeps the request's inline content under `TAKE_BYTES`."""
+        taken: dict[str, TaskResult] = {}
+        size = 0
+        for task_id, result in self._queued.items():
+            size += sum(map(len, result.inline.values()))
+            if taken and size > TAKE_BYTES:
+                break
+            taken[task_id] = result
+        for task_id in taken:
+            del self._queued[task_id]
         self._inflight.update(taken)
+        if self._queued:
+            self.ready.set()  # the rest goes with the next request
         return taken
 
     def give_back(self, results: dict[str, TaskResult]) -> None:
