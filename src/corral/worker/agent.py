@@ -335,7 +335,10 @@ class Agent:
         try:
             grant = await lease
         except httpx.HTTPStatusError as exc:
-            self.outbox.answered(results, list(results), {})  # unknown worker: all stale
+            if exc.response.status_code >= 500:  # the coordinator failed: send them again
+                self.outbox.give_back(results)
+            else:  # an unknown worker: none of it counts
+                self.outbox.answered(results, list(results), {})
             if exc.response.status_code == 404:
                 await self.register()
             else:
@@ -673,9 +676,11 @@ class Agent:
         except httpx.TransportError as exc:
             log.warning("coordinator unreachable, results will be sent again: %s", exc)
             return None
-        except httpx.HTTPStatusError as exc:  # an unknown worker: none of it counts
+        except httpx.HTTPStatusError as exc:
             log.warning("results refused: %s", exc.response.text)
-            return ResultsReply(stale=list(results))
+            if exc.response.status_code >= 500:  # the coordinator failed: send them again
+                return None
+            return ResultsReply(stale=list(results))  # an unknown worker: none of it counts
 
 
 def _presented(run: _Running) -> bool:
