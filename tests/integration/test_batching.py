@@ -63,5 +63,6 @@ def test_short_tasks_are_leased_and_reported_in_batches(farm: Callable[..., Farm
         assert all(t.attempts == 1 for t in client.tasks(job.id))
     seen = requests(worker.stderr_path)
     calls = seen.get("POST workers/lease", 0) + seen.get("POST workers/results", 0)
-    # one call per task would be 2 * n; prefetch and piggybacked results make it far fewer
-    assert calls < n, seen
+    # a lease call and a result call a task would be 2 * n: results ride on lease calls (and
+    # prefetch, which a loaded machine may switch off, makes it fewer still: see the unit tests)
+    assert calls <= 1.2 * n, seen
