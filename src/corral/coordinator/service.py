@@ -340,6 +340,7 @@ class Coordinator:
                 "stale_lease",
                 f"lease {body.lease_id} no longer holds task {task_id} (status {task.status})",
             )
+        self._grant_outputs([(task.job_id, outcome)])
         self._finished(retry=outcome.not_before is not None)
         return self.store.get_task(task_id)
 

@@ -335,10 +335,11 @@ class Agent:
         try:
             grant = await lease
         except httpx.HTTPStatusError as exc:
-            if exc.response.status_code >= 500:  # the coordinator failed: send them again
+            reply = _refusal(exc, results)
+            if reply is None:
                 self.outbox.give_back(results)
-            else:  # an unknown worker: none of it counts
-                self.outbox.answered(results, list(results), {})
+            else:
+                self.outbox.answered(results, reply.stale, reply.refused)
             if exc.response.status_code == 404:
                 await self.register()
             else:
@@ -618,7 +619,7 @@ class Agent:
                 error = hit or error
         finally:
             if launch.cgroup is not None:  # nothing to remove otherwise: no thread hop
-                await maybe_thread(launch.cgroup is not None, launch.close)
+                await asyncio.to_thread(launch.close)
         return finished.exit_code, error
 
     async def _collect(
@@ -626,23 +627,22 @@ class Agent:
     ) -> TaskResult:
         a = run.assignment
         paths = await maybe_thread(bool(before), changed_files, work, before, a.spec.outputs)
-        files: dict[str, Path] = {}  # to upload, by hash
-        inline: dict[str, bytes] = {}  # small enough to go with the result
+        out = _Outgoing()
         manifest: dict[str, OutputFile] = {}
         for rel in paths:
             path = work / rel
             st = path.stat()
-            sha = await self._digest(path, st.st_size, files, inline)
+            sha = await out.add(path, st.st_size)
             manifest[rel] = OutputFile(sha, st.st_size, st.st_mode & 0o777)
         cap = a.spec.limits.get("output_size")
         if cap and sum(f.size for f in manifest.values()) > cap:
             # refuse to return any of it rather than an arbitrary part
-            files, inline, manifest, error = {}, {}, {}, "limit_exceeded: output_size"
+            out, manifest, error = _Outgoing(), {}, "limit_exceeded: output_size"
         streams = {}
         for stream in ("stdout", "stderr"):
             path = run.dir / stream
-            streams[stream] = await self._digest(path, path.stat().st_size, files, inline)
-        await self._upload(files)
+            streams[stream] = await out.add(path, path.stat().st_size)
+        await self._upload(out.files)
         return TaskResult(
             a.lease_id,
             exit_code,
@@ -650,22 +650,8 @@ class Agent:
             streams["stderr"],
             manifest,
             error,
-            {sha: data for sha, data in inline.items() if sha not in self._stored},
+            {sha: data for sha, data in out.inline.items() if sha not in self._stored},
         )
-
-    async def _digest(
-        self, path: Path, size: int, files: dict[str, Path], inline: dict[str, bytes]
-    ) -> str:
-        """A file's hash; the file goes into `inline` when small (and the result's inline
-        content stays under INLINE_TOTAL), else into `files`, to upload."""
-        if size <= INLINE_MAX and sum(map(len, inline.values())) + size <= INLINE_TOTAL:
-            data = path.read_bytes()
-            sha = hashlib.sha256(data).hexdigest()
-            inline[sha] = data
-        else:
-            sha = await maybe_thread(size > _INLINE_HASH, sha256_file, path)
-            files[sha] = path
-        return sha
 
     async def _send(self, results: dict[str, TaskResult]) -> ResultsReply | None:
         """One batch of results on its own; None when the coordinator could not be reached."""
@@ -678,9 +664,39 @@ class Agent:
             return None
         except httpx.HTTPStatusError as exc:
             log.warning("results refused: %s", exc.response.text)
-            if exc.response.status_code >= 500:  # the coordinator failed: send them again
-                return None
-            return ResultsReply(stale=list(results))  # an unknown worker: none of it counts
+            return _refusal(exc, results)
+
+
+@dataclass
+class _Outgoing:
+    """A finished task's files on their way out, by hash: small ones inside the result (up to
+    INLINE_TOTAL in all), the others to upload."""
+
+    files: dict[str, Path] = field(default_factory=dict)
+    inline: dict[str, bytes] = field(default_factory=dict)
+    inline_size: int = 0
+
+    async def add(self, path: Path, size: int) -> str:
+        """Take one file; its hash."""
+        if size <= INLINE_MAX and self.inline_size + size <= INLINE_TOTAL:
+            data = path.read_bytes()
+            sha = hashlib.sha256(data).hexdigest()
+            if sha not in self.inline:
+                self.inline[sha] = data
+                self.inline_size += len(data)
+            return sha
+        sha = await maybe_thread(size > _INLINE_HASH, sha256_file, path)
+        self.files[sha] = path
+        return sha
+
+
+def _refusal(exc: httpx.HTTPStatusError, results: dict[str, TaskResult]) -> ResultsReply | None:
+    """What a request carrying results that failed with an HTTP error means for them: None
+    after a 5xx (the coordinator failed: send them again), else none of them counts (an
+    unknown worker)."""
+    if exc.response.status_code >= 500:
+        return None
+    return ResultsReply(stale=list(results))
 
 
 def _presented(run: _Running) -> bool:
