@@ -18,6 +18,12 @@ def sh(script: str, **kw: object) -> TaskSpec:
     return TaskSpec(argv=["sh", "-c", script], **kw)  # type: ignore[arg-type]
 
 
+# Program names no machine has: the test must not depend on what Debian packages happen to be
+# installed (Debian's `povray` and `blender` are real packages).
+RENDERER = "corral-test-renderer"
+ABSENT = "corral-test-absent-program"
+
+
 def fake_program(root: Path, name: str) -> dict[str, str]:
     """An env whose PATH has `name` on it (for a worker), as a tiny shell script."""
     bin_dir = root / f"bin-{name}"
@@ -44,15 +50,15 @@ def test_requirements_place_tasks_and_why_explains_waiting_ones(
 ) -> None:
     f = farm()
     plain = f.start_worker(args=("--label", "site=lab", "--expose-env", "GREETING=hello"))
-    render = f.start_worker(slots=2, env=fake_program(tmp_path, "povray"))
+    render = f.start_worker(slots=2, env=fake_program(tmp_path, RENDERER))
     client = f.client()
 
     # a program only one worker has: probed on demand, then placed there
-    povray = submit_cli(f, "--requires", "programs=povray", "--", "sh", "-c", "echo drawn")
-    assert f.wait_task(client, povray, {"succeeded"}).worker_id == render.id
+    drawn = submit_cli(f, "--requires", f"programs={RENDERER}", "--", "sh", "-c", "echo drawn")
+    assert f.wait_task(client, drawn, {"succeeded"}).worker_id == render.id
     caps = {w.id: w.capabilities for w in client.workers()}
-    assert "povray" in caps[render.id]["programs"]
-    assert "povray" in caps[plain.id]["programs_missing"]
+    assert RENDERER in caps[render.id]["programs"]
+    assert RENDERER in caps[plain.id]["programs_missing"]
 
     # a label and an exposed variable: only the first worker, which passes GREETING on
     job = client.submit_job(
@@ -67,14 +73,14 @@ def test_requirements_place_tasks_and_why_explains_waiting_ones(
     assert f.wait_task(client, py, {"succeeded"}).status == "succeeded"
 
     # unsatisfiable: the reason names the program and how many workers were asked
-    (blender,) = (
+    (absent,) = (
         t.id
-        for t in client.tasks(client.submit_job([sh("true", requires={"programs": "blender"})]).id)
+        for t in client.tasks(client.submit_job([sh("true", requires={"programs": ABSENT})]).id)
     )
-    want = "no connected worker has program blender (2 workers checked)"
-    wait_for(lambda: client.task(blender).pending_reason == want, 10, 0.1, "why: blender")
-    assert f.cli("why", blender)[1].strip() == want
-    rc, out, _ = f.cli("show", "--json", blender)
+    want = f"no connected worker has program {ABSENT} (2 workers checked)"
+    wait_for(lambda: client.task(absent).pending_reason == want, 10, 0.1, "why: absent")
+    assert f.cli("why", absent)[1].strip() == want
+    rc, out, _ = f.cli("show", "--json", absent)
     assert rc == 0 and json.loads(out)["pending_reason"] == want
 
     # capacity-bound: a 2-slot task fills the only worker with 2 slots

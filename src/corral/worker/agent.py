@@ -355,15 +355,25 @@ class Agent:
             return
         self.outbox.answered(results, grant.stale, grant.refused)
         for assignment in grant.assignments:
-            self._inline.update(assignment.inline)
             if self.desktop and not self.desktop.may_start:
                 # the owner came back while the request was held: hand it straight back
                 await self._release(assignment)
                 continue
-            task = asyncio.create_task(self._run_task(assignment))
+            # into `running` before any other task can run: one finishing now must not see the
+            # worker idle and clear the inline inputs this one came with
+            run = self._accept(assignment)
+            self._inline.update(assignment.inline)
+            task = asyncio.create_task(self._run_task(run))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        await asyncio.sleep(0)  # the new tasks enter `running` before slots are counted again
+        await asyncio.sleep(0)  # the new tasks reach their slot wait before slots are counted
+
+    def _accept(self, a: Assignment) -> _Running:
+        run = _Running(
+            a, TaskProcess(), self.config.work_dir / "tasks" / f"{a.task_id}.{a.attempt}"
+        )
+        self.running[a.task_id] = run
+        return run
 
     async def _heartbeat_loop(self) -> None:
         while True:
@@ -477,10 +487,8 @@ class Agent:
                 run.log_offsets[chunk.stream] = chunk.offset + len(chunk.data)
 
     # one task
-    async def _run_task(self, a: Assignment) -> None:
-        name = f"{a.task_id}.{a.attempt}"
-        run = _Running(a, TaskProcess(), self.config.work_dir / "tasks" / name)
-        self.running[a.task_id] = run
+    async def _run_task(self, run: _Running) -> None:
+        a, name = run.assignment, run.dir.name
         started, result = None, None
         try:
             if await self._wait_for_slot(run):
