@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from corral._net import is_loopback
 from corral.cli._common import Fail
 from corral.cli._security import parse_duration
 from corral.client import ConfigError
@@ -20,7 +21,7 @@ from corral.coordinator.access import (
 from corral.coordinator.routes import ENDPOINTS
 from corral.coordinator.security_routes import SECURITY_ENDPOINTS
 from corral.coordinator.store import TokenRecord
-from corral.coordinator.tls import bind_refusal, is_loopback
+from corral.coordinator.tls import bind_refusal
 
 ALL_OPS = {e.handler.__name__ for e in ENDPOINTS + SECURITY_ENDPOINTS}
 ADMIN = Principal("t0", "root", "admin", "root")

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import psutil
 import uvicorn
 
+from .._net import is_loopback
 from ..protocol import BEACON_PORT, Beacon, encode_beacon
 
 __all__ = [
@@ -46,18 +47,9 @@ class Target:
     url: str
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:  # a name, or "" for every address
-        return False
-
-
 def should_announce(host: str, flag: bool | None) -> bool:
     """Whether to announce: as told, else only when listening beyond loopback."""
-    return flag if flag is not None else not _is_loopback(host)
+    return flag if flag is not None else not is_loopback(host)
 
 
 def _broadcast(addr: str, netmask: str) -> str | None:
@@ -70,11 +62,11 @@ def _broadcast(addr: str, netmask: str) -> str | None:
 def beacon_targets(host: str, port: int, scheme: str, interfaces: Interfaces) -> list[Target]:
     """The beacons for a coordinator listening on `host:port` (IPv4 only)."""
     wildcard = host in ("", "0.0.0.0")
-    wanted = "127.0.0.1" if host == "localhost" else host
+    wanted = "127.0.0.1" if host.lower() == "localhost" else host
     out = []
     for addrs in interfaces.values():
         for addr, netmask in addrs:
-            if wildcard and _is_loopback(addr) or not wildcard and addr != wanted:
+            if wildcard and is_loopback(addr) or not wildcard and addr != wanted:
                 continue
             to = _broadcast(addr, netmask)
             if to:

@@ -20,6 +20,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from .._net import is_loopback
+
 CA_YEARS = 10
 SERVER_DAYS = 825
 
@@ -31,16 +33,6 @@ class TlsFiles:
     cert: Path
     key: Path
     ca: Path
-
-
-def is_loopback(host: str) -> bool:
-    """True for localhost and loopback addresses (127.0.0.0/8, ::1)."""
-    if host.lower() in ("localhost", "localhost.localdomain"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def bind_refusal(host: str, tls: bool, insecure: bool) -> str | None:
@@ -154,4 +146,4 @@ def auto_tls(data_dir: Path, names: list[str]) -> TlsFiles:
     return TlsFiles(tls_dir / "server.pem", tls_dir / "server.key", tls_dir / "ca.pem")
 
 
-__all__ = ["TlsFiles", "auto_tls", "bind_refusal", "is_loopback", "server_names"]
+__all__ = ["TlsFiles", "auto_tls", "bind_refusal", "server_names"]

@@ -10,12 +10,13 @@ PATH; for a shell task it is /bin/sh itself. A worker on a loopback coordinator 
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from .._net import is_loopback
 
 __all__ = [
     "AllowPolicy",
@@ -54,13 +55,7 @@ def read_allow_file(path: Path) -> set[str]:
 
 def is_loopback_url(url: str) -> bool:
     """Whether a coordinator URL names this machine (localhost or a loopback address)."""
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback(urlsplit(url).hostname or "")
 
 
 def allow_mode(server: str, allow_all: bool, enforce: bool, own: set[str]) -> str:
