@@ -19,11 +19,10 @@ from corral.coordinator.access import (
     token_problem,
 )
 from corral.coordinator.routes import ENDPOINTS
-from corral.coordinator.security_routes import SECURITY_ENDPOINTS
 from corral.coordinator.store import TokenRecord
 from corral.coordinator.tls import bind_refusal
 
-ALL_OPS = {e.handler.__name__ for e in ENDPOINTS + SECURITY_ENDPOINTS}
+ALL_OPS = {e.handler.__name__ for e in ENDPOINTS}
 ADMIN = Principal("t0", "root", "admin", "root")
 ALICE = Principal("t1", "alice", "submit", "alice")
 BOX = Principal("t2", "box", "worker", "box")

@@ -16,7 +16,6 @@ import pytest
 from corral.coordinator import Settings, build_app
 from corral.coordinator.blobs import LocalBlobs
 from corral.coordinator.routes import ENDPOINTS
-from corral.coordinator.security_routes import SECURITY_ENDPOINTS
 from corral.coordinator.store import SQLiteStore
 from corral.protocol import ERROR_STATUS
 
@@ -123,7 +122,7 @@ def test_hostile_names_are_refused_everywhere(tmp_path: Path, name: str) -> None
     serve(tmp_path, body)
 
 
-BODY_ENDPOINTS = [e for e in ENDPOINTS + SECURITY_ENDPOINTS if e.body is not None]
+BODY_ENDPOINTS = [e for e in ENDPOINTS if e.body is not None]
 
 
 def _path(template: str, ids: dict[str, str]) -> str:

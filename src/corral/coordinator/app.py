@@ -15,14 +15,11 @@ from starlette.routing import Route
 
 from .. import __version__
 from .access import hash_secret, may_call
-from .allow_routes import ALLOW_ENDPOINTS
 from .blobs import LocalBlobs
-from .deps_routes import DEPS_ENDPOINTS
 from .errors import ApiError
 from .guards import TokenAuth, check_path_params, principal
 from .openapi import openapi_document
 from .routes import ENDPOINTS, Endpoint, decode_body, json_response
-from .security_routes import SECURITY_ENDPOINTS
 from .service import Coordinator
 from .settings import Settings
 from .store import NotFound, Store, TokenRecord
@@ -56,8 +53,7 @@ def _route(endpoint: Endpoint, coord: Coordinator) -> Route:
 def build_app(settings: Settings, store: Store, blobs: LocalBlobs) -> Starlette:
     """The coordinator as an ASGI app; the lifespan starts and stops its background work."""
     coord = Coordinator(store, blobs, settings)
-    endpoints = ENDPOINTS + SECURITY_ENDPOINTS + ALLOW_ENDPOINTS + DEPS_ENDPOINTS
-    document = openapi_document(endpoints, PREFIX, __version__)
+    document = openapi_document(ENDPOINTS, PREFIX, __version__)
     _bootstrap_tokens(store, settings, coord.clock())
 
     async def healthz(_: Request) -> Response:
@@ -97,7 +93,7 @@ def build_app(settings: Settings, store: Store, blobs: LocalBlobs) -> Starlette:
 
     routes = [Route("/healthz", healthz), Route(PREFIX + "/openapi.json", openapi)]
     routes += [Route("/ca.pem", ca_pem)]
-    routes += [_route(e, coord) for e in endpoints]
+    routes += [_route(e, coord) for e in ENDPOINTS]
     handlers: dict[Any, Any] = {
         ApiError: api_error,
         NotFound: not_found,

@@ -1,4 +1,4 @@
-"""API operations for the coordinator-wide executable allowlist (`corral allow`).
+"""The coordinator-wide executable allowlist (`corral allow`).
 
 Changing the list is for admins; workers read it to decide what they may run.
 """
@@ -8,11 +8,11 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..protocol import AllowAdd, AllowEntry, is_sha256
-from . import guards
-from .errors import ApiError
-from .routes import Endpoint, json_response
-from .service import Coordinator
+from ...protocol import AllowAdd, AllowEntry, is_sha256
+from .. import guards
+from ..errors import ApiError
+from ..service import Coordinator
+from ._common import Endpoint, json_response
 
 MAX_NOTE = 500
 
@@ -49,7 +49,7 @@ async def disallow_program(request: Request, coord: Coordinator, _: None) -> Res
     return Response(status_code=204)
 
 
-ALLOW_ENDPOINTS: list[Endpoint] = [
+ENDPOINTS: list[Endpoint] = [
     Endpoint("GET", "/allow", list_allowed, "The executable allowlist", None, list[AllowEntry]),
     Endpoint(
         "POST", "/allow", allow_program, "Allow a program by sha256", AllowAdd, AllowEntry, 201
@@ -57,4 +57,4 @@ ALLOW_ENDPOINTS: list[Endpoint] = [
     Endpoint("DELETE", "/allow/{sha256}", disallow_program, "Remove a program from the allowlist"),
 ]
 
-__all__ = ["ALLOW_ENDPOINTS"]
+__all__ = ["ENDPOINTS"]

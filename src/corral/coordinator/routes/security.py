@@ -1,4 +1,4 @@
-"""API operations for identities, the audit log, and adding tasks to a running job."""
+"""Identities and the audit log: create, list and revoke tokens; read the audit log (admin)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ import uuid
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..protocol import AuditEntry, Task, TasksAdd, TokenCreate, TokenCreated, TokenInfo
-from . import guards
-from .access import hash_secret, new_secret
-from .errors import ApiError
-from .routes import Endpoint, json_response
-from .service import Coordinator
-from .store import TokenRecord
+from ...protocol import AuditEntry, TokenCreate, TokenCreated, TokenInfo
+from .. import guards
+from ..access import hash_secret, new_secret
+from ..errors import ApiError
+from ..service import Coordinator
+from ..store import TokenRecord
+from ._common import Endpoint, json_response
 
 MAX_NAME = 200
 
@@ -82,24 +82,7 @@ async def audit_log(request: Request, coord: Coordinator, _: None) -> list[Audit
     return coord.store.audit(int(after), int(limit))
 
 
-async def add_tasks(request: Request, coord: Coordinator, body: TasksAdd) -> Response:
-    job_id = request.path_params["id"]
-    guards.job(request, coord.store, job_id)
-    hashes = [r.sha256 for spec in body.tasks for r in spec.inputs.values()]
-    refused = guards.unowned(request, coord.store, hashes)
-    if refused:
-        raise ApiError("invalid_argument", f"input blob {refused[0]} was never uploaded")
-    guards.after(request, coord.store, body.tasks)
-    tasks = coord.add_tasks(job_id, body.tasks)
-    detail = f"{len(tasks)} tasks"
-    guards.audit(request, coord.store, coord.clock(), "job.add_tasks", job_id, detail)
-    return json_response(tasks, 201)
-
-
-SECURITY_ENDPOINTS: list[Endpoint] = [
-    Endpoint(
-        "POST", "/jobs/{id}/tasks", add_tasks, "Add tasks to a job", TasksAdd, list[Task], 201
-    ),
+ENDPOINTS: list[Endpoint] = [
     Endpoint(
         "POST", "/tokens", create_token, "Create a token (admin)", TokenCreate, TokenCreated, 201
     ),
@@ -112,4 +95,4 @@ SECURITY_ENDPOINTS: list[Endpoint] = [
     ),
 ]
 
-__all__ = ["SECURITY_ENDPOINTS", "token_info"]
+__all__ = ["ENDPOINTS", "token_info"]

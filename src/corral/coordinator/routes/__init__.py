@@ -1,0 +1,30 @@
+"""The HTTP API under /api/v1, one module per resource; ENDPOINTS is the one table that
+app.py routes and openapi.py documents.
+
+    jobs       submit, list, read, add tasks, kill, events (SSE)
+    tasks      read, kill, log, result, release, blocked
+    blobs      missing, upload, download
+    workers    register, list, heartbeat, lease, results, drain, deregister
+    security   tokens and the audit log (admin)
+    allowlist  the executable allowlist
+
+A handler is `async (request, coordinator, body) -> struct | Response`: it checks access with
+guards.py, asks the service (or the store, for plain reads), and returns what goes on the wire.
+Its name is the operationId and the name access.py's role rules use.
+"""
+
+from __future__ import annotations
+
+from . import allowlist, blobs, jobs, security, tasks, workers
+from ._common import Endpoint, decode_body, json_response, read_body
+
+ENDPOINTS: list[Endpoint] = (
+    jobs.ENDPOINTS
+    + tasks.ENDPOINTS
+    + blobs.ENDPOINTS
+    + workers.ENDPOINTS
+    + security.ENDPOINTS
+    + allowlist.ENDPOINTS
+)
+
+__all__ = ["ENDPOINTS", "Endpoint", "decode_body", "json_response", "read_body"]

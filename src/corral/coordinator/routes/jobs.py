@@ -1,0 +1,132 @@
+"""Jobs: submit, list, read, add tasks to, kill, and follow one (Server-Sent Events)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from ...protocol import (
+    TASK_STATUSES,
+    Job,
+    JobCreate,
+    JobCreated,
+    Task,
+    TasksAdd,
+    TaskSpec,
+    is_sha256,
+)
+from .. import guards
+from ..errors import ApiError
+from ..service import Coordinator
+from ._common import Endpoint, encoder, int_param, json_response
+
+
+def _owner(request: Request) -> str:
+    return str(getattr(request.state, "owner", "anonymous"))
+
+
+async def create_job(request: Request, coord: Coordinator, body: JobCreate) -> Response:
+    if body.blobs:  # small inputs sent along: stored as if uploaded just before
+        problem = coord.store_inline(body.blobs)
+        if problem:
+            raise ApiError("invalid_argument", f"blobs: {problem}")
+        guards.grant(request, coord.store, list(body.blobs))
+    _check_inputs(request, coord, body.tasks)
+    guards.after(request, coord.store, body.tasks)
+    job = coord.submit(body, _owner(request))
+    guards.audit(request, coord.store, job.created, "job.submit", job.id, f"{job.total} tasks")
+    return json_response(job, 201)
+
+
+def _check_inputs(request: Request, coord: Coordinator, tasks: list[TaskSpec]) -> None:
+    hashes = [ref.sha256 for spec in tasks for ref in spec.inputs.values() if is_sha256(ref.sha256)]
+    refused = guards.unowned(request, coord.store, hashes)
+    if refused:
+        raise ApiError("invalid_argument", f"input blob {refused[0]} was never uploaded")
+
+
+async def list_jobs(request: Request, coord: Coordinator, _: None) -> list[Job]:
+    who = guards.principal(request)
+    owner = None if who.is_admin else who.owner
+    return coord.store.list_jobs(int_param(request, "limit", 100, 1), owner)
+
+
+async def get_job(request: Request, coord: Coordinator, _: None) -> Job:
+    return guards.job(request, coord.store, request.path_params["id"])
+
+
+async def list_tasks(request: Request, coord: Coordinator, _: None) -> list[Task]:
+    job_id = request.path_params["id"]
+    guards.job_access(request, coord.store, job_id)
+    status = request.query_params.get("status")
+    if status is not None and status not in TASK_STATUSES:
+        raise ApiError("bad_request", f"status must be one of {', '.join(TASK_STATUSES)}")
+    return coord.store.list_tasks(
+        job_id, int_param(request, "offset", 0), int_param(request, "limit", 1000, 1), status
+    )
+
+
+async def add_tasks(request: Request, coord: Coordinator, body: TasksAdd) -> Response:
+    job_id = request.path_params["id"]
+    guards.job(request, coord.store, job_id)
+    # unlike create_job, every input hash is checked here, so a malformed one reads as never
+    # uploaded; kept so that the error bodies stay as they were
+    hashes = [r.sha256 for spec in body.tasks for r in spec.inputs.values()]
+    refused = guards.unowned(request, coord.store, hashes)
+    if refused:
+        raise ApiError("invalid_argument", f"input blob {refused[0]} was never uploaded")
+    guards.after(request, coord.store, body.tasks)
+    tasks = coord.add_tasks(job_id, body.tasks)
+    detail = f"{len(tasks)} tasks"
+    guards.audit(request, coord.store, coord.clock(), "job.add_tasks", job_id, detail)
+    return json_response(tasks, 201)
+
+
+async def kill_job(request: Request, coord: Coordinator, _: None) -> Job:
+    job_id = request.path_params["id"]
+    guards.job_access(request, coord.store, job_id)
+    coord.kill(coord.store.job_task_ids(job_id, only_live=True))
+    guards.audit(request, coord.store, coord.clock(), "job.kill", job_id, "")
+    return coord.store.get_job(job_id)
+
+
+async def job_events(request: Request, coord: Coordinator, _: None) -> Response:
+    job_id = request.path_params["id"]
+    guards.job_access(request, coord.store, job_id)
+    after = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
+    if not after.isdigit():
+        raise ApiError("bad_request", "Last-Event-ID must be an event sequence number")
+    detail = request.query_params.get("detail") == "1"
+    stream = coord.events(job_id, int(after), keepalive=15.0)
+    first = await anext(stream, "end")  # raises NotFound before the 200 is sent
+
+    async def body() -> AsyncIterator[bytes]:
+        item: Any = first
+        while item != "end":
+            if item is None:
+                yield b": keepalive\n\n"
+            else:
+                event = coord.event_detail(item) if detail else item
+                yield b"id: %d\nevent: task\ndata: %s\n\n" % (item.seq, encoder.encode(event))
+            item = await anext(stream, "end")
+        yield b"event: end\ndata: {}\n\n"
+
+    return StreamingResponse(body(), media_type="text/event-stream")
+
+
+ENDPOINTS: list[Endpoint] = [
+    Endpoint("POST", "/jobs", create_job, "Submit a job", JobCreate, JobCreated, 201),
+    Endpoint("GET", "/jobs", list_jobs, "List jobs, newest first", None, list[Job]),
+    Endpoint("GET", "/jobs/{id}", get_job, "One job", None, Job),
+    Endpoint("GET", "/jobs/{id}/tasks", list_tasks, "A job's tasks", None, list[Task]),
+    Endpoint(
+        "POST", "/jobs/{id}/tasks", add_tasks, "Add tasks to a job", TasksAdd, list[Task], 201
+    ),
+    Endpoint("POST", "/jobs/{id}/kill", kill_job, "Kill a job's live tasks", None, Job),
+    Endpoint("GET", "/jobs/{id}/events", job_events, "Server-Sent Events of task changes"),
+]
+
+__all__ = ["ENDPOINTS"]

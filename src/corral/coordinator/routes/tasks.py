@@ -1,0 +1,93 @@
+"""Tasks: read, kill, read the log of, report on, give back, and mark blocked one task.
+
+`POST /tasks/{id}/blocked` is how a running task (with its job token, see client/_current.py)
+says it waits on its children; the coordinator relays it to the task's worker in the
+heartbeat reply, and the worker leases more work into the blocked task's slots.
+"""
+
+from __future__ import annotations
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ...protocol import Task, TaskBlocked, TaskRelease, TaskResult, result_problems
+from .. import guards
+from ..errors import ApiError
+from ..service import Coordinator
+from ._common import Endpoint, int_param
+
+
+async def get_task(request: Request, coord: Coordinator, _: None) -> Task:
+    found = guards.task(request, coord.store, request.path_params["id"])
+    return msgspec.structs.replace(found, pending_reason=coord.pending_reason(found))
+
+
+async def kill_task(request: Request, coord: Coordinator, _: None) -> Task:
+    task_id = request.path_params["id"]
+    guards.task(request, coord.store, task_id)
+    coord.kill([task_id])
+    guards.audit(request, coord.store, coord.clock(), "task.kill", task_id, "")
+    return coord.store.get_task(task_id)
+
+
+async def task_log(request: Request, coord: Coordinator, _: None) -> Response:
+    task = guards.task(request, coord.store, request.path_params["id"])
+    stream = request.query_params.get("stream", "stdout")
+    if stream not in ("stdout", "stderr"):
+        raise ApiError("bad_request", "stream must be stdout or stderr")
+    offset = int_param(request, "offset", 0)
+    path, final = coord.log_path(task, stream)
+    data = b""
+    if path is not None:
+        with path.open("rb") as f:
+            f.seek(offset)
+            data = f.read(4 * 1024 * 1024)
+    headers = {"x-corral-final": "1" if final and not data else "0", "x-corral-status": task.status}
+    return Response(data, 200, headers=headers, media_type="application/octet-stream")
+
+
+async def task_result(request: Request, coord: Coordinator, body: TaskResult) -> Task:
+    problems = result_problems(body)
+    if problems:
+        raise ApiError("invalid_argument", problems[0])
+    guards.result_task(request, coord.store, request.path_params["id"])
+    return coord.result(request.path_params["id"], body)
+
+
+async def task_release(request: Request, coord: Coordinator, body: TaskRelease) -> Task:
+    guards.result_task(request, coord.store, request.path_params["id"])
+    return coord.release(request.path_params["id"], body.lease_id)
+
+
+async def task_blocked(request: Request, coord: Coordinator, body: TaskBlocked) -> Task:
+    task_id = request.path_params["id"]
+    guards.task(request, coord.store, task_id)
+    coord.set_blocked(task_id, body.blocked)
+    return coord.store.get_task(task_id)
+
+
+ENDPOINTS: list[Endpoint] = [
+    Endpoint("GET", "/tasks/{id}", get_task, "One task", None, Task),
+    Endpoint("POST", "/tasks/{id}/kill", kill_task, "Kill a task", None, Task),
+    Endpoint("GET", "/tasks/{id}/log", task_log, "A task's stdout or stderr from an offset"),
+    Endpoint("POST", "/tasks/{id}/result", task_result, "Report an attempt", TaskResult, Task),
+    Endpoint(
+        "POST",
+        "/tasks/{id}/release",
+        task_release,
+        "Give a running task back to the queue, not counting the attempt",
+        TaskRelease,
+        Task,
+    ),
+    Endpoint(
+        "POST",
+        "/tasks/{id}/blocked",
+        task_blocked,
+        "A running task waits on its children (its slots may be used meanwhile), or not",
+        TaskBlocked,
+        Task,
+    ),
+]
+
+__all__ = ["ENDPOINTS"]
