@@ -10,20 +10,20 @@ import json
 import re
 from dataclasses import dataclass
 
-Path = tuple[str | int, ...]
+FieldPath = tuple[str | int, ...]
 
 
 class _Locator:
     """Maps a field path to the line it is written on, and a line to the field written there."""
 
     def __init__(self) -> None:
-        self.lines: dict[Path, int] = {}
-        self.context: dict[int, Path] = {}
+        self.lines: dict[FieldPath, int] = {}
+        self.context: dict[int, FieldPath] = {}
 
-    def add(self, path: Path, line: int) -> None:
+    def add(self, path: FieldPath, line: int) -> None:
         self.lines.setdefault(path, line)
 
-    def line_of(self, path: Path) -> int | None:
+    def line_of(self, path: FieldPath) -> int | None:
         if not path:
             return self.lines.get(())
         for end in range(len(path), 0, -1):
@@ -99,13 +99,13 @@ class _TomlScan:
 
     def __init__(self) -> None:
         self.loc = _Locator()
-        self.table: Path = ()
-        self.current: Path = ()
-        self.arrays: dict[Path, int] = {}
+        self.table: FieldPath = ()
+        self.current: FieldPath = ()
+        self.arrays: dict[FieldPath, int] = {}
         self.delim: str | None = None
         self.depth = 0
         self.elements = 0
-        self.value: Path | None = None
+        self.value: FieldPath | None = None
 
     def feed(self, lineno: int, line: str) -> None:
         if self.delim is None and self.depth <= 0:
@@ -144,9 +144,9 @@ class _TomlScan:
             self.loc.add(path, lineno)
         self.table = self.current = path
 
-    def _resolve(self, names: tuple[str, ...]) -> Path:
+    def _resolve(self, names: tuple[str, ...]) -> FieldPath:
         """Turn header names into a path, indexing into the latest element of arrays of tables."""
-        path: Path = ()
+        path: FieldPath = ()
         for name in names:
             path += (name,)
             if path in self.arrays:
@@ -180,7 +180,7 @@ class JsonScan:
         self.loc = _Locator()
         self.stack: list[_Frame] = []
 
-    def path(self) -> Path:
+    def path(self) -> FieldPath:
         return tuple(frame.key for frame in self.stack if frame.key is not None)
 
     def run(self, stop: int) -> None:
@@ -246,7 +246,7 @@ def json_locator(text: str) -> _Locator:
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 
-def fmt_path(path: Path) -> str:
+def fmt_path(path: FieldPath) -> str:
     """Render a field path as `tasks[2].argv` or `sweep.params.start`."""
     out = ""
     for part in path:
