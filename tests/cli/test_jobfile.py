@@ -377,6 +377,25 @@ def test_sweep_array_of_tables_with_defaults() -> None:
     ]
 
 
+def test_sweep_tasks_keep_retries_from_the_sweep_or_the_defaults() -> None:
+    job = parse(
+        """
+        [defaults]
+        retries = 1
+
+        [[sweep]]
+        argv = ["a", "{x}"]
+        params = {x = [1]}
+
+        [[sweep]]
+        argv = ["b", "{x}"]
+        retries = 4
+        params = {x = [1]}
+        """
+    )
+    assert [t.retries for t in job.tasks] == [1, 4]
+
+
 def test_sweep_and_tasks_combine_tasks_first() -> None:
     job = parse(
         """

@@ -324,6 +324,7 @@ def _fill(base: TaskDraft, template: Partial, values: dict[str, Scalar]) -> Task
         shell=base.shell,
         max_attempts=base.max_attempts,
         name=base.name if template.name is None else template.name.format_map(values),
+        retries=base.retries,
     )
 
 
