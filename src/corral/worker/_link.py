@@ -28,7 +28,7 @@ from .config import WorkerConfig, tls_verify
 from .guard import Guard
 from .state import WorkerState
 
-__all__ = ["BACKOFF", "Link", "refusal"]
+__all__ = ["BACKOFF", "Link", "refusal", "retrying"]
 
 log = logging.getLogger("corral.worker")
 BACKOFF = (0.2, 0.5, 1, 2, 4, 8, 8, 8, 15, 15)

@@ -392,8 +392,12 @@ class Agent:
         of the slots); False when it was cancelled or given back meanwhile, or waited too long
         (then it is given back)."""
         task_id = run.assignment.task_id
-        while (step := self.state.try_start(task_id, time.monotonic())) == "waiting":
-            await self._gate.wait(self.state.give_back_in(task_id, time.monotonic()))
+        while True:
+            now = time.monotonic()
+            step = self.state.try_start(task_id, now)
+            if step != "waiting":
+                break
+            await self._gate.wait(self.state.give_back_in(task_id, now))
         if step == "expired":
             log.info("task %s found no free slot: giving it back", task_id)
         return step == "started"

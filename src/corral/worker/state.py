@@ -6,21 +6,25 @@ tests/worker/test_state.py, as dask/distributed tests its worker state machine.
 
 The life of a task inside the worker:
 
-    lease grant ──granted──> waiting ──try_start: it fits──> executing ──finished──> gone
-                           (prefetched)                       │     ^
-                              │                       blocked │     │ unblocked
-                              │                               v     │
-                              │                              blocked: waits on its
-                              │                              children, its slots lent
-                              │
-                              ├─ released: drain, or no slot within GIVE_BACK seconds
-                              └─ cancelled: killed, or its lease went stale
+                  granted              try_start: it fits
+    lease grant ──────────> waiting ───────────────────────> executing ──────────────┐
+                          (prefetched)                        │      ^                │
+                             │                        blocked │      │ unblocked      │
+                             │                                v      │                │
+                             │                       blocked: waits on its children,  │
+                             │                       its slots lent to other tasks    │
+                             │                                                        │
+                             ├─ released: drain, or no slot within GIVE_BACK seconds  │
+                             └─ cancelled: killed, or its lease went stale            │
+                                   │  (an executing task too: killed by the           │
+                                   │   coordinator, or given back in desktop mode)    │
+                                   v                                                  v
+                             finished: it leaves the worker (its asyncio task ended)
 
-    A cancelled or released task is no longer presented (its lease is not extended, its result
-    not reported; a released one is handed back to the queue); an executing one may become
-    either too (killed by the coordinator; given back in desktop mode). Every accepted task is
-    held until `finished`, when the agent's asyncio task for it has ended, whatever became of
-    it: until then its slots count and the inline blobs it came with are kept.
+A cancelled or released task is no longer presented: its lease is not extended nor its result
+reported, and a released one is handed back to the queue. Every accepted task is held until
+`finished`, whatever became of it: until then its slots count and the inline blobs it came
+with are kept.
 
 Slots are counted two ways, on purpose, both here:
 - `held_slots`: every held task that is not blocked, waiting ones included. A lease call asks
@@ -34,8 +38,9 @@ when the last task that came with them finishes, so a task finishing between ano
 and its staging cannot take that task's inputs with it (it once cleared them all whenever the
 worker looked idle, and the new task then fetched them with a stray GET /blobs).
 
-Rejected: one dict of inline blobs cleared when no task is held. It is right only if a grant's
-tasks are registered before any other code runs, an ordering nothing enforced.
+Rejected: one dict of inline blobs, cleared whenever no task is held. It is right only while a
+grant's tasks are registered before any other asyncio task runs, an ordering only a comment
+in the lease loop kept.
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ from typing import Literal
 from ..protocol import Assignment, slots_needed
 from .prefetch import GIVE_BACK, RunTimes, prefetch_room, worth_asking
 
-__all__ = ["STORED_MAX", "Ask", "Held", "Start", "WorkerState"]
+__all__ = ["Ask", "Held", "STORED_MAX", "Start", "WorkerState"]
 
 STORED_MAX = 4096  # hashes remembered as stored by the coordinator (then forgotten at once)
 
