@@ -1,0 +1,186 @@
+"""One attempt of a task on this worker, once it has its slots: stage its inputs, run it in
+its sandbox under its limits, collect its outputs into a result."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..protocol import INLINE_MAX, INLINE_TOTAL, Assignment, OutputFile, TaskResult
+from ._aio import maybe_thread
+from ._link import Link
+from .cache import CacheError, FileCache
+from .config import WorkerConfig, client_env
+from .executor import TaskProcess, command_line, task_env
+from .fnpool import FnPool
+from .guard import Guard, Launch
+from .outputs import UnsafePath, changed_files, resolve_inside, safe_relpath, sha256_file, snapshot
+from .pyrunner import runner_argv
+from .state import Held, WorkerState
+
+__all__ = ["Attempts", "Outgoing", "TaskRun"]
+
+log = logging.getLogger("corral.worker")
+_INLINE_HASH = 256 * 1024  # files up to this size are hashed without a thread hop
+
+
+@dataclass
+class TaskRun:
+    """The I/O side of one held task: its process, directory and output sent so far (what
+    became of it is the worker state's, state.py)."""
+
+    held: Held
+    process: TaskProcess
+    dir: Path
+    log_offsets: dict[str, int] = field(default_factory=lambda: {"stdout": 0, "stderr": 0})
+
+    @property
+    def assignment(self) -> Assignment:
+        """The lease it runs under."""
+        return self.held.assignment
+
+
+class Attempts:
+    """Runs tasks that have their slots."""
+
+    def __init__(
+        self,
+        config: WorkerConfig,
+        state: WorkerState,
+        link: Link,
+        cache: FileCache,
+        guard: Guard,
+        fnpool: FnPool,
+    ) -> None:
+        self.config = config
+        self.state = state
+        self.link = link
+        self.cache = cache
+        self.guard = guard
+        self.fnpool = fnpool
+
+    async def execute(self, run: TaskRun, work: Path) -> TaskResult:
+        """Stage, run and collect one task; its result."""
+        a = run.assignment
+        work.mkdir(parents=True, exist_ok=True)
+        known = {}
+        try:
+            for name, ref in a.spec.inputs.items():
+                rel = safe_relpath(name)
+                await self.cache.stage(ref.sha256, ref.size, resolve_inside(work, rel), ref.mode)
+                known[rel.as_posix()] = ref.sha256
+        except (UnsafePath, OSError, CacheError) as exc:
+            return TaskResult(a.lease_id, None, error=f"staging inputs: {exc}")
+        # with no inputs the directory is empty: not worth a thread hop (likewise below)
+        before = await maybe_thread(bool(known), snapshot, work, known)
+        extra = {
+            **self.config.expose_env,
+            "CORRAL_JOB_ID": a.job_id,
+            "CORRAL_TASK_ID": a.task_id,
+            "CORRAL_ATTEMPT": str(a.attempt),
+            **client_env(self.config, a),
+        }
+        argv = command_line(runner_argv(a.spec.argv), a.spec.shell, work)
+        env = task_env(a.spec.env, work, extra)
+        refused = await self._refuse(argv, work, env)
+        if refused:
+            log.warning("task %s refused: %s", a.task_id, refused)
+            return TaskResult(a.lease_id, None, error=refused)
+        exit_code, error = await self._run_guarded(run, work, argv, env)
+        if not run.held.presented:
+            return TaskResult(a.lease_id, exit_code, error="killed")
+        return await self._collect(run, work, before, exit_code, error)
+
+    async def _refuse(self, argv: list[str], work: Path, env: dict[str, str]) -> str | None:
+        # the coordinator's list is read afresh for each task, so a removal counts at once
+        await self.link.refresh_allowlist(self.guard)
+        listed = self.guard.allow.mode != "all"
+        return await maybe_thread(listed, self.guard.refuse, argv, work, env)
+
+    async def _run_guarded(
+        self, run: TaskRun, work: Path, argv: list[str], env: dict[str, str]
+    ) -> tuple[int | None, str | None]:
+        """Run the task in its sandbox under its limits; its exit code and error."""
+        spec = run.assignment.spec
+        wall = spec.limits.get("wall_time")
+        launch: Launch = self.guard.launch(spec, argv, work, run.dir.name)
+        try:
+            # a function task claimed by a pooled runner makes its call there (fnpool.py)
+            finished = await self.fnpool.call(run.assignment, run.process, env, run.dir, argv)
+            if finished is None:
+                finished = await run.process.run(
+                    launch.argv,
+                    work,
+                    env,
+                    run.dir / "stdout",
+                    run.dir / "stderr",
+                    wall if wall else None,
+                    launch.preexec,
+                )
+            error = finished.error
+            if error is None or error.startswith("killed by signal"):
+                stderr = run.dir / "stderr"
+                hit = self.guard.verdict(spec.limits, finished.exit_code, stderr, launch)
+                error = hit or error
+        finally:
+            if launch.cgroup is not None:  # nothing to remove otherwise: no thread hop
+                await asyncio.to_thread(launch.close)
+        return finished.exit_code, error
+
+    async def _collect(
+        self, run: TaskRun, work: Path, before: Any, exit_code: int | None, error: str | None
+    ) -> TaskResult:
+        a = run.assignment
+        paths = await maybe_thread(bool(before), changed_files, work, before, a.spec.outputs)
+        out = Outgoing()
+        manifest: dict[str, OutputFile] = {}
+        for rel in paths:
+            path = work / rel
+            st = path.stat()
+            sha = await out.add(path, st.st_size)
+            manifest[rel] = OutputFile(sha, st.st_size, st.st_mode & 0o777)
+        cap = a.spec.limits.get("output_size")
+        if cap and sum(f.size for f in manifest.values()) > cap:
+            # refuse to return any of it rather than an arbitrary part
+            out, manifest, error = Outgoing(), {}, "limit_exceeded: output_size"
+        streams = {}
+        for stream in ("stdout", "stderr"):
+            path = run.dir / stream
+            streams[stream] = await out.add(path, path.stat().st_size)
+        await self.link.upload(out.files)
+        return TaskResult(
+            a.lease_id,
+            exit_code,
+            streams["stdout"],
+            streams["stderr"],
+            manifest,
+            error,
+            {sha: data for sha, data in out.inline.items() if sha not in self.state.stored},
+        )
+
+
+@dataclass
+class Outgoing:
+    """A finished task's files on their way out, by hash: small ones inside the result (up to
+    INLINE_TOTAL in all), the others to upload."""
+
+    files: dict[str, Path] = field(default_factory=dict)
+    inline: dict[str, bytes] = field(default_factory=dict)
+    inline_size: int = 0
+
+    async def add(self, path: Path, size: int) -> str:
+        """Take one file; its hash."""
+        if size <= INLINE_MAX and self.inline_size + size <= INLINE_TOTAL:
+            data = path.read_bytes()
+            sha = hashlib.sha256(data).hexdigest()
+            if sha not in self.inline:
+                self.inline[sha] = data
+                self.inline_size += len(data)
+            return sha
+        sha = await maybe_thread(size > _INLINE_HASH, sha256_file, path)
+        self.files[sha] = path
+        return sha

@@ -1,0 +1,170 @@
+"""The worker's requests to its coordinator besides the lease and heartbeat loops: blobs in
+and out, the allowlist, tasks given back and results sent on their own."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+
+from ..protocol import (
+    AllowEntry,
+    Assignment,
+    MissingBlobs,
+    MissingBlobsReply,
+    ResultsReply,
+    TaskRelease,
+    TaskResult,
+    WorkerResults,
+)
+from .cache import FileCache
+from .config import WorkerConfig, tls_verify
+from .guard import Guard
+from .state import WorkerState
+
+__all__ = ["BACKOFF", "Link", "refusal", "retrying"]
+
+log = logging.getLogger("corral.worker")
+BACKOFF = (0.2, 0.5, 1, 2, 4, 8, 8, 8, 15, 15)
+
+
+class Link:
+    """One HTTP client to the coordinator, and the requests made outside the loops."""
+
+    def __init__(self, config: WorkerConfig, state: WorkerState) -> None:
+        self.config = config
+        self.state = state
+        self.worker_id: str | None = None
+        headers = {"authorization": f"Bearer {config.token}"} if config.token else {}
+        self.http = httpx.AsyncClient(
+            base_url=config.server.rstrip("/") + "/api/v1",
+            headers=headers,
+            timeout=httpx.Timeout(30.0, read=config.lease_wait + 30.0),
+            verify=tls_verify(config.server, config.ca_file),
+        )
+
+    async def post(self, path: str, body: Any, kind: Any = None) -> Any:
+        """POST a msgspec body; the reply decoded as `kind` (None without one)."""
+        response = await self.http.post(
+            path, content=msgspec.json.encode(body), headers={"content-type": "application/json"}
+        )
+        response.raise_for_status()
+        return msgspec.json.decode(response.content, type=kind) if kind else None
+
+    async def fetch(self, sha256: str, dest: Path) -> str:
+        """Write a blob to `dest` (the cache's fetch); its hash."""
+        data = self.state.inline(sha256)
+        if data is not None:  # it came with the lease: a few KiB, written right here
+            dest.write_bytes(data)
+            return hashlib.sha256(data).hexdigest()
+        async with self.http.stream("GET", f"/blobs/{sha256}") as response:
+            response.raise_for_status()
+            # most blobs are small: over the kept-alive connection; a big one is asked for
+            # again below (closing this response stops the coordinator reading it)
+            if int(response.headers.get("content-length", 0)) < 16 << 20:
+                digest = await FileCache.receive(response.aiter_bytes(), dest)
+                log.info("fetched blob %s", sha256)
+                return digest
+        digest = await asyncio.to_thread(self._download, sha256, dest)
+        log.info("fetched blob %s", sha256)
+        return digest
+
+    def _download(self, sha256: str, dest: Path) -> str:
+        # blocking, in a thread of its own: off the event loop, and straight off the socket
+        # where that applies (a 1 GB input was CPU-bound in httpx), else the sync client
+        from ._download import download_blob
+
+        tls = tls_verify(self.config.server, self.config.ca_file)
+        http = self.http
+        digest = download_blob(http, tls, sha256, dest, FileCache.receive_sync)
+        if digest is not None:
+            return digest
+        with (
+            httpx.Client(
+                base_url=http.base_url, headers=http.headers, timeout=http.timeout, verify=tls
+            ) as client,
+            client.stream("GET", f"/blobs/{sha256}") as response,
+        ):
+            response.raise_for_status()
+            return FileCache.receive_sync(response.iter_bytes(), dest)
+
+    async def upload(self, files: dict[str, Path]) -> None:
+        """Upload the files (by hash) that the coordinator does not have yet, riding out a
+        coordinator restart rather than failing the task for want of a connection."""
+        todo = {sha: path for sha, path in files.items() if sha not in self.state.stored}
+        if todo:
+            await retrying(lambda: self._upload_once(todo))
+            self.state.remember_stored(todo)
+
+    async def _upload_once(self, files: dict[str, Path]) -> None:
+        reply = await self.post("/blobs/missing", MissingBlobs(list(files)), MissingBlobsReply)
+        for sha in reply.missing:
+            path = files[sha]
+
+            async def chunks(p: Path = path) -> Any:
+                with p.open("rb") as f:
+                    while data := f.read(1024 * 1024):
+                        yield data
+
+            response = await self.http.put(f"/blobs/{sha}", content=chunks())
+            response.raise_for_status()
+
+    async def refresh_allowlist(self, guard: Guard) -> None:
+        """Fetch the coordinator's allowlist (only needed when a list is enforced)."""
+        if guard.allow.mode != "list":
+            return
+        try:
+            response = await self.http.get("/allow")
+            response.raise_for_status()
+            entries = msgspec.json.decode(response.content, type=list[AllowEntry])
+        except (httpx.HTTPError, msgspec.DecodeError) as exc:
+            log.warning("cannot fetch the coordinator's allowlist: %s", exc)
+            return
+        guard.allow.remote = {e.sha256 for e in entries}
+
+    async def release(self, a: Assignment) -> None:
+        """Tell the coordinator to requeue a task given back (its lease expires otherwise)."""
+        try:
+            await self.post(f"/tasks/{a.task_id}/release", TaskRelease(a.lease_id))
+            log.info("gave task %s back to the queue", a.task_id)
+        except httpx.HTTPError as exc:
+            log.warning("cannot give task %s back (%s); its lease will expire", a.task_id, exc)
+
+    async def send(self, results: dict[str, TaskResult]) -> ResultsReply | None:
+        """One batch of results on its own; None when the coordinator could not be reached."""
+        try:
+            return await self.post(  # type: ignore[no-any-return]
+                f"/workers/{self.worker_id}/results", WorkerResults(results), ResultsReply
+            )
+        except httpx.TransportError as exc:
+            log.warning("coordinator unreachable, results will be sent again: %s", exc)
+            return None
+        except httpx.HTTPStatusError as exc:
+            log.warning("results refused: %s", exc.response.text)
+            return refusal(exc, results)
+
+
+def refusal(exc: httpx.HTTPStatusError, results: dict[str, TaskResult]) -> ResultsReply | None:
+    """What a request carrying results that failed with an HTTP error means for them: None
+    after a 5xx (the coordinator failed: send them again), else none of them counts (an
+    unknown worker)."""
+    if exc.response.status_code >= 500:
+        return None
+    return ResultsReply(stale=list(results))
+
+
+async def retrying(call: Callable[[], Awaitable[Any]]) -> Any:
+    """Retry a call on connection errors with backoff (about a minute in all)."""
+    for delay in BACKOFF:
+        try:
+            return await call()
+        except httpx.TransportError as exc:
+            log.warning("coordinator unreachable, retrying in %s s: %s", delay, exc)
+            await asyncio.sleep(delay)
+    return await call()
