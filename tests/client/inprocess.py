@@ -122,6 +122,12 @@ class App:
         finally:
             self.store.close()
 
+    def __enter__(self) -> App:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
     def close(self) -> None:
         """Leave the lifespan and stop the thread."""
         if self._stop is not None and not self.loop.is_closed():
@@ -239,6 +245,12 @@ class FakeWorker:
         caps = {"python": platform.python_version(), **capabilities}
         registered = self._post("/workers", WorkerRegister("fake", slots, caps), WorkerRegistered)
         self.id = registered.id
+
+    def __enter__(self) -> FakeWorker:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
     def close(self) -> None:
         """Close its connection."""

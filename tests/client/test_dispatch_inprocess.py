@@ -62,11 +62,8 @@ def eventually(check: Callable[[], bool], what: str) -> None:
 @pytest.fixture
 def app(tmp_path: Path) -> Iterator[App]:
     """A coordinator in this process."""
-    found = App(tmp_path)
-    try:
+    with App(tmp_path) as found:
         yield found
-    finally:
-        found.close()
 
 
 @pytest.fixture
@@ -79,11 +76,8 @@ def client(app: App) -> Iterator[Client]:
 @pytest.fixture
 def worker(app: App) -> Iterator[FakeWorker]:
     """A fake worker with eight slots."""
-    w = FakeWorker(app)
-    try:
+    with FakeWorker(app) as w:
         yield w
-    finally:
-        w.close()
 
 
 def settled_from_events(app: App) -> bool:
