@@ -15,8 +15,6 @@ import click
 import msgspec
 
 from ..client import Client
-from ..client import _core as core
-from ..client._current import set_blocked
 from ..protocol import FINAL_STATUSES, Task, TaskSpec
 from ._common import FailedWork, print_json
 
@@ -37,11 +35,11 @@ def _blocked(client: Client, job_id: str) -> Iterator[None]:
     if not task_id or os.environ.get("CORRAL_JOB_ID") != job_id:
         yield
         return
-    client.drive(set_blocked(task_id, True))
+    client.set_blocked(task_id, True)
     try:
         yield
     finally:
-        client.drive(set_blocked(task_id, False))
+        client.set_blocked(task_id, False)
 
 
 def _wait(client: Client, job_id: str, ids: set[str]) -> list[Task]:
@@ -63,7 +61,7 @@ def add_to_job(
     client: Client, job_id: str, specs: list[TaskSpec], as_json: bool, wait: bool
 ) -> None:
     """Add tasks to a job; print their ids; with `wait`, exit non-zero unless all succeed."""
-    tasks = client.drive(core.add_tasks(job_id, specs))
+    tasks = client.add_tasks(job_id, specs)
     if not wait:
         if as_json:
             print_json(tasks)

@@ -8,10 +8,7 @@ import re
 import click
 import httpx
 
-from ..client import resolve
-from ..client._join import make_join, pem_fingerprint
-from ..client._security import audit as audit_op
-from ..client._security import create_token, revoke_token, tokens
+from ..client import make_join, pem_fingerprint, resolve
 from ._common import (
     Fail,
     FailedWork,
@@ -94,7 +91,7 @@ def create(
         join_url = (join_url or resolve(server, token).url).rstrip("/")
         fingerprint = _ca_fingerprint(server, token, join_url)
     with make_client(server, token) as client:
-        made = client.drive(create_token(name, role, owner, lifetime))
+        made = client.create_token(name, role, owner, lifetime)
     if as_json:
         print_json(made)
         return
@@ -112,7 +109,7 @@ def create(
 def list_(as_json: bool, server: str | None, token: str | None) -> None:
     """Every token: id, name, role, owner, and whether it still works."""
     with make_client(server, token) as client:
-        found = client.drive(tokens())
+        found = client.tokens()
     if as_json:
         print_json(found)
         return
@@ -132,7 +129,7 @@ def list_(as_json: bool, server: str | None, token: str | None) -> None:
 def revoke(token_id: str, as_json: bool, server: str | None, token: str | None) -> None:
     """Revoke a token; it stops working at once."""
     with make_client(server, token) as client:
-        done = client.drive(revoke_token(token_id))
+        done = client.revoke_token(token_id)
     if as_json:
         print_json(done)
     else:
@@ -147,7 +144,7 @@ def revoke(token_id: str, as_json: bool, server: str | None, token: str | None) 
 def audit(limit: int, as_json: bool, server: str | None, token: str | None) -> None:
     """Who submitted, killed, made or revoked tokens, or changed the allowlist, and when."""
     with make_client(server, token) as client:
-        entries = client.drive(audit_op(0, limit))
+        entries = client.audit(0, limit)
     if as_json:
         print_json(entries)
         return

@@ -9,8 +9,7 @@ from typing import Any, TypeVar
 
 import click
 
-from ..client import ConfigError, CorralError
-from ..client._join import parse_join, save_pinned_ca
+from ..client import ConfigError, CorralError, parse_join, save_pinned_ca
 from ..coordinator.tls import TlsFiles, auto_tls, bind_refusal, server_names
 from ._common import Fail, FailedWork
 

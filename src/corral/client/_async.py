@@ -1,46 +1,62 @@
 """AsyncClient: the same core operations as Client, driven over httpx.AsyncClient.
 
 Nothing here re-implements an operation: each method drives a `_core` generator. Futures are
-asyncio futures, settled by a Dispatcher in the caller's event loop.
+asyncio futures, settled by a Dispatcher in the caller's event loop; the methods that make
+them (`submit`, `map`, ...) are shared with Client through `BaseClient`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 
-from ..protocol import FINAL_STATUSES, Event, InputRef, Job, Task, TaskSpec, Worker
+from ..protocol import (
+    FINAL_STATUSES,
+    AllowEntry,
+    AuditEntry,
+    Event,
+    InputRef,
+    Job,
+    Task,
+    TaskSpec,
+    TokenCreated,
+    TokenInfo,
+    Worker,
+)
+from . import _allow, _security
 from . import _core as core
-from ._client import some_id
-from ._config import resolve
-from ._core import Call, Op, Reply
-from ._dispatch import AsyncTaskFuture, Dispatcher, Submission
+from ._base import BaseClient
+from ._core import Call, Op, Reply, some_id
+from ._dispatch import Dispatcher
 from ._errors import Unreachable
-from ._tasks import command_submission, function_submission, map_submissions
+from ._futures import AsyncTaskFuture
+from ._submission import Submission
 
 T = TypeVar("T")
 
 
-class AsyncClient:
-    """The asyncio twin of Client: `await client.jobs()`, `await client.submit(f, x)`."""
+class AsyncClient(BaseClient[AsyncTaskFuture]):
+    """The asyncio twin of Client: `await client.jobs()`, `await client.submit(f, x)`.
+
+    `transport` replaces httpx's network transport (an in-process app in tests)."""
 
     job_scope: str | None = None  # set: futures' tasks are added to this job (_current.py)
 
     def __init__(
-        self, url: str | None = None, token: str | None = None, timeout: float = 30.0
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        timeout: float = 30.0,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        target = resolve(url, token)
-        self.url = target.url
-        self.token = target.token
-        headers = {"authorization": f"Bearer {target.token}"} if target.token else {}
-        self._http = httpx.AsyncClient(
-            base_url=self.url + "/api/v1", headers=headers, timeout=timeout, verify=target.verify
-        )
+        super().__init__(url, token, timeout)
+        self._http = httpx.AsyncClient(transport=transport, **self._http_options())
         self._dispatcher: Dispatcher | None = None
 
     async def aclose(self) -> None:
@@ -95,6 +111,14 @@ class AsyncClient:
         plan = await asyncio.to_thread(core.plan_uploads, paths)
         return await self.drive(core.upload_plan(plan))
 
+    async def upload(self, paths: Sequence[Path]) -> dict[str, InputRef]:
+        """Upload files and directories; map their task-relative names to refs."""
+        return {name: ref for refs in await self.upload_each(paths) for name, ref in refs.items()}
+
+    async def put_blob(self, sha: str, path: Path) -> None:
+        """Stream one file to the blob store."""
+        await self.drive(core.put_blob(sha, path))
+
     async def download(self, sha: str, dest: Path, mode: int = 0o644) -> None:
         """Write one blob to `dest`."""
         await self.drive(core.download(sha, dest, mode))
@@ -111,6 +135,14 @@ class AsyncClient:
     async def submit_job(self, tasks: list[TaskSpec], name: str = "") -> Job:
         """Submit tasks as one job."""
         return await self.drive(core.submit_job(tasks, name))
+
+    async def add_tasks(self, job_id: str, tasks: list[TaskSpec]) -> list[Task]:
+        """Add tasks to a running job (a task's own token may add to its own job)."""
+        return await self.drive(core.add_tasks(job_id, tasks))
+
+    async def set_blocked(self, task_id: str, blocked: bool) -> Task:
+        """Mark a running task as waiting on tasks it submitted, or no longer waiting."""
+        return await self.drive(core.set_blocked(task_id, blocked))
 
     async def jobs(self, limit: int = 100) -> list[Job]:
         """Newest jobs first."""
@@ -135,6 +167,38 @@ class AsyncClient:
     async def drain_worker(self, worker_id: str) -> Worker:
         """Ask a worker to finish its running tasks, take no new ones, and leave."""
         return await self.drive(core.drain_worker(worker_id))
+
+    # the executable allowlist
+    async def allowed(self) -> list[AllowEntry]:
+        """The coordinator-wide executable allowlist."""
+        return await self.drive(_allow.allow_list())
+
+    async def allow(self, sha256: str, note: str = "") -> AllowEntry:
+        """Allow the program with this sha256 on every worker that enforces the list."""
+        return await self.drive(_allow.allow_add(sha256, note))
+
+    async def disallow(self, sha256: str) -> None:
+        """Take a program off the allowlist."""
+        await self.drive(_allow.allow_remove(sha256))
+
+    # tokens and the audit log (admin)
+    async def create_token(
+        self, name: str, role: str, owner: str = "", expires: float | None = None
+    ) -> TokenCreated:
+        """Make a token; its secret is in the answer, and nowhere else ever again."""
+        return await self.drive(_security.create_token(name, role, owner, expires))
+
+    async def tokens(self) -> list[TokenInfo]:
+        """Every token (never their secrets)."""
+        return await self.drive(_security.tokens())
+
+    async def revoke_token(self, token_id: str) -> TokenInfo:
+        """Revoke a token: it stops working at once."""
+        return await self.drive(_security.revoke_token(token_id))
+
+    async def audit(self, after: int = 0, limit: int = 1000) -> list[AuditEntry]:
+        """Audit entries after sequence number `after`, oldest first."""
+        return await self.drive(_security.audit(after, limit))
 
     async def find(self, some_id: str) -> Job | Task:
         """A job or a task by its id."""
@@ -192,58 +256,14 @@ class AsyncClient:
                     raise
                 await asyncio.sleep(0.5)
 
-    # futures: call these inside a running event loop
+    # futures: call `submit`, `map`, ... inside a running event loop
+    def _future(self) -> AsyncTaskFuture:
+        return AsyncTaskFuture()
+
     def _enqueue(self, subs: list[Submission]) -> None:
         if self._dispatcher is None:
             self._dispatcher = Dispatcher(self)
         self._dispatcher.enqueue(subs)
-
-    def submit_command(
-        self,
-        argv: Sequence[str],
-        *,
-        inputs: Iterable[str | Path] = (),
-        outputs: Iterable[str] = (),
-        env: Mapping[str, str] | None = None,
-        requires: Mapping[str, str] | None = None,
-        limits: Mapping[str, float] | None = None,
-        after: Iterable[Any] = (),
-        **spec: Any,
-    ) -> AsyncTaskFuture:
-        """Run a command on the farm; await the future for its final Task."""
-        future = AsyncTaskFuture()
-        sub = command_submission(
-            argv,
-            future,
-            inputs=inputs,
-            outputs=outputs,
-            env=env,
-            requires=requires,
-            limits=limits,
-            after=after,
-            **spec,
-        )
-        self._enqueue([sub])
-        return future
-
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> AsyncTaskFuture:
-        """Call `fn(*args, **kwargs)` on the farm; await the future for its return value."""
-        future = AsyncTaskFuture()
-        self._enqueue([function_submission(fn, args, kwargs, {}, future)])
-        return future
-
-    def map(
-        self,
-        fn: Callable[..., Any],
-        *iterables: Iterable[Any],
-        chunksize: int = 1,
-        options: Mapping[str, Any] | None = None,
-    ) -> list[AsyncTaskFuture]:
-        """One future per item of `fn` over zipped iterables; `chunksize` calls a task."""
-        subs, futures = map_submissions(fn, iterables, chunksize, options or {}, AsyncTaskFuture)
-        if subs:
-            self._enqueue(subs)
-        return futures
 
 
 async def _file_chunks(path: Path) -> AsyncIterator[bytes]:

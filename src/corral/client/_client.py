@@ -2,14 +2,15 @@
 
 Every operation is one of the sans-IO generators in `_core`, driven here over httpx.Client;
 AsyncClient drives the same generators over httpx.AsyncClient. Futures from `submit`,
-`submit_command` and `map` are settled by one background thread (`_dispatch.Background`)
-that follows each job's event stream.
+`submit_command` and `map` (shared with AsyncClient through `BaseClient`) are settled by one
+background thread (`_background.Background`) running an AsyncClient that follows each job's
+event stream.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,48 +19,47 @@ import httpx
 from ..protocol import (
     FINAL_STATUSES,
     AllowEntry,
+    AuditEntry,
     Event,
     InputRef,
     Job,
     Task,
     TaskSpec,
+    TokenCreated,
+    TokenInfo,
     Worker,
 )
-from . import _allow
+from . import _allow, _security
 from . import _core as core
-from ._config import resolve
-from ._core import Call, Op, Reply, input_files, sha256_file
-from ._dispatch import Background, Submission, TaskFuture
+from ._async import AsyncClient
+from ._background import Background
+from ._base import BaseClient
+from ._core import Call, Op, Reply, input_files, sha256_file, some_id
 from ._errors import ApiError, ConfigError, CorralError, NotFoundError, Unreachable
-from ._tasks import command_submission, function_submission, map_submissions
+from ._futures import TaskFuture
+from ._submission import Submission
 
 T = TypeVar("T")
 
 
-def some_id(thing: Any) -> str:
-    """The id of a job, task or task future, or the id itself."""
-    if isinstance(thing, str):
-        return thing
-    found = getattr(thing, "task_id", None) or getattr(thing, "id", None)
-    if not found:
-        raise ValueError(f"{thing!r} has no task or job id (not submitted yet?)")
-    return str(found)
+class Client(BaseClient[TaskFuture]):
+    """Talks to one coordinator; found from arguments, env vars or the `corral up` config.
 
-
-class Client:
-    """Talks to one coordinator; found from arguments, env vars or the `corral up` config."""
+    `transport` replaces httpx's network transport (an in-process app in tests). Futures are
+    settled by an asyncio loop in a thread, which uses it too: it must then also be an
+    httpx.AsyncBaseTransport, as httpx.MockTransport is."""
 
     def __init__(
-        self, url: str | None = None, token: str | None = None, timeout: float = 30.0
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        timeout: float = 30.0,
+        *,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
-        target = resolve(url, token)
-        self.url = target.url
-        self.token = target.token
-        self.timeout = timeout
-        headers = {"authorization": f"Bearer {target.token}"} if target.token else {}
-        self._http = httpx.Client(
-            base_url=self.url + "/api/v1", headers=headers, timeout=timeout, verify=target.verify
-        )
+        super().__init__(url, token, timeout)
+        self._transport = transport
+        self._http = httpx.Client(transport=transport, **self._http_options())
         self._background: Background | None = None
 
     def close(self) -> None:
@@ -137,6 +137,14 @@ class Client:
         """Submit tasks as one job."""
         return self.drive(core.submit_job(tasks, name))
 
+    def add_tasks(self, job_id: str, tasks: list[TaskSpec]) -> list[Task]:
+        """Add tasks to a running job (a task's own token may add to its own job)."""
+        return self.drive(core.add_tasks(job_id, tasks))
+
+    def set_blocked(self, task_id: str, blocked: bool) -> Task:
+        """Mark a running task as waiting on tasks it submitted, or no longer waiting."""
+        return self.drive(core.set_blocked(task_id, blocked))
+
     def jobs(self, limit: int = 100) -> list[Job]:
         """Newest jobs first."""
         return self.drive(core.jobs(limit))
@@ -174,6 +182,25 @@ class Client:
         """Take a program off the allowlist."""
         self.drive(_allow.allow_remove(sha256))
 
+    # tokens and the audit log (admin)
+    def create_token(
+        self, name: str, role: str, owner: str = "", expires: float | None = None
+    ) -> TokenCreated:
+        """Make a token; its secret is in the answer, and nowhere else ever again."""
+        return self.drive(_security.create_token(name, role, owner, expires))
+
+    def tokens(self) -> list[TokenInfo]:
+        """Every token (never their secrets)."""
+        return self.drive(_security.tokens())
+
+    def revoke_token(self, token_id: str) -> TokenInfo:
+        """Revoke a token: it stops working at once."""
+        return self.drive(_security.revoke_token(token_id))
+
+    def audit(self, after: int = 0, limit: int = 1000) -> list[AuditEntry]:
+        """Audit entries after sequence number `after`, oldest first."""
+        return self.drive(_security.audit(after, limit))
+
     def find(self, some_id: str) -> Job | Task:
         """A job or a task by its id."""
         return self.drive(core.find(some_id))
@@ -187,9 +214,10 @@ class Client:
         return self.drive(core.log(task_id, stream, offset))
 
     # events
-    def events(self, job_id: str, after: int = 0) -> Iterator[Event]:
-        """Task state changes of a job as they happen, until the job is done (SSE)."""
-        call = core.events_call(job_id, after)
+    def events(self, job_id: str, after: int = 0, detail: bool = False) -> Iterator[Event]:
+        """Task state changes of a job as they happen, until the job is done (SSE); with
+        `detail`, final events carry the task and its small output files."""
+        call = core.events_call(job_id, after, detail)
         try:
             with self._http.stream(
                 "GET", call.path, headers=call.headers, timeout=httpx.Timeout(30.0, read=60.0)
@@ -218,65 +246,23 @@ class Client:
                 time.sleep(0.5)  # resume after the last event seen
 
     # futures
+    def _future(self) -> TaskFuture:
+        return TaskFuture()
+
     def _enqueue(self, subs: list[Submission]) -> None:
         if self._background is None:
-            from ._async import AsyncClient
-
-            self._background = Background(lambda: AsyncClient(self.url, self.token, self.timeout))
+            self._background = Background(self._twin)
         self._background.enqueue(subs)
 
-    def submit_command(
-        self,
-        argv: Sequence[str],
-        *,
-        inputs: Iterable[str | Path] = (),
-        outputs: Iterable[str] = (),
-        env: Mapping[str, str] | None = None,
-        requires: Mapping[str, str] | None = None,
-        limits: Mapping[str, float] | None = None,
-        after: Iterable[Any] = (),
-        **spec: Any,
-    ) -> TaskFuture:
-        """Run a command on the farm; the future's result is its final Task."""
-        future = TaskFuture()
-        sub = command_submission(
-            argv,
-            future,
-            inputs=inputs,
-            outputs=outputs,
-            env=env,
-            requires=requires,
-            limits=limits,
-            after=after,
-            **spec,
-        )
-        self._enqueue([sub])
-        return future
-
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> TaskFuture:
-        """Call `fn(*args, **kwargs)` on the farm; the future's result is its return value."""
-        return self.submit_with({}, fn, *args, **kwargs)
-
-    def submit_with(
-        self, options: Mapping[str, Any], fn: Callable[..., Any], /, *args: Any, **kwargs: Any
-    ) -> TaskFuture:
-        """`submit` with task options: requires, env, limits, max_attempts."""
-        future = TaskFuture()
-        self._enqueue([function_submission(fn, args, kwargs, options, future)])
-        return future
-
-    def map(
-        self,
-        fn: Callable[..., Any],
-        *iterables: Iterable[Any],
-        chunksize: int = 1,
-        options: Mapping[str, Any] | None = None,
-    ) -> list[TaskFuture]:
-        """One future per item of `fn` over zipped iterables; `chunksize` calls a task."""
-        subs, futures = map_submissions(fn, iterables, chunksize, options or {}, TaskFuture)
-        if subs:
-            self._enqueue(subs)
-        return futures
+    def _twin(self) -> AsyncClient:
+        """An AsyncClient to the same coordinator, for the thread that settles futures."""
+        transport = self._transport
+        if transport is not None and not isinstance(transport, httpx.AsyncBaseTransport):
+            raise TypeError(
+                "futures are settled by an asyncio loop: give Client a transport that is "
+                "also an httpx.AsyncBaseTransport"
+            )
+        return AsyncClient(self.url, self.token, self.timeout, transport=transport)
 
 
 def _file_chunks(path: Path) -> Iterator[bytes]:
@@ -294,5 +280,4 @@ __all__ = [
     "Unreachable",
     "input_files",
     "sha256_file",
-    "some_id",
 ]

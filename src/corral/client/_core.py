@@ -29,6 +29,7 @@ from ..protocol import (
     JobCreated,
     MissingBlobsReply,
     Task,
+    TaskBlocked,
     TasksAdd,
     TaskSpec,
     Worker,
@@ -304,6 +305,21 @@ def fetch(some_id: str, to: Path) -> Op[list[Path]]:
     return written
 
 
+def set_blocked(task_id: str, blocked: bool) -> Op[Task]:
+    """Tell the coordinator a running task waits on tasks it submitted (or no longer does)."""
+    return (yield from _json("POST", f"/tasks/{task_id}/blocked", Task, TaskBlocked(blocked)))
+
+
+def some_id(thing: Any) -> str:
+    """The id of a job, task or task future, or the id itself."""
+    if isinstance(thing, str):
+        return thing
+    found = getattr(thing, "task_id", None) or getattr(thing, "id", None)
+    if not found:
+        raise ValueError(f"{thing!r} has no task or job id (not submitted yet?)")
+    return str(found)
+
+
 def job_id_of(job_or_id: Job | str) -> str:
     """A job's id, given the job or its id."""
     return job_or_id if isinstance(job_or_id, str) else job_or_id.id
@@ -367,4 +383,5 @@ __all__ = [
     "parse_sse",
     "plan_uploads",
     "sha256_file",
+    "some_id",
 ]

@@ -33,12 +33,11 @@ import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from ..protocol import Task, TaskBlocked
-from . import _core as core
 from ._async import AsyncClient
 from ._client import Client
-from ._dispatch import Background, Submission, TaskFuture
 from ._errors import CorralError
+from ._futures import TaskFuture
+from ._submission import Submission
 
 __all__ = ["JobClient", "current"]
 
@@ -47,11 +46,6 @@ _ENV = ("CORRAL_URL", "CORRAL_JOB_ID", "CORRAL_TASK_ID")
 # one client per task process: every current() call shares its connection and its futures
 _CURRENT: dict[tuple[str, str, str], JobClient] = {}
 _CURRENT_LOCK = threading.Lock()
-
-
-def set_blocked(task_id: str, blocked: bool) -> core.Op[Task]:
-    """Tell the coordinator the task waits on its children (or no longer does)."""
-    return (yield from core._json("POST", f"/tasks/{task_id}/blocked", Task, TaskBlocked(blocked)))
 
 
 class JobClient(Client):
@@ -71,16 +65,12 @@ class JobClient(Client):
             for future in sub.futures:
                 if isinstance(future, TaskFuture):
                     future.blocker = self.blocked
-        if self._background is None:
-            url, token, timeout, job_id = self.url, self.token, self.timeout, self.job_id
+        super()._enqueue(subs)
 
-            def make() -> AsyncClient:
-                client = AsyncClient(url, token, timeout)
-                client.job_scope = job_id
-                return client
-
-            self._background = Background(make)
-        self._background.enqueue(subs)
+    def _twin(self) -> AsyncClient:
+        client = super()._twin()
+        client.job_scope = self.job_id  # its futures' tasks join this task's job
+        return client
 
     @contextlib.contextmanager
     def blocked(self) -> Iterator[None]:
@@ -96,7 +86,7 @@ class JobClient(Client):
             self._depth += step
             if (step > 0 and self._depth == 1) or (step < 0 and self._depth == 0):
                 try:
-                    self.drive(set_blocked(self.task_id, step > 0))
+                    self.set_blocked(self.task_id, step > 0)
                 except CorralError as exc:  # not fatal: only the farm's slack is lost
                     log.warning("cannot tell the coordinator task %s waits: %s", self.task_id, exc)
 

@@ -1,184 +1,69 @@
-"""Futures on the farm: batch submissions into jobs, follow each job's event stream, settle.
+"""The Dispatcher: batch submissions into jobs, follow each job's event stream, settle futures.
 
 One `Dispatcher` lives in one event loop: the caller's for AsyncClient, a background thread's
-for Client and Executor (`Background`). Submissions queue up while a batch is being sent, so
-a burst of `submit` calls becomes a few jobs, not one job per call. Each job is followed over
-its SSE stream (resumed with Last-Event-ID after a dropped connection): `running` moves a
+for Client and Executor (`_background.py`). Submissions queue up while a batch is being sent,
+so a burst of `submit` calls becomes a few jobs, not one job per call. Each job is followed
+over its SSE stream (resumed with Last-Event-ID after a dropped connection): `running` moves a
 future out of PENDING, so only queued work can be cancelled; a final status fetches the task
 (and, for function tasks, its result blob) and settles the future. Nothing polls per future.
 
 A cancelled future kills its task on the farm; a future cancelled before its batch is sent is
 simply never submitted.
+
+The Dispatcher knows its client only as a `FarmClient` (AsyncClient is the one there is), so
+this module does not import the clients that use it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
-import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncGenerator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 
-from ..protocol import FINAL_STATUSES, Event, Task, TaskSpec
+from ..protocol import FINAL_STATUSES, Event
 from . import _core as core
 from ._deps import with_after_files
 from ._errors import ApiError, CorralError, Unreachable
-from ._functions import RESULT_FILE, TaskFailed, decode_result
+from ._functions import RESULT_FILE, TaskFailed
+from ._outcomes import Settlement
+from ._submission import Submission, dependency_ids, with_after
 
-if TYPE_CHECKING:
-    from ._async import AsyncClient
+T = TypeVar("T")
 
 MAX_BATCH = 5000  # tasks per job
 RECONNECT_FOR = 60.0  # seconds to keep trying to resume a dropped event stream
 _TAIL = 1000  # bytes of stderr attached to a TaskFailed
-_InvalidState = (concurrent.futures.InvalidStateError, asyncio.InvalidStateError)
-
-# what a settled future gets: (True, value) or (False, exception)
-Settlement = tuple[bool, Any]
-Decoder = Callable[[Task, "bytes | None"], list[Settlement]]
 
 
-class TaskFuture(concurrent.futures.Future[Any]):
-    """A concurrent.futures.Future for a task; `task_id` and `job_id` once submitted."""
+class FarmClient(Protocol):
+    """What a Dispatcher needs of its client: AsyncClient's transport half."""
 
-    task_id: str | None = None
-    job_id: str | None = None
-    # inside a task (client/_current.py): held while waiting, so the farm knows we are blocked
-    blocker: Callable[[], contextlib.AbstractContextManager[None]] | None = None
+    job_scope: str | None  # set: submissions are added to this job (_current.py)
 
-    def result(self, timeout: float | None = None) -> Any:
-        """The task's result, waiting up to `timeout` seconds."""
-        if self.blocker is None or self.done():
-            return super().result(timeout)
-        with self.blocker():
-            return super().result(timeout)
+    async def drive(self, op: core.Op[T]) -> T:
+        """Run one core operation."""
+        ...
 
-    def exception(self, timeout: float | None = None) -> BaseException | None:
-        """The task's exception (None if it succeeded), waiting up to `timeout` seconds."""
-        if self.blocker is None or self.done():
-            return super().exception(timeout)
-        with self.blocker():
-            return super().exception(timeout)
+    def events(
+        self, job_id: str, after: int = 0, detail: bool = False
+    ) -> AsyncGenerator[Event, None]:
+        """A job's task events from `after` on, until the job is done."""
+        ...
 
-    def cancel(self) -> bool:
-        """Cancel while queued; `wait` and `as_completed` count it as done at once."""
-        if not super().cancel():
-            return False
-        # the standard executors do this when a worker picks the item up; no worker will
-        with contextlib.suppress(RuntimeError):
-            self.set_running_or_notify_cancel()
-        return True
-
-
-class AsyncTaskFuture(asyncio.Future[Any]):
-    """An asyncio.Future for a task; `task_id` and `job_id` once submitted."""
-
-    task_id: str | None = None
-    job_id: str | None = None
-
-
-def command_outcome(task: Task, _: bytes | None) -> list[Settlement]:
-    """A command task's future gets its Task, or TaskFailed."""
-    return [(True, task)] if task.status == "succeeded" else [(False, TaskFailed(task))]
-
-
-def function_outcome(task: Task, data: bytes | None) -> list[Settlement]:
-    """A function task's future gets the return value, or the remote exception."""
-    out = decode_result(data, task)
-    return [(True, out.value)] if out.error is None else [(False, out.error)]
-
-
-def chunk_outcome(size: int) -> Decoder:
-    """One settlement per item of a chunk; items after a failure were never run."""
-
-    def decode(task: Task, data: bytes | None) -> list[Settlement]:
-        out = decode_result(data, task)
-        if out.error is None:
-            return [(True, v) for v in out.value]
-        done = list(out.partial or [])
-        rest = size - len(done) - 1
-        skipped = CorralError(f"not run: item {len(done)} of its chunk (task {task.id}) raised")
-        return [(True, v) for v in done] + [(False, out.error)] + [(False, skipped)] * rest
-
-    return decode
-
-
-@dataclass
-class Submission:
-    """One task to submit and the futures it settles."""
-
-    spec: TaskSpec
-    futures: Sequence[Any]  # TaskFuture or AsyncTaskFuture
-    decode: Decoder
-    blobs: dict[str, bytes] = field(default_factory=dict)
-    paths: list[Path] = field(default_factory=list)  # command inputs, hashed when sent
-    after: list[Any] = field(default_factory=list)  # task ids or futures (dependencies hook)
-    after_files: dict[str, int] = field(default_factory=dict)  # future arguments (_deps.py)
-    job_name: str = ""
-    task_id: str | None = None
-
-    def cancelled(self) -> bool:
-        """Every future it settles was cancelled."""
-        return all(f.cancelled() for f in self.futures)
-
-    def assign(self, job_id: str, task_id: str) -> None:
-        """Record the ids the coordinator gave this task."""
-        self.task_id = task_id
-        for f in self.futures:
-            f.task_id, f.job_id = task_id, job_id
-
-    def started(self) -> None:
-        """The task is running: its futures can no longer be cancelled."""
-        for f in self.futures:
-            if isinstance(f, concurrent.futures.Future) and not (f.running() or f.done()):
-                f.set_running_or_notify_cancel()
-
-    def settle(self, outcomes: list[Settlement]) -> None:
-        """Set each future's result or exception, unless it is already done."""
-        for f, (ok, value) in zip(self.futures, outcomes, strict=False):
-            if f.done():
-                continue
-            with contextlib.suppress(*_InvalidState):
-                if ok:
-                    f.set_result(value)
-                else:
-                    f.set_exception(value)
-
-    def fail(self, exc: BaseException) -> None:
-        """Every future gets this exception."""
-        self.settle([(False, exc)] * len(self.futures))
-
-
-def dependency_ids(after: Sequence[Any]) -> list[str] | None:
-    """Task ids of `after` (ids or futures); None while some future is not submitted yet."""
-    ids = []
-    for dep in after:
-        task_id = dep if isinstance(dep, str) else getattr(dep, "task_id", None)
-        if task_id is None:
-            return None
-        ids.append(str(task_id))
-    return ids
-
-
-def with_after(spec: TaskSpec, ids: list[str]) -> TaskSpec:
-    """The spec holding until `ids` succeed (needs a TaskSpec with an `after` field)."""
-    if not ids:
-        return spec
-    if "after" not in TaskSpec.__struct_fields__:
-        raise CorralError("after=: this version of corral has no task dependencies")
-    return msgspec.structs.replace(spec, after=ids)
+    async def aclose(self) -> None:
+        """Close connections."""
+        ...
 
 
 class Dispatcher:
     """Sends batches and follows their jobs, in one event loop."""
 
-    def __init__(self, client: AsyncClient) -> None:
+    def __init__(self, client: FarmClient) -> None:
         self.client = client
         self.loop = asyncio.get_running_loop()
         self._pending: list[Submission] = []
@@ -230,12 +115,8 @@ class Dispatcher:
             if ids is None:
                 sub.fail(CorralError("after=: a dependency was never submitted"))
                 continue
-            try:
-                sub.spec = with_after(sub.spec, ids)
-                sub.spec = with_after_files(sub.spec, ids, sub.after_files, RESULT_FILE)
-            except CorralError as exc:
-                sub.fail(exc)
-                continue
+            sub.spec = with_after(sub.spec, ids)
+            sub.spec = with_after_files(sub.spec, ids, sub.after_files, RESULT_FILE)
             batch.append(sub)
         return batch
 
@@ -278,8 +159,6 @@ class Dispatcher:
             job = await self.client.drive(core.submit_job(specs, batch[0].job_name, inline))
             self._sent.update(inline)
             job_id, ids = job.id, job.task_ids
-            if not ids:  # an older coordinator does not say: ask
-                ids = [t.id for t in await self.client.drive(core.tasks(job.id))]
         waiting = {}
         for sub, task_id in zip(batch, ids, strict=True):
             sub.assign(job_id, task_id)
@@ -312,7 +191,7 @@ class Dispatcher:
                         if not waiting:  # a task's own job goes on after its children end
                             break
                 give_up = 0.0
-                if (await self.client.job(job_id)).status in FINAL_STATUSES:
+                if (await self.client.drive(core.job(job_id))).status in FINAL_STATUSES:
                     break
             except (Unreachable, ApiError) as exc:
                 if isinstance(exc, ApiError) and exc.status < 500:
@@ -351,7 +230,7 @@ class Dispatcher:
     async def _resolve(self, sub: Submission, task_id: str) -> None:
         async with self._fetching:
             try:
-                task = await self.client.task(task_id)
+                task = await self.client.drive(core.task(task_id))
                 data = None
                 entry = task.manifest.get(RESULT_FILE)
                 if entry is not None and task.status in ("succeeded", "failed"):
@@ -385,60 +264,4 @@ class Dispatcher:
                 await task
 
 
-class Background:
-    """A thread running an event loop with an AsyncClient and a Dispatcher (for sync code)."""
-
-    def __init__(self, make_client: Callable[[], AsyncClient]) -> None:
-        self._make = make_client
-        self.loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self.dispatcher: Dispatcher | None = None
-        self.thread = threading.Thread(target=self._run, name="corral-futures", daemon=True)
-        self.thread.start()
-        self._ready.wait()
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        client = self._make()
-
-        async def start() -> None:
-            self.dispatcher = Dispatcher(client)
-
-        self.loop.run_until_complete(start())
-        self._ready.set()
-        try:
-            self.loop.run_forever()
-        finally:
-            assert self.dispatcher is not None
-            self.loop.run_until_complete(self.dispatcher.aclose())
-            self.loop.run_until_complete(client.aclose())
-            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
-            self.loop.close()
-
-    def enqueue(self, subs: list[Submission]) -> None:
-        """Hand submissions to the loop; safe from any thread, the loop's own included."""
-        assert self.dispatcher is not None
-        self.loop.call_soon_threadsafe(self.dispatcher.enqueue, subs)
-
-    def close(self) -> None:
-        """Stop the loop; wait for the thread unless called from it."""
-        if self.loop.is_closed():
-            return
-        with contextlib.suppress(RuntimeError):
-            self.loop.call_soon_threadsafe(self.loop.stop)
-        if threading.current_thread() is not self.thread:
-            self.thread.join(10.0)
-
-
-__all__ = [
-    "AsyncTaskFuture",
-    "Background",
-    "Dispatcher",
-    "Submission",
-    "TaskFuture",
-    "chunk_outcome",
-    "command_outcome",
-    "dependency_ids",
-    "function_outcome",
-    "with_after",
-]
+__all__ = ["MAX_BATCH", "RECONNECT_FOR", "Dispatcher", "FarmClient"]

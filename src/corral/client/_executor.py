@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from ._client import Client
-from ._dispatch import TaskFuture
+from ._futures import TaskFuture
 
 
 class Executor(concurrent.futures.Executor):

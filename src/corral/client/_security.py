@@ -1,8 +1,8 @@
-"""Operations on tokens, the audit log and a running job's tasks (sans-IO, like `_core`)."""
+"""Operations on tokens and the audit log (sans-IO, like `_core`)."""
 
 from __future__ import annotations
 
-from ..protocol import AuditEntry, Task, TasksAdd, TaskSpec, TokenCreate, TokenCreated, TokenInfo
+from ..protocol import AuditEntry, TokenCreate, TokenCreated, TokenInfo
 from ._core import Op, _json
 
 
@@ -29,9 +29,4 @@ def audit(after: int = 0, limit: int = 1000) -> Op[list[AuditEntry]]:
     return (yield from _json("GET", "/audit", list[AuditEntry], after=after, limit=limit))
 
 
-def add_tasks(job_id: str, tasks: list[TaskSpec]) -> Op[list[Task]]:
-    """Add tasks to an existing job (a task's CORRAL_TOKEN may do this for its own job)."""
-    return (yield from _json("POST", f"/jobs/{job_id}/tasks", list[Task], TasksAdd(tasks)))
-
-
-__all__ = ["add_tasks", "audit", "create_token", "revoke_token", "tokens"]
+__all__ = ["audit", "create_token", "revoke_token", "tokens"]

@@ -9,8 +9,9 @@ from typing import Any
 
 from ..protocol import TaskSpec
 from ._deps import lift_futures
-from ._dispatch import Submission, chunk_outcome, command_outcome, function_outcome
 from ._functions import build_payload, dump_function, function_spec
+from ._outcomes import chunk_outcome, command_outcome, function_outcome
+from ._submission import Submission
 
 
 def _name(fn: Callable[..., Any]) -> str:

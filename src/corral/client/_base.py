@@ -1,0 +1,108 @@
+"""What Client and AsyncClient share, written once and doing no I/O: where the coordinator
+is, and turning calls and commands into futures.
+
+`submit`, `submit_with`, `submit_command` and `map` build Submissions (`_tasks.py`) and hand
+them to the client's `_enqueue`, which queues them on a Dispatcher: in the caller's event
+loop for AsyncClient, in a background thread for Client. Only the kind of future and the kind
+of httpx client differ, so the two share this base class instead of keeping two copies.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from ._config import resolve
+from ._futures import AsyncTaskFuture, TaskFuture
+from ._submission import Submission
+from ._tasks import command_submission, function_submission, map_submissions
+
+F = TypeVar("F", TaskFuture, AsyncTaskFuture)
+
+
+class BaseClient(ABC, Generic[F]):
+    """A client's coordinator and token, and its methods that return futures of type F."""
+
+    def __init__(self, url: str | None, token: str | None, timeout: float) -> None:
+        target = resolve(url, token)
+        self.url = target.url
+        self.token = target.token
+        self.timeout = timeout
+        self._verify = target.verify
+
+    def _http_options(self) -> dict[str, Any]:
+        """Keyword arguments for the httpx.Client or httpx.AsyncClient underneath."""
+        headers = {"authorization": f"Bearer {self.token}"} if self.token else {}
+        base_url = self.url + "/api/v1"
+        return {
+            "base_url": base_url,
+            "headers": headers,
+            "timeout": self.timeout,
+            "verify": self._verify,
+        }
+
+    @abstractmethod
+    def _future(self) -> F:
+        """A new, pending future of this client's kind."""
+
+    @abstractmethod
+    def _enqueue(self, subs: list[Submission]) -> None:
+        """Queue submissions on this client's Dispatcher."""
+
+    def submit_command(
+        self,
+        argv: Sequence[str],
+        *,
+        inputs: Iterable[str | Path] = (),
+        outputs: Iterable[str] = (),
+        env: Mapping[str, str] | None = None,
+        requires: Mapping[str, str] | None = None,
+        limits: Mapping[str, float] | None = None,
+        after: Iterable[Any] = (),
+        **spec: Any,
+    ) -> F:
+        """Run a command on the farm; the future's result is its final Task."""
+        future = self._future()
+        sub = command_submission(
+            argv,
+            future,
+            inputs=inputs,
+            outputs=outputs,
+            env=env,
+            requires=requires,
+            limits=limits,
+            after=after,
+            **spec,
+        )
+        self._enqueue([sub])
+        return future
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> F:
+        """Call `fn(*args, **kwargs)` on the farm; the future's result is its return value."""
+        return self.submit_with({}, fn, *args, **kwargs)
+
+    def submit_with(
+        self, options: Mapping[str, Any], fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> F:
+        """`submit` with task options: requires, env, limits, max_attempts, after."""
+        future = self._future()
+        self._enqueue([function_submission(fn, args, kwargs, options, future)])
+        return future
+
+    def map(
+        self,
+        fn: Callable[..., Any],
+        *iterables: Iterable[Any],
+        chunksize: int = 1,
+        options: Mapping[str, Any] | None = None,
+    ) -> list[F]:
+        """One future per item of `fn` over zipped iterables; `chunksize` calls a task."""
+        subs, futures = map_submissions(fn, iterables, chunksize, options or {}, self._future)
+        if subs:
+            self._enqueue(subs)
+        return futures
+
+
+__all__ = ["BaseClient"]
