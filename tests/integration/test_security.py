@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from corral.client._join import make_join, parse_join, pem_fingerprint
+from corral.client import make_join, parse_join, pem_fingerprint
 
 from .conftest import PYTHON, Farm, free_port, run_cli, wait_for
 
