@@ -7,8 +7,7 @@ import pytest
 from corral._net import is_loopback
 from corral.cli._common import Fail
 from corral.cli._security import parse_duration
-from corral.client import ConfigError
-from corral.client import make_join, parse_join
+from corral.client import ConfigError, make_join, parse_join
 from corral.coordinator.access import (
     JobTokens,
     Principal,
