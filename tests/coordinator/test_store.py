@@ -396,6 +396,19 @@ def test_a_database_from_before_the_newer_columns_opens(path: Path) -> None:
     SQLiteStore(path).close()  # and opening it again adds nothing twice
 
 
+def test_list_jobs_counts_every_listed_job_in_one_query(store: SQLiteStore) -> None:
+    for i in range(5):
+        store.create_job(f"j{i}", "n", "o", float(i), tasks(f"j{i}-", i + 1))
+    statements: list[str] = []
+    store._db.set_trace_callback(statements.append)
+    try:
+        jobs = store.list_jobs(10)
+    finally:
+        store._db.set_trace_callback(None)
+    assert [j.total for j in jobs] == [5, 4, 3, 2, 1]
+    assert len(statements) == 2  # the jobs, then all their counts
+
+
 def test_checkpoints_run_on_their_own_thread_until_close(path: Path) -> None:
     def checkpointers() -> int:
         return sum(t.name == "corral-checkpoint" for t in threading.enumerate())
