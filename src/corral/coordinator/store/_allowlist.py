@@ -6,24 +6,16 @@ backend's dialect.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
-
 from ...protocol import AllowEntry
+from ._sqlbase import SQLBase
 
 __all__ = ["AllowlistSQL"]
 
 
-class _Backend(Protocol):
-    @property
-    def _db(self) -> Any: ...
+class AllowlistSQL(SQLBase):
+    """A part of SQLStore."""
 
-    def _q(self, template: str) -> str: ...
-
-
-class AllowlistSQL:
-    """Mixed into SQLStore."""
-
-    def allow_add(self: _Backend, entry: AllowEntry) -> bool:
+    def allow_add(self, entry: AllowEntry) -> bool:
         """Add a hash; False when it was already there (the first note stays)."""
         cur = self._db.execute(
             self._q(
@@ -34,14 +26,14 @@ class AllowlistSQL:
         )
         return bool(cur.rowcount == 1)
 
-    def allow_list(self: _Backend) -> list[AllowEntry]:
+    def allow_list(self) -> list[AllowEntry]:
         """Every allowed hash, oldest first."""
         rows = self._db.execute(
             "SELECT sha256, note, added, added_by FROM allowlist ORDER BY added, sha256"
         )
         return [AllowEntry(*row) for row in rows.fetchall()]
 
-    def allow_remove(self: _Backend, sha256: str) -> bool:
+    def allow_remove(self, sha256: str) -> bool:
         """Remove a hash; False when it was not there."""
         cur = self._db.execute(self._q("DELETE FROM allowlist WHERE sha256 = ?"), (sha256,))
         return bool(cur.rowcount == 1)

@@ -10,9 +10,9 @@ expire, kill), so a dependent is settled in the very transaction that finishes i
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
 
 from ..deps import DEPENDENCY_FAILED, hold
+from ._sqlbase import SQLBase
 from .base import NewTask
 
 __all__ = ["DependencySQL"]
@@ -29,30 +29,14 @@ _FAIL_HELD = (
 )
 
 
-class _Backend(Protocol):
-    @property
-    def _db(self) -> Any: ...
+class DependencySQL(SQLBase):
+    """A part of SQLStore."""
 
-    def _q(self, template: str) -> str: ...
+    def _dependents(self, task_id: str) -> list[str]:
+        rows = self._db.execute(self._q("SELECT task_id FROM deps WHERE dep_id = ?"), (task_id,))
+        return [r[0] for r in rows.fetchall()]
 
-    def _many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
-
-    def _run_listed(self, template: str, values: Sequence[Any], *before: Any) -> list[Any]: ...
-
-    def _event(
-        self, job_id: str, task_id: str, status: str, code: int | None, now: float
-    ) -> None: ...
-
-
-def _dependents(backend: _Backend, task_id: str) -> list[str]:
-    rows = backend._db.execute(backend._q("SELECT task_id FROM deps WHERE dep_id = ?"), (task_id,))
-    return [r[0] for r in rows.fetchall()]
-
-
-class DependencySQL:
-    """Mixed into SQLStore."""
-
-    def _hold_new(self: _Backend, now: float, tasks: Sequence[NewTask]) -> None:
+    def _hold_new(self, now: float, tasks: Sequence[NewTask]) -> None:
         """Record new tasks' dependencies: hold them, or fail them when one already failed."""
         held = [(t.id, list(dict.fromkeys(t.spec.after))) for t in tasks if t.spec.after]
         if not held:
@@ -78,10 +62,10 @@ class DependencySQL:
                     self._q("UPDATE tasks SET waiting = ? WHERE id = ?"), (left, task_id)
                 )
 
-    def _settle_dependents(self: _Backend, task_id: str, status: str, now: float) -> None:
+    def _settle_dependents(self, task_id: str, status: str, now: float) -> None:
         """A task reached `status`: count it off its dependents, or fail them (transitively)."""
         if status == "succeeded":
-            ids = _dependents(self, task_id)
+            ids = self._dependents(task_id)
             if ids:
                 self._run_listed(_COUNT_OFF, ids)
             return
@@ -89,13 +73,13 @@ class DependencySQL:
             return
         todo = [task_id]
         while todo:
-            ids = _dependents(self, todo.pop())
+            ids = self._dependents(todo.pop())
             rows = self._run_listed(_FAIL_HELD, ids, DEPENDENCY_FAILED, now)
             for dependent, job_id in sorted(rows):
                 self._event(job_id, dependent, "failed", None, now)
                 todo.append(dependent)
 
-    def _settle_many(self: _Backend, finished: Sequence[tuple[str, str]], now: float) -> None:
+    def _settle_many(self, finished: Sequence[tuple[str, str]], now: float) -> None:
         """`_settle_dependents` for several (task, status) pairs, in order, looking up in one
         query which of them have dependents at all (most have none)."""
         final = [t for t, status in finished if status in _FINAL]
@@ -103,16 +87,16 @@ class DependencySQL:
         depended = {r[0] for r in rows}
         for task_id, status in finished:
             if task_id in depended:
-                DependencySQL._settle_dependents(self, task_id, status, now)
+                self._settle_dependents(task_id, status, now)
 
-    def dependencies_left(self: _Backend, task_id: str) -> int:
+    def dependencies_left(self, task_id: str) -> int:
         """How many of a queued task's dependencies have yet to succeed."""
         row = self._db.execute(
             self._q("SELECT waiting FROM tasks WHERE id = ? AND status = 'queued'"), (task_id,)
         ).fetchone()
         return int(row[0]) if row else 0
 
-    def set_blocked(self: _Backend, task_id: str, blocked: bool) -> str | None:
+    def set_blocked(self, task_id: str, blocked: bool) -> str | None:
         """Mark a running task blocked on its children (or not); its worker, None if the task
         is not running."""
         row = self._db.execute(
@@ -124,7 +108,7 @@ class DependencySQL:
         ).fetchone()
         return str(row[0]) if row and row[0] is not None else None
 
-    def blocked_tasks(self: _Backend, worker_id: str) -> list[str]:
+    def blocked_tasks(self, worker_id: str) -> list[str]:
         """The worker's running tasks that are blocked on their children."""
         rows = self._db.execute(
             self._q(

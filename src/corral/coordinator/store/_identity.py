@@ -8,36 +8,25 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import astuple
-from typing import Any, Protocol
 
 from ...protocol import AuditEntry
+from ._sqlbase import SQLBase
 from .base import NotFound, TokenRecord, audit_from_row, token_from_row
 
 __all__ = ["IdentitySQL"]
 
 
-class _Backend(Protocol):
-    @property
-    def _db(self) -> Any: ...
+class IdentitySQL(SQLBase):
+    """A part of SQLStore."""
 
-    def _q(self, template: str) -> str: ...
-
-    def _many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
-
-    def _run_listed(self, template: str, values: Sequence[Any], *before: Any) -> list[Any]: ...
-
-
-class IdentitySQL:
-    """Mixed into SQLStore."""
-
-    def add_token(self: _Backend, token: TokenRecord) -> None:
+    def add_token(self, token: TokenRecord) -> None:
         """Insert a token."""
         self._db.execute(
             self._q("INSERT INTO tokens ({token_columns}) VALUES (?,?,?,?,?,?,?,?,?)"),
             astuple(token),
         )
 
-    def token_by_hash(self: _Backend, secret_sha256: str) -> TokenRecord | None:
+    def token_by_hash(self, secret_sha256: str) -> TokenRecord | None:
         """The token whose secret hashes to this (one unique-index lookup, every request)."""
         row = self._db.execute(
             self._q("SELECT {token_columns} FROM tokens WHERE secret_sha256 = ?"),
@@ -45,14 +34,14 @@ class IdentitySQL:
         ).fetchone()
         return token_from_row(row) if row else None
 
-    def list_tokens(self: _Backend) -> list[TokenRecord]:
+    def list_tokens(self) -> list[TokenRecord]:
         """Every token, oldest first (ids in byte order on a tie, as SQLite compares)."""
         rows = self._db.execute(
             self._q("SELECT {token_columns} FROM tokens ORDER BY created, {by_id}")
         )
         return [token_from_row(r) for r in rows.fetchall()]
 
-    def revoke_token(self: _Backend, token_id: str, now: float) -> TokenRecord:
+    def revoke_token(self, token_id: str, now: float) -> TokenRecord:
         """Revoke a token once (later calls keep the first time); raises NotFound."""
         row = self._db.execute(
             self._q(
@@ -65,7 +54,7 @@ class IdentitySQL:
             raise NotFound(f"no token {token_id}")
         return token_from_row(row)
 
-    def set_worker_owner(self: _Backend, worker_id: str, owner: str) -> None:
+    def set_worker_owner(self, worker_id: str, owner: str) -> None:
         """Record which identity registered a worker."""
         self._db.execute(
             self._q(
@@ -75,14 +64,14 @@ class IdentitySQL:
             (worker_id, owner),
         )
 
-    def worker_owner(self: _Backend, worker_id: str) -> str | None:
+    def worker_owner(self, worker_id: str) -> str | None:
         """The identity that registered a worker, if known."""
         row = self._db.execute(
             self._q("SELECT owner FROM worker_owners WHERE worker_id = ?"), (worker_id,)
         ).fetchone()
         return str(row[0]) if row else None
 
-    def grant_blobs(self: _Backend, owner: str, hashes: Iterable[str]) -> None:
+    def grant_blobs(self, owner: str, hashes: Iterable[str]) -> None:
         """Let `owner` read these blobs; nothing to write, no statement."""
         rows = [(owner, h) for h in sorted(set(hashes))]
         if rows:
@@ -90,7 +79,7 @@ class IdentitySQL:
                 "INSERT INTO blob_owners (owner, sha256) VALUES (?,?) ON CONFLICT DO NOTHING", rows
             )
 
-    def owned_blobs(self: _Backend, owner: str, hashes: Sequence[str]) -> set[str]:
+    def owned_blobs(self, owner: str, hashes: Sequence[str]) -> set[str]:
         """Which of these blobs `owner` may read."""
         rows = self._run_listed(
             "SELECT sha256 FROM blob_owners WHERE owner = ? AND sha256 {ids}",
@@ -100,7 +89,7 @@ class IdentitySQL:
         return {r[0] for r in rows}
 
     def add_audit(
-        self: _Backend, now: float, actor: str, token_id: str, action: str, target: str, detail: str
+        self, now: float, actor: str, token_id: str, action: str, target: str, detail: str
     ) -> None:
         """Append one audit entry."""
         self._db.execute(
@@ -111,7 +100,7 @@ class IdentitySQL:
             (now, actor, token_id, action, target, detail),
         )
 
-    def audit(self: _Backend, after: int, limit: int) -> list[AuditEntry]:
+    def audit(self, after: int, limit: int) -> list[AuditEntry]:
         """Audit entries after sequence number `after`, oldest first."""
         rows = self._db.execute(
             self._q("SELECT {audit_columns} FROM audit WHERE seq > ? ORDER BY seq LIMIT ?"),

@@ -1,14 +1,11 @@
 """SQLStore: every query of the store written once, for SQLite and PostgreSQL alike.
 
 A backend (sqlite.py, postgres.py) brings a connection (`_db`), transactions (`_tx`) and its
-dialect (dialect.py); SQLStore holds the queries. Each query is a template: `?` for a
-parameter, `{word}` for what the dialect (or the column lists below) fills in, `{ids}` for a
-list and `{rows}` for a batch. A template is rendered the first time it runs and its text
-kept, so a call only looks it up, and each database sees one text per query (and per list or
-batch size on SQLite), which keeps its prepared-statement cache hitting.
-
-The few things the backends really do differently stay hooks there: where SQLite keeps long
-specs (`_specs`), how a connection is opened, kept and checkpointed.
+dialect (dialect.py); SQLStore, with the parts it is made of (_allowlist.py, _deps.py,
+_identity.py), holds the queries, as templates rendered once per dialect (_sqlbase.py says
+how), and the schema is one description (_schema.py). The few things the backends really do
+differently stay hooks there: where SQLite keeps long specs (`_specs`), how a connection is
+opened, kept and checkpointed.
 
 Rejected: an ORM or SQLAlchemy Core. The store is a few dozen statements tuned by hand
 (partial indexes, a loose index scan, an index hint, batched writes on the lease path); a
@@ -17,10 +14,9 @@ query builder would hide the text being tuned, add a dependency, and compile per
 
 from __future__ import annotations
 
-import abc
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, ClassVar
+from typing import Any
 
 from ...protocol import Event, Job, Task, Worker, slots_needed
 from ..leases import expired_to
@@ -28,13 +24,8 @@ from ..scheduler import oldest_first
 from ._allowlist import AllowlistSQL
 from ._deps import DependencySQL
 from ._identity import IdentitySQL
-from ._schema import ADDED_TASK_COLUMNS, INDEXES, TABLES
+from ._sqlbase import EVENT
 from .base import (
-    AUDIT_COLUMNS,
-    JOB_COLUMNS,
-    TASK_COLUMNS,
-    TOKEN_COLUMNS,
-    WORKER_COLUMNS,
     Leased,
     NewTask,
     NotFound,
@@ -55,19 +46,11 @@ from .base import (
     unique_runs,
     worker_from_row,
 )
-from .dialect import Dialect
 
 __all__ = ["SQLStore"]
 
 RELEASED = "given back by its worker (the machine was busy); requeued"
 
-# One worker row with the slots its running tasks take, in one statement.
-_WORKER_SELECT = (
-    "SELECT "
-    + ", ".join(f"w.{c}" for c in WORKER_COLUMNS.split(", "))
-    + ", (SELECT COALESCE(SUM(t.cost * (1 - t.blocked)), 0) FROM tasks t"
-    " WHERE t.worker_id = w.id AND t.status = 'running') FROM workers w"
-)
 # The distinct requirement classes with queued work, one index seek each (a loose index scan
 # in one statement): the cost grows with the number of classes, not with queue depth.
 # (PostgreSQL's DISTINCT would read every queued row.)
@@ -95,7 +78,6 @@ _LEASE_MANY = (
 _LEASE_TYPES = ("text", "text")
 # A worker that takes tasks is seen: the lease stands for a heartbeat, in its transaction.
 _LEASE_TOUCH = "UPDATE workers SET last_heartbeat = ?, status = 'online' WHERE id = ?"
-_EVENT = "INSERT INTO events (job_id, task_id, status, exit_code, time) VALUES (?,?,?,?,?)"
 # Recording an attempt's outcome, fenced by the live lease: finish_args, task id, lease id.
 _FINISH = (
     "UPDATE tasks SET status = ?, exit_code = ?, error = ?, stdout = ?, stderr = ?,"
@@ -120,39 +102,8 @@ _FINISH_TYPES = (
 )
 
 
-class _Words(dict[str, str]):
-    """Words for str.format_map that leave `{ids}` and `{rows}` to be filled per size."""
-
-    def __missing__(self, key: str) -> str:
-        return "{" + key + "}"
-
-
 class SQLStore(AllowlistSQL, DependencySQL, IdentitySQL, Store):
     """The Store over one SQL connection; a backend brings the connection and its dialect."""
-
-    dialect: ClassVar[Dialect]
-
-    def __init__(self) -> None:
-        words = self.dialect.words
-        self._words = _Words(
-            words,
-            task_columns=TASK_COLUMNS.replace(" spec,", f" {words['spec']},"),
-            job_columns=JOB_COLUMNS,
-            token_columns=TOKEN_COLUMNS,
-            audit_columns=AUDIT_COLUMNS,
-            worker_select=_WORKER_SELECT,
-        )
-        self._texts: dict[str, str] = {}
-        self._sized: dict[tuple[str, int], str] = {}
-
-    @property
-    @abc.abstractmethod
-    def _db(self) -> Any:
-        """The connection (sqlite3's or psycopg's: the calls used here are the same)."""
-
-    @abc.abstractmethod
-    def _tx(self) -> AbstractContextManager[Any]:
-        """One transaction; inside another (`atomic`), a savepoint."""
 
     def atomic(self) -> AbstractContextManager[Any]:
         return self._tx()
@@ -161,75 +112,9 @@ class SQLStore(AllowlistSQL, DependencySQL, IdentitySQL, Store):
         """Each new task's spec as its row keeps it (SQLite keeps long ones apart)."""
         return [encode(t.spec) for t in tasks]
 
-    # rendering
-    def _q(self, template: str) -> str:
-        """A template's text in this dialect, rendered once."""
-        text = self._texts.get(template)
-        if text is None:
-            text = template.format_map(self._words).replace("?", self.dialect.placeholder)
-            self._texts[template] = text
-        return text
-
-    def _listed(self, template: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
-        """A template's text with its `{ids}` standing for these values, and their parameters."""
-        dialect = self.dialect
-        size = dialect.list_size(len(values))
-        text = self._sized.get((template, size))
-        if text is None:
-            text = self._q(template).replace("{ids}", dialect.list_text(size))
-            self._sized[template, size] = text
-        return text, dialect.list_args(values, size)
-
-    def _run_listed(self, template: str, values: Sequence[Any], *before: Any) -> list[Any]:
-        """Run a listed statement over the values, a chunk at a time (parameters `before` come
-        ahead of the list's); the rows it returns, if any."""
-        out: list[Any] = []
-        chunk = self.dialect.chunk
-        for i in range(0, len(values), chunk):
-            sql, args = self._listed(template, values[i : i + chunk])
-            cur = self._db.execute(sql, (*before, *args))
-            if cur.description is not None:
-                out += cur.fetchall()
-        return out
-
-    def _batch(
-        self, template: str, types: Sequence[str], rows: Sequence[Sequence[Any]]
-    ) -> tuple[str, list[Any]]:
-        """A template's text with its `{rows}` standing for these rows, and their parameters."""
-        dialect = self.dialect
-        size = dialect.rows_size(len(rows))
-        text = self._sized.get((template, size))
-        if text is None:
-            text = self._q(template).replace("{rows}", dialect.rows_text(types, size))
-            self._sized[template, size] = text
-        return text, dialect.rows_args(rows)
-
-    def _many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        cur = self._db.cursor()
-        try:
-            cur.executemany(self._q(sql), rows)
-        finally:
-            cur.close()
-
-    # schema
-    def _create_schema(self) -> None:
-        """Create what the database lacks (the backend holds it in a transaction)."""
-        render, db = self._words, self._db
-        for statement in TABLES:
-            db.execute(statement.format_map(render))
-        have = {r[0] for r in db.execute(render["task_column_names"]).fetchall()}
-        for name, kind in ADDED_TASK_COLUMNS:
-            if name not in have:
-                db.execute(f"ALTER TABLE tasks ADD COLUMN {name} {kind.format_map(render)}")
-        for statement in INDEXES:
-            db.execute(statement)
-
-    def _event(self, job_id: str, task_id: str, status: str, code: int | None, now: float) -> None:
-        self._db.execute(self._q(_EVENT), (job_id, task_id, status, code, now))
-
     def _events(self, rows: Sequence[tuple[str, str, str, int | None, float]]) -> None:
         """Several (job, task, status, exit code, time) events, in order, in one call."""
-        self._many(_EVENT, rows)
+        self._many(EVENT, rows)
 
     # jobs and tasks
     def create_job(

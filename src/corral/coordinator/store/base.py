@@ -1,4 +1,5 @@
-"""The durable state seam: one abstract Store, one file per backend in this package.
+"""The durable state seam: one abstract Store, implemented once over SQL by SQLStore (_sql.py),
+with one file per backend (sqlite.py, postgres.py) for what differs.
 
 Every method is one transaction. State changes of tasks append an Event in the same
 transaction, so the event stream never disagrees with the tables.
