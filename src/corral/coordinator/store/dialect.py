@@ -16,6 +16,7 @@ caches keep hitting.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Sequence
 from typing import Any
 
@@ -52,7 +53,7 @@ WORDS: dict[str, tuple[str, str]] = {
 }
 
 
-class Dialect:
+class Dialect(abc.ABC):
     """The words of one dialect, its placeholder, and its list and batch forms."""
 
     placeholder = "?"
@@ -69,21 +70,21 @@ class Dialect:
         """How many rows a batch of `n` is written for (0: its text fits any number)."""
         return 0
 
+    @abc.abstractmethod
     def list_text(self, size: int) -> str:
         """What `{ids}` becomes for a list sent as `size` values."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def list_args(self, values: Sequence[Any], size: int) -> list[Any]:
         """The parameters of a list."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def rows_text(self, types: Sequence[str], n: int) -> str:
         """What `{rows}` becomes for `n` rows of these (PostgreSQL) column types."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def rows_args(self, rows: Sequence[Sequence[Any]]) -> list[Any]:
         """The parameters of a batch of rows."""
-        raise NotImplementedError
 
 
 class _SQLite(Dialect):
