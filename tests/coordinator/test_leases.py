@@ -1,4 +1,5 @@
-"""LeasePolicy: lease expiry, lost workers and when to look again, as pure functions."""
+"""LeasePolicy: lease expiry, lost workers and when to look again, and what becomes of a task
+whose lease ran out, as pure functions."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from corral.coordinator.leases import LeasePolicy
+from corral.coordinator.leases import LeasePolicy, expired_to
 
 FLOOR = 0.05  # next_check never sleeps less than this: no busy loop on a past expiry
 
@@ -69,3 +70,19 @@ def test_a_sooner_expiry_never_means_a_longer_sleep(
     policy = LeasePolicy(timeout=timeout)
     soon, late = sorted((a, b))
     assert policy.next_check(now, now + soon) <= policy.next_check(now, now + late)
+
+
+def test_an_expired_lease_requeues_until_the_attempts_are_spent() -> None:
+    assert expired_to("w1", 1, 3) == ("queued", "worker w1 lost; requeued")
+    assert expired_to("w2", 2, 3) == ("queued", "worker w2 lost; requeued")
+    assert expired_to("w1", 3, 3) == ("failed", "worker lost on all 3 attempts")
+    assert expired_to("w1", 1, 1) == ("failed", "worker lost on all 1 attempts")
+
+
+@given(attempts=st.integers(0, 100), max_attempts=st.integers(1, 100))
+def test_an_expired_task_fails_exactly_when_out_of_attempts(
+    attempts: int, max_attempts: int
+) -> None:
+    status, error = expired_to("w", attempts, max_attempts)
+    assert status == ("failed" if attempts >= max_attempts else "queued")
+    assert error

@@ -18,7 +18,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from corral.coordinator.store import NewTask, NotFound, Outcome, SQLiteStore, job_status
-from corral.coordinator.store import sqlite as sqlite_module
 from corral.protocol import TASK_STATUSES, OutputFile, TaskSpec
 
 
@@ -344,9 +343,39 @@ def test_grace_after_restart_pushes_expiry_only_forward(store: SQLiteStore) -> N
     assert store.get_task("t1").status == "running"
 
 
+# The tables of the first release (no cost, not_before, waiting or blocked; its queue index).
+FIRST_RELEASE_SCHEMA = """
+CREATE TABLE jobs (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, owner TEXT NOT NULL,
+    created REAL NOT NULL, total INTEGER NOT NULL
+);
+CREATE TABLE tasks (
+    id TEXT PRIMARY KEY, job_id TEXT NOT NULL, seq INTEGER NOT NULL, status TEXT NOT NULL,
+    spec BLOB NOT NULL, requires TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+    max_attempts INTEGER NOT NULL, worker_id TEXT, lease_id TEXT, lease_expires REAL,
+    exit_code INTEGER, error TEXT, stdout TEXT, stderr TEXT, manifest BLOB,
+    created REAL NOT NULL, started REAL, finished REAL
+);
+CREATE INDEX tasks_job ON tasks(job_id, seq);
+CREATE INDEX tasks_job_status ON tasks(job_id, status);
+CREATE INDEX tasks_queue ON tasks(status, requires, created) WHERE status = 'queued';
+CREATE INDEX tasks_running ON tasks(lease_expires) WHERE status = 'running';
+CREATE INDEX tasks_worker ON tasks(worker_id) WHERE status = 'running';
+CREATE TABLE workers (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, slots INTEGER NOT NULL, status TEXT NOT NULL,
+    capabilities BLOB NOT NULL, registered REAL NOT NULL, last_heartbeat REAL NOT NULL
+);
+CREATE TABLE events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT NOT NULL, task_id TEXT NOT NULL,
+    status TEXT NOT NULL, exit_code INTEGER, time REAL NOT NULL
+);
+CREATE INDEX events_job ON events(job_id, seq);
+"""
+
+
 def test_a_database_from_before_the_newer_columns_opens(path: Path) -> None:
     old = sqlite3.connect(path)
-    old.executescript(sqlite_module.SCHEMA)  # the first release's tables, without cost etc.
+    old.executescript(FIRST_RELEASE_SCHEMA)
     old.execute("INSERT INTO jobs VALUES ('j', 'old', 'alice', 1.0, 1)")
     old.execute(
         "INSERT INTO tasks (id, job_id, seq, status, spec, requires, max_attempts, created)"
@@ -365,6 +394,19 @@ def test_a_database_from_before_the_newer_columns_opens(path: Path) -> None:
     finally:
         store.close()
     SQLiteStore(path).close()  # and opening it again adds nothing twice
+
+
+def test_list_jobs_counts_every_listed_job_in_one_query(store: SQLiteStore) -> None:
+    for i in range(5):
+        store.create_job(f"j{i}", "n", "o", float(i), tasks(f"j{i}-", i + 1))
+    statements: list[str] = []
+    store._db.set_trace_callback(statements.append)
+    try:
+        jobs = store.list_jobs(10)
+    finally:
+        store._db.set_trace_callback(None)
+    assert [j.total for j in jobs] == [5, 4, 3, 2, 1]
+    assert len(statements) == 2  # the jobs, then all their counts
 
 
 def test_checkpoints_run_on_their_own_thread_until_close(path: Path) -> None:

@@ -196,6 +196,49 @@ def test_list_jobs_newest_first_with_limit_and_owner(store: Store) -> None:
     assert listed[1].counts["queued"] == 2
 
 
+def test_list_jobs_counts_each_job(store: Store) -> None:
+    submit(store, "a", 3, now=1.0)  # all queued
+    submit(store, "b", 2, now=2.0, owner="bob")  # one running, one succeeded
+    submit(store, "c", 2, now=3.0)  # one failed, one killed
+    submit(store, "d", 2, now=4.0, owner="bob")  # both killed
+    store.create_job("e", "empty", "alice", 5.0, [])
+    for job_id, outcome in (("b", ok()), ("c", ok(status="failed", exit_code=1))):
+        first, second = store.lease("w1", 2, 10.0, 20.0, 100, job_id=job_id)
+        store.finish(first.task_id, first.lease_id, outcome, 11.0)
+    store.kill(["c-t1", "d-t0", "d-t1"], 12.0)
+    zero = dict.fromkeys(("queued", "running", "succeeded", "failed", "killed"), 0)
+    want = {
+        "e": ({**zero}, "succeeded"),
+        "d": ({**zero, "killed": 2}, "killed"),
+        "c": ({**zero, "failed": 1, "killed": 1}, "failed"),
+        "b": ({**zero, "running": 1, "succeeded": 1}, "running"),
+        "a": ({**zero, "queued": 3}, "queued"),
+    }
+    listed = store.list_jobs(10)
+    assert [(j.id, (j.counts, j.status)) for j in listed] == list(want.items())
+    assert listed == [store.get_job(job_id) for job_id in want]
+    assert [(j.id, j.counts) for j in store.list_jobs(10, owner="bob")] == [
+        ("d", want["d"][0]),
+        ("b", want["b"][0]),
+    ]
+    assert [j.counts for j in store.list_jobs(2)] == [want["e"][0], want["d"][0]]
+
+
+def test_both_backends_have_the_same_indexes(store: Store, backend: Backend) -> None:
+    from corral.coordinator.store._schema import INDEXES
+
+    db = store._db  # type: ignore[attr-defined]
+    if backend.kind == "sqlite":
+        sql = "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+    else:  # primary keys and UNIQUE columns aside, as SQLite's autoindexes are
+        sql = (
+            "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()"
+            " AND indexdef NOT LIKE 'CREATE UNIQUE %'"
+        )
+    created = {s.split()[5] for s in INDEXES if s.startswith("CREATE INDEX IF NOT EXISTS")}
+    assert {r[0] for r in db.execute(sql).fetchall()} == created
+
+
 def test_get_task_round_trips_the_spec(store: Store) -> None:
     full = TaskSpec(
         argv=["python", "-c", "print(1)"],
@@ -244,9 +287,36 @@ def test_job_task_ids(store: Store) -> None:
     ids = submit(store, "j", 3)
     a = lease_one(store)
     store.finish(a.task_id, a.lease_id, ok(), 11.0)
-    assert sorted(store.job_task_ids("j", only_live=False)) == sorted(ids)
-    assert sorted(store.job_task_ids("j", only_live=True)) == sorted(ids[1:])
+    assert store.job_task_ids("j", only_live=False) == ids
+    assert store.job_task_ids("j", only_live=True) == ids[1:]
     assert store.job_task_ids("nope", only_live=False) == []
+
+
+def test_job_task_ids_are_in_submission_order(store: Store) -> None:
+    # ids that sort in no order of their own, inserted in another order than their seq
+    ids = ["zeta", "alpha", "10", "9", "Mid", "beta"]
+    new = [NewTask(t, i, spec(t)) for i, t in enumerate(ids)]
+    store.create_job("j", "n", "alice", 1.0, new[::-1])
+    store.add_tasks("j", 2.0, [NewTask("0", 6, spec("0"))])
+    ids.append("0")
+    assert store.job_task_ids("j", only_live=False) == ids
+    assert store.job_task_ids("j", only_live=True) == ids
+    done = lease_one(store)
+    assert done.task_id == "zeta"
+    store.finish(done.task_id, done.lease_id, ok(), 11.0)
+    assert lease_one(store).task_id == "alpha"  # running: still live
+    store.kill(["10"], 12.0)
+    assert store.job_task_ids("j", only_live=False) == ids
+    assert store.job_task_ids("j", only_live=True) == ["alpha", "9", "Mid", "beta", "0"]
+
+
+def test_long_id_lists_keep_their_order(store: Store) -> None:
+    ids = submit(store, "j", 1200)  # more than one statement's worth on SQLite
+    asked = ids[::-1]
+    assert set(store.get_tasks([*asked, "nope"])) == set(ids)
+    assert store.kill([*asked, "nope"], 5.0) == []
+    assert [e.task_id for e in store.events("j", 0, 2000)] == asked
+    assert store.get_job("j").counts["killed"] == 1200
 
 
 # leasing

@@ -24,3 +24,10 @@ class LeasePolicy:
         """Seconds to sleep before looking for expired leases and lost workers again."""
         horizon = self.timeout if earliest_expiry is None else earliest_expiry - now
         return min(max(horizon, 0.05), self.timeout)
+
+
+def expired_to(worker_id: str, attempts: int, max_attempts: int) -> tuple[str, str]:
+    """The status and error of a task whose lease ran out: requeued, or failed when spent."""
+    if attempts >= max_attempts:
+        return "failed", f"worker lost on all {attempts} attempts"
+    return "queued", f"worker {worker_id} lost; requeued"

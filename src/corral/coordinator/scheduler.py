@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TypeVar
 
 from ..protocol import Worker, parse_size, slots_needed
 
 Check = Callable[[str, Mapping[str, object]], str | None]
+Row = TypeVar("Row")
 
 
 def _num(value: object) -> float:
@@ -265,3 +267,15 @@ def pending_reason(
     if max(free) < need:
         return f"needs {need} free slots on one worker; at most {max(free)} are free on any"
     return f"next in line: {sum(free)} of {total} matching slots are free"
+
+
+def oldest_first(candidates: Iterable[tuple[float, int, int, Row]], capacity: int) -> list[Row]:
+    """From (created, seq, slots, row) candidates of every fitting class, take the oldest that
+    fit in `capacity` slots: no requirement class starves another."""
+    taken: list[Row] = []
+    used = 0
+    for _created, _seq, cost, row in sorted(candidates, key=lambda c: (c[0], c[1])):
+        if used + cost <= capacity:
+            taken.append(row)
+            used += cost
+    return taken

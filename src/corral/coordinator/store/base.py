@@ -1,4 +1,5 @@
-"""The durable state seam: one abstract Store, one file per backend in this package.
+"""The durable state seam: one abstract Store, implemented once over SQL by SQLStore (_sql.py),
+with one file per backend (sqlite.py, postgres.py) for what differs.
 
 Every method is one transaction. State changes of tasks append an Event in the same
 transaction, so the event stream never disagrees with the tables.
@@ -266,7 +267,7 @@ class Store(abc.ABC):
     def events(self, job_id: str, after: int, limit: int) -> list[Event]:
         """A job's task state changes after sequence number `after`."""
 
-    # identities, ownership and audit (security.py says what they are for)
+    # identities, ownership and audit (access.py says what they are for; SQL in _identity.py)
     @abc.abstractmethod
     def add_tasks(self, job_id: str, now: float, tasks: Sequence[NewTask]) -> None:
         """Append queued tasks to an existing job; raises NotFound."""
@@ -361,51 +362,8 @@ TASK_COLUMNS = (
     "id, job_id, seq, status, spec, attempts, max_attempts, worker_id, exit_code, error,"
     " stdout, stderr, manifest, created, started, finished, not_before"
 )
-# Columns added after the first release; each backend adds them to an existing database.
-ADDED_TASK_COLUMNS = (
-    ("cost", "INTEGER NOT NULL DEFAULT 1"),
-    ("not_before", "{real}"),
-    ("waiting", "INTEGER NOT NULL DEFAULT 0"),  # dependencies yet to succeed (_deps.py)
-    ("blocked", "INTEGER NOT NULL DEFAULT 0"),  # running, waiting on its children
-)
-# Retries waiting out a backoff, found without walking the whole queue (every backend).
-RETRY_INDEX = (
-    "CREATE INDEX IF NOT EXISTS tasks_retry ON tasks(not_before)"
-    " WHERE status = 'queued' AND not_before IS NOT NULL"
-)
 JOB_COLUMNS = "id, name, owner, created, total"
 WORKER_COLUMNS = "id, name, slots, status, capabilities, registered, last_heartbeat"
-# One worker row with the slots its running tasks take, in one statement (every backend).
-WORKER_SELECT = (
-    "SELECT "
-    + ", ".join(f"w.{c}" for c in WORKER_COLUMNS.split(", "))
-    + ", (SELECT COALESCE(SUM(t.cost * (1 - t.blocked)), 0) FROM tasks t"
-    " WHERE t.worker_id = w.id AND t.status = 'running') FROM workers w"
-)
-# The distinct requirement classes with queued work, one index seek each (a loose index scan
-# in one statement): the cost grows with the number of classes, not with queue depth.
-QUEUED_CLASSES = (
-    "WITH RECURSIVE c(r) AS ("
-    " SELECT (SELECT requires FROM tasks WHERE status = 'queued' ORDER BY requires LIMIT 1)"
-    " UNION ALL SELECT (SELECT requires FROM tasks WHERE status = 'queued' AND requires > c.r"
-    " ORDER BY requires LIMIT 1) FROM c WHERE c.r IS NOT NULL"
-    ") SELECT r FROM c WHERE r IS NOT NULL"
-)
-# Recording an attempt's outcome, fenced by the live lease ({p}: the backend's placeholder;
-# `finish_args` gives the values, then the task id and lease id follow).
-FINISH = (
-    "UPDATE tasks SET status = {p}, exit_code = {p}, error = {p}, stdout = {p}, stderr = {p},"
-    " manifest = {p}, finished = {p}, not_before = {p}, lease_id = NULL, lease_expires = NULL,"
-    " worker_id = CASE WHEN {p} = 'queued' THEN NULL ELSE worker_id END"
-    " WHERE id = {p} AND lease_id = {p} AND status = 'running'"
-)
-LEASE_UPDATE = (
-    "UPDATE tasks SET status = 'running', worker_id = {p}, lease_id = {p}, lease_expires = {p},"
-    " attempts = attempts + 1, started = {p}, blocked = 0 WHERE id = {p}"
-)
-EVENT_INSERT = "INSERT INTO events (job_id, task_id, status, exit_code, time) VALUES ({p})"
-# A worker that takes tasks is seen: the lease stands for a heartbeat, in its transaction.
-LEASE_TOUCH = "UPDATE workers SET last_heartbeat = {p}, status = 'online' WHERE id = {p}"
 
 
 def new_lease_id() -> str:
@@ -426,18 +384,6 @@ def finish_args(outcome: Outcome, now: float) -> tuple[Any, ...]:
         outcome.not_before,
         outcome.status,
     )
-
-
-def in_list(p: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
-    """`IN (...)` for these values, padded (by repeating the last) to a power of two so a
-    backend's prepared-statement cache sees few distinct texts."""
-    if not values:
-        return "IN (NULL)", []  # matches nothing
-    size = 1
-    while size < len(values):
-        size *= 2
-    padded = list(values) + [values[-1]] * (size - len(values))
-    return f"IN ({','.join(p for _ in padded)})", padded
 
 
 def unique_runs(
@@ -486,16 +432,6 @@ def fitting_classes(keys: Iterable[str], fits: Callable[[dict[str, str]], bool])
         if fits(requires):
             out.append(key)
     return out
-
-
-RELEASED = "given back by its worker (the machine was busy); requeued"
-
-
-def expired_to(worker_id: str, attempts: int, max_attempts: int) -> tuple[str, str]:
-    """The status and error of a task whose lease ran out: requeued, or failed when spent."""
-    if attempts >= max_attempts:
-        return "failed", f"worker lost on all {attempts} attempts"
-    return "queued", f"worker {worker_id} lost; requeued"
 
 
 def job_counts(rows: Iterable[tuple[str, int]]) -> dict[str, int]:
@@ -578,16 +514,3 @@ def token_from_row(row: Sequence[Any]) -> TokenRecord:
 def audit_from_row(row: Sequence[Any]) -> AuditEntry:
     """An AuditEntry from an AUDIT_COLUMNS row."""
     return AuditEntry(*row)
-
-
-def oldest_first(
-    candidates: list[tuple[float, int, int, tuple[Any, ...]]], capacity: int
-) -> list[tuple[Any, ...]]:
-    """From (created, seq, slots, row) candidates of every fitting class, take the oldest that
-    fit in `capacity` slots: no requirement class starves another."""
-    taken, used = [], 0
-    for _created, _seq, cost, row in sorted(candidates, key=lambda c: (c[0], c[1])):
-        if used + cost <= capacity:
-            taken.append(row)
-            used += cost
-    return taken

@@ -1,0 +1,83 @@
+"""The store's tables and indexes, written once for every backend.
+
+The `{words}` are column types the dialect supplies (dialect.py): `{real}` a float, `{blob}`
+bytes, `{serial}` a key that only grows (events and audit are never deleted, so each new seq
+is the largest yet), `{bytewise}` text compared byte by byte. Every statement is idempotent:
+opening an existing data directory creates what it lacks.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ADDED_TASK_COLUMNS", "INDEXES", "TABLES"]
+
+TABLES = (
+    """CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, owner TEXT NOT NULL,
+    created {real} NOT NULL, total INTEGER NOT NULL
+)""",
+    """CREATE TABLE IF NOT EXISTS tasks (
+    id TEXT PRIMARY KEY, job_id TEXT NOT NULL, seq INTEGER NOT NULL, status TEXT NOT NULL,
+    spec {blob} NOT NULL, requires {bytewise} NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+    max_attempts INTEGER NOT NULL, worker_id TEXT, lease_id TEXT, lease_expires {real},
+    exit_code INTEGER, error TEXT, stdout TEXT, stderr TEXT, manifest {blob},
+    created {real} NOT NULL, started {real}, finished {real}
+)""",
+    """CREATE TABLE IF NOT EXISTS workers (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, slots INTEGER NOT NULL, status TEXT NOT NULL,
+    capabilities {blob} NOT NULL, registered {real} NOT NULL, last_heartbeat {real} NOT NULL
+)""",
+    """CREATE TABLE IF NOT EXISTS events (
+    seq {serial}, job_id TEXT NOT NULL, task_id TEXT NOT NULL,
+    status TEXT NOT NULL, exit_code INTEGER, time {real} NOT NULL
+)""",
+    # dependencies (_deps.py): one row per (task, dependency)
+    """CREATE TABLE IF NOT EXISTS deps (
+    task_id TEXT NOT NULL, dep_id TEXT NOT NULL, PRIMARY KEY (task_id, dep_id)
+)""",
+    # identities, ownership and audit (_identity.py)
+    """CREATE TABLE IF NOT EXISTS tokens (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL, owner TEXT NOT NULL,
+    secret_sha256 TEXT NOT NULL UNIQUE, created {real} NOT NULL, expires {real},
+    revoked {real}, job_id TEXT
+)""",
+    "CREATE TABLE IF NOT EXISTS worker_owners (worker_id TEXT PRIMARY KEY, owner TEXT NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS blob_owners (
+    owner TEXT NOT NULL, sha256 TEXT NOT NULL, PRIMARY KEY (owner, sha256)
+)""",
+    """CREATE TABLE IF NOT EXISTS audit (
+    seq {serial}, time {real} NOT NULL, actor TEXT NOT NULL,
+    token_id TEXT NOT NULL, action TEXT NOT NULL, target TEXT NOT NULL, detail TEXT NOT NULL
+)""",
+    # the executable allowlist (_allowlist.py)
+    """CREATE TABLE IF NOT EXISTS allowlist (
+    sha256 TEXT PRIMARY KEY, note TEXT NOT NULL, added {real} NOT NULL, added_by TEXT NOT NULL
+)""",
+)
+
+# Task columns added after the first release, to a data directory that lacks them.
+ADDED_TASK_COLUMNS = (
+    ("cost", "INTEGER NOT NULL DEFAULT 1"),  # slots the task takes
+    ("not_before", "{real}"),  # a retry waiting out its backoff
+    ("waiting", "INTEGER NOT NULL DEFAULT 0"),  # dependencies yet to succeed (_deps.py)
+    ("blocked", "INTEGER NOT NULL DEFAULT 0"),  # running, waiting on its children
+)
+
+INDEXES = (
+    "CREATE INDEX IF NOT EXISTS tasks_job ON tasks(job_id, seq)",
+    "CREATE INDEX IF NOT EXISTS tasks_job_status ON tasks(job_id, status)",
+    # The queue, one index for both of its readers: the lease walks one requirement class's
+    # ready tasks (waiting = 0) in (created, seq) order and stops after LIMIT rows, however
+    # deep the queue; QUEUED_CLASSES seeks from one class to the next on its first column.
+    "CREATE INDEX IF NOT EXISTS tasks_queued ON tasks(requires, waiting, created, seq)"
+    " WHERE status = 'queued'",
+    # the indexes tasks_queued replaced, which backends once had different sets of
+    "DROP INDEX IF EXISTS tasks_queue",
+    "DROP INDEX IF EXISTS tasks_ready",
+    "CREATE INDEX IF NOT EXISTS tasks_running ON tasks(lease_expires) WHERE status = 'running'",
+    "CREATE INDEX IF NOT EXISTS tasks_worker ON tasks(worker_id) WHERE status = 'running'",
+    # retries waiting out a backoff, found without walking the whole queue
+    "CREATE INDEX IF NOT EXISTS tasks_retry ON tasks(not_before)"
+    " WHERE status = 'queued' AND not_before IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS events_job ON events(job_id, seq)",
+    "CREATE INDEX IF NOT EXISTS deps_dep ON deps(dep_id)",
+)

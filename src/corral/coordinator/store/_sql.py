@@ -1,0 +1,481 @@
+"""SQLStore: every query of the store written once, for SQLite and PostgreSQL alike.
+
+A backend (sqlite.py, postgres.py) brings a connection (`_db`), transactions (`_tx`) and its
+dialect (dialect.py); SQLStore, with the parts it is made of (_allowlist.py, _deps.py,
+_identity.py), holds the queries, as templates rendered once per dialect (_sqlbase.py says
+how), and the schema is one description (_schema.py). The few things the backends really do
+differently stay hooks there: where SQLite keeps long specs (`_specs`), how a connection is
+opened, kept and checkpointed.
+
+Rejected: an ORM or SQLAlchemy Core. The store is a few dozen statements tuned by hand
+(partial indexes, a loose index scan, an index hint, batched writes on the lease path); a
+query builder would hide the text being tuned, add a dependency, and compile per call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from typing import Any
+
+from ...protocol import Event, Job, Task, Worker, slots_needed
+from ..leases import expired_to
+from ..scheduler import oldest_first
+from ._allowlist import AllowlistSQL
+from ._deps import DependencySQL
+from ._identity import IdentitySQL
+from ._sqlbase import EVENT
+from .base import (
+    Leased,
+    NewTask,
+    NotFound,
+    Outcome,
+    Stopped,
+    Store,
+    class_requires,
+    class_slots,
+    encode,
+    finish_args,
+    fitting_classes,
+    job_counts,
+    job_from_row,
+    new_lease_id,
+    requires_key,
+    spec_decoder,
+    task_from_row,
+    unique_runs,
+    worker_from_row,
+)
+
+__all__ = ["SQLStore"]
+
+RELEASED = "given back by its worker (the machine was busy); requeued"
+
+# The distinct requirement classes with queued work, one index seek each (a loose index scan
+# in one statement): the cost grows with the number of classes, not with queue depth.
+# (PostgreSQL's DISTINCT would read every queued row.)
+_QUEUED_CLASSES = (
+    "WITH RECURSIVE c(r) AS ("
+    " SELECT (SELECT requires FROM tasks WHERE status = 'queued' ORDER BY requires LIMIT 1)"
+    " UNION ALL SELECT (SELECT requires FROM tasks WHERE status = 'queued' AND requires > c.r"
+    " ORDER BY requires LIMIT 1) FROM c WHERE c.r IS NOT NULL"
+    ") SELECT r FROM c WHERE r IS NOT NULL"
+)
+_LEASE = (
+    "SELECT id, job_id, {spec}, attempts, created, seq FROM tasks"
+    " WHERE status = 'queued' AND requires = ? AND waiting = 0"
+    " AND (not_before IS NULL OR not_before <= ?)"
+)
+_LEASE_ANY = _LEASE + " ORDER BY created, seq LIMIT ?{lock}"
+_LEASE_JOB = _LEASE + " AND job_id = ? ORDER BY created, seq LIMIT ?{lock}"
+# Several leases in one statement; {rows}: (id, lease_id).
+_LEASE_MANY = (
+    "WITH r(id, lease_id) AS ({rows})"
+    " UPDATE tasks SET status = 'running', worker_id = ?, lease_id = r.lease_id,"
+    " lease_expires = ?, attempts = attempts + 1, started = ?, blocked = 0"
+    " FROM r WHERE tasks.id = r.id"
+)
+_LEASE_TYPES = ("text", "text")
+# A worker that takes tasks is seen: the lease stands for a heartbeat, in its transaction.
+_LEASE_TOUCH = "UPDATE workers SET last_heartbeat = ?, status = 'online' WHERE id = ?"
+# Recording an attempt's outcome, fenced by the live lease: finish_args, task id, lease id.
+_FINISH = (
+    "UPDATE tasks SET status = ?, exit_code = ?, error = ?, stdout = ?, stderr = ?,"
+    " manifest = ?, finished = ?, not_before = ?, lease_id = NULL, lease_expires = NULL,"
+    " worker_id = CASE WHEN ? = 'queued' THEN NULL ELSE worker_id END"
+    " WHERE id = ? AND lease_id = ? AND status = 'running' RETURNING job_id"
+)
+# Several results in one statement: {rows} in finish_args' order, then the worker.
+_FINISH_MANY = (
+    "WITH r(id, lease_id, status, exit_code, error, stdout, stderr, manifest, finished,"
+    " not_before) AS ({rows})"
+    " UPDATE tasks SET status = r.status, exit_code = r.exit_code, error = r.error,"
+    " stdout = r.stdout, stderr = r.stderr, manifest = r.manifest, finished = r.finished,"
+    " not_before = r.not_before, lease_id = NULL, lease_expires = NULL,"
+    " worker_id = CASE WHEN r.status = 'queued' THEN NULL ELSE tasks.worker_id END"
+    " FROM r WHERE tasks.id = r.id AND tasks.lease_id = r.lease_id AND tasks.worker_id = ?"
+    " AND tasks.status = 'running' RETURNING tasks.id, tasks.job_id"
+)
+_FINISH_TYPES = (
+    *("text", "text", "text", "int", "text", "text", "text"),
+    *("bytea", "float8", "float8"),
+)
+
+
+class SQLStore(AllowlistSQL, DependencySQL, IdentitySQL, Store):
+    """The Store over one SQL connection; a backend brings the connection and its dialect."""
+
+    def atomic(self) -> AbstractContextManager[Any]:
+        return self._tx()
+
+    def _specs(self, tasks: Sequence[NewTask]) -> list[bytes]:
+        """Each new task's spec as its row keeps it (SQLite keeps long ones apart)."""
+        return [encode(t.spec) for t in tasks]
+
+    def _events(self, rows: Sequence[tuple[str, str, str, int | None, float]]) -> None:
+        """Several (job, task, status, exit code, time) events, in order, in one call."""
+        self._many(EVENT, rows)
+
+    # jobs and tasks
+    def create_job(
+        self, job_id: str, name: str, owner: str, now: float, tasks: Sequence[NewTask]
+    ) -> None:
+        with self._tx():
+            self._db.execute(
+                self._q("INSERT INTO jobs ({job_columns}) VALUES (?,?,?,?,?)"),
+                (job_id, name, owner, now, len(tasks)),
+            )
+            self._insert_tasks(job_id, now, tasks)
+            self._hold_new(now, tasks)
+
+    def add_tasks(self, job_id: str, now: float, tasks: Sequence[NewTask]) -> None:
+        with self._tx():
+            cur = self._db.execute(
+                self._q("UPDATE jobs SET total = total + ? WHERE id = ?"), (len(tasks), job_id)
+            )
+            if cur.rowcount == 0:
+                raise NotFound(f"no job {job_id}")
+            self._insert_tasks(job_id, now, tasks)
+            self._hold_new(now, tasks)
+
+    def _insert_tasks(self, job_id: str, now: float, tasks: Sequence[NewTask]) -> None:
+        self._many(
+            "INSERT INTO tasks (id, job_id, seq, status, spec, requires, max_attempts,"
+            " created, cost) VALUES (?,?,?,'queued',?,?,?,?,?)",
+            [
+                (
+                    t.id,
+                    job_id,
+                    t.seq,
+                    spec,
+                    requires_key(t.spec),
+                    t.spec.max_attempts,
+                    now,
+                    slots_needed(t.spec.requires),
+                )
+                for t, spec in zip(tasks, self._specs(tasks), strict=True)
+            ],
+        )
+
+    def _jobs(self, rows: Sequence[Sequence[Any]]) -> list[Job]:
+        """Jobs from JOB_COLUMNS rows, all their counts from one query."""
+        per_job: dict[str, list[tuple[str, int]]] = {r[0]: [] for r in rows}
+        counted = self._run_listed(
+            "SELECT job_id, status, COUNT(*) FROM tasks WHERE job_id {ids} GROUP BY job_id, status",
+            list(per_job),
+        )
+        for job_id, status, n in counted:
+            per_job[job_id].append((status, n))
+        return [job_from_row(r, job_counts(per_job[r[0]])) for r in rows]
+
+    def get_job(self, job_id: str) -> Job:
+        row = self._db.execute(
+            self._q("SELECT {job_columns} FROM jobs WHERE id = ?"), (job_id,)
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"no job {job_id}")
+        return self._jobs([row])[0]
+
+    def list_jobs(self, limit: int, owner: str | None = None) -> list[Job]:
+        args: tuple[Any, ...] = (limit,)
+        sql = "SELECT {job_columns} FROM jobs ORDER BY created DESC LIMIT ?"
+        if owner is not None:
+            sql = "SELECT {job_columns} FROM jobs WHERE owner = ? ORDER BY created DESC LIMIT ?"
+            args = (owner, limit)
+        return self._jobs(self._db.execute(self._q(sql), args).fetchall())
+
+    def job_owner(self, job_id: str) -> str:
+        row = self._db.execute(self._q("SELECT owner FROM jobs WHERE id = ?"), (job_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no job {job_id}")
+        return str(row[0])
+
+    def job_finished(self, job_id: str) -> bool:
+        row = self._db.execute(
+            self._q(
+                "SELECT (SELECT 1 FROM tasks WHERE job_id = ? AND status IN ('queued', 'running')"
+                " LIMIT 1) FROM jobs WHERE id = ?"
+            ),
+            (job_id, job_id),
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"no job {job_id}")
+        return row[0] is None
+
+    def get_task(self, task_id: str) -> Task:
+        row = self._db.execute(
+            self._q("SELECT {task_columns} FROM tasks WHERE id = ?"), (task_id,)
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"no task {task_id}")
+        return task_from_row(row)
+
+    def get_tasks(self, task_ids: Sequence[str]) -> dict[str, Task]:
+        rows = self._run_listed(
+            "SELECT {task_columns} FROM tasks WHERE id {ids}", list(dict.fromkeys(task_ids))
+        )
+        return {r[0]: task_from_row(r) for r in rows}
+
+    def list_tasks(
+        self, job_id: str, offset: int, limit: int, status: str | None = None
+    ) -> list[Task]:
+        if status is None:
+            sql = "SELECT {task_columns} FROM tasks WHERE job_id = ?"
+            args: tuple[Any, ...] = (job_id, limit, offset)
+        else:
+            sql = "SELECT {task_columns} FROM tasks WHERE job_id = ? AND status = ?"
+            args = (job_id, status, limit, offset)
+        rows = self._db.execute(self._q(sql + " ORDER BY seq LIMIT ? OFFSET ?"), args)
+        return [task_from_row(r) for r in rows.fetchall()]
+
+    def job_task_ids(self, job_id: str, only_live: bool) -> list[str]:
+        sql = "SELECT id FROM tasks WHERE job_id = ? ORDER BY seq"
+        if only_live:
+            sql = (
+                "SELECT id FROM tasks WHERE job_id = ? AND status IN ('queued', 'running')"
+                " ORDER BY seq"
+            )
+        return [r[0] for r in self._db.execute(self._q(sql), (job_id,)).fetchall()]
+
+    # scheduling
+    def lease(
+        self,
+        worker_id: str,
+        capacity: int,
+        now: float,
+        expires: float,
+        scan: int,
+        fits: Callable[[dict[str, str]], bool] = lambda _r: True,
+        job_id: str | None = None,
+    ) -> list[Leased]:
+        if capacity <= 0:
+            return []
+        sql = self._q(_LEASE_ANY if job_id is None else _LEASE_JOB)
+        only_job = () if job_id is None else (job_id,)
+        decode = spec_decoder.decode
+        with self._tx():
+            db = self._db
+            candidates = []
+            for key in fitting_classes(self._queued_classes(), fits):
+                cost = class_slots(key)
+                if cost > capacity:
+                    continue
+                limit = min(scan, capacity // cost)
+                rows = db.execute(sql, (key, now, *only_job, limit)).fetchall()
+                candidates += [(r[4], r[5], cost, r) for r in rows]
+            out = [
+                Leased(task_id, job_id, new_lease_id(), attempts + 1, expires, decode(spec))
+                for task_id, job_id, spec, attempts, _c, _s in oldest_first(candidates, capacity)
+            ]
+            if out:
+                rows = [(x.task_id, x.lease_id) for x in out]
+                update, args = self._batch(_LEASE_MANY, _LEASE_TYPES, rows)
+                db.execute(update, (*args, worker_id, expires, now))
+                self._events([(x.job_id, x.task_id, "running", None, now) for x in out])
+                db.execute(self._q(_LEASE_TOUCH), (now, worker_id))
+        return out
+
+    def _queued_classes(self) -> list[str]:
+        return [r[0] for r in self._db.execute(self._q(_QUEUED_CLASSES)).fetchall()]
+
+    def queued_requirements(self) -> list[dict[str, str]]:
+        return [class_requires(key) for key in self._queued_classes()]
+
+    def release_due(self, now: float) -> int:
+        sql = self._q(
+            "UPDATE tasks{by_retry} SET not_before = NULL"
+            " WHERE status = 'queued' AND not_before <= ?"
+        )
+        return int(self._db.execute(sql, (now,)).rowcount)
+
+    def next_not_before(self) -> float | None:
+        row = self._db.execute(
+            self._q(
+                "SELECT MIN(not_before) FROM tasks{by_retry}"
+                " WHERE status = 'queued' AND not_before IS NOT NULL"
+            )
+        ).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    def finish(self, task_id: str, lease_id: str, outcome: Outcome, now: float) -> bool:
+        with self._tx():
+            row = self._db.execute(
+                self._q(_FINISH), (*finish_args(outcome, now), task_id, lease_id)
+            ).fetchone()
+            if row is None:
+                return False
+            self._event(row[0], task_id, outcome.status, outcome.exit_code, now)
+            self._settle_dependents(task_id, outcome.status, now)
+        return True
+
+    def finish_many(
+        self, worker_id: str, items: Sequence[tuple[str, str, Outcome]], now: float
+    ) -> list[bool]:
+        if not items:
+            return []
+        out, events = [], []
+        with self._tx():
+            for run in unique_runs(items):  # a task twice in a batch: later runs see the first
+                rows = [(t, lease, *finish_args(o, now)[:8]) for t, lease, o in run]
+                sql, args = self._batch(_FINISH_MANY, _FINISH_TYPES, rows)
+                found = dict(self._db.execute(sql, (*args, worker_id)).fetchall())
+                for task_id, _lease, o in run:
+                    out.append(task_id in found)
+                    if task_id in found:
+                        events.append((found[task_id], task_id, o.status, o.exit_code, now))
+            if events:
+                self._events(events)
+                self._settle_many([(e[1], e[2]) for e in events], now)
+        return out
+
+    def release(self, task_id: str, lease_id: str, now: float) -> bool:
+        with self._tx():
+            row = self._db.execute(
+                self._q(
+                    "UPDATE tasks SET status = 'queued', attempts = {greatest}(attempts - 1, 0),"
+                    " lease_id = NULL, lease_expires = NULL, worker_id = NULL, started = NULL,"
+                    " error = ? WHERE id = ? AND lease_id = ? AND status = 'running'"
+                    " RETURNING job_id"
+                ),
+                (RELEASED, task_id, lease_id),
+            ).fetchone()
+            if row is None:
+                return False
+            self._event(row[0], task_id, "queued", None, now)
+        return True
+
+    def extend(
+        self, worker_id: str, lease_ids: Sequence[str], now: float, expires: float
+    ) -> list[str]:
+        rows = self._run_listed(
+            "UPDATE tasks SET lease_expires = ? WHERE worker_id = ? AND status = 'running'"
+            " AND lease_id {ids} RETURNING lease_id",
+            lease_ids,
+            expires,
+            worker_id,
+        )
+        live = {r[0] for r in rows}
+        return [lease_id for lease_id in lease_ids if lease_id not in live]
+
+    def expire(self, now: float) -> list[Stopped]:
+        out = []
+        with self._tx():
+            db = self._db
+            rows = db.execute(
+                self._q(
+                    "SELECT id, job_id, worker_id, lease_id, attempts, max_attempts FROM tasks"
+                    " WHERE status = 'running' AND lease_expires <= ?{lock}"
+                ),
+                (now,),
+            ).fetchall()
+            for task_id, job_id, worker_id, lease_id, attempts, max_attempts in rows:
+                status, error = expired_to(worker_id, attempts, max_attempts)
+                db.execute(
+                    self._q(
+                        "UPDATE tasks SET status = ?, error = ?, lease_id = NULL,"
+                        " lease_expires = NULL, worker_id = CASE WHEN ? = 'queued' THEN NULL"
+                        " ELSE worker_id END, finished = CASE WHEN ? = 'failed' THEN ? END"
+                        " WHERE id = ?"
+                    ),
+                    (status, error, status, status, now, task_id),
+                )
+                self._event(job_id, task_id, status, None, now)
+                self._settle_dependents(task_id, status, now)
+                out.append(Stopped(task_id, worker_id, lease_id))
+        return out
+
+    def next_expiry(self) -> float | None:
+        row = self._db.execute(
+            self._q("SELECT MIN(lease_expires) FROM tasks WHERE status = 'running'")
+        ).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    def grace_running(self, until: float) -> None:
+        self._db.execute(
+            self._q(
+                "UPDATE tasks SET lease_expires = {greatest}(lease_expires, ?)"
+                " WHERE status = 'running' AND lease_expires IS NOT NULL"
+            ),
+            (until,),
+        )
+
+    def kill(self, task_ids: Sequence[str], now: float) -> list[Stopped]:
+        if not task_ids:
+            return []
+        with self._tx():
+            rows = self._run_listed(
+                "UPDATE tasks SET status = 'killed', finished = ?, error = 'killed',"
+                " lease_expires = NULL WHERE id {ids} AND status IN ('queued', 'running')"
+                " RETURNING id, job_id, worker_id, lease_id",
+                task_ids,
+                now,
+            )
+            # events and answers in the order asked, as if killed one by one
+            order = {task_id: i for i, task_id in reversed(list(enumerate(task_ids)))}
+            rows.sort(key=lambda r: order[r[0]])
+            if not rows:
+                return []
+            self._events([(job_id, task_id, "killed", None, now) for task_id, job_id, *_ in rows])
+            for task_id, *_ in rows:  # after all kills: a job kill leaves its tasks killed
+                self._settle_dependents(task_id, "killed", now)
+        return [Stopped(t, w, lease) for t, _j, w, lease in rows if lease is not None]
+
+    # workers
+    def register_worker(
+        self, worker_id: str, name: str, slots: int, caps: dict[str, object], now: float
+    ) -> None:
+        self._db.execute(
+            self._q(
+                "INSERT INTO workers (id, name, slots, status, capabilities, registered,"
+                " last_heartbeat) VALUES (?,?,?,'online',?,?,?)"
+            ),
+            (worker_id, name, slots, encode(caps), now, now),
+        )
+
+    def touch_worker(
+        self, worker_id: str, now: float, status: str, caps: dict[str, object] | None
+    ) -> None:
+        if caps:
+            sql = "UPDATE workers SET last_heartbeat = ?, status = ?, capabilities = ? WHERE id = ?"
+            args: tuple[Any, ...] = (now, status, encode(caps), worker_id)
+        else:
+            sql = "UPDATE workers SET last_heartbeat = ?, status = ? WHERE id = ?"
+            args = (now, status, worker_id)
+        if self._db.execute(self._q(sql), args).rowcount == 0:
+            raise NotFound(f"no worker {worker_id}")
+
+    def set_worker_status(self, worker_id: str, status: str) -> None:
+        self._db.execute(self._q("UPDATE workers SET status = ? WHERE id = ?"), (status, worker_id))
+
+    def mark_lost_workers(self, before: float) -> list[str]:
+        rows = self._db.execute(
+            self._q(
+                "UPDATE workers SET status = 'lost' WHERE status IN ('online', 'draining',"
+                " 'idle-wait', 'suspended') AND last_heartbeat < ? RETURNING id"
+            ),
+            (before,),
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def get_worker(self, worker_id: str) -> Worker:
+        row = self._db.execute(self._q("{worker_select} WHERE w.id = ?"), (worker_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no worker {worker_id}")
+        return worker_from_row(row, row[-1])
+
+    def list_workers(self) -> list[Worker]:
+        rows = self._db.execute(
+            self._q("{worker_select} ORDER BY w.status != 'online', w.registered")
+        ).fetchall()
+        return [worker_from_row(r, r[-1]) for r in rows]
+
+    # events
+    def events(self, job_id: str, after: int, limit: int) -> list[Event]:
+        rows = self._db.execute(
+            self._q(
+                "SELECT seq, job_id, task_id, status, exit_code, time FROM events"
+                " WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?"
+            ),
+            (job_id, after, limit),
+        )
+        return [Event(*r) for r in rows.fetchall()]
