@@ -15,7 +15,7 @@ from ...protocol import Task, TaskBlocked, TaskRelease, TaskResult, result_probl
 from .. import guards
 from ..errors import ApiError
 from ..service import Coordinator
-from ._common import Endpoint, int_param
+from ._common import OFFSET, Endpoint
 
 
 async def get_task(request: Request, coord: Coordinator, _: None) -> Task:
@@ -36,7 +36,7 @@ async def task_log(request: Request, coord: Coordinator, _: None) -> Response:
     stream = request.query_params.get("stream", "stdout")
     if stream not in ("stdout", "stderr"):
         raise ApiError("bad_request", "stream must be stdout or stderr")
-    offset = int_param(request, "offset", 0)
+    offset = OFFSET.read(request)
     path, final = coord.log_path(task, stream)
     data = b""
     if path is not None:
@@ -70,7 +70,13 @@ async def task_blocked(request: Request, coord: Coordinator, body: TaskBlocked) 
 ENDPOINTS: list[Endpoint] = [
     Endpoint("GET", "/tasks/{id}", get_task, "One task", None, Task),
     Endpoint("POST", "/tasks/{id}/kill", kill_task, "Kill a task", None, Task),
-    Endpoint("GET", "/tasks/{id}/log", task_log, "A task's stdout or stderr from an offset"),
+    Endpoint(
+        "GET",
+        "/tasks/{id}/log",
+        task_log,
+        "A task's stdout or stderr from an offset",
+        query=(OFFSET,),
+    ),
     Endpoint("POST", "/tasks/{id}/result", task_result, "Report an attempt", TaskResult, Task),
     Endpoint(
         "POST",
