@@ -20,7 +20,7 @@ import pytest
 
 from corral.coordinator import Settings, build_app
 from corral.coordinator.blobs import LocalBlobs
-from corral.coordinator.store import SQLiteStore
+from corral.coordinator.store import SQLiteStore, Store
 from corral.protocol import ERROR_STATUS
 
 TOKEN = "test-token"
@@ -52,7 +52,7 @@ class Api:
     http: httpx.AsyncClient
     transport: httpx.ASGITransport
     settings: Settings
-    store: SQLiteStore
+    store: Store
 
     async def submit(self, *tasks: dict[str, Any], name: str = "") -> dict[str, Any]:
         r = await self.http.post("/jobs", json={"name": name, "tasks": list(tasks)})
@@ -115,12 +115,18 @@ class Api:
         return sha
 
 
-def run_api(data_dir: Path, body: Body, **overrides: Any) -> None:
-    """Run `body(api)` against a fresh coordinator on `data_dir`, inside its lifespan."""
+def run_api(
+    data_dir: Path,
+    body: Body,
+    open_store: Callable[[Settings], Store] | None = None,
+    **overrides: Any,
+) -> None:
+    """Run `body(api)` against a fresh coordinator on `data_dir`, inside its lifespan; its
+    store is SQLite's in `data_dir` unless `open_store` opens another."""
 
     async def main() -> None:
         settings = Settings(data_dir=data_dir, tokens={TOKEN: "alice"}, **overrides)
-        store = SQLiteStore(settings.db_path)
+        store = open_store(settings) if open_store else SQLiteStore(settings.db_path)
         try:
             app = build_app(settings, store, LocalBlobs(settings.blob_dir))
             transport = httpx.ASGITransport(app=app)

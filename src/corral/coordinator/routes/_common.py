@@ -96,9 +96,7 @@ class IntQuery:
         try:
             value = int(text)
         except ValueError as exc:
-            raise ApiError(
-                "bad_request", f"query parameter {self.name} must be an integer"
-            ) from exc
+            raise ApiError("bad_request", f"{self.name}: must be an integer") from exc
         if not self.low <= value <= self.high:
             raise ApiError("invalid_argument", f"{self.name}: {self.range_text()}")
         return value
@@ -112,6 +110,7 @@ MAX_PAGE = 100_000  # rows in one page of a list
 # byte offsets and event sequence numbers: a signed 64-bit file offset, PostgreSQL's BIGINT
 OFFSET = IntQuery("offset", 0, 0, INT64_MAX)
 AFTER = IntQuery("after", 0, 0, INT64_MAX)
+LAST_EVENT_ID = IntQuery("Last-Event-ID", 0, 0, INT64_MAX)  # a header, read as `after` is
 
 
 def page_limit(default: int) -> IntQuery:
@@ -121,6 +120,7 @@ def page_limit(default: int) -> IntQuery:
 
 __all__ = [
     "AFTER",
+    "LAST_EVENT_ID",
     "MAX_PAGE",
     "OFFSET",
     "Endpoint",

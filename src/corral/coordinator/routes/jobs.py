@@ -21,7 +21,7 @@ from ...protocol import (
 from .. import guards
 from ..errors import ApiError
 from ..service import Coordinator
-from ._common import AFTER, OFFSET, Endpoint, encoder, json_response, page_limit
+from ._common import AFTER, LAST_EVENT_ID, OFFSET, Endpoint, encoder, json_response, page_limit
 
 JOBS_LIMIT = page_limit(100)
 TASKS_LIMIT = page_limit(1000)
@@ -97,8 +97,9 @@ async def kill_job(request: Request, coord: Coordinator, _: None) -> Job:
 async def job_events(request: Request, coord: Coordinator, _: None) -> Response:
     job_id = request.path_params["id"]
     guards.job_access(request, coord.store, job_id)
-    # Last-Event-ID (a reconnecting EventSource) wins over ?after=, with the same range
-    after = AFTER.read(request, request.headers.get("last-event-id"))
+    # Last-Event-ID (a reconnecting EventSource) wins over ?after=
+    header = request.headers.get("last-event-id") or None
+    after = AFTER.read(request) if header is None else LAST_EVENT_ID.read(request, header)
     detail = request.query_params.get("detail") == "1"
     stream = coord.events(job_id, after, keepalive=15.0)
     first = await anext(stream, "end")  # raises NotFound before the 200 is sent

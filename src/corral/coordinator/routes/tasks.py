@@ -7,6 +7,8 @@ heartbeat reply, and the worker leases more work into the blocked task's slots.
 
 from __future__ import annotations
 
+import os
+
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
@@ -41,8 +43,10 @@ async def task_log(request: Request, coord: Coordinator, _: None) -> Response:
     data = b""
     if path is not None:
         with path.open("rb") as f:
-            f.seek(offset)
-            data = f.read(4 * 1024 * 1024)
+            # past the end there is nothing to read; ext4 refuses to seek that far at all
+            if offset < os.fstat(f.fileno()).st_size:
+                f.seek(offset)
+                data = f.read(4 * 1024 * 1024)
     headers = {"x-corral-final": "1" if final and not data else "0", "x-corral-status": task.status}
     return Response(data, 200, headers=headers, media_type="application/octet-stream")
 
