@@ -89,6 +89,10 @@ CASES = [
          task(requires={"cpus": "@N@"})),
     Case("slots", "POST", "/workers", [*NEGATIVE, "0", "10001"], "slots",
          {"name": "w2", "slots": "@N@"}),
+    Case("capabilities", "POST", "/workers", HUGE, "capabilities[...]",
+         {"name": "w2", "slots": 1, "capabilities": {"cpus": "@N@"}}),
+    Case("heartbeat capabilities", "POST", WORKER + "/heartbeat", HUGE, "capabilities[...]",
+         {"capabilities": {"memory_total": "@N@"}}),
     Case("lease max", "POST", WORKER + "/lease", NEGATIVE, "max", {"max": "@N@"}),
     Case("lease wait", "POST", WORKER + "/lease", FLOATS, "wait", {"wait": "@N@"}),
     Case("prefetch", "POST", WORKER + "/lease", NEGATIVE, "prefetch",
@@ -253,7 +257,9 @@ def test_the_edges_are_accepted_and_stored(serve: Callable[..., None]) -> None:
     32 bits), and the largest offsets read as nothing rather than failing."""
 
     async def body(api: Api, ids: Ids) -> None:
-        worker = {"name": "big", "slots": 10_000, "capabilities": {"slots": 10_000}}
+        # the scheduler compares capabilities as floats: the largest integers convert
+        caps = {"slots": 10_000, "cpus": INT64_MAX, "memory_free": INT64_MAX}
+        worker = {"name": "big", "slots": 10_000, "capabilities": caps}
         r = await api.http.post("/workers", json=worker)
         assert r.status_code == 200, r.text
         big = r.json()["id"]
@@ -262,7 +268,7 @@ def test_the_edges_are_accepted_and_stored(serve: Callable[..., None]) -> None:
             "max_attempts": 1000,
             "retries": 1000,
             "limits": {"memory": MAX_LIMIT, "wall_time": MAX_LIMIT},
-            "requires": {"cpus": "10000"},
+            "requires": {"cpus": "10000", "min_cpus": "64", "min_memory": "1T"},
             "inputs": {"in.txt": {"sha256": SHA, "size": INT64_MAX, "mode": 0o7777}},
         }
         job = await api.submit(edge, {"argv": ["true"], "after_index": [0]})

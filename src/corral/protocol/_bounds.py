@@ -11,6 +11,8 @@ Why these bounds:
 - byte offsets, sizes and event sequence numbers stop at 2**63-1 (a signed 64-bit file offset
   and BIGINT);
 - slots, attempts and retries have a real bound far below that (see the constants);
+- a worker's capabilities are free-form, but a number among them is a 64-bit integer or a
+  float (the scheduler compares them as floats: a longer integer would not convert);
 - seconds and task limits are finite (JSON cannot carry NaN or infinity, and msgspec refuses
   1e400) and non-negative; limits stop at 2**53, the largest whole number a float holds
   exactly, so a worker's setrlimit never sees a value it cannot take.
@@ -22,6 +24,7 @@ Rejected: checking each field by hand after decoding. Every new field would need
 from __future__ import annotations
 
 import re
+import sys
 from typing import Annotated, Any
 
 import msgspec
@@ -43,9 +46,13 @@ FileMode = Annotated[int, msgspec.Meta(ge=0, le=0o7777)]  # permission bits only
 Seconds = Annotated[float, msgspec.Meta(ge=0, le=MAX_SECONDS)]
 Lifetime = Annotated[float, msgspec.Meta(gt=0, le=MAX_SECONDS)]
 LimitValue = Annotated[float, msgspec.Meta(ge=0, le=MAX_LIMIT)]
+_Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=INT64_MAX)]
+_Finite = Annotated[float, msgspec.Meta(ge=-sys.float_info.max, le=sys.float_info.max)]
+# one value of a worker's capabilities: checked at the top level, where the scheduler looks
+Fact = str | bool | _Int64 | _Finite | None | list[Any] | dict[str, Any]
 
 # msgspec's words for a number outside its type's range, and where it was
-_RANGE = re.compile(r"^(?:Expected `(?:int|float)` [<>]=? \S+|Number out of range) - at `\$(.*)`$")
+_RANGE = re.compile(r"^(?:Expected `(int|float)` [<>]=? \S+|Number out of range) - at `\$(.*)`$")
 _STEP = re.compile(r"\.([^.\[]+)|\[(\d+|\.\.\.)\]")
 
 
@@ -55,15 +62,17 @@ def range_problem(kind: Any, error: msgspec.ValidationError) -> str | None:
     found = _RANGE.match(str(error))
     if found is None:
         return None
-    path = found.group(1)
-    node = _follow(msgspec.inspect.type_info(kind), path)
+    number, path = found.group(1), found.group(2)
+    # "Number out of range" is a float's complaint (1e400)
+    want = msgspec.inspect.IntType if number == "int" else msgspec.inspect.FloatType
+    node = _follow(msgspec.inspect.type_info(kind), path, want)
     return f"{path.lstrip('.') or 'body'}: {_phrase(node)}"
 
 
-def _follow(node: Any, path: str) -> Any:
+def _follow(node: Any, path: str, want: type) -> Any:
     """The type (an IntType or FloatType, or None when lost) at a msgspec error path."""
     for name, index in _STEP.findall(path):
-        node = _number_in(node)
+        node = _number_in(node, want)
         if name and isinstance(node, msgspec.inspect.StructType):
             node = next((f.type for f in node.fields if f.encode_name == name), None)
         elif index and isinstance(node, msgspec.inspect.DictType):
@@ -72,14 +81,14 @@ def _follow(node: Any, path: str) -> Any:
             node = node.item_type
         else:
             return None
-    return _number_in(node)
+    return _number_in(node, want)
 
 
-def _number_in(node: Any) -> Any:
-    # `int | None` and the like: the part that is not None
+def _number_in(node: Any, want: type) -> Any:
+    # `int | None`, a Fact: the part msgspec complained of (a container, further along a path)
     if isinstance(node, msgspec.inspect.UnionType):
         parts = [t for t in node.types if not isinstance(t, msgspec.inspect.NoneType)]
-        return parts[0] if len(parts) == 1 else node
+        return next((t for t in parts if isinstance(t, want)), parts[0] if parts else node)
     return node
 
 
@@ -100,4 +109,4 @@ def _phrase(node: Any) -> str:
 
 def _text(value: float) -> str:
     # 3153600000, not 3.1536e+09: the reader compares it with what they sent
-    return str(int(value)) if float(value).is_integer() else str(value)
+    return str(int(value)) if float(value).is_integer() and abs(value) <= 2**63 else str(value)

@@ -22,6 +22,7 @@ from ._bounds import (
     Attempts,
     Count,
     ExitCode,
+    Fact,
     FileMode,
     LimitValue,
     Offset,
@@ -170,7 +171,7 @@ class WorkerRegister(Request):
 
     name: str
     slots: Slots
-    capabilities: dict[str, Any] = {}
+    capabilities: dict[str, Fact] = {}
 
 
 class WorkerRegistered(msgspec.Struct):
@@ -251,7 +252,7 @@ class Heartbeat(Request):
 
     leases: list[str] = []
     logs: list[LogChunk] = []
-    capabilities: dict[str, Any] = {}
+    capabilities: dict[str, Fact] = {}
     wait: Seconds = 0.0
     draining: bool = False
     status: IdleStatus = "online"  # desktop mode: idle-wait or suspended
