@@ -2,6 +2,11 @@
 sends them, authenticated, to a real `corral server` on loopback. No answer may be a 5xx, and
 every answer must match the document (status codes, content types, response schemas).
 
+The document gives every number its range (minimum/maximum), so the positive run tries the
+edges, and the negative run sends requests that break the document (numbers past their ranges,
+wrong types): still never a 5xx. Not every broken request is refused, on purpose: an unknown
+query parameter is ignored, so schemathesis's negative_data_rejection check is not used.
+
 The seed is fixed and the number of examples bounded, so the run is repeatable and short.
 """
 
@@ -27,6 +32,7 @@ from schemathesis.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from schemathesis.generation import GenerationMode
 
 EXAMPLES = int(os.environ.get("CORRAL_SCHEMATHESIS_EXAMPLES", "15"))
 CHECKS = [
@@ -102,3 +108,34 @@ def test_api_conforms_to_its_openapi_document(coordinator: tuple[str, str]) -> N
         run()
     # the run reached the handlers, not only the router and the body decoder
     assert seen[2] >= 5 * 3 and seen[4] > 0 and set(seen) <= {2, 4}, seen
+
+
+def test_requests_outside_the_document_are_refused(coordinator: tuple[str, str]) -> None:
+    url, token = coordinator
+    auth = {"authorization": f"Bearer {token}"}
+    schema = schemathesis.openapi.from_url(url + "/api/v1/openapi.json", headers=auth)
+    # only operations that take something a request can get wrong: a body or a query number
+    operations = [
+        op for result in schema.get_all_operations() if (op := result.ok()).body or op.query
+    ]
+    assert len(operations) >= 15
+    seen: collections.Counter[int] = collections.Counter()
+
+    for operation in operations:
+
+        @seed(20261123)
+        @settings(
+            max_examples=EXAMPLES,
+            deadline=None,
+            database=None,
+            derandomize=True,
+            suppress_health_check=list(HealthCheck),
+        )
+        @given(case=operation.as_strategy(generation_mode=GenerationMode.NEGATIVE))
+        def run(case: schemathesis.Case) -> None:
+            checks = [not_a_server_error, status_code_conformance]
+            response = case.call_and_validate(base_url=url, headers=auth, checks=checks, timeout=20)
+            seen[response.status_code // 100] += 1
+
+        run()
+    assert seen[4] > seen[2] and set(seen) <= {2, 4}, seen

@@ -7,9 +7,13 @@ from typing import Any
 import msgspec
 
 from ..protocol import ErrorBody
-from .routes import Endpoint
+from .routes import Endpoint, IntQuery
 
 _REF = "#/components/schemas/{name}"
+
+
+def _int_schema(q: IntQuery) -> dict[str, Any]:
+    return {"type": "integer", "minimum": q.low, "maximum": q.high, "default": q.default}
 
 
 def openapi_document(endpoints: list[Endpoint], prefix: str, version: str) -> dict[str, Any]:
@@ -41,11 +45,17 @@ def openapi_document(endpoints: list[Endpoint], prefix: str, version: str) -> di
                 "content": {"application/json": {"schema": by_kind[e.body]}},
             }
         params = [seg[1:-1] for seg in e.path.split("/") if seg.startswith("{")]
-        if params:
-            op["parameters"] = [
-                {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
-                for p in params
-            ]
+        parameters = [
+            {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+            for p in params
+        ]
+        # integer query parameters with their ranges, so generated requests try the edges
+        parameters += [
+            {"name": q.name, "in": "query", "required": False, "schema": _int_schema(q)}
+            for q in e.query
+        ]
+        if parameters:
+            op["parameters"] = parameters
         paths.setdefault(prefix + e.path, {})[e.method.lower()] = op
     return {
         "openapi": "3.1.0",

@@ -168,9 +168,8 @@ class Coordinator:
         if body.slots < 1:
             raise ApiError("invalid_argument", "slots must be at least 1")
         worker_id = uuid.uuid4().hex
-        self.store.register_worker(
-            worker_id, body.name, body.slots, body.capabilities, self.clock()
-        )
+        caps: dict[str, object] = dict(body.capabilities)
+        self.store.register_worker(worker_id, body.name, body.slots, caps, self.clock())
         return WorkerRegistered(worker_id, self.settings.heartbeat_interval, self.policy.timeout)
 
     async def lease(self, worker_id: str, body: LeaseRequest) -> LeaseGrant:

@@ -2,6 +2,15 @@
 
 from ._allow import AllowAdd, AllowEntry
 from ._beacon import BEACON_PORT, Beacon, decode_beacon, encode_beacon
+from ._bounds import (
+    INT32_MAX,
+    INT64_MAX,
+    MAX_ATTEMPTS,
+    MAX_LIMIT,
+    MAX_SECONDS,
+    MAX_SLOTS,
+    range_problem,
+)
 from ._errors import ERROR_STATUS
 from ._models import (
     FINAL_STATUSES,
@@ -63,7 +72,13 @@ __all__ = [
     "INLINE_LEASE_MAX",
     "INLINE_MAX",
     "INLINE_TOTAL",
+    "INT32_MAX",
+    "INT64_MAX",
     "LIMIT_KEYS",
+    "MAX_ATTEMPTS",
+    "MAX_LIMIT",
+    "MAX_SECONDS",
+    "MAX_SLOTS",
     "ROLES",
     "TASK_STATUSES",
     "AfterFile",
@@ -108,6 +123,7 @@ __all__ = [
     "format_size",
     "is_sha256",
     "parse_size",
+    "range_problem",
     "relpath_problem",
     "result_problems",
     "slots_needed",

@@ -18,6 +18,19 @@ from typing import Any, Literal
 
 import msgspec
 
+from ._bounds import (
+    Attempts,
+    Count,
+    ExitCode,
+    Fact,
+    FileMode,
+    LimitValue,
+    Offset,
+    Retries,
+    Seconds,
+    Slots,
+)
+
 TaskStatus = Literal["queued", "running", "succeeded", "failed", "killed"]
 TASK_STATUSES: tuple[TaskStatus, ...] = ("queued", "running", "succeeded", "failed", "killed")
 FINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "killed"})
@@ -35,16 +48,16 @@ class InputRef(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     """A file to place in the task directory, by content hash."""
 
     sha256: str
-    size: int
-    mode: int = 0o644
+    size: Offset
+    mode: FileMode = 0o644
 
 
 class OutputFile(msgspec.Struct, forbid_unknown_fields=True):
     """One returned file in a task's output manifest."""
 
     sha256: str
-    size: int
-    mode: int = 0o644
+    size: Offset
+    mode: FileMode = 0o644
 
 
 class AfterFile(msgspec.Struct, forbid_unknown_fields=True):
@@ -62,13 +75,13 @@ class TaskSpec(Request):
     inputs: dict[str, InputRef] = {}
     outputs: list[str] = []
     requires: dict[str, str] = {}
-    limits: dict[str, float] = {}
+    limits: dict[str, LimitValue] = {}
     shell: bool = False
-    max_attempts: int = 3
+    max_attempts: Attempts = 3
     name: str = ""
-    retries: int = 0  # re-run a failed attempt (non-zero exit) up to this many times
+    retries: Retries = 0  # re-run a failed attempt (non-zero exit) up to this many times
     after: list[str] = []  # hold until these tasks (ids) have succeeded; see coordinator/deps.py
-    after_index: list[int] = []  # ... or these earlier tasks of the same submission
+    after_index: list[Count] = []  # ... or these earlier tasks of the same submission
     after_inputs: dict[str, AfterFile] = {}  # name in the task directory -> a dependency's file
 
 
@@ -157,8 +170,8 @@ class WorkerRegister(Request):
     """A worker introduces itself."""
 
     name: str
-    slots: int
-    capabilities: dict[str, Any] = {}
+    slots: Slots
+    capabilities: dict[str, Fact] = {}
 
 
 class WorkerRegistered(msgspec.Struct):
@@ -176,13 +189,13 @@ class LeaseRequest(Request):
     they are recorded first, in one transaction, so their slots count as free for this lease.
     """
 
-    max: int = 1
-    wait: float = 0.0
+    max: Count = 1
+    wait: Seconds = 0.0
     results: dict[str, TaskResult] = {}
     # how many of `max` may go beyond the worker's slots, queued locally because its recent
     # tasks were short (worker/prefetch.py): only tasks of `prefetch_job`, the job those were
     # of, and only ones queued when asked; the coordinator caps it
-    prefetch: int = 0
+    prefetch: Count = 0
     prefetch_job: str = ""
 
 
@@ -230,7 +243,7 @@ class LogChunk(msgspec.Struct, forbid_unknown_fields=True):
     task_id: str
     lease_id: str
     stream: Literal["stdout", "stderr"]
-    offset: int
+    offset: Offset
     data: bytes
 
 
@@ -239,8 +252,8 @@ class Heartbeat(Request):
 
     leases: list[str] = []
     logs: list[LogChunk] = []
-    capabilities: dict[str, Any] = {}
-    wait: float = 0.0
+    capabilities: dict[str, Fact] = {}
+    wait: Seconds = 0.0
     draining: bool = False
     status: IdleStatus = "online"  # desktop mode: idle-wait or suspended
     blocked: list[str] = []  # the tasks it was last told are blocked (HeartbeatReply)
@@ -267,7 +280,7 @@ class TaskResult(Request):
     """A finished attempt, fenced by its lease id."""
 
     lease_id: str
-    exit_code: int | None
+    exit_code: ExitCode | None
     stdout: str | None = None
     stderr: str | None = None
     manifest: dict[str, OutputFile] = {}

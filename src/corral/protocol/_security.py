@@ -14,6 +14,7 @@ from typing import Literal
 
 import msgspec
 
+from ._bounds import Lifetime
 from ._models import Request, TaskSpec
 
 Role = Literal["admin", "submit", "worker", "job"]
@@ -26,7 +27,7 @@ class TokenCreate(Request):
     name: str
     role: Literal["admin", "submit", "worker"]
     owner: str = ""
-    expires: float | None = None
+    expires: Lifetime | None = None
 
 
 class TokenInfo(msgspec.Struct):

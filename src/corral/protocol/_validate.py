@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import PurePosixPath
 
+from ._bounds import MAX_ATTEMPTS, MAX_LIMIT, MAX_SLOTS
 from ._models import TaskResult, TaskSpec
 
 _HEX = frozenset("0123456789abcdef")
@@ -62,21 +63,35 @@ def task_problems(spec: TaskSpec) -> list[str]:
     for key in spec.env:
         if not key or "=" in key or "\x00" in key:
             problems.append(f"env: bad variable name {key!r}")
+    problems += _limit_problems(spec)
+    problems += _count_problems(spec)
+    return problems
+
+
+def _limit_problems(spec: TaskSpec) -> list[str]:
+    problems = []
     for key, value in spec.limits.items():
         if key not in LIMIT_KEYS:
             problems.append(f"limits.{key}: unknown limit (known: {', '.join(LIMIT_KEYS)})")
         elif value < 0:
             problems.append(f"limits.{key}: negative")
-    problems += _attempt_problems(spec)
+        elif not value <= MAX_LIMIT:  # also NaN, which a spec built in Python may hold
+            problems.append(f"limits.{key}: must be a finite number from 0 to {MAX_LIMIT:.0f}")
     return problems
 
 
-def _attempt_problems(spec: TaskSpec) -> list[str]:
+def _count_problems(spec: TaskSpec) -> list[str]:
+    # a decoded body has had these ranges checked (protocol/_bounds.py); a spec built in
+    # Python (a client's, before it is sent) has not
     problems = []
-    if spec.max_attempts < 1:
-        problems.append("max_attempts: must be at least 1")
-    if spec.retries < 0:
-        problems.append("retries: must not be negative")
+    if not 1 <= spec.max_attempts <= MAX_ATTEMPTS:
+        problems.append(f"max_attempts: must be an integer from 1 to {MAX_ATTEMPTS}")
+    if not 0 <= spec.retries <= MAX_ATTEMPTS:
+        problems.append(f"retries: must be an integer from 0 to {MAX_ATTEMPTS}")
+    cpus = spec.requires.get("cpus", "1")
+    # the task's slots go to an INTEGER column; no worker has more than MAX_SLOTS anyway
+    if cpus.isdigit() and int(cpus) > MAX_SLOTS:
+        problems.append(f"requires.cpus: must be an integer from 1 to {MAX_SLOTS}")
     return problems
 
 

@@ -16,7 +16,7 @@ Its name is the operationId and the name access.py's role rules use.
 from __future__ import annotations
 
 from . import allowlist, blobs, jobs, security, tasks, workers
-from ._common import Endpoint, decode_body, json_response, read_body
+from ._common import Endpoint, IntQuery, decode_body, json_response, read_body
 
 ENDPOINTS: list[Endpoint] = (
     jobs.ENDPOINTS
@@ -27,4 +27,4 @@ ENDPOINTS: list[Endpoint] = (
     + allowlist.ENDPOINTS
 )
 
-__all__ = ["ENDPOINTS", "Endpoint", "decode_body", "json_response", "read_body"]
+__all__ = ["ENDPOINTS", "Endpoint", "IntQuery", "decode_body", "json_response", "read_body"]

@@ -21,7 +21,10 @@ from ...protocol import (
 from .. import guards
 from ..errors import ApiError
 from ..service import Coordinator
-from ._common import Endpoint, encoder, int_param, json_response
+from ._common import AFTER, LAST_EVENT_ID, OFFSET, Endpoint, encoder, json_response, page_limit
+
+JOBS_LIMIT = page_limit(100)
+TASKS_LIMIT = page_limit(1000)
 
 
 def _owner(request: Request) -> str:
@@ -51,7 +54,7 @@ def _check_inputs(request: Request, coord: Coordinator, tasks: list[TaskSpec]) -
 async def list_jobs(request: Request, coord: Coordinator, _: None) -> list[Job]:
     who = guards.principal(request)
     owner = None if who.is_admin else who.owner
-    return coord.store.list_jobs(int_param(request, "limit", 100, 1), owner)
+    return coord.store.list_jobs(JOBS_LIMIT.read(request), owner)
 
 
 async def get_job(request: Request, coord: Coordinator, _: None) -> Job:
@@ -64,9 +67,7 @@ async def list_tasks(request: Request, coord: Coordinator, _: None) -> list[Task
     status = request.query_params.get("status")
     if status is not None and status not in TASK_STATUSES:
         raise ApiError("bad_request", f"status must be one of {', '.join(TASK_STATUSES)}")
-    return coord.store.list_tasks(
-        job_id, int_param(request, "offset", 0), int_param(request, "limit", 1000, 1), status
-    )
+    return coord.store.list_tasks(job_id, OFFSET.read(request), TASKS_LIMIT.read(request), status)
 
 
 async def add_tasks(request: Request, coord: Coordinator, body: TasksAdd) -> Response:
@@ -96,11 +97,11 @@ async def kill_job(request: Request, coord: Coordinator, _: None) -> Job:
 async def job_events(request: Request, coord: Coordinator, _: None) -> Response:
     job_id = request.path_params["id"]
     guards.job_access(request, coord.store, job_id)
-    after = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
-    if not after.isdigit():
-        raise ApiError("bad_request", "Last-Event-ID must be an event sequence number")
+    # Last-Event-ID (a reconnecting EventSource) wins over ?after=
+    header = request.headers.get("last-event-id") or None
+    after = AFTER.read(request) if header is None else LAST_EVENT_ID.read(request, header)
     detail = request.query_params.get("detail") == "1"
-    stream = coord.events(job_id, int(after), keepalive=15.0)
+    stream = coord.events(job_id, after, keepalive=15.0)
     first = await anext(stream, "end")  # raises NotFound before the 200 is sent
 
     async def body() -> AsyncIterator[bytes]:
@@ -119,14 +120,30 @@ async def job_events(request: Request, coord: Coordinator, _: None) -> Response:
 
 ENDPOINTS: list[Endpoint] = [
     Endpoint("POST", "/jobs", create_job, "Submit a job", JobCreate, JobCreated, 201),
-    Endpoint("GET", "/jobs", list_jobs, "List jobs, newest first", None, list[Job]),
+    Endpoint(
+        "GET", "/jobs", list_jobs, "List jobs, newest first", None, list[Job], query=(JOBS_LIMIT,)
+    ),
     Endpoint("GET", "/jobs/{id}", get_job, "One job", None, Job),
-    Endpoint("GET", "/jobs/{id}/tasks", list_tasks, "A job's tasks", None, list[Task]),
+    Endpoint(
+        "GET",
+        "/jobs/{id}/tasks",
+        list_tasks,
+        "A job's tasks",
+        None,
+        list[Task],
+        query=(OFFSET, TASKS_LIMIT),
+    ),
     Endpoint(
         "POST", "/jobs/{id}/tasks", add_tasks, "Add tasks to a job", TasksAdd, list[Task], 201
     ),
     Endpoint("POST", "/jobs/{id}/kill", kill_job, "Kill a job's live tasks", None, Job),
-    Endpoint("GET", "/jobs/{id}/events", job_events, "Server-Sent Events of task changes"),
+    Endpoint(
+        "GET",
+        "/jobs/{id}/events",
+        job_events,
+        "Server-Sent Events of task changes",
+        query=(AFTER,),
+    ),
 ]
 
 __all__ = ["ENDPOINTS"]

@@ -7,6 +7,8 @@ heartbeat reply, and the worker leases more work into the blocked task's slots.
 
 from __future__ import annotations
 
+import os
+
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
@@ -15,7 +17,7 @@ from ...protocol import Task, TaskBlocked, TaskRelease, TaskResult, result_probl
 from .. import guards
 from ..errors import ApiError
 from ..service import Coordinator
-from ._common import Endpoint, int_param
+from ._common import OFFSET, Endpoint
 
 
 async def get_task(request: Request, coord: Coordinator, _: None) -> Task:
@@ -36,13 +38,15 @@ async def task_log(request: Request, coord: Coordinator, _: None) -> Response:
     stream = request.query_params.get("stream", "stdout")
     if stream not in ("stdout", "stderr"):
         raise ApiError("bad_request", "stream must be stdout or stderr")
-    offset = int_param(request, "offset", 0)
+    offset = OFFSET.read(request)
     path, final = coord.log_path(task, stream)
     data = b""
     if path is not None:
         with path.open("rb") as f:
-            f.seek(offset)
-            data = f.read(4 * 1024 * 1024)
+            # past the end there is nothing to read; ext4 refuses to seek that far at all
+            if offset < os.fstat(f.fileno()).st_size:
+                f.seek(offset)
+                data = f.read(4 * 1024 * 1024)
     headers = {"x-corral-final": "1" if final and not data else "0", "x-corral-status": task.status}
     return Response(data, 200, headers=headers, media_type="application/octet-stream")
 
@@ -70,7 +74,13 @@ async def task_blocked(request: Request, coord: Coordinator, body: TaskBlocked) 
 ENDPOINTS: list[Endpoint] = [
     Endpoint("GET", "/tasks/{id}", get_task, "One task", None, Task),
     Endpoint("POST", "/tasks/{id}/kill", kill_task, "Kill a task", None, Task),
-    Endpoint("GET", "/tasks/{id}/log", task_log, "A task's stdout or stderr from an offset"),
+    Endpoint(
+        "GET",
+        "/tasks/{id}/log",
+        task_log,
+        "A task's stdout or stderr from an offset",
+        query=(OFFSET,),
+    ),
     Endpoint("POST", "/tasks/{id}/result", task_result, "Report an attempt", TaskResult, Task),
     Endpoint(
         "POST",
