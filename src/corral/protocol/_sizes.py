@@ -14,7 +14,10 @@ def parse_size(text: str) -> int:
     if match is None:
         raise ValueError(f"{text!r} is not a size; write e.g. 4096, 500M or 2G")
     number, unit = match.groups()
-    return int(float(number) * 1024 ** _POWERS[unit.lower()])
+    size = float(number) * 1024 ** _POWERS[unit.lower()]
+    if not size < 2**63:  # inf too: a size past 64 bits is bad input, not an OverflowError
+        raise ValueError(f"{text!r} is too large: at most 8E (2**63 - 1 bytes)")
+    return int(size)
 
 
 def format_size(n: float) -> str:
