@@ -362,7 +362,7 @@ class FnPool:
         argv = [sys.executable, "-m", MODULE, SERVE]
         if self.guard.sandbox.bwrap:
             argv.append(PIDNS)  # a PID namespace of its own: every process in it is the job's
-        launch = self.guard.launch(spec, argv, seat.root, seat.root.name)
+        launch = self.guard.launch(spec, argv, seat.root, seat.root.name, cgroup=False)
         # HOME and TMPDIR are the task's in each call; the process itself gets the root
         start_env = {**env, "HOME": str(seat.root), "TMPDIR": str(seat.root)}
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
