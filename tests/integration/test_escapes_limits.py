@@ -62,9 +62,13 @@ def none_left(f: Farm, marker: str) -> None:
 
 
 @pytest.fixture
-def farm_of_two(farm: Callable[..., Farm]) -> Iterator[tuple[Farm, WorkerProc, Client]]:
+def farm_of_two(
+    farm: Callable[..., Farm], request: pytest.FixtureRequest
+) -> Iterator[tuple[Farm, WorkerProc, Client]]:
+    # without the sandbox's PID namespace only the cgroup finds a task's daemons
     f = farm()
-    worker = f.start_worker(slots=2)
+    sandbox = getattr(request, "param", "sandbox")
+    worker = f.start_worker(slots=2, args=() if sandbox == "sandbox" else ("--no-sandbox",))
     yield f, worker, f.client()
 
 
@@ -115,6 +119,7 @@ def daemon():
 """
 
 
+@pytest.mark.parametrize("farm_of_two", ["sandbox", "no-sandbox"], indirect=True)
 def test_a_fork_bomb_stops_at_the_processes_limit(
     farm_of_two: tuple[Farm, WorkerProc, Client],
 ) -> None:
@@ -164,7 +169,7 @@ for _ in range(4):
         block = bytearray(48 << 20)
         for i in range(0, len(block), 4096):
             block[i] = 1
-        time.sleep(5)
+        time.sleep(2)
         os._exit(0)
     kids.append(pid)
 codes = [os.waitpid(pid, 0)[1] for pid in kids]
@@ -176,6 +181,7 @@ sys.exit(1 if any(codes) else 0)
     assert task.cpu_seconds is not None and task.cpu_seconds < 30
 
 
+@pytest.mark.parametrize("farm_of_two", ["sandbox", "no-sandbox"], indirect=True)
 @pytest.mark.parametrize("fresh", [False, True], ids=["pooled", "fresh"])
 def test_wall_time_takes_the_daemons_too(
     farm_of_two: tuple[Farm, WorkerProc, Client], fresh: bool

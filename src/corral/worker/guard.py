@@ -108,16 +108,10 @@ class Guard:
         program, sha = self.program(argv, cwd, env)
         return refusal(self.allow, argv[0], program, sha)
 
-    def launch(
-        self, spec: TaskSpec, argv: list[str], work: Path, name: str, cgroup: bool = True
-    ) -> Launch:
-        """The sandboxed argv and the limits for one task; `cgroup=False` gives it no cgroup
-        of its own to measure it (a pooled runner, which outlives the Launch) unless a limit
-        needs one."""
+    def launch(self, spec: TaskSpec, argv: list[str], work: Path, name: str) -> Launch:
+        """The sandboxed argv and the limits for one task (`name` names its cgroup)."""
         processes = spec.limits.get("processes")
-        group = (
-            self._cgroup(spec, name) if cgroup or processes or spec.limits.get("memory") else None
-        )
+        group = self._cgroup(spec, name)  # also to measure it, and to find all of it
         pids = group is not None and self.cgroups is not None and self.cgroups.has("pids")
         memory = group is not None and self.cgroups is not None and self.cgroups.has("memory")
         inside = bool(processes) and not pids and self.sandbox.bwrap is not None

@@ -99,6 +99,7 @@ _USAGE_FILES = {
     },
     2: {"memory": ("memory.peak", "memory.events"), "pids": ("pids.events",), "cpu": ("cpu.stat",)},
 }
+_WORKER_LEAF = "worker"  # v2: where the worker moves when its own cgroup must hand down
 _OPTIONAL = frozenset({"memory.swap.max", "memory.oom.group"})  # absent without swap, or old
 
 
@@ -328,8 +329,13 @@ class Cgroups:
         return list(dict.fromkeys(self.roots.values()))
 
     def close(self) -> None:
-        """Remove the worker's directories (fails, harmlessly, while anything is in one)."""
+        """Empty and remove what tasks left (a runner whose start failed), then the
+        worker's directories."""
         for root in self.dirs:
+            with contextlib.suppress(OSError):
+                for child in root.iterdir():
+                    if child.is_dir() and child.name != _WORKER_LEAF:  # v2: the worker itself
+                        _empty(child, 1.0)
             with contextlib.suppress(OSError):
                 root.rmdir()
 
@@ -402,8 +408,8 @@ def _setup_v2(own: Path, tag: str) -> Cgroups | None:
             except OSError:
                 # v2 lets a cgroup with processes in it (the worker) hand no controllers
                 # down, the root excepted: the worker moves into a leaf of its own first
-                (root / "worker").mkdir(exist_ok=True)
-                (root / "worker" / "cgroup.procs").write_text(str(os.getpid()))
+                (root / _WORKER_LEAF).mkdir(exist_ok=True)
+                (root / _WORKER_LEAF / "cgroup.procs").write_text(str(os.getpid()))
                 _enable(own)
         _enable(root)
     except OSError:
