@@ -218,6 +218,29 @@ while True:
         assert task.cpu_seconds is not None and 1.0 <= task.cpu_seconds < 10
 
 
+def test_cpu_time_of_a_tree_whose_processes_each_stay_under_it(
+    farm_of_two: tuple[Farm, WorkerProc, Client],
+) -> None:
+    f, worker, client = farm_of_two
+    if capability(client, worker, "limits") != "cgroup":
+        pytest.skip("this worker counts CPU time per process (rlimit): a tree escapes it")
+    # three processes of 1.2 CPU seconds each, under a limit of 1.5 for the task
+    code = """
+import os, time
+for _ in range(2):
+    if os.fork() == 0:
+        break
+t = time.process_time()
+while time.process_time() - t < 1.2:
+    pass
+time.sleep(300)
+"""
+    task, took = hostile(f, worker, client, code, {"cpu_time": 1.5, "wall_time": 60})
+    assert (task.status, task.error) == ("failed", "limit_exceeded: cpu_time"), stderr(client, task)
+    assert took < 45
+    assert task.cpu_seconds is not None and 1.5 <= task.cpu_seconds < 3.7
+
+
 def test_what_a_task_used_is_shown(farm_of_two: tuple[Farm, WorkerProc, Client]) -> None:
     f, worker, client = farm_of_two
     rc, out, err = f.cli("workers", "--json")

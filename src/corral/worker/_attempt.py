@@ -120,15 +120,16 @@ class Attempts:
             finished = await self.fnpool.call(run.assignment, run.process, env, run.dir, argv)
             if finished is None:
                 launch = self.guard.launch(spec, argv, work, run.dir.name)
-                finished = await run.process.run(
-                    launch.argv,
-                    work,
-                    env,
-                    run.dir / "stdout",
-                    run.dir / "stderr",
-                    wall if wall else None,
-                    launch.preexec,
-                )
+                async with launch.watching(spec.limits.get("cpu_time")):
+                    finished = await run.process.run(
+                        launch.argv,
+                        work,
+                        env,
+                        run.dir / "stdout",
+                        run.dir / "stderr",
+                        wall if wall else None,
+                        launch.preexec,
+                    )
                 usage = launch.usage()
             error = finished.error
             if error is None or error.startswith("killed by signal"):

@@ -8,11 +8,12 @@ allowlist.py, sandbox.py and limits.py; this module only gathers the facts they 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ __all__ = ["Guard", "Launch", "make_guard"]
 
 log = logging.getLogger("corral.worker")
 _TAIL = 8192
+_CPU_POLL = 0.25  # seconds between looks at a task's CPU time: its overshoot, at most
 
 
 @dataclass
@@ -48,10 +50,32 @@ class Launch:
         """What the task's cgroup counted (None without one); read before `close`."""
         return self.cgroup.usage() if self.cgroup is not None else None
 
+    @contextlib.asynccontextmanager
+    async def watching(self, cpu_time: float | None) -> AsyncIterator[None]:
+        """While the task runs: kill all of it once its whole tree has used `cpu_time` CPU
+        seconds (RLIMIT_CPU counts each process apart; the verdict then reads the cgroup)."""
+        watch = None
+        if cpu_time and self.cgroup is not None:
+            watch = asyncio.ensure_future(_watch_cpu(self.cgroup, cpu_time))
+        try:
+            yield
+        finally:
+            if watch is not None:
+                watch.cancel()
+
     def close(self) -> None:
         """Remove the task's cgroup, killing anything still in it."""
         if self.cgroup is not None:
             self.cgroup.close()
+
+
+async def _watch_cpu(cgroup: TaskCgroup, seconds: float) -> None:
+    while True:
+        await asyncio.sleep(_CPU_POLL)
+        used = cgroup.usage().cpu_seconds
+        if used is not None and used >= seconds:
+            cgroup.kill()
+            return
 
 
 @dataclass

@@ -25,7 +25,8 @@ task at its end, daemonized or not: `TaskCgroup.close` kills what is in it, then
     limit         how it is enforced
     wall_time     the executor kills the process tree after this many seconds
     cpu_time      RLIMIT_CPU per process (SIGXCPU at the limit, SIGKILL a second later); in
-                  a cgroup the verdict also counts the whole tree's CPU time
+                  a cgroup the worker also watches the whole tree's CPU time (guard.py's
+                  `Launch.watching`) and kills all of it at the limit
     memory        the cgroup's memory limit on the whole tree; else RLIMIT_AS per process
     file_size     RLIMIT_FSIZE: largest file a process may write, in bytes
     processes     the cgroup's pids.max; else RLIMIT_NPROC inside the sandbox's own user
@@ -481,26 +482,35 @@ class TaskCgroup:
                     texts[file] = (path / file).read_text()
         return read_usage(self.version, texts)
 
+    def kill(self) -> None:
+        """SIGKILL every process in the cgroup (it stays, to be read and closed)."""
+        _kill_all(self.dirs[0])
+
     def close(self, timeout: float = 5.0) -> None:
         """SIGKILL whatever is left in the cgroup, then remove it."""
         for path in self.dirs:
             _empty(path, timeout)
 
 
+def _kill_all(path: Path) -> bool:
+    """SIGKILL what is in one cgroup directory; False when it is gone."""
+    try:
+        pids = [int(p) for p in (path / "cgroup.procs").read_text().split()]
+    except OSError:
+        return False
+    kill = path / "cgroup.kill"  # v2, Linux 5.14: kills all at once, forks in flight too
+    if pids and kill.exists():
+        with contextlib.suppress(OSError):
+            kill.write_text("1")
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    return True
+
+
 def _empty(path: Path, timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    kill = path / "cgroup.kill"  # v2, Linux 5.14: kills all at once, forks in flight too
-    while time.monotonic() < deadline:
-        try:
-            pids = [int(p) for p in (path / "cgroup.procs").read_text().split()]
-        except OSError:
-            return  # gone already
-        if pids and kill.exists():
-            with contextlib.suppress(OSError):
-                kill.write_text("1")
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
+    while time.monotonic() < deadline and _kill_all(path):
         with contextlib.suppress(OSError):
             path.rmdir()
             return
