@@ -658,6 +658,25 @@ def test_error_result_fails_the_task(serve: Callable[..., None]) -> None:
     serve(body)
 
 
+def test_a_result_carries_what_the_task_used(serve: Callable[..., None]) -> None:
+    async def body(api: Api) -> None:
+        await api.submit(echo())
+        worker = await api.register()
+        (grant,) = await api.lease(worker)
+        path = f"/tasks/{grant['task_id']}/result"
+        payload = {"lease_id": grant["lease_id"], "exit_code": 0, "peak_memory": -1}
+        r = await api.http.post(path, json=payload)
+        assert r.status_code == 422, r.text  # out of range (the code is the decoder's)
+        assert (await api.task(grant["task_id"]))["status"] == "running"
+        payload = {**payload, "peak_memory": 3 << 30, "cpu_seconds": 0.75}
+        r = await api.http.post(path, json=payload)
+        assert r.status_code == 200, r.text
+        task = await api.task(grant["task_id"])
+        assert (task["peak_memory"], task["cpu_seconds"]) == (3 << 30, 0.75)
+
+    serve(body)
+
+
 # kill
 
 

@@ -480,6 +480,24 @@ def test_finish_records_a_failure(store: Store) -> None:
     assert store.get_job("j").status == "failed"
 
 
+def test_finish_records_what_the_attempt_used(store: Store) -> None:
+    submit(store, "j", 3)
+    one, two, three = store.lease("w1", 3, 10.0, 20.0, 100)
+    big = 5 << 30  # past 32 bits: a BIGINT column on both
+    used = Outcome("failed", -9, "limit_exceeded: memory", None, None, {}, None, big, 1.25)
+    assert store.finish(one.task_id, one.lease_id, used, 15.0)
+    task = store.get_task(one.task_id)
+    assert (task.peak_memory, task.cpu_seconds) == (big, 1.25)
+    # in a batch too, and None where the worker measured nothing
+    measured = Outcome("succeeded", 0, None, None, None, {}, None, 4096, 0.5)
+    items = [(two.task_id, two.lease_id, measured), (three.task_id, three.lease_id, ok())]
+    assert store.finish_many("w1", items, 16.0) == [True, True]
+    two_task, three_task = store.get_task(two.task_id), store.get_task(three.task_id)
+    assert (two_task.peak_memory, two_task.cpu_seconds) == (4096, 0.5)
+    assert (three_task.peak_memory, three_task.cpu_seconds) == (None, None)
+    assert [t.peak_memory for t in store.list_tasks("j", 0, 10)] == [big, 4096, None]
+
+
 def test_finish_with_a_stale_lease_changes_nothing(store: Store) -> None:
     submit(store, "j", 1)
     old = lease_one(store, now=10.0, expires=15.0)

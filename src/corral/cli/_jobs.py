@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from ..protocol import Job, Task
+from ..protocol import Job, Task, format_size
 from ._common import (
     client_errors,
     json_option,
@@ -24,6 +24,14 @@ from ._watch import follow
 
 def _when(ts: float | None) -> str:
     return "" if ts is None else datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _peak(t: Task) -> str | None:
+    return None if t.peak_memory is None else format_size(t.peak_memory)
+
+
+def _cpu(t: Task) -> str | None:
+    return None if t.cpu_seconds is None else f"{t.cpu_seconds:.2f}s"
 
 
 def _counts(job: Job) -> str:
@@ -57,14 +65,15 @@ def ps(
                 t.status,
                 t.exit_code,
                 t.attempts,
+                _peak(t),
+                _cpu(t),
                 t.worker_id and t.worker_id[:12],
                 " ".join(t.argv)[:60],
             )
             for t in tasks
         ]
-        print_table(
-            f"tasks of job {job_id}", ["id", "status", "exit", "attempts", "worker", "argv"], rows2
-        )
+        columns = ["id", "status", "exit", "attempts", "peak mem", "cpu", "worker", "argv"]
+        print_table(f"tasks of job {job_id}", columns, rows2)
 
 
 @click.command()
@@ -105,6 +114,9 @@ def _task_fields(t: Task) -> list[tuple[str, object]]:
         ("error", t.error),
         ("attempts", f"{t.attempts}/{t.max_attempts}"),
         ("worker", t.worker_id),
+        # measured where the worker gave the task a cgroup; blank elsewhere
+        ("peak_memory", _peak(t)),
+        ("cpu_seconds", _cpu(t)),
         ("inputs", ", ".join(t.inputs)),
         ("outputs", ", ".join(t.manifest)),
         ("created", _when(t.created)),
@@ -196,10 +208,11 @@ def workers(as_json: bool, server: str | None, token: str | None) -> None:
             w.status,
             f"{w.slots_used}/{w.slots}",
             f"{w.capabilities.get('os', '')}/{w.capabilities.get('arch', '')}",
+            w.capabilities.get("limits", ""),  # cgroup: whole task tree; rlimit: per process
             cache_summary(w.capabilities),
             _when(w.last_heartbeat),
         )
         for w in found
     ]
-    columns = ["id", "name", "status", "slots", "platform", "cache", "last heartbeat"]
+    columns = ["id", "name", "status", "slots", "platform", "limits", "cache", "last heartbeat"]
     print_table("workers", columns, rows)

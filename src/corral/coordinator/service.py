@@ -444,6 +444,8 @@ class Coordinator:
             body.stderr,
             body.manifest,
             decision.not_before,
+            body.peak_memory,
+            body.cpu_seconds,
         )
 
     def _finished(self, retry: bool) -> None:

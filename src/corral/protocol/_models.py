@@ -14,7 +14,7 @@ Task lifecycle::
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -151,6 +151,9 @@ class Task(msgspec.Struct):
     not_before: float | None = None  # a queued retry is not leased before this time
     pending_reason: str | None = None  # why a queued task is not running (single-task reads)
     after: list[str] = []  # the tasks it waited for (dependencies)
+    # what its last attempt used, measured where the worker gave it a cgroup (else None)
+    peak_memory: int | None = None  # bytes
+    cpu_seconds: float | None = None
 
 
 class Worker(msgspec.Struct):
@@ -288,6 +291,9 @@ class TaskResult(Request):
     # new small blobs among stdout, stderr and the manifest (sha256 -> content, each at most
     # INLINE_MAX bytes): stored with the result instead of uploaded before it
     inline: dict[str, bytes] = {}
+    # measured in the task's cgroup, when the worker gave it one: peak bytes, CPU seconds
+    peak_memory: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] | None = None
+    cpu_seconds: Annotated[float, msgspec.Meta(ge=0, le=1e12)] | None = None
 
 
 class TaskBlocked(Request):

@@ -18,6 +18,7 @@ from .config import WorkerConfig, client_env
 from .executor import TaskProcess, command_line, task_env
 from .fnpool import FnPool
 from .guard import Guard, Launch
+from .limits import Usage
 from .outputs import UnsafePath, changed_files, resolve_inside, safe_relpath, sha256_file, snapshot
 from .pyrunner import runner_argv
 from .state import Held, WorkerState
@@ -90,10 +91,14 @@ class Attempts:
         if refused:
             log.warning("task %s refused: %s", a.task_id, refused)
             return TaskResult(a.lease_id, None, error=refused)
-        exit_code, error = await self._run_guarded(run, work, argv, env)
+        exit_code, error, usage = await self._run_guarded(run, work, argv, env)
         if not run.held.presented:
             return TaskResult(a.lease_id, exit_code, error="killed")
-        return await self._collect(run, work, before, exit_code, error)
+        result = await self._collect(run, work, before, exit_code, error)
+        if usage is not None:
+            result.peak_memory = usage.peak_memory
+            result.cpu_seconds = None if usage.cpu_seconds is None else round(usage.cpu_seconds, 3)
+        return result
 
     async def _refuse(self, argv: list[str], work: Path, env: dict[str, str]) -> str | None:
         # the coordinator's list is read afresh for each task, so a removal counts at once
@@ -103,33 +108,38 @@ class Attempts:
 
     async def _run_guarded(
         self, run: TaskRun, work: Path, argv: list[str], env: dict[str, str]
-    ) -> tuple[int | None, str | None]:
-        """Run the task in its sandbox under its limits; its exit code and error."""
+    ) -> tuple[int | None, str | None, Usage | None]:
+        """Run the task in its sandbox under its limits; its exit code, error and what its
+        cgroup counted (None without one)."""
         spec = run.assignment.spec
         wall = spec.limits.get("wall_time")
-        launch: Launch = self.guard.launch(spec, argv, work, run.dir.name)
+        launch: Launch | None = None
+        usage = None
         try:
             # a function task claimed by a pooled runner makes its call there (fnpool.py)
             finished = await self.fnpool.call(run.assignment, run.process, env, run.dir, argv)
             if finished is None:
-                finished = await run.process.run(
-                    launch.argv,
-                    work,
-                    env,
-                    run.dir / "stdout",
-                    run.dir / "stderr",
-                    wall if wall else None,
-                    launch.preexec,
-                )
+                launch = self.guard.launch(spec, argv, work, run.dir.name)
+                async with launch.watching(spec.limits.get("cpu_time")):
+                    finished = await run.process.run(
+                        launch.argv,
+                        work,
+                        env,
+                        run.dir / "stdout",
+                        run.dir / "stderr",
+                        wall if wall else None,
+                        launch.preexec,
+                    )
+                usage = launch.usage()
             error = finished.error
             if error is None or error.startswith("killed by signal"):
                 stderr = run.dir / "stderr"
-                hit = self.guard.verdict(spec.limits, finished.exit_code, stderr, launch)
+                hit = self.guard.verdict(spec.limits, finished.exit_code, stderr, usage)
                 error = hit or error
         finally:
-            if launch.cgroup is not None:  # nothing to remove otherwise: no thread hop
+            if launch is not None and launch.cgroup is not None:  # else no thread hop
                 await asyncio.to_thread(launch.close)
-        return finished.exit_code, error
+        return finished.exit_code, error, usage
 
     async def _collect(
         self, run: TaskRun, work: Path, before: Any, exit_code: int | None, error: str | None

@@ -50,7 +50,7 @@ import psutil
 
 from ..protocol import Assignment, TaskSpec
 from .executor import Finished, TaskProcess, kill_tree
-from .guard import Guard
+from .guard import Guard, Launch
 from .pyrunner import MODULE, PIDNS, READY, SERVE
 from .sandbox import wants_network
 
@@ -135,9 +135,12 @@ def choose_seat(seats: Sequence[SeatView], key: PoolKey) -> int | None:
 class Runner:
     """One `pyrunner --serve` process: requests on a socket, exit codes on its stdout."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, requests: socket.socket) -> None:
+    def __init__(
+        self, proc: asyncio.subprocess.Process, requests: socket.socket, launch: Launch
+    ) -> None:
         self.proc = proc
         self.requests = requests
+        self.launch = launch  # its cgroup, if any, holds what a call daemonized too
         self.exited: asyncio.Future[int] = asyncio.ensure_future(proc.wait())
         self.pid = proc.pid  # the Python process itself (under bwrap, a descendant of proc)
         self.dirty = False  # the last call left a process behind
@@ -203,11 +206,13 @@ class Runner:
             os.kill(self.pid, signal.SIGCONT)
 
     async def stop(self) -> None:
-        """Kill its process tree and reap it."""
+        """Kill its process tree and reap it, and whatever else is in its cgroup."""
         kill_tree(self.proc.pid)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(self.exited), _STOP_TIMEOUT)
         self.requests.close()
+        if self.launch.cgroup is not None:
+            await asyncio.to_thread(self.launch.close)
 
 
 def _python_pid(leader: int) -> int:
@@ -362,7 +367,9 @@ class FnPool:
         argv = [sys.executable, "-m", MODULE, SERVE]
         if self.guard.sandbox.bwrap:
             argv.append(PIDNS)  # a PID namespace of its own: every process in it is the job's
-        launch = self.guard.launch(spec, argv, seat.root, seat.root.name)
+        # a cgroup name never used before: the last runner's may still be on its way out
+        name = f"{seat.root.name}.{next(self._roots)}"
+        launch = self.guard.launch(spec, argv, seat.root, name)
         # HOME and TMPDIR are the task's in each call; the process itself gets the root
         start_env = {**env, "HOME": str(seat.root), "TMPDIR": str(seat.root)}
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -378,7 +385,7 @@ class FnPool:
                 start_new_session=True,
                 preexec_fn=launch.preexec,
             )
-        runner = Runner(proc, ours)
+        runner = Runner(proc, ours, launch)
         try:
             ok = await asyncio.wait_for(runner.ready(), _START_TIMEOUT)
         except TimeoutError:

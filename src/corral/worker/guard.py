@@ -8,18 +8,19 @@ allowlist.py, sandbox.py and limits.py; this module only gathers the facts they 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..protocol import TaskSpec
 from .allowlist import AllowPolicy, HashCache, refusal, resolve_program
-from .limits import PidsCgroup, limit_hit, make_preexec, pids_cgroup_root, rlimits
+from .limits import Cgroups, TaskCgroup, Usage, find_cgroups, limit_hit, make_preexec, rlimits
 from .sandbox import (
     SandboxPolicy,
     default_exposed,
@@ -34,6 +35,7 @@ __all__ = ["Guard", "Launch", "make_guard"]
 
 log = logging.getLogger("corral.worker")
 _TAIL = 8192
+_CPU_POLL = 0.25  # seconds between looks at a task's CPU time: its overshoot, at most
 
 
 @dataclass
@@ -42,12 +44,38 @@ class Launch:
 
     argv: list[str]
     preexec: Callable[[], None] | None
-    cgroup: PidsCgroup | None = None
+    cgroup: TaskCgroup | None = None
+
+    def usage(self) -> Usage | None:
+        """What the task's cgroup counted (None without one); read before `close`."""
+        return self.cgroup.usage() if self.cgroup is not None else None
+
+    @contextlib.asynccontextmanager
+    async def watching(self, cpu_time: float | None) -> AsyncIterator[None]:
+        """While the task runs: kill all of it once its whole tree has used `cpu_time` CPU
+        seconds (RLIMIT_CPU counts each process apart; the verdict then reads the cgroup)."""
+        watch = None
+        if cpu_time and self.cgroup is not None:
+            watch = asyncio.ensure_future(_watch_cpu(self.cgroup, cpu_time))
+        try:
+            yield
+        finally:
+            if watch is not None:
+                watch.cancel()
 
     def close(self) -> None:
         """Remove the task's cgroup, killing anything still in it."""
         if self.cgroup is not None:
             self.cgroup.close()
+
+
+async def _watch_cpu(cgroup: TaskCgroup, seconds: float) -> None:
+    while True:
+        await asyncio.sleep(_CPU_POLL)
+        used = cgroup.usage().cpu_seconds
+        if used is not None and used >= seconds:
+            cgroup.kill()
+            return
 
 
 @dataclass
@@ -56,7 +84,7 @@ class Guard:
 
     sandbox: SandboxPolicy
     allow: AllowPolicy
-    pids_root: Path | None = None
+    cgroups: Cgroups | None = None
     hashes: HashCache = field(default_factory=HashCache)
 
     def capabilities(self) -> dict[str, Any]:
@@ -66,12 +94,20 @@ class Guard:
             "network": self.sandbox.network,
             "allowlist": self.allow.mode,
             "processes_limit": self.processes_limit,
+            "limits": self.limits,
         }
+
+    @property
+    def limits(self) -> str:
+        """How memory and processes are limited here: cgroup (the task's whole tree, with its
+        peak memory and CPU time measured) or rlimit (per process)."""
+        whole = self.cgroups is not None and self.cgroups.has("memory")
+        return "cgroup" if whole and self.processes_limit == "cgroup" else "rlimit"
 
     @property
     def processes_limit(self) -> str:
         """How the processes limit is enforced here: cgroup, userns, rlimit or none."""
-        if self.pids_root is not None:
+        if self.cgroups is not None and self.cgroups.has("pids"):
             return "cgroup"
         if os.geteuid() == 0:
             return "none"  # RLIMIT_NPROC never applies to uid 0
@@ -97,37 +133,49 @@ class Guard:
         return refusal(self.allow, argv[0], program, sha)
 
     def launch(self, spec: TaskSpec, argv: list[str], work: Path, name: str) -> Launch:
-        """The sandboxed argv and the limits for one task."""
+        """The sandboxed argv and the limits for one task (`name` names its cgroup)."""
         processes = spec.limits.get("processes")
-        cgroup = None
-        if processes and self.pids_root is not None:
-            # the sandbox's own two bwrap processes live in the cgroup too
-            extra = 2 if self.sandbox.bwrap else 0
-            cgroup = PidsCgroup(self.pids_root, name, int(processes) + extra)
-        inside = bool(processes) and cgroup is None and self.sandbox.bwrap is not None
+        group = self._cgroup(spec, name)  # also to measure it, and to find all of it
+        pids = group is not None and self.cgroups is not None and self.cgroups.has("pids")
+        memory = group is not None and self.cgroups is not None and self.cgroups.has("memory")
+        inside = bool(processes) and not pids and self.sandbox.bwrap is not None
         nproc = int(processes) + 1 if inside and processes else None
         prefix = sandbox_prefix(self.sandbox, work, wants_network(spec.requires), nproc)
-        limits = rlimits(spec.limits, nproc=not inside and cgroup is None)
-        preexec = make_preexec(limits, cgroup.procs if cgroup else None)
-        return Launch(prefix + argv, preexec, cgroup)
+        limits = rlimits(spec.limits, nproc=not inside and not pids, memory=not memory)
+        preexec = make_preexec(limits, group.procs if group else ())
+        return Launch(prefix + argv, preexec, group)
+
+    def _cgroup(self, spec: TaskSpec, name: str) -> TaskCgroup | None:
+        if self.cgroups is None:
+            return None
+        # the sandbox's own two bwrap processes live in the cgroup too
+        extra = 2 if self.sandbox.bwrap else 0
+        try:
+            return TaskCgroup(self.cgroups, name, spec.limits, extra)
+        except OSError as exc:  # then rlimits stand in, as on a machine without cgroups
+            log.warning("task %s gets no cgroup: %s", name, exc)
+            return None
 
     def verdict(
-        self, limits: Mapping[str, float], exit_code: int | None, stderr: Path, launch: Launch
+        self,
+        limits: Mapping[str, float],
+        exit_code: int | None,
+        stderr: Path,
+        usage: Usage | None = None,
     ) -> str | None:
-        """`limit_exceeded: <which>` when a limit explains how the task ended, else None."""
+        """`limit_exceeded: <which>` when a limit explains how the task ended, else None;
+        `usage` is what its cgroup counted, when it had one."""
         tail = b""
         with contextlib.suppress(OSError), stderr.open("rb") as f:
             f.seek(max(0, stderr.stat().st_size - _TAIL))
             tail = f.read()
-        pids_hit = launch.cgroup.hit() if launch.cgroup else False
-        which = limit_hit(limits, exit_code, tail, pids_hit)
+        which = limit_hit(limits, exit_code, tail, usage)
         return f"limit_exceeded: {which}" if which else None
 
     def close(self) -> None:
-        """Remove the worker's cgroup."""
-        if self.pids_root is not None:
-            with contextlib.suppress(OSError):
-                self.pids_root.rmdir()
+        """Remove the worker's cgroups."""
+        if self.cgroups is not None:
+            self.cgroups.close()
 
 
 def make_guard(
@@ -156,15 +204,17 @@ def make_guard(
         expose=default_exposed(expose),
         sockets=default_sockets(),
     )
-    guard = Guard(policy, allow, pids_cgroup_root(f"{os.getpid()}"))
+    guard = Guard(policy, allow, find_cgroups(f"{os.getpid()}"))
     if guard.processes_limit == "none":
         log.warning("WARNING: the processes limit is not enforced: root without a pids cgroup")
     log.info(
-        "sandbox: %s; network: %s; allowlist: %s; processes limit: %s",
+        "sandbox: %s; network: %s; allowlist: %s; processes limit: %s; limits: %s%s",
         policy.name,
         policy.network,
         allow.mode,
         guard.processes_limit,
+        guard.limits,
+        f" (cgroup v{guard.cgroups.version})" if guard.cgroups else "",
     )
     return guard
 

@@ -60,6 +60,9 @@ ADDED_TASK_COLUMNS = (
     ("not_before", "{real}"),  # a retry waiting out its backoff
     ("waiting", "INTEGER NOT NULL DEFAULT 0"),  # dependencies yet to succeed (_deps.py)
     ("blocked", "INTEGER NOT NULL DEFAULT 0"),  # running, waiting on its children
+    # what the last attempt used, measured in its cgroup: bytes (past 32 bits), seconds
+    ("peak_memory", "BIGINT"),
+    ("cpu_seconds", "{real}"),
 )
 
 INDEXES = (

@@ -81,24 +81,26 @@ _LEASE_TOUCH = "UPDATE workers SET last_heartbeat = ?, status = 'online' WHERE i
 # Recording an attempt's outcome, fenced by the live lease: finish_args, task id, lease id.
 _FINISH = (
     "UPDATE tasks SET status = ?, exit_code = ?, error = ?, stdout = ?, stderr = ?,"
-    " manifest = ?, finished = ?, not_before = ?, lease_id = NULL, lease_expires = NULL,"
+    " manifest = ?, finished = ?, not_before = ?, peak_memory = ?, cpu_seconds = ?,"
+    " lease_id = NULL, lease_expires = NULL,"
     " worker_id = CASE WHEN ? = 'queued' THEN NULL ELSE worker_id END"
     " WHERE id = ? AND lease_id = ? AND status = 'running' RETURNING job_id"
 )
 # Several results in one statement: {rows} in finish_args' order, then the worker.
 _FINISH_MANY = (
     "WITH r(id, lease_id, status, exit_code, error, stdout, stderr, manifest, finished,"
-    " not_before) AS ({rows})"
+    " not_before, peak_memory, cpu_seconds) AS ({rows})"
     " UPDATE tasks SET status = r.status, exit_code = r.exit_code, error = r.error,"
     " stdout = r.stdout, stderr = r.stderr, manifest = r.manifest, finished = r.finished,"
-    " not_before = r.not_before, lease_id = NULL, lease_expires = NULL,"
+    " not_before = r.not_before, peak_memory = r.peak_memory, cpu_seconds = r.cpu_seconds,"
+    " lease_id = NULL, lease_expires = NULL,"
     " worker_id = CASE WHEN r.status = 'queued' THEN NULL ELSE tasks.worker_id END"
     " FROM r WHERE tasks.id = r.id AND tasks.lease_id = r.lease_id AND tasks.worker_id = ?"
     " AND tasks.status = 'running' RETURNING tasks.id, tasks.job_id"
 )
 _FINISH_TYPES = (
     *("text", "text", "text", "int", "text", "text", "text"),
-    *("bytea", "float8", "float8"),
+    *("bytea", "float8", "float8", "int8", "float8"),
 )
 
 
@@ -316,7 +318,7 @@ class SQLStore(AllowlistSQL, DependencySQL, IdentitySQL, Store):
         out, events = [], []
         with self._tx():
             for run in unique_runs(items):  # a task twice in a batch: later runs see the first
-                rows = [(t, lease, *finish_args(o, now)[:8]) for t, lease, o in run]
+                rows = [(t, lease, *finish_args(o, now)[:10]) for t, lease, o in run]
                 sql, args = self._batch(_FINISH_MANY, _FINISH_TYPES, rows)
                 found = dict(self._db.execute(sql, (*args, worker_id)).fetchall())
                 for task_id, _lease, o in run:

@@ -67,6 +67,8 @@ class Outcome:
     stderr: str | None
     manifest: dict[str, OutputFile]
     not_before: float | None = None  # with status "queued": a retry, not leased before this
+    peak_memory: int | None = None  # what the attempt used, when its worker measured it
+    cpu_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -360,7 +362,8 @@ def job_status(counts: dict[str, int]) -> str:
 
 TASK_COLUMNS = (
     "id, job_id, seq, status, spec, attempts, max_attempts, worker_id, exit_code, error,"
-    " stdout, stderr, manifest, created, started, finished, not_before"
+    " stdout, stderr, manifest, created, started, finished, not_before, peak_memory,"
+    " cpu_seconds"
 )
 JOB_COLUMNS = "id, name, owner, created, total"
 WORKER_COLUMNS = "id, name, slots, status, capabilities, registered, last_heartbeat"
@@ -382,6 +385,8 @@ def finish_args(outcome: Outcome, now: float) -> tuple[Any, ...]:
         encode(outcome.manifest),
         None if outcome.status == "queued" else now,
         outcome.not_before,
+        outcome.peak_memory,
+        outcome.cpu_seconds,
         outcome.status,
     )
 
@@ -485,6 +490,8 @@ def task_from_row(row: Sequence[Any]) -> Task:
         retries=spec.retries,
         not_before=row[16],
         after=spec.after,
+        peak_memory=row[17],
+        cpu_seconds=row[18],
     )
 
 

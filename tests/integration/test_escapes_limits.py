@@ -1,0 +1,273 @@
+"""Escape attempts, item 7: a task that tries to outgrow its limits, on a real worker.
+
+Each task forks past `processes`, allocates past `memory` across several processes, or runs
+past `wall_time` or `cpu_time`, some of them leaving a daemon behind (a new session, out of
+the process tree). Each must end as `limit_exceeded: <which>` with no process of it left
+(every process of the task carries a marker in its command line), while a well-behaved task
+runs beside it on the same worker and succeeds, and the worker carries on. Where the worker
+gives tasks cgroups, their peak memory and CPU seconds are recorded and shown by
+`corral show` and `corral ps`.
+
+The limits are per worker mechanism (`limits: cgroup|rlimit` in `corral workers --json`): the
+whole-tree memory case needs a cgroup and skips without one, but fails under CI on root.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import textwrap
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+import psutil
+import pytest
+
+from corral.client import Client
+from corral.protocol import Task, TaskSpec
+
+from .conftest import PYTHON, Farm, WorkerProc, run_cli, wait_for
+
+pytestmark = pytest.mark.timeout(120)
+MB = 1 << 20
+
+
+def marked(code: str, marker: str, **kw: object) -> TaskSpec:
+    """A Python task whose every process (forks keep argv) names `marker`."""
+    return TaskSpec(argv=[PYTHON, "-c", textwrap.dedent(code), marker], **kw)  # type: ignore[arg-type]
+
+
+def with_marker(marker: str) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        cmdline = proc.info["cmdline"] or []
+        if marker in cmdline and proc.info["status"] != psutil.STATUS_ZOMBIE:
+            found.append(proc)
+    return found
+
+
+def none_left(f: Farm, marker: str) -> None:
+    """No process of the task remains (cleanup runs as the result goes out: a short wait)."""
+    left: list[psutil.Process] = []
+
+    def gone() -> bool:
+        left[:] = with_marker(marker)
+        return not left
+
+    try:
+        wait_for(gone, 5.0, 0.1, what=f"the processes of task {marker} to be gone")
+    finally:
+        f.adopt(*(p.pid for p in left))  # killed at teardown, whatever the verdict
+
+
+@pytest.fixture
+def farm_of_two(
+    farm: Callable[..., Farm], request: pytest.FixtureRequest
+) -> Iterator[tuple[Farm, WorkerProc, Client]]:
+    # without the sandbox's PID namespace only the cgroup finds a task's daemons
+    f = farm()
+    sandbox = getattr(request, "param", "sandbox")
+    worker = f.start_worker(slots=2, args=() if sandbox == "sandbox" else ("--no-sandbox",))
+    yield f, worker, f.client()
+
+
+def capability(client: Client, worker: WorkerProc, key: str) -> object:
+    (info,) = [w for w in client.workers() if w.id == worker.id]
+    return info.capabilities.get(key)
+
+
+def hostile(
+    f: Farm, worker: WorkerProc, client: Client, code: str, limits: dict[str, float]
+) -> tuple[Task, float]:
+    """Run a hostile task beside a polite one; check the polite one, the worker, and that
+    nothing of the hostile one is left. Returns the hostile task and how long it took."""
+    marker = f"corral-escape-{uuid.uuid4().hex}"
+    polite = marked(
+        "import time; time.sleep(1.5); open('ok.txt', 'w').write('fine')",
+        f"corral-polite-{uuid.uuid4().hex}",
+        outputs=["ok.txt"],
+    )
+    started = time.monotonic()
+    job = client.submit_job([marked(code, marker, limits=limits), polite])
+    f.wait_job(client, job.id, 90)
+    took = time.monotonic() - started
+    task, neighbour = client.tasks(job.id)
+    assert (neighbour.status, neighbour.error, list(neighbour.manifest)) == (
+        "succeeded",
+        None,
+        ["ok.txt"],
+    )
+    none_left(f, marker)
+    assert worker.proc.poll() is None, worker.stderr()
+    return task, took
+
+
+def stderr(client: Client, task: Task) -> str:
+    return client.read_blob(task.stderr).decode(errors="replace") if task.stderr else ""
+
+
+# each forked child forks twice more into a session of its own: out of the process tree
+DAEMONS = """
+import os, sys, time
+def daemon():
+    if os.fork() == 0:
+        os.setsid()
+        if os.fork() == 0:
+            time.sleep(300)
+        os._exit(0)
+"""
+
+
+@pytest.mark.parametrize("farm_of_two", ["sandbox", "no-sandbox"], indirect=True)
+def test_a_fork_bomb_stops_at_the_processes_limit(
+    farm_of_two: tuple[Farm, WorkerProc, Client],
+) -> None:
+    f, worker, client = farm_of_two
+    if capability(client, worker, "processes_limit") == "none":
+        pytest.skip("this worker cannot enforce a processes limit (root without a pids cgroup)")
+    # bounded at 64 * 3 processes in all, so the machine survives a limit that does not hold
+    code = (
+        DAEMONS
+        + """
+for _ in range(64):
+    try:
+        daemon()
+    except OSError:
+        pass
+    try:
+        if os.fork() == 0:
+            time.sleep(300)
+            os._exit(0)
+    except OSError:
+        sys.exit(1)
+time.sleep(300)
+"""
+    )
+    task, took = hostile(f, worker, client, code, {"processes": 16, "wall_time": 60})
+    assert (task.status, task.error) == ("failed", "limit_exceeded: processes"), stderr(
+        client, task
+    )
+    assert took < 30
+
+
+def test_memory_past_the_limit_across_processes(
+    farm_of_two: tuple[Farm, WorkerProc, Client],
+) -> None:
+    f, worker, client = farm_of_two
+    if capability(client, worker, "limits") != "cgroup":
+        if os.environ.get("CI") and os.geteuid() == 0:
+            pytest.fail("a root worker in CI must limit memory with a cgroup")
+        pytest.skip("this worker limits memory per process (rlimit): a tree escapes it")
+    # four processes of 48 MB each under 128 MB: none alone is over, nor is its address space
+    code = """
+import os, sys, time
+kids = []
+for _ in range(4):
+    pid = os.fork()
+    if pid == 0:
+        block = bytearray(48 << 20)
+        for i in range(0, len(block), 4096):
+            block[i] = 1
+        time.sleep(2)
+        os._exit(0)
+    kids.append(pid)
+codes = [os.waitpid(pid, 0)[1] for pid in kids]
+sys.exit(1 if any(codes) else 0)
+"""
+    task, _ = hostile(f, worker, client, code, {"memory": 128 * MB, "wall_time": 60})
+    assert (task.status, task.error) == ("failed", "limit_exceeded: memory"), stderr(client, task)
+    assert task.peak_memory is not None and 64 * MB < task.peak_memory <= 129 * MB
+    assert task.cpu_seconds is not None and task.cpu_seconds < 30
+
+
+@pytest.mark.parametrize("farm_of_two", ["sandbox", "no-sandbox"], indirect=True)
+@pytest.mark.parametrize("fresh", [False, True], ids=["pooled", "fresh"])
+def test_wall_time_takes_the_daemons_too(
+    farm_of_two: tuple[Farm, WorkerProc, Client], fresh: bool
+) -> None:
+    f, worker, client = farm_of_two
+    code = DAEMONS + "daemon()\ndaemon()\ntime.sleep(300)\n"
+    # wall_time alone: a pooled function runner may host the command; a cpu_time limit
+    # (which no runner honours per call) makes it a fresh process in a cgroup of its own
+    limits = {"wall_time": 2.0, "cpu_time": 100.0} if fresh else {"wall_time": 2.0}
+    task, took = hostile(f, worker, client, code, limits)
+    assert (task.status, task.error) == ("failed", "limit_exceeded: wall_time")
+    assert took < 30
+    if fresh and capability(client, worker, "limits") == "cgroup":
+        assert task.peak_memory is not None and 0 < task.peak_memory < 512 * MB
+        assert task.cpu_seconds is not None and task.cpu_seconds < 5  # it slept
+
+
+def test_cpu_time_of_a_spinning_tree(farm_of_two: tuple[Farm, WorkerProc, Client]) -> None:
+    f, worker, client = farm_of_two
+    # the task and two children spin: each is stopped at one CPU second
+    code = """
+import os
+for _ in range(2):
+    if os.fork() == 0:
+        break
+while True:
+    pass
+"""
+    task, took = hostile(f, worker, client, code, {"cpu_time": 1, "wall_time": 60})
+    assert (task.status, task.error) == ("failed", "limit_exceeded: cpu_time"), stderr(client, task)
+    assert took < 45
+    if capability(client, worker, "limits") == "cgroup":
+        # the whole tree's CPU time: the task's own second and at least part of its children's
+        assert task.cpu_seconds is not None and 1.0 <= task.cpu_seconds < 10
+
+
+def test_cpu_time_of_a_tree_whose_processes_each_stay_under_it(
+    farm_of_two: tuple[Farm, WorkerProc, Client],
+) -> None:
+    f, worker, client = farm_of_two
+    if capability(client, worker, "limits") != "cgroup":
+        pytest.skip("this worker counts CPU time per process (rlimit): a tree escapes it")
+    # three processes of 1.2 CPU seconds each, under a limit of 1.5 for the task
+    code = """
+import os, time
+for _ in range(2):
+    if os.fork() == 0:
+        break
+t = time.process_time()
+while time.process_time() - t < 1.2:
+    pass
+time.sleep(300)
+"""
+    task, took = hostile(f, worker, client, code, {"cpu_time": 1.5, "wall_time": 60})
+    assert (task.status, task.error) == ("failed", "limit_exceeded: cpu_time"), stderr(client, task)
+    assert took < 45
+    assert task.cpu_seconds is not None and 1.5 <= task.cpu_seconds < 3.7
+
+
+def test_what_a_task_used_is_shown(farm_of_two: tuple[Farm, WorkerProc, Client]) -> None:
+    f, worker, client = farm_of_two
+    rc, out, err = f.cli("workers", "--json")
+    assert rc == 0, err
+    (shown,) = [w for w in json.loads(out) if w["id"] == worker.id]
+    mechanism = shown["capabilities"]["limits"]
+    assert mechanism in ("cgroup", "rlimit")
+    wide = {**f.env, "CORRAL_URL": f.url, "CORRAL_TOKEN": f.token, "COLUMNS": "300"}
+    rc, out, err = run_cli(["workers"], wide, f.root)
+    assert rc == 0 and mechanism in out, (out, err)
+    spin = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass\n"
+    # a limit no pooled runner honours: a fresh process, measured (pooled calls are not)
+    job = client.submit_job([TaskSpec(argv=[PYTHON, "-c", spin], limits={"cpu_time": 30})])
+    f.wait_job(client, job.id, 30)
+    (task,) = client.tasks(job.id)
+    assert task.status == "succeeded", stderr(client, task)
+    rc, out, err = f.cli("show", task.id, "--json")
+    assert rc == 0, err
+    data = json.loads(out)
+    rc, text, err = f.cli("show", task.id)
+    assert rc == 0, err
+    lines = dict(line.split(None, 1) for line in text.splitlines() if len(line.split()) > 1)
+    if mechanism == "rlimit":
+        assert (data["peak_memory"], data["cpu_seconds"]) == (None, None)
+        return
+    assert 0 < data["peak_memory"] < 1 << 30
+    assert 0.25 <= data["cpu_seconds"] < 10
+    assert lines["cpu_seconds"].endswith("s") and lines["peak_memory"][-1] in "KMG"
+    rc, out, err = run_cli(["ps", job.id], wide, f.root)
+    assert rc == 0 and "peak mem" in out and lines["peak_memory"] in out, (out, err)
