@@ -135,9 +135,8 @@ def test_sizes() -> None:
     assert parse_size("4096") == 4096
     with pytest.raises(ValueError):
         parse_size("2 apples")
-    for huge in ("9" * 400, "1" * 20 + "P", "8E"):  # past 64 bits: bad input, not OverflowError
-        with pytest.raises(ValueError):
-            parse_size(huge)
+    with pytest.raises(ValueError, match="too large"):  # a float's infinity: not OverflowError
+        parse_size("9" * 400)
     assert "too large" in (requirement_problem("min_memory", "9" * 400) or "")
     assert format_size(1536) == "1.5K" and format_size(10) == "10B"
 

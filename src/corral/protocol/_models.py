@@ -14,7 +14,7 @@ Task lifecycle::
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -292,8 +292,8 @@ class TaskResult(Request):
     # INLINE_MAX bytes): stored with the result instead of uploaded before it
     inline: dict[str, bytes] = {}
     # measured in the task's cgroup, when the worker gave it one: peak bytes, CPU seconds
-    peak_memory: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)] | None = None
-    cpu_seconds: Annotated[float, msgspec.Meta(ge=0, le=1e12)] | None = None
+    peak_memory: Offset | None = None  # bytes
+    cpu_seconds: Seconds | None = None
 
 
 class TaskBlocked(Request):
