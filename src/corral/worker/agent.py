@@ -71,7 +71,7 @@ class Agent:
         mode = allow_mode(config.server, config.allow_all, config.enforce_allowlist, config.allow)
         self.guard = make_guard(
             config.work_dir,
-            AllowPolicy(mode, set(config.allow)),
+            AllowPolicy(mode, set(config.allow), own_inline=set(config.allow_inline)),
             config.allow_network,
             config.hide,
             config.sandbox,

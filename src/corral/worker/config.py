@@ -30,6 +30,7 @@ class WorkerConfig:
     keep_task_dirs: bool = False
     ca_file: Path | None = None  # the only trust root for an https server (pinned by --join)
     allow: set[str] = field(default_factory=set)  # own allowlist (sha256 hex)
+    allow_inline: set[str] = field(default_factory=set)  # of those, interpreters for any code
     allow_all: bool = False
     enforce_allowlist: bool = False
     allow_network: bool = False
