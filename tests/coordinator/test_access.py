@@ -81,12 +81,13 @@ def test_secrets_are_long_random_and_hashed() -> None:
 
 def test_job_tokens_cannot_be_forged_or_moved() -> None:
     tokens = JobTokens(b"k" * 32)
-    good = tokens.mint("j1", "l1")
-    assert tokens.job_of(good) == "j1"
-    assert JobTokens(b"x" * 32).job_of(good) is None  # another coordinator's key
-    assert tokens.job_of(good.replace("crj_j1", "crj_j2")) is None  # another job
-    for bad in ("crj_", "crj_j1.l1", "crl_abc", good + "0", "crj_j1.l1.00"):
-        assert tokens.job_of(bad) is None
+    good = tokens.mint("t1", "l1")
+    assert tokens.lease_of(good) == ("t1", "l1")
+    assert JobTokens(b"x" * 32).lease_of(good) is None  # another coordinator's key
+    assert tokens.lease_of(good.replace("crj_t1", "crj_t2")) is None  # another task
+    assert tokens.lease_of(good.replace(".l1.", ".l2.")) is None  # another lease
+    for bad in ("crj_", "crj_t1.l1", "crl_abc", good + "0", "crj_t1.l1.00"):
+        assert tokens.lease_of(bad) is None
 
 
 @pytest.mark.parametrize(

@@ -62,6 +62,23 @@ def test_admin_adds_lists_and_removes(tmp_path: Path) -> None:
     run(tmp_path, body)
 
 
+def test_an_entry_says_whether_inline_code_is_allowed(tmp_path: Path) -> None:
+    async def body(http: httpx.AsyncClient) -> None:
+        r = await http.post("/allow", json={"sha256": HEX, "note": "python"})
+        assert (r.status_code, r.json()["allow_inline"]) == (201, False)
+        r = await http.post("/allow", json={"sha256": HEX, "allow_inline": True})
+        assert (r.status_code, r.json()["allow_inline"], r.json()["note"]) == (201, True, "python")
+        r = await http.post("/allow", json={"sha256": HEX, "allow_inline": True})
+        assert r.status_code == 200  # nothing changed
+        assert [e["allow_inline"] for e in (await http.get("/allow")).json()] == [True]
+        r = await http.post("/allow", json={"sha256": HEX})  # added again without: taken back
+        assert (r.status_code, r.json()["allow_inline"]) == (201, False)
+        actions = [e["action"] for e in (await http.get("/audit")).json()]
+        assert actions[-3:] == ["allow.add", "allow.add_inline", "allow.add"]
+
+    run(tmp_path, body)
+
+
 def test_bad_hashes_and_bodies_are_422(tmp_path: Path) -> None:
     async def body(http: httpx.AsyncClient) -> None:
         for bad in ("", "abc", "sha256:" + "g" * 64, "md5:" + HEX):

@@ -924,3 +924,29 @@ def test_allowlist_add_list_remove(store: Store, backend: Backend) -> None:
     assert [e.sha256 for e in store.allow_list()] == [b]
     store.close()
     assert [e.sha256 for e in backend.open().allow_list()] == [b]  # it is durable
+
+
+# job tokens (access.py): valid while their lease is the task's live lease
+
+
+def test_live_lease_ends_with_the_attempt(store: Store) -> None:
+    submit(store, "j", 3, owner="carol")
+    a = lease_one(store, now=10.0, expires=20.0)
+    assert store.live_lease(a.task_id, a.lease_id, 15.0) == ("j", "carol")
+    assert store.live_lease(a.task_id, "other", 15.0) is None
+    assert store.live_lease("nope", a.lease_id, 15.0) is None
+    assert store.live_lease(a.task_id, a.lease_id, 20.0) is None  # past its expiry
+    assert store.extend("w1", [a.lease_id], 19.0, 30.0) == []
+    assert store.live_lease(a.task_id, a.lease_id, 25.0) == ("j", "carol")  # extended
+    assert store.finish(a.task_id, a.lease_id, ok(), 26.0)
+    assert store.live_lease(a.task_id, a.lease_id, 26.0) is None  # finished
+    b = lease_one(store, now=30.0, expires=40.0)
+    store.kill([b.task_id], 31.0)
+    assert store.live_lease(b.task_id, b.lease_id, 32.0) is None  # killed
+    c = lease_one(store, now=30.0, expires=40.0)
+    assert store.release(c.task_id, c.lease_id, 31.0)
+    assert store.live_lease(c.task_id, c.lease_id, 32.0) is None  # given back
+    again = lease_one(store, now=33.0, expires=35.0)
+    assert again.task_id == c.task_id
+    store.expire(36.0)
+    assert store.live_lease(again.task_id, again.lease_id, 34.0) is None  # expired, requeued

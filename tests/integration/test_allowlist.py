@@ -39,8 +39,16 @@ def test_unlisted_program_is_refused_until_corral_allow_add(farm: Callable[..., 
 
     rc, out, err = f.cli("allow", "add", PYTHON, "--note", "python for tests")
     assert (rc, out.strip()) == (0, f"sha256:{PYTHON_SHA}"), err
+    # allowed for scripts on the list only: -c code needs --allow-inline
+    inline = run_one(f, client, [PYTHON, "-c", "print('ran')"])
+    assert inline.error == (
+        f"not_allowed: inline code (-c) for {PYTHON_FILE}:"
+        " its allowlist entry does not say --allow-inline"
+    )
+    rc, out, err = f.cli("allow", "add", "--allow-inline", PYTHON)
+    assert (rc, out.strip()) == (0, f"sha256:{PYTHON_SHA} (inline code allowed)"), err
     rc, out, _ = f.cli("allow", "list", "--json")
-    assert PYTHON_SHA in out and "python for tests" in out
+    assert PYTHON_SHA in out and "python for tests" in out and '"allow_inline": true' in out
 
     allowed = run_one(f, client, [PYTHON, "-c", "print('ran')"])
     assert (allowed.status, allowed.error) == ("succeeded", None)
@@ -62,10 +70,9 @@ def test_worker_allow_flag_and_file(farm: Callable[..., Farm], tmp_path: Path) -
     true_file = Path("/usr/bin/true").resolve()
     true_sha = sha256_file(true_file)
     listing = tmp_path / "allowed.txt"
-    listing.write_text(f"# the shell\nsha256:{sh_sha}  sh\n")
-    f.start_worker(
-        args=("--label", "w=1", "--allow", f"sha256:{PYTHON_SHA}", "--allow-file", str(listing))
-    )
+    listing.write_text(f"# the shell, for shell tasks\ninline sha256:{sh_sha}  sh\n")
+    allow_py = ("--allow-inline", f"sha256:{PYTHON_SHA}")
+    f.start_worker(args=("--label", "w=1", *allow_py, "--allow-file", str(listing)))
     client = f.client()
     assert run_one(f, client, [PYTHON, "-c", "pass"]).status == "succeeded"
     assert run_one(f, client, ["echo hi"], shell=True).status == "succeeded"

@@ -297,8 +297,9 @@ class NetFarm:
         for key, value in host.labels.items():
             argv += ["--label", f"{key}={value}"]
         # a worker on a non-loopback coordinator enforces its allowlist: allow exactly the
-        # interpreter the tasks run; and let tasks that ask for it use the host's network
-        argv += ["--allow", f"sha256:{PYTHON_SHA256}", "--allow-network"]
+        # interpreter the tasks run (with their -c code); and let tasks that ask for it use
+        # the host's network
+        argv += ["--allow-inline", f"sha256:{PYTHON_SHA256}", "--allow-network"]
         host.proc = self._spawn(host.ns, argv, host.log, env)
 
     def _wait_online(self, host: Host) -> None:
@@ -389,7 +390,7 @@ COPY_TASK = SOURCE_IP + (
     "print('ran-on=' + src, flush=True)\n"
 )
 
-# A task's job token is `crj_<job>.<lease>.<mac>`: the slow task tells its lease id on stderr,
+# A task's job token is `crj_<task>.<lease>.<mac>`: the slow task tells its lease id on stderr,
 # which is how the test learns the id the cut-off host's late result would carry.
 SLOW_TASK = SOURCE_IP + (
     "import os, sys, time\n"

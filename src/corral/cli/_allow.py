@@ -47,23 +47,37 @@ def allow() -> None:
 @allow.command("add")
 @click.argument("programs", nargs=-1, required=True)
 @click.option("--note", default="", help="Why it is allowed (kept with the hash).")
+@click.option(
+    "--allow-inline",
+    is_flag=True,
+    help="An interpreter that may also run code not in a file: -c/-e code, stdin, --shell "
+    "tasks, function tasks. Without it only scripts on the list run through it. "
+    "Adding again without it takes that back.",
+)
 @json_option
 @server_options
 @client_errors
 def add(
-    programs: tuple[str, ...], note: str, as_json: bool, server: str | None, token: str | None
+    programs: tuple[str, ...],
+    note: str,
+    allow_inline: bool,
+    as_json: bool,
+    server: str | None,
+    token: str | None,
 ) -> None:
-    """Allow programs: files to hash (paths or names on PATH) or sha256:HEX."""
+    """Allow programs and scripts: files to hash (paths or names on PATH) or sha256:HEX."""
     hashes = [(p, program_hash(p)) for p in programs]
     with make_client(server, token) as client:
         entries = [
-            client.allow(sha, note or (p if not p.startswith("sha256:") else ""))
+            client.allow(sha, note or (p if not p.startswith("sha256:") else ""), allow_inline)
             for p, sha in hashes
         ]
     if as_json:
         return print_json(entries)
     for entry in entries:
-        click.echo(f"sha256:{entry.sha256}")
+        click.echo(
+            f"sha256:{entry.sha256}" + (" (inline code allowed)" if entry.allow_inline else "")
+        )
 
 
 @allow.command("list")
@@ -80,12 +94,13 @@ def list_(as_json: bool, server: str | None, token: str | None) -> None:
         (
             f"sha256:{e.sha256}",
             e.note,
+            "yes" if e.allow_inline else "",
             e.added_by,
             time.strftime("%Y-%m-%d %H:%M", time.localtime(e.added)),
         )
         for e in entries
     ]
-    print_table("allowed programs", ["hash", "note", "added by", "added"], rows)
+    print_table("allowed programs", ["hash", "note", "inline", "added by", "added"], rows)
 
 
 @allow.command("remove")

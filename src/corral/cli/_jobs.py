@@ -205,7 +205,8 @@ def workers(as_json: bool, server: str | None, token: str | None) -> None:
         (
             w.id,
             w.name,
-            w.status,
+            # a worker without a sandbox says so on every line: its tasks can read its files
+            w.status + (" NO SANDBOX" if w.capabilities.get("sandbox") == "none" else ""),
             f"{w.slots_used}/{w.slots}",
             f"{w.capabilities.get('os', '')}/{w.capabilities.get('arch', '')}",
             w.capabilities.get("limits", ""),  # cgroup: whole task tree; rlimit: per process

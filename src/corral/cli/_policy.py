@@ -22,11 +22,18 @@ _OPTIONS = [
         help="Allow the program with this hash (repeatable); implies an enforced allowlist.",
     ),
     click.option(
+        "--allow-inline",
+        "allow_inline",
+        multiple=True,
+        metavar="sha256:HEX",
+        help="Allow this interpreter to run code not in a file too (-c, -e, shell lines).",
+    ),
+    click.option(
         "--allow-file",
         "allow_files",
         multiple=True,
         type=click.Path(dir_okay=False, path_type=Path),
-        help="A file of sha256:HEX lines to allow (repeatable).",
+        help="A file of sha256:HEX lines to allow, `inline sha256:HEX` for --allow-inline.",
     ),
     click.option(
         "--allow-all",
@@ -75,19 +82,25 @@ def policy_options(fn: F) -> F:
 def policy_config(options: dict[str, Any]) -> dict[str, Any]:
     """WorkerConfig fields from the parsed policy options; bad hashes or files fail in one line."""
     hashes: set[str] = set()
+    inline: set[str] = set()
     try:
         for value in options["allow"]:
             hashes.add(parse_hash(value))
+        for value in options["allow_inline"]:
+            inline.add(parse_hash(value))
         for path in options["allow_files"]:
-            hashes |= read_allow_file(path)
+            listed, marked = read_allow_file(path)
+            hashes |= listed
+            inline |= marked
     except OSError as exc:
         raise Fail(f"cannot read --allow-file {exc.filename}: {exc.strerror}") from exc
     except ValueError as exc:
         raise Fail(f"--allow: {exc}") from exc
-    if options["allow_all"] and (hashes or options["enforce_allowlist"]):
+    if options["allow_all"] and (hashes or inline or options["enforce_allowlist"]):
         raise Fail("--allow-all contradicts --allow, --allow-file and --enforce-allowlist")
     return {
-        "allow": hashes,
+        "allow": hashes | inline,
+        "allow_inline": inline,
         "allow_all": bool(options["allow_all"]),
         "enforce_allowlist": bool(options["enforce_allowlist"]),
         "allow_network": bool(options["allow_network"]),

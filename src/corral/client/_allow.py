@@ -16,9 +16,9 @@ def allow_list() -> Op[list[AllowEntry]]:
     return msgspec.json.decode(check(reply).content, type=list[AllowEntry])
 
 
-def allow_add(sha256: str, note: str = "") -> Op[AllowEntry]:
-    """Allow a program by its sha256."""
-    body = msgspec.json.encode(AllowAdd(sha256, note))
+def allow_add(sha256: str, note: str = "", allow_inline: bool = False) -> Op[AllowEntry]:
+    """Allow a program by its sha256 (an interpreter: with inline code, or scripts only)."""
+    body = msgspec.json.encode(AllowAdd(sha256, note, allow_inline))
     reply = yield Call("POST", "/allow", headers=_JSON, content=body)
     return msgspec.json.decode(check(reply).content, type=AllowEntry)
 

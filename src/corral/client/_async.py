@@ -173,9 +173,10 @@ class AsyncClient(BaseClient[AsyncTaskFuture]):
         """The coordinator-wide executable allowlist."""
         return await self.drive(_allow.allow_list())
 
-    async def allow(self, sha256: str, note: str = "") -> AllowEntry:
-        """Allow the program with this sha256 on every worker that enforces the list."""
-        return await self.drive(_allow.allow_add(sha256, note))
+    async def allow(self, sha256: str, note: str = "", allow_inline: bool = False) -> AllowEntry:
+        """Allow the program with this sha256 on every worker that enforces the list; for an
+        interpreter, `allow_inline` lets it run code not in a file (-c, -e, shell lines)."""
+        return await self.drive(_allow.allow_add(sha256, note, allow_inline))
 
     async def disallow(self, sha256: str) -> None:
         """Take a program off the allowlist."""

@@ -174,9 +174,10 @@ class Client(BaseClient[TaskFuture]):
         """The coordinator-wide executable allowlist."""
         return self.drive(_allow.allow_list())
 
-    def allow(self, sha256: str, note: str = "") -> AllowEntry:
-        """Allow the program with this sha256 on every worker that enforces the list."""
-        return self.drive(_allow.allow_add(sha256, note))
+    def allow(self, sha256: str, note: str = "", allow_inline: bool = False) -> AllowEntry:
+        """Allow the program with this sha256 on every worker that enforces the list; for an
+        interpreter, `allow_inline` lets it run code not in a file (-c, -e, shell lines)."""
+        return self.drive(_allow.allow_add(sha256, note, allow_inline))
 
     def disallow(self, sha256: str) -> None:
         """Take a program off the allowlist."""

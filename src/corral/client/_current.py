@@ -1,7 +1,7 @@
 """Tasks that fork tasks: `corral.current()`, a Client scoped to the running task's job.
 
 The worker gives every task CORRAL_URL (its coordinator), CORRAL_TOKEN (minted for this lease:
-it may read and add to this one job, while the job lasts), CORRAL_JOB_ID and CORRAL_TASK_ID.
+it may read and add to this one job, while the lease lasts), CORRAL_JOB_ID and CORRAL_TASK_ID.
 `current()` builds a Client from them whose submissions are added to the task's own job
 (POST /jobs/{id}/tasks), so children are listed, waited for, killed and fetched with it.
 Shell tasks do the same with `corral submit --job "$CORRAL_JOB_ID" -- ...`.

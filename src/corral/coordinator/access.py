@@ -5,8 +5,15 @@ because nobody can guess a 256-bit secret, so a slow password hash (bcrypt, argo
 add its cost to every request. Every request looks its token up in the store, with no cache,
 so a revoked or expired token fails on its very next use.
 
-Job tokens, handed to each leased task, are not stored: they are an HMAC of the job and lease
-ids under a key only the coordinator knows, and they stop working when the job is finished.
+Job tokens, handed to each leased task, are not stored: a job token names the task and its
+lease, with an HMAC of both under a key only the coordinator knows. It works while that lease
+is the task's live lease (`Store.live_lease`: running, not past its expiry), so it stops when
+the attempt ends (finished, killed, expired, requeued or given back) and keeps working across
+extensions, with one indexed read per request and nothing written.
+
+Rejected: an expiry inside the token, refreshed by heartbeats, would need the worker to hand
+each task a new token mid-run (its environment is fixed at start) and would outlive a kill
+until it ran out.
 
     admin   every operation, every job, worker and blob
     submit  JOB_OPS on jobs it owns, blobs it uploaded or its jobs produced, list workers
@@ -100,36 +107,35 @@ class JobTokens:
     def __init__(self, key: bytes) -> None:
         self._key = key
 
-    def _mac(self, job_id: str, lease_id: str) -> str:
-        msg = f"{job_id}.{lease_id}".encode()
+    def _mac(self, task_id: str, lease_id: str) -> str:
+        msg = f"{task_id}.{lease_id}".encode()
         return hmac.new(self._key, msg, hashlib.sha256).hexdigest()
 
-    def mint(self, job_id: str, lease_id: str) -> str:
-        """The token for one lease of a task of `job_id`."""
-        return f"{_JOB_PREFIX}{job_id}.{lease_id}.{self._mac(job_id, lease_id)}"
+    def mint(self, task_id: str, lease_id: str) -> str:
+        """The token for one lease of one task: `crj_<task>.<lease>.<mac>`."""
+        return f"{_JOB_PREFIX}{task_id}.{lease_id}.{self._mac(task_id, lease_id)}"
 
-    def job_of(self, secret: str) -> str | None:
-        """The job a job token is for, or None when it is not a valid job token."""
+    def lease_of(self, secret: str) -> tuple[str, str] | None:
+        """The `(task_id, lease_id)` a job token is for, or None when it is not a valid one."""
         if not secret.startswith(_JOB_PREFIX):
             return None
         parts = secret[len(_JOB_PREFIX) :].split(".")
         if len(parts) != 3:
             return None
-        job_id, lease_id, mac = parts
-        return job_id if hmac.compare_digest(mac, self._mac(job_id, lease_id)) else None
+        task_id, lease_id, mac = parts
+        if not hmac.compare_digest(mac, self._mac(task_id, lease_id)):
+            return None
+        return task_id, lease_id
 
 
 def authenticate(store: Store, job_tokens: JobTokens, secret: str, now: float) -> Principal | str:
     """The principal a secret stands for, or why it is refused."""
-    job_id = job_tokens.job_of(secret)
-    if job_id is not None:
-        # two index lookups: get_job would count every task of the job, on every request
-        try:
-            owner, finished = store.job_owner(job_id), store.job_finished(job_id)
-        except LookupError:
-            return "the token's job is gone"
-        if finished:
-            return "the token's job is finished"
+    lease = job_tokens.lease_of(secret)
+    if lease is not None:
+        live = store.live_lease(*lease, now)
+        if live is None:
+            return "the token's task lease has ended"
+        job_id, owner = live
         return Principal(f"job:{job_id}", f"job {job_id}", "job", owner, job_id)
     token = store.token_by_hash(hash_secret(secret))
     if token is None:

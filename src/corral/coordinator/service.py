@@ -202,7 +202,7 @@ class Coordinator:
                     x.attempt,
                     x.expires,
                     spec,
-                    self.job_tokens.mint(x.job_id, x.lease_id),
+                    self.job_tokens.mint(x.task_id, x.lease_id),
                     self._inline_inputs(spec),
                     owners[x.job_id],
                 )

@@ -10,6 +10,7 @@ class AllowAdd(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
 
     sha256: str
     note: str = ""
+    allow_inline: bool = False  # an interpreter that may run code not in a file (-c, -e)
 
 
 class AllowEntry(msgspec.Struct):
@@ -19,3 +20,4 @@ class AllowEntry(msgspec.Struct):
     note: str
     added: float
     added_by: str
+    allow_inline: bool = False  # an interpreter that may also run code not in a file

@@ -127,6 +127,7 @@ class Link:
             log.warning("cannot fetch the coordinator's allowlist: %s", exc)
             return
         guard.allow.remote = {e.sha256 for e in entries}
+        guard.allow.remote_inline = {e.sha256 for e in entries if e.allow_inline}
 
     async def release(self, a: Assignment) -> None:
         """Tell the coordinator to requeue a task given back (its lease expires otherwise)."""

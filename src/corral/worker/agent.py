@@ -39,15 +39,16 @@ from ..protocol import (
 from ._aio import Broadcast, with_pidfd_watcher
 from ._attempt import Attempts, TaskRun
 from ._link import BACKOFF, Link, refusal
-from .allowlist import AllowPolicy, allow_mode
+from .allowlist import AllowPolicy, allow_mode, is_loopback_url
 from .cache import FileCache
 from .capabilities import dynamic_capabilities, probe_programs, static_capabilities
-from .config import WorkerConfig
+from .config import WorkerConfig, WorkerRefused, sandbox_refusal
 from .desktop import Desktop
 from .executor import TaskProcess
 from .fnpool import FnPool
 from .guard import make_guard
 from .reporting import Outbox
+from .sandbox import probe
 from .state import WorkerState
 
 __all__ = ["Agent", "run_worker"]
@@ -60,6 +61,11 @@ class Agent:
     """One worker process."""
 
     def __init__(self, config: WorkerConfig) -> None:
+        if config.sandbox and not is_loopback_url(config.server):  # before anything else
+            found = probe(config.work_dir)  # make_guard probes again: only off loopback
+            refused = sandbox_refusal(config.server, True, found, shutil.which("bwrap") is not None)
+            if refused:
+                raise WorkerRefused(refused)
         self.config = config
         self.heartbeat_interval = 2.0
         self.desktop = Desktop(config.when_idle) if config.when_idle else None
@@ -71,7 +77,7 @@ class Agent:
         mode = allow_mode(config.server, config.allow_all, config.enforce_allowlist, config.allow)
         self.guard = make_guard(
             config.work_dir,
-            AllowPolicy(mode, set(config.allow)),
+            AllowPolicy(mode, set(config.allow), own_inline=set(config.allow_inline)),
             config.allow_network,
             config.hide,
             config.sandbox,
@@ -404,5 +410,9 @@ class Agent:
 
 
 def run_worker(config: WorkerConfig) -> None:
-    """Run a worker until SIGTERM or SIGINT has drained it."""
-    asyncio.run(with_pidfd_watcher(Agent(config).run()))
+    """Run a worker until SIGTERM or SIGINT has drained it; exit in one line if it may not."""
+    try:
+        agent = Agent(config)
+    except WorkerRefused as exc:
+        raise SystemExit(f"corral worker: {exc}") from None
+    asyncio.run(with_pidfd_watcher(agent.run()))

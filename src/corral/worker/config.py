@@ -6,11 +6,17 @@ import socket
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
+from .._net import is_loopback
 from ..protocol import Assignment
 from .idle import IdlePolicy
 
-__all__ = ["WorkerConfig", "client_env", "tls_verify"]
+__all__ = ["WorkerConfig", "WorkerRefused", "client_env", "sandbox_refusal", "tls_verify"]
+
+
+class WorkerRefused(Exception):
+    """The worker will not start as configured; the message says what to do instead."""
 
 
 @dataclass
@@ -30,6 +36,7 @@ class WorkerConfig:
     keep_task_dirs: bool = False
     ca_file: Path | None = None  # the only trust root for an https server (pinned by --join)
     allow: set[str] = field(default_factory=set)  # own allowlist (sha256 hex)
+    allow_inline: set[str] = field(default_factory=set)  # of those, interpreters for any code
     allow_all: bool = False
     enforce_allowlist: bool = False
     allow_network: bool = False
@@ -47,6 +54,19 @@ def client_env(config: WorkerConfig, a: Assignment) -> dict[str, str]:
     if config.ca_file:
         env["CORRAL_CA"] = str(config.ca_file)
     return env
+
+
+def sandbox_refusal(server: str, wanted: bool, bwrap: str | None, installed: bool) -> str | None:
+    """Why a worker may not start, or None: off loopback, tasks from the network must not run
+    unsandboxed unless --no-sandbox (`wanted` False) said so on purpose. On loopback the
+    guard's warning is enough: the owner submits their own tasks."""
+    if not wanted or bwrap is not None or is_loopback(urlsplit(server).hostname or ""):
+        return None
+    why = "bubblewrap cannot create namespaces here" if installed else "bwrap is not installed"
+    return (
+        f"refusing to run tasks from {server} without a sandbox ({why}): install bubblewrap"
+        " (and util-linux's prlimit), or pass --no-sandbox to run them unsandboxed on purpose"
+    )
 
 
 def tls_verify(server: str, ca_file: Path | None) -> ssl.SSLContext | bool:

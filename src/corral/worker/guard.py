@@ -14,12 +14,23 @@ import logging
 import os
 import shutil
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ..protocol import TaskSpec
-from .allowlist import AllowPolicy, HashCache, refusal, resolve_program
+from .allowlist import (
+    AllowPolicy,
+    Facts,
+    HashCache,
+    env_problem,
+    find_interpreters,
+    refusal,
+    resolve_program,
+    resolve_script,
+    startup_problem,
+)
+from .interpreters import interpreter_of, what_runs
 from .limits import Cgroups, TaskCgroup, Usage, find_cgroups, limit_hit, make_preexec, rlimits
 from .sandbox import (
     SandboxPolicy,
@@ -86,6 +97,7 @@ class Guard:
     allow: AllowPolicy
     cgroups: Cgroups | None = None
     hashes: HashCache = field(default_factory=HashCache)
+    interpreters: dict[str, str] | None = None  # sha256 -> kind, of those on PATH (lazily)
 
     def capabilities(self) -> dict[str, Any]:
         """What the coordinator matches `requires sandbox=...` and `network=...` against."""
@@ -130,7 +142,42 @@ class Guard:
         if self.allow.mode == "all":
             return None
         program, sha = self.program(argv, cwd, env)
-        return refusal(self.allow, argv[0], program, sha)
+        if program is None or sha is None or not self.allow.allows(sha):
+            return refusal(self.allow, Facts(argv[0], program, sha))
+        kind = self._kind(argv[0], program, sha)
+        names: set[str] = set()
+        if kind is not None:
+            with contextlib.suppress(OSError):
+                names = set(os.listdir(env.get("HOME", cwd)))
+        facts = Facts(
+            argv[0],
+            program,
+            sha,
+            kind,
+            env=env_problem(env, cwd) or startup_problem(kind, names),
+        )
+        if kind is not None:
+            runs = what_runs(kind, argv[1:])
+            script = resolve_script(runs.script, cwd) if runs.script else None
+            facts = replace(facts, runs=runs, script=script, script_sha256=self._hash(script))
+        return refusal(self.allow, facts)
+
+    def _kind(self, argv0: str, program: Path, sha: str) -> str | None:
+        """The interpreter a program is: by its name, argv[0]'s, or its hash (a renamed copy)."""
+        kind = interpreter_of(program.name) or interpreter_of(Path(argv0).name)
+        if kind is None and self.interpreters is None:
+            path = os.pathsep.join((os.environ.get("PATH", ""), os.defpath))
+            found = find_interpreters(path)
+            self.interpreters = {h: k for p, k in found.items() if (h := self._hash(p))}
+        return kind or (self.interpreters or {}).get(sha)
+
+    def _hash(self, path: Path | None) -> str | None:
+        if path is None:
+            return None
+        try:
+            return self.hashes.sha256(path)
+        except OSError:
+            return None
 
     def launch(self, spec: TaskSpec, argv: list[str], work: Path, name: str) -> Launch:
         """The sandboxed argv and the limits for one task (`name` names its cgroup)."""

@@ -34,11 +34,12 @@ async def allow_program(request: Request, coord: Coordinator, body: AllowAdd) ->
         raise ApiError("invalid_argument", f"note: at most {MAX_NOTE} printable characters")
     now = coord.clock()
     who = guards.principal(request)
-    added = coord.store.allow_add(AllowEntry(sha, body.note, now, who.owner))
-    if added:
-        guards.audit(request, coord.store, now, "allow.add", sha, body.note)
+    changed = coord.store.allow_add(AllowEntry(sha, body.note, now, who.owner, body.allow_inline))
+    if changed:
+        action = "allow.add_inline" if body.allow_inline else "allow.add"
+        guards.audit(request, coord.store, now, action, sha, body.note)
     entry = next(e for e in coord.store.allow_list() if e.sha256 == sha)
-    return json_response(entry, 201 if added else 200)
+    return json_response(entry, 201 if changed else 200)
 
 
 async def disallow_program(request: Request, coord: Coordinator, _: None) -> Response:

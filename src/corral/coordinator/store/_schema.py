@@ -50,7 +50,8 @@ TABLES = (
 )""",
     # the executable allowlist (_allowlist.py)
     """CREATE TABLE IF NOT EXISTS allowlist (
-    sha256 TEXT PRIMARY KEY, note TEXT NOT NULL, added {real} NOT NULL, added_by TEXT NOT NULL
+    sha256 TEXT PRIMARY KEY, note TEXT NOT NULL, added {real} NOT NULL, added_by TEXT NOT NULL,
+    allow_inline INTEGER NOT NULL DEFAULT 0
 )""",
 )
 

@@ -192,6 +192,17 @@ class SQLStore(AllowlistSQL, DependencySQL, IdentitySQL, Store):
             raise NotFound(f"no job {job_id}")
         return str(row[0])
 
+    def live_lease(self, task_id: str, lease_id: str, now: float) -> tuple[str, str] | None:
+        row = self._db.execute(
+            self._q(
+                "SELECT t.job_id, j.owner FROM tasks t JOIN jobs j ON j.id = t.job_id"
+                " WHERE t.id = ? AND t.lease_id = ? AND t.status = 'running'"
+                " AND t.lease_expires > ?"
+            ),
+            (task_id, lease_id, now),
+        ).fetchone()
+        return (str(row[0]), str(row[1])) if row else None
+
     def job_finished(self, job_id: str) -> bool:
         row = self._db.execute(
             self._q(

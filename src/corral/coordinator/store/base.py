@@ -185,6 +185,11 @@ class Store(abc.ABC):
         counting them all as get_job does; raises NotFound."""
         return self.get_job(job_id).status not in ("queued", "running")
 
+    @abc.abstractmethod
+    def live_lease(self, task_id: str, lease_id: str, now: float) -> tuple[str, str] | None:
+        """`(job_id, owner)` while `lease_id` is the task's lease and runs past `now`, else
+        None (finished, killed, expired or requeued): one indexed read, no write."""
+
     def atomic(self) -> AbstractContextManager[Any]:
         """Several calls as one transaction, one commit for all (`with store.atomic(): ...`);
         a call that fails inside still undoes only its own changes. Nothing may await inside:
