@@ -107,11 +107,12 @@ class Attempts:
         """Run the task in its sandbox under its limits; its exit code and error."""
         spec = run.assignment.spec
         wall = spec.limits.get("wall_time")
-        launch: Launch = self.guard.launch(spec, argv, work, run.dir.name)
+        launch = Launch([], None)  # a pooled call has nothing of its own to set up
         try:
             # a function task claimed by a pooled runner makes its call there (fnpool.py)
             finished = await self.fnpool.call(run.assignment, run.process, env, run.dir, argv)
             if finished is None:
+                launch = self.guard.launch(spec, argv, work, run.dir.name)
                 finished = await run.process.run(
                     launch.argv,
                     work,
@@ -120,6 +121,8 @@ class Attempts:
                     run.dir / "stderr",
                     wall if wall else None,
                     launch.preexec,
+                    launch.pass_fds,
+                    launch.started,
                 )
             error = finished.error
             if error is None or error.startswith("killed by signal"):
@@ -129,6 +132,7 @@ class Attempts:
         finally:
             if launch.cgroup is not None:  # nothing to remove otherwise: no thread hop
                 await asyncio.to_thread(launch.close)
+            launch.release()  # its uid and descriptors (the process tree is gone)
         return finished.exit_code, error
 
     async def _collect(

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
 import signal
 import time
@@ -49,6 +50,7 @@ from .fnpool import FnPool
 from .guard import make_guard
 from .reporting import Outbox
 from .state import WorkerState
+from .taskuser import TaskUsers
 
 __all__ = ["Agent", "run_worker"]
 
@@ -76,6 +78,8 @@ class Agent:
             config.hide,
             config.sandbox,
             config.expose,
+            TaskUsers.choose(config.task_uids, config.task_user, root=os.geteuid() == 0),
+            config.expose_rw,
         )
         self.runs: dict[str, TaskRun] = {}  # the I/O side of the state's tasks, by task id
         self._programs = list(config.programs)

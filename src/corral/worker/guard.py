@@ -1,9 +1,15 @@
 """What stands between a task and the worker's machine: allowlist, sandbox and limits.
 
 The agent asks the Guard three things per task: may this program run (`refuse`), how to start
-it (`launch`: the argv with its sandbox prefix and the function that sets its limits), and
-which limit, if any, explains how it ended (`verdict`). The decisions are pure functions in
-allowlist.py, sandbox.py and limits.py; this module only gathers the facts they need.
+it (`launch`: the argv with its sandbox prefix, the user it runs as, the descriptors it
+inherits and the function that sets its limits), and which limit, if any, explains how it
+ended (`verdict`). The decisions are pure functions in allowlist.py, sandbox.py, limits.py and
+taskuser.py; this module only gathers the facts they need.
+
+A launch's child, between fork and exec, in this order: enters a mount namespace where the
+task's user can reach its binds (root worker only, taskuser.reach), joins its cgroup and sets
+its rlimits (still root: a slot uid could not join a root-owned cgroup), then becomes the
+task's user with no_new_privs (taskuser.become).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..protocol import TaskSpec
+from . import seccomp
 from .allowlist import AllowPolicy, HashCache, refusal, resolve_program
 from .limits import PidsCgroup, limit_hit, make_preexec, pids_cgroup_root, rlimits
 from .sandbox import (
@@ -27,8 +34,10 @@ from .sandbox import (
     default_sockets,
     probe,
     sandbox_prefix,
+    system_view,
     wants_network,
 )
+from .taskuser import Identity, TaskUsers, become, close_fds, hand_over, reach, reach_fds
 
 __all__ = ["Guard", "Launch", "make_guard"]
 
@@ -43,6 +52,22 @@ class Launch:
     argv: list[str]
     preexec: Callable[[], None] | None
     cgroup: PidsCgroup | None = None
+    identity: Identity | None = None  # the host user it runs as; None: the worker's
+    pass_fds: tuple[int, ...] = ()  # inherited by the child (the seccomp filter)
+    reach: dict[Path, list[tuple[Path, int]]] = field(default_factory=dict)
+    users: TaskUsers | None = None  # where `identity` goes back to
+
+    def started(self) -> None:
+        """The child has its copies of the descriptors: close ours."""
+        close_fds(self.reach, self.pass_fds)
+        self.reach, self.pass_fds = {}, ()
+
+    def release(self) -> None:
+        """Give the task's uid back (its processes are gone) and close what is still open."""
+        self.started()
+        if self.users is not None:
+            self.users.give_back(self.identity)
+            self.users = None
 
     def close(self) -> None:
         """Remove the task's cgroup, killing anything still in it."""
@@ -58,6 +83,7 @@ class Guard:
     allow: AllowPolicy
     pids_root: Path | None = None
     hashes: HashCache = field(default_factory=HashCache)
+    users: TaskUsers = field(default_factory=lambda: TaskUsers("self"))
 
     def capabilities(self) -> dict[str, Any]:
         """What the coordinator matches `requires sandbox=...` and `network=...` against."""
@@ -66,6 +92,8 @@ class Guard:
             "network": self.sandbox.network,
             "allowlist": self.allow.mode,
             "processes_limit": self.processes_limit,
+            "task_user": self.users.mode,
+            "seccomp": "yes" if self.sandbox.bwrap and self.sandbox.seccomp else "no",
         }
 
     @property
@@ -73,7 +101,7 @@ class Guard:
         """How the processes limit is enforced here: cgroup, userns, rlimit or none."""
         if self.pids_root is not None:
             return "cgroup"
-        if os.geteuid() == 0:
+        if os.geteuid() == 0 and self.users.mode == "self":
             return "none"  # RLIMIT_NPROC never applies to uid 0
         return "userns" if self.sandbox.bwrap else "rlimit"
 
@@ -97,7 +125,8 @@ class Guard:
         return refusal(self.allow, argv[0], program, sha)
 
     def launch(self, spec: TaskSpec, argv: list[str], work: Path, name: str) -> Launch:
-        """The sandboxed argv and the limits for one task."""
+        """The sandboxed argv, the user and the limits for one task in `work`; `release`
+        the Launch once its processes are gone."""
         processes = spec.limits.get("processes")
         cgroup = None
         if processes and self.pids_root is not None:
@@ -106,10 +135,24 @@ class Guard:
             cgroup = PidsCgroup(self.pids_root, name, int(processes) + extra)
         inside = bool(processes) and cgroup is None and self.sandbox.bwrap is not None
         nproc = int(processes) + 1 if inside and processes else None
-        prefix = sandbox_prefix(self.sandbox, work, wants_network(spec.requires), nproc)
+        identity = self.users.take()
+        launch = Launch([], None, cgroup, identity, users=self.users)
+        try:
+            hand_over(work, identity)
+            if identity is not None and self.sandbox.bwrap:
+                launch.reach = reach_fds(self.sandbox.sources(work), identity)
+            fd = seccomp.seccomp_fd() if self.sandbox.bwrap and self.sandbox.seccomp else None
+            launch.pass_fds = () if fd is None else (fd,)
+        except BaseException:
+            launch.release()
+            raise
+        prefix = sandbox_prefix(self.sandbox, work, wants_network(spec.requires), nproc, fd)
         limits = rlimits(spec.limits, nproc=not inside and cgroup is None)
-        preexec = make_preexec(limits, cgroup.procs if cgroup else None)
-        return Launch(prefix + argv, preexec, cgroup)
+        launch.argv = prefix + argv
+        launch.preexec = _child(
+            make_preexec(limits, cgroup.procs if cgroup else None), identity, launch.reach
+        )
+        return launch
 
     def verdict(
         self, limits: Mapping[str, float], exit_code: int | None, stderr: Path, launch: Launch
@@ -130,6 +173,25 @@ class Guard:
                 self.pids_root.rmdir()
 
 
+def _child(
+    limits: Callable[[], None] | None,
+    identity: Identity | None,
+    plan: dict[Path, list[tuple[Path, int]]],
+) -> Callable[[], None] | None:
+    """What a task's child does before exec (see the module docstring); None when nothing,
+    so a task of a non-root worker without limits still starts through vfork."""
+    if identity is None:
+        return limits
+
+    def preexec() -> None:
+        reach(plan)
+        if limits is not None:
+            limits()
+        become(identity)
+
+    return preexec
+
+
 def make_guard(
     work_dir: Path,
     allow: AllowPolicy,
@@ -137,16 +199,28 @@ def make_guard(
     hide: tuple[Path, ...] = (),
     sandbox: bool = True,
     expose: tuple[Path, ...] = (),
+    users: TaskUsers | None = None,
+    expose_rw: tuple[Path, ...] = (),
 ) -> Guard:
     """Probe what this machine offers and say loudly what is missing."""
-    bwrap = probe(work_dir) if sandbox else None
+    users = users or TaskUsers("self")
+    system = system_view()
+    bwrap = _probe(work_dir, users, system) if sandbox else None
     if bwrap is None:
         why = "disabled by --no-sandbox" if not sandbox else _missing()
         log.warning(
-            "WARNING: tasks run WITHOUT a sandbox (%s): they can read and write whatever this "
-            "worker's user can, and use the network. Only a process group, a clean "
-            "environment and a working directory separate them. Install bubblewrap.",
+            "WARNING: tasks run WITHOUT a sandbox (%s): they can read and write whatever "
+            "%s can, and use the network. Only a process group, a clean environment and a "
+            "working directory separate them. Install bubblewrap.",
             why,
+            "this worker's user" if users.mode == "self" else "their task user",
+        )
+    filtered = seccomp.available()
+    if bwrap and not filtered:
+        log.warning(
+            "WARNING: no system-call filter for tasks (%s): they keep every system call "
+            "the sandbox's namespaces and dropped capabilities allow",
+            seccomp.unavailable_reason(),
         )
     policy = SandboxPolicy(
         bwrap,
@@ -155,18 +229,43 @@ def make_guard(
         prlimit=shutil.which("prlimit") or "prlimit",
         expose=default_exposed(expose),
         sockets=default_sockets(),
+        system=system,
+        expose_rw=tuple(p.resolve() for p in expose_rw),
+        seccomp=filtered,
     )
-    guard = Guard(policy, allow, pids_cgroup_root(f"{os.getpid()}"))
+    guard = Guard(policy, allow, pids_cgroup_root(f"{os.getpid()}"), users=users)
     if guard.processes_limit == "none":
         log.warning("WARNING: the processes limit is not enforced: root without a pids cgroup")
     log.info(
-        "sandbox: %s; network: %s; allowlist: %s; processes limit: %s",
+        "sandbox: %s; network: %s; allowlist: %s; processes limit: %s; task user: %s; seccomp: %s",
         policy.name,
         policy.network,
         allow.mode,
         guard.processes_limit,
+        users.mode,
+        "yes" if bwrap and filtered else "no",
     )
     return guard
+
+
+def _probe(
+    work_dir: Path, users: TaskUsers, system: tuple[tuple[str, str, str], ...]
+) -> str | None:
+    """bwrap, if it can build a task's sandbox here as a task's user would run it."""
+    identity = users.take()
+    if identity is None:
+        return probe(work_dir, system)
+    where = work_dir / ".probe"
+    where.mkdir(parents=True, exist_ok=True)
+    launch = Launch([], None, identity=identity, users=users)
+    try:
+        hand_over(where, identity)
+        policy = SandboxPolicy("bwrap", system=system, expose=default_exposed())
+        launch.reach = reach_fds(policy.sources(where), identity)
+        return probe(where, system, _child(None, identity, launch.reach))
+    finally:
+        launch.release()
+        shutil.rmtree(where, ignore_errors=True)
 
 
 def _missing() -> str:
