@@ -37,7 +37,7 @@ from .sandbox import (
     system_view,
     wants_network,
 )
-from .taskuser import Identity, TaskUsers, become, close_fds, hand_over, reach, reach_fds
+from .taskuser import Identity, TaskUsers, become, hand_over, reach, reach_for
 
 __all__ = ["Guard", "Launch", "make_guard"]
 
@@ -54,13 +54,15 @@ class Launch:
     cgroup: PidsCgroup | None = None
     identity: Identity | None = None  # the host user it runs as; None: the worker's
     pass_fds: tuple[int, ...] = ()  # inherited by the child (the seccomp filter)
-    reach: dict[Path, list[tuple[Path, int]]] = field(default_factory=dict)
+    reach: dict[Path, list[Path]] = field(default_factory=dict)  # taskuser.reach_plan
     users: TaskUsers | None = None  # where `identity` goes back to
 
     def started(self) -> None:
         """The child has its copies of the descriptors: close ours."""
-        close_fds(self.reach, self.pass_fds)
-        self.reach, self.pass_fds = {}, ()
+        for fd in self.pass_fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.pass_fds = ()
 
     def release(self) -> None:
         """Give the task's uid back (its processes are gone) and close what is still open."""
@@ -140,7 +142,7 @@ class Guard:
         try:
             hand_over(work, identity)
             if identity is not None and self.sandbox.bwrap:
-                launch.reach = reach_fds(self.sandbox.sources(work), identity)
+                launch.reach = reach_for(self.sandbox.sources(work), identity)
             fd = seccomp.seccomp_fd() if self.sandbox.bwrap and self.sandbox.seccomp else None
             launch.pass_fds = () if fd is None else (fd,)
         except BaseException:
@@ -176,7 +178,7 @@ class Guard:
 def _child(
     limits: Callable[[], None] | None,
     identity: Identity | None,
-    plan: dict[Path, list[tuple[Path, int]]],
+    plan: dict[Path, list[Path]],
 ) -> Callable[[], None] | None:
     """What a task's child does before exec (see the module docstring); None when nothing,
     so a task of a non-root worker without limits still starts through vfork."""
@@ -261,7 +263,7 @@ def _probe(
     try:
         hand_over(where, identity)
         policy = SandboxPolicy("bwrap", system=system, expose=default_exposed())
-        launch.reach = reach_fds(policy.sources(where), identity)
+        launch.reach = reach_for(policy.sources(where), identity)
         return probe(where, system, _child(None, identity, launch.reach))
     finally:
         launch.release()

@@ -21,7 +21,7 @@ bwrap resolves every path it binds as the user that runs it, so a directory unde
 user cannot search (a Python in /root/.pyenv, a work dir under a 0700 parent) would stop it.
 `reach_plan` finds those blocking parents; in the launching child, still root, `reach` covers
 each with a tmpfs of its own private mount namespace holding only the paths to bind, bound back
-by descriptor. Nothing else under the blocked directory becomes visible, to bwrap or the task.
+at their own paths. Nothing else under the blocked directory becomes visible, to bwrap or the task.
 
 Rejected: `bwrap --uid N` run as root maps the task's uid to root outside the namespace; and
 making the blocking directories searchable would change the machine's permissions.
@@ -35,7 +35,7 @@ import fcntl
 import os
 import pwd
 import stat
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,7 +44,9 @@ __all__ = [
     "Identity",
     "TaskUsers",
     "become",
+    "hand_over",
     "reach",
+    "reach_for",
     "reach_plan",
 ]
 
@@ -184,35 +186,32 @@ def reach_plan(paths: Iterable[Path], can_search: Callable[[Path], bool]) -> dic
     return plan
 
 
-def reach_fds(paths: Iterable[Path], identity: Identity) -> dict[Path, list[tuple[Path, int]]]:
-    """`reach_plan` for `identity`, each path with an O_PATH descriptor (close-on-exec) that
-    `reach` binds from: open them before the fork, close them after it."""
-    plan = reach_plan(paths, lambda p: _searchable(p, identity))
-    return {
-        blocked: [(p, os.open(p, os.O_PATH | os.O_CLOEXEC)) for p in under]
-        for blocked, under in plan.items()
-    }
+def reach_for(paths: Iterable[Path], identity: Identity) -> dict[Path, list[Path]]:
+    """`reach_plan` for what `identity` can search on this machine."""
+    return reach_plan(paths, lambda p: _searchable(p, identity))
 
 
-def reach(plan: dict[Path, list[tuple[Path, int]]]) -> None:
+def reach(plan: dict[Path, list[Path]]) -> None:
     """In a child, still root: a private mount namespace where each blocked directory is a
-    tmpfs holding only its paths, bound back from their descriptors."""
+    tmpfs holding only its paths, bound back (from descriptors opened in the new namespace,
+    before the tmpfs covers them: a bind's source must be a mount of the caller's own)."""
     if not plan:
         return
     libc = ctypes.CDLL(None, use_errno=True)
     _check(libc.unshare(_CLONE_NEWNS))
     _check(libc.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None))
     for blocked, under in plan.items():
-        flags = _MS_NOSUID | _MS_NODEV
-        _check(libc.mount(b"tmpfs", bytes(blocked), b"tmpfs", flags, b"mode=0755"))
-        for path, fd in under:
-            source = f"/proc/self/fd/{fd}".encode()
+        fds = [os.open(p, os.O_PATH | os.O_CLOEXEC) for p in under]
+        _check(libc.mount(b"tmpfs", bytes(blocked), b"tmpfs", _MS_NOSUID | _MS_NODEV, b"mode=0755"))
+        for path, fd in zip(under, fds, strict=True):
+            source = f"/proc/self/fd/{fd}"
             if os.path.isdir(source):
                 os.makedirs(path, exist_ok=True)
             else:
                 os.makedirs(path.parent, exist_ok=True)
-                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-            _check(libc.mount(source, bytes(path), None, _MS_BIND | _MS_REC, None))
+                os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
+            _check(libc.mount(source.encode(), bytes(path), None, _MS_BIND | _MS_REC, None))
+            os.close(fd)
 
 
 def become(identity: Identity) -> None:
@@ -234,14 +233,3 @@ def _check(result: int) -> None:
     if result != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
-
-
-def close_fds(plan: dict[Path, list[tuple[Path, int]]], more: Sequence[int] = ()) -> None:
-    """Close the descriptors of a reach plan (and `more`) in the parent."""
-    for under in plan.values():
-        for _, fd in under:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-    for fd in more:
-        with contextlib.suppress(OSError):
-            os.close(fd)
