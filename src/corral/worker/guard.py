@@ -141,7 +141,7 @@ class Guard:
         launch = Launch([], None, cgroup, identity, users=self.users)
         try:
             hand_over(work, identity)
-            if identity is not None and self.sandbox.bwrap:
+            if identity is not None:  # (without bwrap too: the Python must be reachable)
                 launch.reach = reach_for(self.sandbox.sources(work), identity)
             fd = seccomp.seccomp_fd() if self.sandbox.bwrap and self.sandbox.seccomp else None
             launch.pass_fds = () if fd is None else (fd,)

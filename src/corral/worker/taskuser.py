@@ -149,15 +149,14 @@ def hand_over(directory: Path, identity: Identity | None) -> None:
     if identity is None:
         return
     directory = directory.resolve()  # a pooled task's `work` links into a runner's root
-    for path in [directory, *(p for p in directory.rglob("*") if _is_dir(p))]:
-        os.lchown(path, identity.uid, identity.gid)
+    os.lchown(directory, identity.uid, identity.gid)
     os.chmod(directory, 0o700)
-
-
-def _is_dir(path: Path) -> bool:
-    with contextlib.suppress(OSError):
-        return stat.S_ISDIR(path.lstat().st_mode)
-    return False
+    # os.walk skips what vanishes meanwhile (a runner's root may hold an old task's
+    # directory being removed) and follows no symlink
+    for parent, dirs, _ in os.walk(directory):
+        for name in dirs:
+            with contextlib.suppress(FileNotFoundError):
+                os.lchown(os.path.join(parent, name), identity.uid, identity.gid)
 
 
 def _searchable(path: Path, identity: Identity) -> bool:
