@@ -48,8 +48,8 @@ def test_only_the_system_the_task_dir_and_tmp_are_there() -> None:
     assert "/" not in pairs(argv, "--ro-bind") + pairs(argv, "--bind")
     assert pairs(argv, "--bind") == [str(TASK)]
     assert pairs(argv, "--chdir") == [str(TASK)]
-    assert pairs(argv, "--tmpfs") == ["/tmp"]  # the worker's dirs are not there to hide
-    assert pairs(argv, "--remount-ro") == ["/"]  # nothing new at the top level
+    assert pairs(argv, "--tmpfs") == ["/dev/shm", "/tmp"]  # no worker dir there to hide
+    assert pairs(argv, "--remount-ro") == ["/", "/dev"]  # nothing new at the top level
     assert argv[-1] == "--"
 
 
@@ -57,14 +57,14 @@ def test_a_worker_dir_inside_a_visible_tree_is_covered_before_the_task_dir() -> 
     policy = SandboxPolicy("b", hide=(Path("/opt/corral"),), system=SYSTEM)
     task = Path("/opt/corral/tasks/t1.1/work")
     argv = sandbox_prefix(policy, task, network=False)
-    assert pairs(argv, "--tmpfs") == ["/tmp", "/opt/corral"]
+    assert pairs(argv, "--tmpfs") == ["/dev/shm", "/tmp", "/opt/corral"]
     assert argv.index("/opt/corral") < argv.index("--bind")
 
 
 def test_a_hidden_dir_inside_another_or_the_task_dir_itself_is_not_mounted_twice() -> None:
     hide = (Path("/opt/w/cache"), Path("/opt/w"), TASK, TASK / "x")
     policy = SandboxPolicy("bwrap", hide=hide, system=SYSTEM)
-    assert pairs(sandbox_prefix(policy, TASK, False), "--tmpfs") == ["/tmp", "/opt/w"]
+    assert pairs(sandbox_prefix(policy, TASK, False), "--tmpfs") == ["/dev/shm", "/tmp", "/opt/w"]
     root = SandboxPolicy("b", hide=(Path("/"),), system=SYSTEM)
     assert "/" not in pairs(sandbox_prefix(root, TASK, False), "--tmpfs")
 

@@ -9,8 +9,9 @@ Under bwrap a task starts from an empty, read-only root and sees only what progr
     /opt                       read-only, when present
     the Python and corral      read-only (`default_exposed`), wherever they live
     --sandbox-expose DIR[:rw]  read-only, or read-write with `:rw`
-    /dev, /proc                fresh: a minimal /dev, the /proc of its own PID namespace
-    /tmp                       a private tmpfs
+    /dev, /proc                fresh: a minimal read-only /dev, the /proc of its own PID
+                               namespace
+    /tmp, /dev/shm             private tmpfs, writable
     its task directory         read-write, at the same path (relative paths, outputs work)
 
 Everything else (/root, /home, /var, /srv, /mnt, /media, /run, /sys, the worker's and the
@@ -168,7 +169,7 @@ def _mounts(policy: SandboxPolicy, task_dir: Path) -> list[str]:
     argv: list[str] = []
     for opt, src, dest in policy.system:
         argv += [opt, src, dest]
-    argv += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+    argv += ["--dev", "/dev", "--tmpfs", "/dev/shm", "--proc", "/proc", "--tmpfs", "/tmp"]
     trees = [Path(src) for opt, src, _ in policy.system if opt != "--symlink"]
     hidden = [h for h in _outermost(policy.hide) if not _inside(h, [task_dir])]
     exposed = [(p, "--ro-bind") for p in policy.expose] + [(p, "--bind") for p in policy.expose_rw]
@@ -212,7 +213,8 @@ def sandbox_prefix(
     if not policy.bwrap:
         return []
     argv = [policy.bwrap, *_mounts(policy, task_dir)]
-    argv += ["--remount-ro", "/"]  # the root tmpfs: nothing new at the top level
+    # the root tmpfs and /dev: nothing new there (/dev/shm, a mount of its own, stays)
+    argv += ["--remount-ro", "/", "--remount-ro", "/dev"]
     argv += ["--unshare-user", "--disable-userns", "--unshare-pid", "--unshare-ipc"]
     argv += ["--unshare-uts", "--unshare-cgroup-try"]
     if not (network and policy.allow_network):
