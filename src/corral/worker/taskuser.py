@@ -144,8 +144,10 @@ def _running_uids() -> set[int]:
 
 
 def hand_over(directory: Path, identity: Identity | None) -> None:
-    """Make a task's directory, and the directories in it, its user's own (0700). Files stay
-    as they are: staged inputs are links to the cache, which a task must not own."""
+    """Make a task's directory and everything in it its user's own (the directory 0700), so
+    the task may change its inputs as it could as the worker's user. An input linked from
+    the cache changes owner too: the cache verifies a lent blob before its next use anyway
+    (cache.py), whoever owns it."""
     if identity is None:
         return
     directory = directory.resolve()  # a pooled task's `work` links into a runner's root
@@ -153,8 +155,8 @@ def hand_over(directory: Path, identity: Identity | None) -> None:
     os.chmod(directory, 0o700)
     # os.walk skips what vanishes meanwhile (a runner's root may hold an old task's
     # directory being removed) and follows no symlink
-    for parent, dirs, _ in os.walk(directory):
-        for name in dirs:
+    for parent, dirs, files in os.walk(directory):
+        for name in [*dirs, *files]:
             with contextlib.suppress(FileNotFoundError):
                 os.lchown(os.path.join(parent, name), identity.uid, identity.gid)
 
