@@ -58,7 +58,7 @@ class Setup:
     farm: Farm
     worker: WorkerProc
     client: Client
-    user: str | None
+    root: bool  # a root worker (tasks as slot uids), else one run as an unprivileged user
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -74,17 +74,19 @@ def setup(request: pytest.FixtureRequest, farm: Callable[..., Farm]) -> Iterator
     """A farm with one two-slot worker, started as root or as an unprivileged account."""
     if request.param == "root-worker" and os.geteuid() != 0:
         pytest.skip("a root worker needs a root test run")
-    user = request.getfixturevalue("test_user") if request.param == "user-worker" else None
+    root = request.param == "root-worker"
+    # a non-root test run starts its workers as itself: already the unprivileged case
+    user = request.getfixturevalue("test_user") if not root and os.geteuid() == 0 else None
     f = farm()
     worker = f.start_worker(slots=2, user=user)
     client = f.client()
     (info,) = [w for w in client.workers() if w.id == worker.id]
     caps = info.capabilities
     assert (caps["sandbox"], caps["network"]) == ("bwrap", "no")
-    assert caps["task_user"] == ("self" if user else "slot-uids")
+    assert caps["task_user"] == ("slot-uids" if root else "self")
     if os.environ.get("CI"):
         assert caps["seccomp"] == "yes"  # elsewhere the namespaces alone must hold all below
-    yield Setup(f, worker, client, user)
+    yield Setup(f, worker, client, root)
     # the worker and its user are unharmed: still online, still running tasks
     assert worker.proc.poll() is None
     still_works(f, client)
@@ -351,12 +353,12 @@ def test_6_no_way_to_more_privileges(setup: Setup) -> None:
     who = run_one(f, client, TaskSpec(argv=[PYTHON, "-c", uid_code]))
     uids = {int(u) for u in client.read_blob(who.stdout).decode().split()} if who.stdout else set()
     assert uids and 0 not in uids
-    if setup.user is None:
+    if setup.root:
         assert all(60000 <= u <= 60999 for u in uids)  # a slot uid
 
 
 def test_two_tasks_of_a_root_worker_run_as_different_uids(setup: Setup) -> None:
-    if setup.user is not None:
+    if not setup.root:
         pytest.skip("a non-root worker runs every task as itself")
     f, client = setup.farm, setup.client
     code = "import os, time; print(os.stat('.').st_uid, os.getuid()); time.sleep(2)"
