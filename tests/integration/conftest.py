@@ -2,11 +2,17 @@
 
 Everything here is bounded in time, and teardown always stops every process a test started,
 their descendants included (SIGTERM, then SIGKILL after a grace period).
+
+`start_worker(user=NAME)` starts a worker as an unprivileged account (the `test_user` fixture
+makes one): the worker process becomes that user before exec, through the same code a root
+worker uses for its tasks (taskuser.py), so it reaches this Python and its work directory even
+when they sit under a directory only root may search (a pyenv in /root, pytest's 0700 tmp).
 """
 
 from __future__ import annotations
 
 import os
+import pwd
 import signal
 import socket
 import subprocess
@@ -23,6 +29,8 @@ import pytest
 
 from corral.client import Client
 from corral.protocol import FINAL_STATUSES, Job, Task
+from corral.worker.sandbox import default_exposed
+from corral.worker.taskuser import Identity, become, reach, reach_for
 
 T = TypeVar("T")
 
@@ -149,11 +157,22 @@ class Farm:
     def data(self) -> Path:
         return self.root / "data"
 
-    def _spawn(self, argv: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self,
+        argv: list[str],
+        log: Path,
+        env: dict[str, str],
+        preexec: Callable[[], None] | None = None,
+    ) -> subprocess.Popen[bytes]:
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("ab") as out:
             proc = subprocess.Popen(
-                argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+                argv,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                preexec_fn=preexec,
             )
         self.procs.append(proc)
         return proc
@@ -193,15 +212,19 @@ class Farm:
         verbose: bool = True,
         args: tuple[str, ...] = (),
         env: dict[str, str] | None = None,
+        user: str | None = None,
     ) -> WorkerProc:
-        """Start a worker (extra `args` to `corral worker`); wait until it is online."""
+        """Start a worker (extra `args` to `corral worker`), as the account `user` if given;
+        wait until it is online."""
         name = f"w{len(self.workers) + 1}"
         work_dir = self.root / name
         log = self.root / "logs" / f"{name}.log"
         argv = [PYTHON, "-m", "corral", "worker", "--server", self.url, "--slots", str(slots)]
         argv += ["--work-dir", str(work_dir), "--name", name] + (["-v"] if verbose else [])
         argv += list(args)
-        proc = self._spawn(argv, log, {**self.env, **(env or {}), "CORRAL_TOKEN": self.token})
+        preexec = as_user(user, work_dir) if user else None
+        env = {**self.env, **(env or {}), "CORRAL_TOKEN": self.token}
+        proc = self._spawn(argv, log, env, preexec)
         worker = WorkerProc(name, work_dir, log, proc)
         self.workers.append(worker)
         with self.client() as client:
@@ -273,6 +296,21 @@ class Farm:
         kill_leftovers(self.orphans)
 
 
+def as_user(user: str, work_dir: Path) -> Callable[[], None]:
+    """A preexec that makes a child the unprivileged `user`, owning `work_dir`."""
+    entry = pwd.getpwnam(user)
+    identity = Identity(entry.pw_uid, entry.pw_gid)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    os.chown(work_dir, identity.uid, identity.gid)
+    plan = reach_for([*default_exposed(), work_dir], identity)
+
+    def preexec() -> None:
+        reach(plan)
+        become(identity)
+
+    return preexec
+
+
 def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
     """Stop processes in the order given, then any descendant they left behind."""
     leftovers: list[psutil.Process] = []
@@ -336,6 +374,27 @@ def farm(tmp_path: Path, isolated: dict[str, str]) -> Iterator[Callable[..., Far
     finally:
         for f in farms:
             f.close()
+
+
+TEST_USER = "corral-test"
+
+
+@pytest.fixture(scope="session")
+def test_user() -> str:
+    """An unprivileged account to run a worker as (made once, with no home); skips when this
+    test process is not root and so cannot start a process as another user."""
+    if os.geteuid() != 0:
+        pytest.skip("starting a worker as another user needs root")
+    try:
+        pwd.getpwnam(TEST_USER)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", TEST_USER],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+    return TEST_USER
 
 
 @pytest.fixture

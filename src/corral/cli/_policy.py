@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -9,6 +10,7 @@ from typing import Any, TypeVar
 import click
 
 from ..worker.allowlist import parse_hash, read_allow_file
+from ..worker.taskuser import TaskUsers
 from ._common import Fail
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -66,8 +68,22 @@ _OPTIONS = [
         "--sandbox-expose",
         "expose",
         multiple=True,
-        type=click.Path(file_okay=False, path_type=Path),
-        help="A directory tasks may read even inside a hidden one, e.g. ~/tools (repeatable).",
+        metavar="DIR[:ro|rw]",
+        help="A directory tasks see (read-only, or read-write with :rw), e.g. ~/tools "
+        "(repeatable). Tasks otherwise see only the system, their own directory and /tmp.",
+    ),
+    click.option(
+        "--task-uids",
+        metavar="START-END",
+        default=None,
+        help="A root worker runs each task as its own uid from this range, which no account "
+        "may own [default: 60000-60999].",
+    ),
+    click.option(
+        "--task-user",
+        metavar="NAME",
+        default=None,
+        help="A root worker runs every task as this account instead of one uid per task.",
     ),
 ]
 
@@ -98,6 +114,14 @@ def policy_config(options: dict[str, Any]) -> dict[str, Any]:
         raise Fail(f"--allow: {exc}") from exc
     if options["allow_all"] and (hashes or inline or options["enforce_allowlist"]):
         raise Fail("--allow-all contradicts --allow, --allow-file and --enforce-allowlist")
+    ro, rw = _exposed(options["expose"])
+    uids = _uid_range(options["task_uids"])
+    if uids and options["task_user"]:
+        raise Fail("--task-uids contradicts --task-user")
+    try:  # checked now, so a bad range fails before the worker starts
+        TaskUsers.choose(uids, options["task_user"], root=os.geteuid() == 0)
+    except ValueError as exc:
+        raise Fail(str(exc)) from exc
     return {
         "allow": hashes | inline,
         "allow_inline": inline,
@@ -106,5 +130,33 @@ def policy_config(options: dict[str, Any]) -> dict[str, Any]:
         "allow_network": bool(options["allow_network"]),
         "sandbox": not options["no_sandbox"],
         "hide": tuple(p.resolve() for p in options["hide"]),
-        "expose": tuple(p.resolve() for p in options["expose"]),
+        "expose": ro,
+        "expose_rw": rw,
+        "task_uids": uids,
+        "task_user": options["task_user"],
     }
+
+
+def _exposed(items: tuple[str, ...]) -> tuple[tuple[Path, ...], tuple[Path, ...]]:
+    """--sandbox-expose DIR[:ro|rw] items as (read-only, read-write) directories."""
+    ro: list[Path] = []
+    rw: list[Path] = []
+    for item in items:
+        path, sep, mode = item.rpartition(":")
+        if not sep or mode not in ("ro", "rw"):
+            path, mode = item, "ro"  # a plain DIR (which may hold a colon itself)
+        where = Path(path).expanduser().resolve()
+        if not where.is_dir():
+            raise Fail(f"--sandbox-expose {item}: not a directory")
+        (rw if mode == "rw" else ro).append(where)
+    return tuple(ro), tuple(rw)
+
+
+def _uid_range(value: str | None) -> tuple[int, int] | None:
+    """--task-uids START-END as two ints."""
+    if value is None:
+        return None
+    first, sep, last = value.partition("-")
+    if not (sep and first.isdigit() and last.isdigit()):
+        raise Fail(f"--task-uids {value}: expected START-END, e.g. 60000-60999")
+    return int(first), int(last)

@@ -129,6 +129,8 @@ class Attempts:
                         run.dir / "stderr",
                         wall if wall else None,
                         launch.preexec,
+                        launch.pass_fds,
+                        launch.started,
                     )
                 usage = launch.usage()
             error = finished.error
@@ -137,8 +139,10 @@ class Attempts:
                 hit = self.guard.verdict(spec.limits, finished.exit_code, stderr, usage)
                 error = hit or error
         finally:
-            if launch is not None and launch.cgroup is not None:  # else no thread hop
-                await asyncio.to_thread(launch.close)
+            if launch is not None:
+                if launch.cgroup is not None:  # nothing to remove otherwise: no thread hop
+                    await asyncio.to_thread(launch.close)
+                launch.release()  # its uid and descriptors (the process tree is gone)
         return finished.exit_code, error, usage
 
     async def _collect(

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
 import signal
 import time
@@ -50,6 +51,7 @@ from .guard import make_guard
 from .reporting import Outbox
 from .sandbox import probe
 from .state import WorkerState
+from .taskuser import TaskUsers
 
 __all__ = ["Agent", "run_worker"]
 
@@ -82,6 +84,8 @@ class Agent:
             config.hide,
             config.sandbox,
             config.expose,
+            TaskUsers.choose(config.task_uids, config.task_user, root=os.geteuid() == 0),
+            config.expose_rw,
         )
         self.runs: dict[str, TaskRun] = {}  # the I/O side of the state's tasks, by task id
         self._programs = list(config.programs)

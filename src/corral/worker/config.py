@@ -43,7 +43,10 @@ class WorkerConfig:
     sandbox: bool = True
     hide: tuple[Path, ...] = ()
     when_idle: IdlePolicy | None = None  # desktop mode: lend only idle cycles
-    expose: tuple[Path, ...] = ()
+    expose: tuple[Path, ...] = ()  # read-only in every task's sandbox
+    expose_rw: tuple[Path, ...] = ()  # read-write in every task's sandbox
+    task_uids: tuple[int, int] | None = None  # a root worker's slot uids (taskuser.py)
+    task_user: str | None = None  # or one account for every task of a root worker
 
 
 def client_env(config: WorkerConfig, a: Assignment) -> dict[str, str]:

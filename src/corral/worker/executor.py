@@ -1,5 +1,6 @@
 """Running one task's process: its own session and process group, a clean environment,
-stdout and stderr to files, and a kill that takes the whole process tree with it."""
+stdout and stderr to files, the descriptors its sandbox needs (closed here once it has them),
+and a kill that takes the whole process tree with it."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -86,10 +87,14 @@ class TaskProcess:
         stderr: Path,
         wall_time: float | None,
         preexec: Callable[[], None] | None = None,
+        pass_fds: Sequence[int] = (),
+        started: Callable[[], None] | None = None,
     ) -> Finished:
         """Start the process and wait for it, enforcing a wall-time limit.
 
-        `preexec` runs in the child before exec (rlimits, joining a cgroup)."""
+        `preexec` runs in the child before exec (rlimits, joining a cgroup, its user); the
+        child inherits `pass_fds`; `started` runs once it exists (or failed to), to close
+        the parent's copies."""
         with stdout.open("wb") as out, stderr.open("wb") as err:
             try:
                 self.proc = await asyncio.create_subprocess_exec(
@@ -101,10 +106,14 @@ class TaskProcess:
                     stderr=err,
                     start_new_session=True,
                     preexec_fn=preexec,
+                    pass_fds=pass_fds,
                 )
             except (OSError, subprocess.SubprocessError) as exc:
                 why = getattr(exc, "strerror", None) or exc
                 return Finished(None, f"cannot start {argv[0]}: {why}")
+            finally:
+                if started is not None:
+                    started()
         try:
             code = await self._wait(asyncio.ensure_future(self.proc.wait()), wall_time)
         except TimeoutError:

@@ -16,6 +16,8 @@ honour one task at a time (memory, cpu_time, file_size, processes) take the fres
 path, as does any other command.
 
 What keeps a long-lived runner as contained as a fresh process:
+- it runs as a task does: on a root worker as a slot uid of its own (taskuser.py), held while
+  it lives, and each task's directory in its root is handed to that uid for the call;
 - its sandbox binds a root of its own (the worker's work directory is hidden); a task's `work`
   directory is created in it, and `<task dir>/work` is a symlink to it, so the worker stages
   inputs and collects outputs there as usual. The task dir, with stdout and stderr, stays out
@@ -53,6 +55,7 @@ from .executor import Finished, TaskProcess, kill_tree
 from .guard import Guard, Launch
 from .pyrunner import MODULE, PIDNS, READY, SERVE
 from .sandbox import wants_network
+from .taskuser import hand_over
 
 __all__ = [
     "FnPool",
@@ -140,7 +143,7 @@ class Runner:
     ) -> None:
         self.proc = proc
         self.requests = requests
-        self.launch = launch  # its cgroup, if any, holds what a call daemonized too
+        self.launch = launch  # its cgroup (what a call daemonized too) and its user
         self.exited: asyncio.Future[int] = asyncio.ensure_future(proc.wait())
         self.pid = proc.pid  # the Python process itself (under bwrap, a descendant of proc)
         self.dirty = False  # the last call left a process behind
@@ -213,6 +216,7 @@ class Runner:
         self.requests.close()
         if self.launch.cgroup is not None:
             await asyncio.to_thread(self.launch.close)
+        self.launch.release()
 
 
 def _python_pid(leader: int) -> int:
@@ -336,6 +340,9 @@ class FnPool:
         runner = await self._runner(seat, a.spec, env)
         if runner is None:
             return None
+        # a root worker's runner runs as a slot uid: the task's directory becomes its own
+        if runner.launch.identity is not None:
+            await asyncio.to_thread(hand_over, claim.inner, runner.launch.identity)
         request: dict[str, Any] = {"cwd": work, "env": env}
         if poolable(a.spec):
             request["argv"] = list(a.spec.argv[3:])
@@ -374,17 +381,25 @@ class FnPool:
         start_env = {**env, "HOME": str(seat.root), "TMPDIR": str(seat.root)}
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         log_path = seat.root.with_suffix(".log")  # outside the root: out of the task's reach
-        with theirs, log_path.open("wb") as err:
-            proc = await asyncio.create_subprocess_exec(
-                *launch.argv,
-                cwd=seat.root,
-                env=start_env,
-                stdin=theirs.fileno(),
-                stdout=asyncio.subprocess.PIPE,
-                stderr=err,
-                start_new_session=True,
-                preexec_fn=launch.preexec,
-            )
+        try:
+            with theirs, log_path.open("wb") as err:
+                proc = await asyncio.create_subprocess_exec(
+                    *launch.argv,
+                    cwd=seat.root,
+                    env=start_env,
+                    stdin=theirs.fileno(),
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=err,
+                    start_new_session=True,
+                    preexec_fn=launch.preexec,
+                    pass_fds=launch.pass_fds,
+                )
+        except BaseException:
+            ours.close()
+            launch.release()
+            raise
+        finally:
+            launch.started()  # the seccomp filter's fd: bwrap has its own
         runner = Runner(proc, ours, launch)
         try:
             ok = await asyncio.wait_for(runner.ready(), _START_TIMEOUT)

@@ -1,9 +1,15 @@
 """What stands between a task and the worker's machine: allowlist, sandbox and limits.
 
 The agent asks the Guard three things per task: may this program run (`refuse`), how to start
-it (`launch`: the argv with its sandbox prefix and the function that sets its limits), and
-which limit, if any, explains how it ended (`verdict`). The decisions are pure functions in
-allowlist.py, sandbox.py and limits.py; this module only gathers the facts they need.
+it (`launch`: the argv with its sandbox prefix, the user it runs as, the descriptors it
+inherits and the function that sets its limits), and which limit, if any, explains how it
+ended (`verdict`). The decisions are pure functions in allowlist.py, sandbox.py, limits.py and
+taskuser.py; this module only gathers the facts they need.
+
+A launch's child, between fork and exec, in this order: enters a mount namespace where the
+task's user can reach its binds (root worker only, taskuser.reach), joins its cgroup and sets
+its rlimits (still root: a slot uid could not join a root-owned cgroup), then becomes the
+task's user with no_new_privs (taskuser.become).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..protocol import TaskSpec
+from . import seccomp
 from .allowlist import (
     AllowPolicy,
     Facts,
@@ -39,8 +46,10 @@ from .sandbox import (
     default_sockets,
     probe,
     sandbox_prefix,
+    system_view,
     wants_network,
 )
+from .taskuser import Identity, TaskUsers, become, hand_over, reach, reach_for
 
 __all__ = ["Guard", "Launch", "make_guard"]
 
@@ -56,10 +65,28 @@ class Launch:
     argv: list[str]
     preexec: Callable[[], None] | None
     cgroup: TaskCgroup | None = None
+    identity: Identity | None = None  # the host user it runs as; None: the worker's
+    pass_fds: tuple[int, ...] = ()  # inherited by the child (the seccomp filter)
+    reach: dict[Path, list[Path]] = field(default_factory=dict)  # taskuser.reach_plan
+    users: TaskUsers | None = None  # where `identity` goes back to
 
     def usage(self) -> Usage | None:
         """What the task's cgroup counted (None without one); read before `close`."""
         return self.cgroup.usage() if self.cgroup is not None else None
+
+    def started(self) -> None:
+        """The child has its copies of the descriptors: close ours."""
+        for fd in self.pass_fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.pass_fds = ()
+
+    def release(self) -> None:
+        """Give the task's uid back (its processes are gone) and close what is still open."""
+        self.started()
+        if self.users is not None:
+            self.users.give_back(self.identity)
+            self.users = None
 
     @contextlib.asynccontextmanager
     async def watching(self, cpu_time: float | None) -> AsyncIterator[None]:
@@ -98,6 +125,7 @@ class Guard:
     cgroups: Cgroups | None = None
     hashes: HashCache = field(default_factory=HashCache)
     interpreters: dict[str, str] | None = None  # sha256 -> kind, of those on PATH (lazily)
+    users: TaskUsers = field(default_factory=lambda: TaskUsers("self"))
 
     def capabilities(self) -> dict[str, Any]:
         """What the coordinator matches `requires sandbox=...` and `network=...` against."""
@@ -107,6 +135,8 @@ class Guard:
             "allowlist": self.allow.mode,
             "processes_limit": self.processes_limit,
             "limits": self.limits,
+            "task_user": self.users.mode,
+            "seccomp": "yes" if self.sandbox.bwrap and self.sandbox.seccomp else "no",
         }
 
     @property
@@ -121,7 +151,7 @@ class Guard:
         """How the processes limit is enforced here: cgroup, userns, rlimit or none."""
         if self.cgroups is not None and self.cgroups.has("pids"):
             return "cgroup"
-        if os.geteuid() == 0:
+        if os.geteuid() == 0 and self.users.mode == "self":
             return "none"  # RLIMIT_NPROC never applies to uid 0
         return "userns" if self.sandbox.bwrap else "rlimit"
 
@@ -180,17 +210,34 @@ class Guard:
             return None
 
     def launch(self, spec: TaskSpec, argv: list[str], work: Path, name: str) -> Launch:
-        """The sandboxed argv and the limits for one task (`name` names its cgroup)."""
+        """The sandboxed argv, the user and the limits for one task in `work` (`name` names
+        its cgroup); `release` the Launch once its processes are gone."""
         processes = spec.limits.get("processes")
+        identity = self.users.take()
+        launch = Launch([], None, None, identity, users=self.users)
+        try:
+            hand_over(work, identity)
+            if identity is not None:  # (without bwrap too: the Python must be reachable)
+                launch.reach = reach_for(self.sandbox.sources(work), identity)
+            fd = seccomp.seccomp_fd() if self.sandbox.bwrap and self.sandbox.seccomp else None
+            launch.pass_fds = () if fd is None else (fd,)
+        except BaseException:
+            launch.release()
+            raise
         group = self._cgroup(spec, name)  # also to measure it, and to find all of it
         pids = group is not None and self.cgroups is not None and self.cgroups.has("pids")
         memory = group is not None and self.cgroups is not None and self.cgroups.has("memory")
         inside = bool(processes) and not pids and self.sandbox.bwrap is not None
         nproc = int(processes) + 1 if inside and processes else None
-        prefix = sandbox_prefix(self.sandbox, work, wants_network(spec.requires), nproc)
+        prefix = sandbox_prefix(self.sandbox, work, wants_network(spec.requires), nproc, fd)
         limits = rlimits(spec.limits, nproc=not inside and not pids, memory=not memory)
-        preexec = make_preexec(limits, group.procs if group else ())
-        return Launch(prefix + argv, preexec, group)
+        launch.cgroup = group
+        launch.argv = prefix + argv
+        # the child joins its cgroups while still root, then becomes the task's user
+        launch.preexec = _child(
+            make_preexec(limits, group.procs if group else ()), identity, launch.reach
+        )
+        return launch
 
     def _cgroup(self, spec: TaskSpec, name: str) -> TaskCgroup | None:
         if self.cgroups is None:
@@ -225,6 +272,25 @@ class Guard:
             self.cgroups.close()
 
 
+def _child(
+    limits: Callable[[], None] | None,
+    identity: Identity | None,
+    plan: dict[Path, list[Path]],
+) -> Callable[[], None] | None:
+    """What a task's child does before exec (see the module docstring); None when nothing,
+    so a task of a non-root worker without limits still starts through vfork."""
+    if identity is None:
+        return limits
+
+    def preexec() -> None:
+        reach(plan)
+        if limits is not None:
+            limits()
+        become(identity)
+
+    return preexec
+
+
 def make_guard(
     work_dir: Path,
     allow: AllowPolicy,
@@ -232,16 +298,28 @@ def make_guard(
     hide: tuple[Path, ...] = (),
     sandbox: bool = True,
     expose: tuple[Path, ...] = (),
+    users: TaskUsers | None = None,
+    expose_rw: tuple[Path, ...] = (),
 ) -> Guard:
     """Probe what this machine offers and say loudly what is missing."""
-    bwrap = probe(work_dir) if sandbox else None
+    users = users or TaskUsers("self")
+    system = system_view()
+    bwrap = _probe(work_dir, users, system) if sandbox else None
     if bwrap is None:
         why = "disabled by --no-sandbox" if not sandbox else _missing()
         log.warning(
-            "WARNING: tasks run WITHOUT a sandbox (%s): they can read and write whatever this "
-            "worker's user can, and use the network. Only a process group, a clean "
-            "environment and a working directory separate them. Install bubblewrap.",
+            "WARNING: tasks run WITHOUT a sandbox (%s): they can read and write whatever "
+            "%s can, and use the network. Only a process group, a clean environment and a "
+            "working directory separate them. Install bubblewrap.",
             why,
+            "this worker's user" if users.mode == "self" else "their task user",
+        )
+    filtered = seccomp.available()
+    if bwrap and not filtered:
+        log.warning(
+            "WARNING: no system-call filter for tasks (%s): they keep every system call "
+            "the sandbox's namespaces and dropped capabilities allow",
+            seccomp.unavailable_reason(),
         )
     policy = SandboxPolicy(
         bwrap,
@@ -250,20 +328,46 @@ def make_guard(
         prlimit=shutil.which("prlimit") or "prlimit",
         expose=default_exposed(expose),
         sockets=default_sockets(),
+        system=system,
+        expose_rw=tuple(p.resolve() for p in expose_rw),
+        seccomp=filtered,
     )
-    guard = Guard(policy, allow, find_cgroups(f"{os.getpid()}"))
+    guard = Guard(policy, allow, find_cgroups(f"{os.getpid()}"), users=users)
     if guard.processes_limit == "none":
         log.warning("WARNING: the processes limit is not enforced: root without a pids cgroup")
     log.info(
-        "sandbox: %s; network: %s; allowlist: %s; processes limit: %s; limits: %s%s",
+        "sandbox: %s; network: %s; allowlist: %s; processes limit: %s; limits: %s%s;"
+        " task user: %s; seccomp: %s",
         policy.name,
         policy.network,
         allow.mode,
         guard.processes_limit,
         guard.limits,
         f" (cgroup v{guard.cgroups.version})" if guard.cgroups else "",
+        users.mode,
+        "yes" if bwrap and filtered else "no",
     )
     return guard
+
+
+def _probe(
+    work_dir: Path, users: TaskUsers, system: tuple[tuple[str, str, str], ...]
+) -> str | None:
+    """bwrap, if it can build a task's sandbox here as a task's user would run it."""
+    identity = users.take()
+    if identity is None:
+        return probe(work_dir, system)
+    where = work_dir / ".probe"
+    where.mkdir(parents=True, exist_ok=True)
+    launch = Launch([], None, identity=identity, users=users)
+    try:
+        hand_over(where, identity)
+        policy = SandboxPolicy("bwrap", system=system, expose=default_exposed())
+        launch.reach = reach_for(policy.sources(where), identity)
+        return probe(where, system, _child(None, identity, launch.reach))
+    finally:
+        launch.release()
+        shutil.rmtree(where, ignore_errors=True)
 
 
 def _missing() -> str:
