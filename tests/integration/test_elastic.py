@@ -4,6 +4,8 @@ cache, and many workers racing for the same tasks."""
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -200,20 +202,26 @@ def test_cache_keeps_its_limit_counts_hits_and_refuses_a_corrupted_blob(
 
 
 @pytest.mark.timeout(90)
-def test_many_workers_racing_run_each_task_exactly_once(
-    farm: Callable[..., Farm], tmp_path: Path
-) -> None:
+def test_many_workers_racing_run_each_task_exactly_once(farm: Callable[..., Farm]) -> None:
     f = farm()
     for _ in range(4):
         f.start_worker(slots=2, verbose=False, args=("--no-sandbox",))
-    shared = tmp_path / "ran.txt"
-    shared.touch()
-    client = f.client()
-    job = client.submit_job(
-        [sh(f'echo "$CORRAL_TASK_ID" >> {shared}; sleep 0.0{i % 5}') for i in range(40)]
-    )
-    assert f.wait_job(client, job.id, timeout=60).status == "succeeded"
-    lines = shared.read_text().split()
+    # a file every task can append to: a root worker runs tasks as slot uids, which cannot
+    # enter pytest's private tmp_path (and `set -e` fails a task whose append is refused)
+    shared_dir = Path(tempfile.mkdtemp(prefix="corral-race-"))
+    try:
+        shared_dir.chmod(0o777)
+        shared = shared_dir / "ran.txt"
+        shared.touch(mode=0o666)
+        shared.chmod(0o666)
+        client = f.client()
+        job = client.submit_job(
+            [sh(f'set -e; echo "$CORRAL_TASK_ID" >> {shared}; sleep 0.0{i % 5}') for i in range(40)]
+        )
+        assert f.wait_job(client, job.id, timeout=60).status == "succeeded"
+        lines = shared.read_text().split()
+    finally:
+        shutil.rmtree(shared_dir, ignore_errors=True)
     tasks = client.tasks(job.id)
     assert len(lines) == len(set(lines)) == 40
     assert set(lines) == {t.id for t in tasks}
