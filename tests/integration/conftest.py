@@ -11,6 +11,7 @@ when they sit under a directory only root may search (a pyenv in /root, pytest's
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import signal
@@ -18,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +31,7 @@ import pytest
 
 from corral.client import Client
 from corral.protocol import FINAL_STATUSES, Job, Task
+from corral.worker.limits import locate
 from corral.worker.sandbox import default_exposed
 from corral.worker.taskuser import Identity, become, reach, reach_for
 
@@ -213,9 +216,10 @@ class Farm:
         args: tuple[str, ...] = (),
         env: dict[str, str] | None = None,
         user: str | None = None,
+        cgroup: DelegatedCgroup | None = None,
     ) -> WorkerProc:
-        """Start a worker (extra `args` to `corral worker`), as the account `user` if given;
-        wait until it is online."""
+        """Start a worker (extra `args` to `corral worker`), as the account `user` if given,
+        inside the delegated `cgroup` if given; wait until it is online."""
         name = f"w{len(self.workers) + 1}"
         work_dir = self.root / name
         log = self.root / "logs" / f"{name}.log"
@@ -223,6 +227,8 @@ class Farm:
         argv += ["--work-dir", str(work_dir), "--name", name] + (["-v"] if verbose else [])
         argv += list(args)
         preexec = as_user(user, work_dir) if user else None
+        if cgroup is not None:
+            preexec = cgroup.joining(preexec)
         env = {**self.env, **(env or {}), "CORRAL_TOKEN": self.token}
         proc = self._spawn(argv, log, env, preexec)
         worker = WorkerProc(name, work_dir, log, proc)
@@ -405,3 +411,105 @@ def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
         yield started
     finally:
         stop_all(started)
+
+
+# what limits.py uses: per v1 hierarchy, or in the one v2 tree
+V1_CONTROLLERS = ("memory", "pids", "cpuacct")
+V2_CONTROLLERS = ("memory", "pids")
+
+
+@dataclass
+class DelegatedCgroup:
+    """Cgroup directories made for one test and handed to an unprivileged account by the
+    kernel's delegation rules: in v2 one directory, chowned with its cgroup.procs,
+    cgroup.threads and cgroup.subtree_control; in v1 one per hierarchy (memory, pids,
+    cpuacct), chowned with its cgroup.procs and tasks. The account may then make child
+    cgroups and move its own processes between them, but not change the limits of the
+    delegated directories themselves."""
+
+    version: int = 0
+    dirs: list[Path] = field(default_factory=list)
+
+    def joining(self, then: Callable[[], None] | None = None) -> Callable[[], None]:
+        """A preexec that moves the child into these cgroups (while it is still root, before
+        it forks anything), then runs `then` (say, `as_user`'s)."""
+        procs = [d / "cgroup.procs" for d in self.dirs]
+
+        def preexec() -> None:
+            for path in procs:
+                with path.open("w") as f:
+                    f.write(str(os.getpid()))
+            if then is not None:
+                then()
+
+        return preexec
+
+    def pids(self) -> set[int]:
+        """Every process anywhere under the directories."""
+        found: set[int] = set()
+        for top in self.dirs:
+            for where, _, _ in os.walk(top):
+                with contextlib.suppress(OSError, ValueError):
+                    found |= {int(p) for p in (Path(where) / "cgroup.procs").read_text().split()}
+        return found
+
+    def close(self, timeout: float = 10.0) -> None:
+        """SIGKILL whatever is left under the directories (only what the test started there),
+        then remove them, innermost first."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for pid in self.pids():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            for top in self.dirs:
+                for where, _, _ in os.walk(top, topdown=False):
+                    with contextlib.suppress(OSError):
+                        os.rmdir(where)
+            if not any(d.exists() for d in self.dirs) or time.monotonic() > deadline:
+                return
+            time.sleep(0.05)
+
+
+def _delegate(made: DelegatedCgroup, name: str, uid: int, gid: int) -> bool:
+    """Make and chown the directories of `made` (v2 if it offers memory and pids, else v1)
+    under this process's own cgroups; False when neither can be delegated here."""
+    v1, v2 = locate(Path("/proc/self/cgroup").read_text(), Path("/proc/self/mountinfo").read_text())
+    if v2 is not None:
+        # v2 hands controllers only to children of a cgroup without processes: the top one
+        top = v2
+        while (top.parent / "cgroup.procs").exists():
+            top = top.parent
+        handed = (top / "cgroup.subtree_control").read_text().split()
+        if set(V2_CONTROLLERS) <= set(handed):
+            made.version = 2
+            made.dirs.append(top / name)
+            (top / name).mkdir()
+            for file in ("", "cgroup.procs", "cgroup.threads", "cgroup.subtree_control"):
+                os.chown(top / name / file, uid, gid)
+            return True
+    if not {"memory", "pids"} <= set(v1):
+        return False
+    made.version = 1
+    for controller in V1_CONTROLLERS:
+        if controller in v1:
+            made.dirs.append(v1[controller] / name)
+            (v1[controller] / name).mkdir()
+            for file in ("", "cgroup.procs", "tasks"):
+                os.chown(v1[controller] / name / file, uid, gid)
+    return True
+
+
+@contextlib.contextmanager
+def delegated_cgroup(user: str) -> Iterator[DelegatedCgroup | None]:
+    """Cgroups delegated to `user` (None when this machine or this process cannot make them),
+    emptied and removed on exit. Needs root."""
+    entry = pwd.getpwnam(user)
+    made = DelegatedCgroup()
+    try:
+        try:
+            ok = _delegate(made, f"corral-test-{uuid.uuid4().hex[:12]}", entry.pw_uid, entry.pw_gid)
+        except OSError:
+            ok = False
+        yield made if ok else None
+    finally:
+        made.close()

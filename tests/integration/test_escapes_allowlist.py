@@ -8,10 +8,16 @@
   once the task finished or was killed.
 - A worker joining a coordinator that is not on loopback refuses to start without a sandbox,
   before any connection; with --no-sandbox every `corral workers` line says so.
+
+The first two run on a root worker (tasks as slot uids) and on a worker started as an
+unprivileged account (tasks as that account), as test_escapes.py's do. The third is about the
+worker's start-up decision, made from the coordinator's address and whether bwrap is usable,
+before the worker's user plays any part: it runs once.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from collections.abc import Callable
@@ -30,6 +36,25 @@ pytestmark = pytest.mark.timeout(120)
 NETWORK = {"network": "yes"}
 
 
+@pytest.fixture(params=["root-worker", "user-worker"])
+def worker_user(request: pytest.FixtureRequest) -> str | None:
+    """Who the worker runs as: root (None), or an unprivileged account (`test_user`); a
+    non-root test run starts its workers as itself, already the unprivileged case."""
+    if request.param == "root-worker":
+        if os.geteuid() != 0:
+            pytest.skip("a root worker needs a root test run")
+        return None
+    return request.getfixturevalue("test_user") if os.geteuid() == 0 else None
+
+
+def started(f: Farm, worker_user: str | None, *args: str) -> None:
+    """A two-slot worker as `worker_user`, checked to run tasks as slot uids or as itself."""
+    worker = f.start_worker(slots=2, args=args, user=worker_user)
+    (info,) = [w for w in f.client().workers() if w.id == worker.id]
+    root = worker_user is None and os.geteuid() == 0
+    assert info.capabilities["task_user"] == ("slot-uids" if root else "self")
+
+
 def run_one(f: Farm, client: Client, spec: TaskSpec) -> Task:
     job = client.submit_job([spec])
     f.wait_job(client, job.id, 30)
@@ -42,10 +67,10 @@ def out(client: Client, task: Task) -> bytes:
 
 
 def test_an_allowed_interpreter_runs_only_allowed_scripts(
-    farm: Callable[..., Farm], tmp_path: Path
+    farm: Callable[..., Farm], tmp_path: Path, worker_user: str | None
 ) -> None:
     f = farm()
-    f.start_worker(slots=2, args=("--enforce-allowlist",))
+    started(f, worker_user, "--enforce-allowlist")
     client = f.client()
     marker = tmp_path / "escaped"  # what a refused task would leave, had it run
     files = {
@@ -136,9 +161,11 @@ def denied(f: Farm, token: str, job_id: str) -> int:
     return httpx.get(f"{f.url}/api/v1/jobs/{job_id}", headers=headers).status_code
 
 
-def test_a_tasks_token_ends_with_its_lease(farm: Callable[..., Farm], tmp_path: Path) -> None:
+def test_a_tasks_token_ends_with_its_lease(
+    farm: Callable[..., Farm], tmp_path: Path, worker_user: str | None
+) -> None:
     f = farm(lease_timeout=2.0)
-    f.start_worker(slots=2, args=("--allow-network",))  # a sandboxed task calls back over it
+    started(f, worker_user, "--allow-network")  # a sandboxed task calls back over it
     client = f.client()
     script = tmp_path / "tok.py"
     script.write_text(TOKEN_TASK)

@@ -8,18 +8,35 @@ runs beside it on the same worker and succeeds, and the worker carries on. Where
 gives tasks cgroups, their peak memory and CPU seconds are recorded and shown by
 `corral show` and `corral ps`.
 
-The limits are per worker mechanism (`limits: cgroup|rlimit` in `corral workers --json`): the
-whole-tree memory case needs a cgroup and skips without one, but fails under CI on root.
+Each runs on four kinds of worker, one module-wide farm each (the tests share it; each checks
+its own tasks, and that the worker carries on):
+
+    root-worker             started as root: tasks as slot uids, in cgroups the worker makes
+    root-worker-no-sandbox  the same without bwrap (only the cgroup finds a task's daemons);
+                            only for the fork bomb and wall_time
+    user-worker-cgroup      started as an unprivileged account inside cgroups delegated to it
+                            (conftest's `delegated_cgroup`): the same whole-tree guarantees,
+                            `limits: cgroup`
+    user-worker-rlimit      the same account with no cgroup of its own: `limits: rlimit`;
+                            processes through RLIMIT_NPROC in the sandbox's user namespace,
+                            wall_time and cpu_time per process still hold, but a tree's memory
+                            and a tree's CPU time cannot be limited: those cases skip, saying so
+
+The limits are per worker mechanism (`limits: cgroup|rlimit` in `corral workers --json`): a
+root worker without a cgroup skips the whole-tree cases, but fails under CI; a delegated
+account that does not get `limits: cgroup` fails.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import textwrap
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import psutil
 import pytest
@@ -27,7 +44,16 @@ import pytest
 from corral.client import Client
 from corral.protocol import Task, TaskSpec
 
-from .conftest import PYTHON, Farm, WorkerProc, run_cli, wait_for
+from .conftest import (
+    PYTHON,
+    Farm,
+    WorkerProc,
+    delegated_cgroup,
+    isolated_env,
+    kill_leftovers,
+    run_cli,
+    wait_for,
+)
 
 pytestmark = pytest.mark.timeout(120)
 MB = 1 << 20
@@ -58,18 +84,66 @@ def none_left(f: Farm, marker: str) -> None:
     try:
         wait_for(gone, 5.0, 0.1, what=f"the processes of task {marker} to be gone")
     finally:
-        f.adopt(*(p.pid for p in left))  # killed at teardown, whatever the verdict
+        kill_leftovers(left)  # whatever the verdict: the farm outlives this test
 
 
-@pytest.fixture
-def farm_of_two(
-    farm: Callable[..., Farm], request: pytest.FixtureRequest
-) -> Iterator[tuple[Farm, WorkerProc, Client]]:
-    # without the sandbox's PID namespace only the cgroup finds a task's daemons
-    f = farm()
-    sandbox = getattr(request, "param", "sandbox")
-    worker = f.start_worker(slots=2, args=() if sandbox == "sandbox" else ("--no-sandbox",))
-    yield f, worker, f.client()
+EVERY = ["root-worker", "user-worker-cgroup", "user-worker-rlimit"]
+NO_SANDBOX = "root-worker-no-sandbox"
+
+
+@dataclass
+class Setup:
+    farm: Farm
+    worker: WorkerProc
+    client: Client
+    kind: str
+    cgroup: bool  # `limits: cgroup`: the task's whole tree is limited and measured
+
+    def needs_cgroup(self, what: str) -> None:
+        """Skip a whole-tree case on a worker without a cgroup (a root one fails in CI)."""
+        if self.cgroup:
+            return
+        if os.environ.get("CI") and self.kind.startswith("root-"):
+            pytest.fail("a root worker in CI must limit the task's tree with a cgroup")
+        pytest.skip(f"{what} needs a cgroup: this worker ({self.kind}) limits per process")
+
+
+@pytest.fixture(scope="module")
+def setup(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Setup]:
+    """One farm per kind of worker (see the module docstring), with one two-slot worker."""
+    kind: str = request.param
+    user = None
+    if os.geteuid() != 0:
+        # a non-root test run starts its workers as itself, with whatever cgroup it has
+        if kind != "user-worker-rlimit":
+            pytest.skip(f"a {kind} needs a root test run")
+    elif kind.startswith("user-"):
+        user = request.getfixturevalue("test_user")
+    root = tmp_path_factory.mktemp(kind)
+    f = Farm(root, isolated_env(root), lease_timeout=3.0)
+    with contextlib.ExitStack() as stack:
+        cgroup = None
+        if kind == "user-worker-cgroup":
+            assert user is not None
+            cgroup = stack.enter_context(delegated_cgroup(user))  # removed after the farm stops
+            if cgroup is None:
+                if os.environ.get("CI"):
+                    pytest.fail("CI must be able to delegate a cgroup to the worker's account")
+                pytest.skip("no cgroup with memory and pids can be delegated here")
+        stack.callback(f.close)
+        f.start_server()
+        args = ("--no-sandbox",) if kind == NO_SANDBOX else ()
+        worker = f.start_worker(slots=2, args=args, user=user, cgroup=cgroup)
+        client = f.client()
+        if user is not None:
+            (info,) = [w for w in client.workers() if w.id == worker.id]
+            caps = info.capabilities
+            want = ("cgroup", "cgroup") if cgroup is not None else ("rlimit", "userns")
+            assert (caps["task_user"], caps["limits"], caps["processes_limit"]) == ("self", *want)
+            assert f"limits: {want[0]}" in worker.stderr()
+        yield Setup(f, worker, client, kind, capability(client, worker, "limits") == "cgroup")
 
 
 def capability(client: Client, worker: WorkerProc, key: str) -> object:
@@ -119,17 +193,19 @@ def daemon():
 """
 
 
-@pytest.mark.parametrize("farm_of_two", ["sandbox", "no-sandbox"], indirect=True)
-def test_a_fork_bomb_stops_at_the_processes_limit(
-    farm_of_two: tuple[Farm, WorkerProc, Client],
-) -> None:
-    f, worker, client = farm_of_two
+@pytest.mark.parametrize("setup", [*EVERY, NO_SANDBOX], indirect=True)
+def test_a_fork_bomb_stops_at_the_processes_limit(setup: Setup) -> None:
+    f, worker, client = setup.farm, setup.worker, setup.client
     if capability(client, worker, "processes_limit") == "none":
         pytest.skip("this worker cannot enforce a processes limit (root without a pids cgroup)")
-    # bounded at 64 * 3 processes in all, so the machine survives a limit that does not hold
+    # bounded at 64 * 3 processes in all, so the machine survives a limit that does not hold.
+    # A refused fork ends it at once (a limit that held: else wall_time, after 60 s). In a
+    # cgroup pids.events says which limit refused it, so the bomb exits silently; without
+    # one the worker can only guess from stderr, so there it says why, as a shell would.
+    refused = "sys.exit(1)" if setup.cgroup else "sys.exit('fork: ' + os.strerror(exc.errno))"
     code = (
         DAEMONS
-        + """
+        + f"""
 for _ in range(64):
     try:
         daemon()
@@ -139,8 +215,8 @@ for _ in range(64):
         if os.fork() == 0:
             time.sleep(300)
             os._exit(0)
-    except OSError:
-        sys.exit(1)
+    except OSError as exc:
+        {refused}
 time.sleep(300)
 """
     )
@@ -151,14 +227,11 @@ time.sleep(300)
     assert took < 30
 
 
-def test_memory_past_the_limit_across_processes(
-    farm_of_two: tuple[Farm, WorkerProc, Client],
-) -> None:
-    f, worker, client = farm_of_two
-    if capability(client, worker, "limits") != "cgroup":
-        if os.environ.get("CI") and os.geteuid() == 0:
-            pytest.fail("a root worker in CI must limit memory with a cgroup")
-        pytest.skip("this worker limits memory per process (rlimit): a tree escapes it")
+@pytest.mark.parametrize("setup", EVERY, indirect=True)
+def test_memory_past_the_limit_across_processes(setup: Setup) -> None:
+    f, worker, client = setup.farm, setup.worker, setup.client
+    # RLIMIT_AS is per process (and counts address space): no tree's memory is limited
+    setup.needs_cgroup("limiting a tree's memory")
     # four processes of 48 MB each under 128 MB: none alone is over, nor is its address space
     code = """
 import os, sys, time
@@ -181,12 +254,10 @@ sys.exit(1 if any(codes) else 0)
     assert task.cpu_seconds is not None and task.cpu_seconds < 30
 
 
-@pytest.mark.parametrize("farm_of_two", ["sandbox", "no-sandbox"], indirect=True)
+@pytest.mark.parametrize("setup", [*EVERY, NO_SANDBOX], indirect=True)
 @pytest.mark.parametrize("fresh", [False, True], ids=["pooled", "fresh"])
-def test_wall_time_takes_the_daemons_too(
-    farm_of_two: tuple[Farm, WorkerProc, Client], fresh: bool
-) -> None:
-    f, worker, client = farm_of_two
+def test_wall_time_takes_the_daemons_too(setup: Setup, fresh: bool) -> None:
+    f, worker, client = setup.farm, setup.worker, setup.client
     code = DAEMONS + "daemon()\ndaemon()\ntime.sleep(300)\n"
     # wall_time alone: a pooled function runner may host the command; a cpu_time limit
     # (which no runner honours per call) makes it a fresh process in a cgroup of its own
@@ -194,13 +265,14 @@ def test_wall_time_takes_the_daemons_too(
     task, took = hostile(f, worker, client, code, limits)
     assert (task.status, task.error) == ("failed", "limit_exceeded: wall_time")
     assert took < 30
-    if fresh and capability(client, worker, "limits") == "cgroup":
+    if fresh and setup.cgroup:
         assert task.peak_memory is not None and 0 < task.peak_memory < 512 * MB
         assert task.cpu_seconds is not None and task.cpu_seconds < 5  # it slept
 
 
-def test_cpu_time_of_a_spinning_tree(farm_of_two: tuple[Farm, WorkerProc, Client]) -> None:
-    f, worker, client = farm_of_two
+@pytest.mark.parametrize("setup", EVERY, indirect=True)
+def test_cpu_time_of_a_spinning_tree(setup: Setup) -> None:
+    f, worker, client = setup.farm, setup.worker, setup.client
     # the task and two children spin: each is stopped at one CPU second
     code = """
 import os
@@ -213,17 +285,16 @@ while True:
     task, took = hostile(f, worker, client, code, {"cpu_time": 1, "wall_time": 60})
     assert (task.status, task.error) == ("failed", "limit_exceeded: cpu_time"), stderr(client, task)
     assert took < 45
-    if capability(client, worker, "limits") == "cgroup":
+    if setup.cgroup:
         # the whole tree's CPU time: the task's own second and at least part of its children's
         assert task.cpu_seconds is not None and 1.0 <= task.cpu_seconds < 10
 
 
-def test_cpu_time_of_a_tree_whose_processes_each_stay_under_it(
-    farm_of_two: tuple[Farm, WorkerProc, Client],
-) -> None:
-    f, worker, client = farm_of_two
-    if capability(client, worker, "limits") != "cgroup":
-        pytest.skip("this worker counts CPU time per process (rlimit): a tree escapes it")
+@pytest.mark.parametrize("setup", EVERY, indirect=True)
+def test_cpu_time_of_a_tree_whose_processes_each_stay_under_it(setup: Setup) -> None:
+    f, worker, client = setup.farm, setup.worker, setup.client
+    # RLIMIT_CPU is per process: a tree of processes each under it escapes it
+    setup.needs_cgroup("limiting a tree's CPU time")
     # three processes of 1.2 CPU seconds each, under a limit of 1.5 for the task
     code = """
 import os, time
@@ -241,8 +312,9 @@ time.sleep(300)
     assert task.cpu_seconds is not None and 1.5 <= task.cpu_seconds < 3.7
 
 
-def test_what_a_task_used_is_shown(farm_of_two: tuple[Farm, WorkerProc, Client]) -> None:
-    f, worker, client = farm_of_two
+@pytest.mark.parametrize("setup", EVERY, indirect=True)
+def test_what_a_task_used_is_shown(setup: Setup) -> None:
+    f, worker, client = setup.farm, setup.worker, setup.client
     rc, out, err = f.cli("workers", "--json")
     assert rc == 0, err
     (shown,) = [w for w in json.loads(out) if w["id"] == worker.id]
