@@ -54,6 +54,19 @@ def test_a_heartbeat_calling_a_lease_stale_drops_its_result_even_on_the_wire() -
     assert set(box.take()) == {"t2"}
 
 
+def test_a_heartbeat_crossing_a_result_on_the_wire_is_no_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    box = outbox([], [])
+    box.put("t1", TaskResult("l1", 0), Path("d1"))
+    box.take()  # t1 is on the wire: the coordinator most likely recorded it already
+    box.put("t2", TaskResult("l2", 0), Path("d2"))  # t2 was never sent: its lease was lost
+    with caplog.at_level(logging.INFO, logger="corral.worker"):
+        box.drop_stale(["l1", "l2"])
+    levels = {r.getMessage().split()[2].rstrip(":"): r.levelno for r in caplog.records}
+    assert levels == {"t1": logging.INFO, "t2": logging.WARNING}
+
+
 def test_send_reports_and_refused_ones_store_no_blobs() -> None:
     removed: list[Path] = []
     stored: list[str] = []

@@ -115,9 +115,12 @@ class Outbox:
         stale = set(lease_ids)
         for task_id, result in {**self._inflight, **self._queued}.items():
             if result.lease_id in stale and task_id in self._dirs:
+                # on the wire, it most likely counted already (the heartbeat crossed it), so
+                # that is no news; one never sent lost its lease to a kill or an expiry
+                level = logging.INFO if task_id in self._inflight else logging.WARNING
                 self._queued.pop(task_id, None)
                 self._settle(task_id)  # and if it is on the wire, it is not sent again
-                log.warning("result for %s refused: stale_lease (told by a heartbeat)", task_id)
+                log.log(level, "result for %s: lease stale (told by a heartbeat)", task_id)
 
     def _settle(self, task_id: str) -> None:
         self._resent.discard(task_id)
