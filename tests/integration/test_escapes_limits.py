@@ -32,12 +32,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import textwrap
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import cloudpickle
 import psutil
 import pytest
 
@@ -54,6 +56,8 @@ from .conftest import (
     run_cli,
     wait_for,
 )
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])  # _spin_then_grow
 
 pytestmark = pytest.mark.timeout(120)
 MB = 1 << 20
@@ -343,3 +347,38 @@ def test_what_a_task_used_is_shown(setup: Setup) -> None:
     assert lines["cpu_seconds"].endswith("s") and lines["peak_memory"][-1] in "KMG"
     rc, out, err = run_cli(["ps", job.id], wide, f.root)
     assert rc == 0 and "peak mem" in out and lines["peak_memory"] in out, (out, err)
+
+
+@pytest.mark.parametrize("setup", EVERY, indirect=True)
+def test_a_pooled_call_is_measured_too(setup: Setup) -> None:
+    """A task with no limits runs in its slot's long-lived runner (fnpool.py), a command as
+    the runner's child and a function in the runner itself: both report their CPU time, a
+    function its peak memory too."""
+    f, client = setup.farm, setup.client
+    spin = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass\n"
+    grow = "b = bytearray(64 << 20)\nfor i in range(0, len(b), 4096): b[i] = 1\n"
+    job = client.submit_job(
+        [TaskSpec(argv=[PYTHON, "-c", spin]), TaskSpec(argv=[PYTHON, "-c", grow])]
+    )
+    f.wait_job(client, job.id, 30)
+    spun, grew = client.tasks(job.id)
+    assert spun.status == grew.status == "succeeded", stderr(client, spun)
+    assert spun.cpu_seconds is not None and 0.25 <= spun.cpu_seconds < 10
+    assert grew.cpu_seconds is not None  # a hosted command's peak is not known (pyrunner.py)
+    fut = client.submit(_spin_then_grow)
+    assert fut.result(timeout=30) == 1 and fut.task_id is not None
+    called = client.task(fut.task_id)
+    assert called.cpu_seconds is not None and 0.25 <= called.cpu_seconds < 10
+    assert called.peak_memory is not None and 32 << 20 <= called.peak_memory < 1 << 30
+
+
+def _spin_then_grow() -> int:
+    import time
+
+    t = time.process_time()
+    while time.process_time() - t < 0.3:
+        pass
+    b = bytearray(32 << 20)
+    for i in range(0, len(b), 4096):
+        b[i] = 1
+    return int(b[0])

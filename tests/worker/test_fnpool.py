@@ -121,16 +121,21 @@ def test_serve_answers_each_call_with_the_exit_code_of_a_fresh_process(tmp_path:
         try:
             assert proc.stdout.readline() == READY
             calls = [
-                (print_and_spawn, (7, False), b"0\n"),
-                (divmod, (1, 0), b"1\n"),
-                (print_and_spawn, (8, True), b"0 dirty\n"),
-                (os._exit, (3,), b""),
+                (print_and_spawn, (7, False), [b"0"]),
+                (divmod, (1, 0), [b"1"]),
+                (print_and_spawn, (8, True), [b"0", b"dirty"]),
+                (os._exit, (3,), []),
             ]
             for i, (fn, args, answer) in enumerate(calls):
                 task = tmp_path / f"t{i}"
                 _call_files(task / "work", fn, *args)
                 _send(ours, task, {"PATH": os.defpath, "X": str(i)})
-                assert proc.stdout.readline() == answer
+                # the code, what the call used (its CPU, and the runner's peak during it)
+                words = proc.stdout.readline().split()
+                used = dict(w.split(b"=") for w in words if b"=" in w)
+                assert [w for w in words if b"=" not in w] == answer
+                if answer:
+                    assert float(used[b"cpu"]) >= 0 and int(used[b"peak"]) > 1 << 20
                 if i < 3:
                     record = pickle.loads((task / "work" / RESULT_FILE).read_bytes())
                     assert record[0] == ("error" if i == 1 else "ok")
@@ -198,7 +203,7 @@ def test_the_pool_reuses_a_runner_per_job_and_replaces_what_dies(tmp_path: Path)
                 inner = (task_dir / "work").resolve()
                 assert inner.parent.parent.parent == tmp_path / "fn"
                 finished, record = await w.call(a, task_dir)
-                assert finished == Finished(0, None)
+                assert (finished.exit_code, finished.error) == (0, None)
                 pid, cwd, home, siblings = record[1]
                 # the task's directory as the runner sees it; stdout and stderr are not there
                 assert cwd == home == str(inner) and siblings == ["work"]
@@ -234,7 +239,7 @@ def test_a_busy_pool_sends_further_tasks_to_fresh_processes(tmp_path: Path) -> N
             third, third_dir = w.lease("j1", os.getpid)
             assert (third_dir / "work").is_symlink()  # the first task's claim lapsed
             assert not (first_dir / "work").exists()
-            assert (await w.call(third, third_dir))[0] == Finished(0, None)
+            assert (await w.call(third, third_dir))[0].exit_code == 0
         finally:
             await w.pool.aclose()
 
@@ -305,13 +310,14 @@ def test_kill_suspend_and_wall_time_act_on_the_runner_during_a_call(tmp_path: Pa
             await asyncio.sleep(1.7)
             process.resume()
             finished, record = await asyncio.wait_for(call, 20)
-            assert finished == Finished(0, None) and record == ("ok", None)  # 1.5 s of 3.8
+            assert (finished.exit_code, finished.error) == (0, None)
+            assert record == ("ok", None)  # 1.5 s of 3.8
             assert process.proc is None  # let go; the pool keeps it stopped till the next call
 
             a, task_dir = w.lease("j1", time.sleep, 30, limits={"wall_time": 2.5})
             started = time.monotonic()
             finished, _ = await w.call(a, task_dir)
-            assert finished == Finished(None, "limit_exceeded: wall_time")
+            assert finished == Finished(None, "limit_exceeded: wall_time")  # nothing measured
             assert time.monotonic() - started < 10 and not runner.is_running()
 
             a, task_dir = w.lease("j1", time.sleep, 30, limits={"wall_time": 2.5})

@@ -133,6 +133,8 @@ class Attempts:
                         launch.started,
                     )
                 usage = launch.usage()
+            elif finished.cpu_seconds is not None:  # a pooled runner measured its call
+                usage = Usage(peak_memory=finished.peak_memory, cpu_seconds=finished.cpu_seconds)
             error = finished.error
             if error is None or error.startswith("killed by signal"):
                 stderr = run.dir / "stderr"

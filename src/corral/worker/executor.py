@@ -23,10 +23,12 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Finished:
-    """How a process ended."""
+    """How a process ended; a call to a pooled runner also says what it used."""
 
     exit_code: int | None
     error: str | None
+    peak_memory: int | None = None  # bytes
+    cpu_seconds: float | None = None
 
 
 def command_line(argv: list[str], shell: bool, cwd: Path) -> list[str]:

@@ -44,7 +44,7 @@ import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +147,7 @@ class Runner:
         self.exited: asyncio.Future[int] = asyncio.ensure_future(proc.wait())
         self.pid = proc.pid  # the Python process itself (under bwrap, a descendant of proc)
         self.dirty = False  # the last call left a process behind
+        self.used: tuple[int | None, float | None] = (None, None)  # the last call's peak, CPU
 
     @property
     def alive(self) -> bool:
@@ -161,9 +162,12 @@ class Runner:
         return self.pid > 0
 
     async def answer(self) -> int | None:
-        """The exit code the call in progress would have had; None when it died in the call."""
-        code, _, rest = (await self._line()).partition(b" ")
-        self.dirty = rest.strip() == b"dirty"
+        """The exit code the call in progress would have had; None when it died in the call.
+        What the call used is left in `used` (pyrunner.measured's `cpu=` and `peak=`)."""
+        code, *rest = (await self._line()).split() or [b""]
+        self.dirty = b"dirty" in rest
+        fields = dict(w.split(b"=", 1) for w in rest if b"=" in w)
+        self.used = (_number(fields.get(b"peak"), int), _number(fields.get(b"cpu"), float))
         try:
             return int(code)
         except ValueError:
@@ -217,6 +221,14 @@ class Runner:
         if self.launch.cgroup is not None:
             await asyncio.to_thread(self.launch.close)
         self.launch.release()
+
+
+def _number(text: bytes | None, kind: type[int] | type[float]) -> Any:
+    """A number from a runner's answer, or None."""
+    try:
+        return None if text is None else kind(text)
+    except ValueError:
+        return None
 
 
 def _python_pid(leader: int) -> int:
@@ -360,7 +372,9 @@ class FnPool:
             self._retire(seat)
             return None
         wall = a.spec.limits.get("wall_time")
+        runner.used = (None, None)  # a call cut short (wall_time, a kill) reports nothing
         finished = await process.call(runner.proc, runner.answer(), wall or None)
+        finished = replace(finished, peak_memory=runner.used[0], cpu_seconds=runner.used[1])
         reuse = finished.error is None and runner.alive and not runner.dirty
         if not (reuse and await runner.freeze()):
             self._retire(seat)

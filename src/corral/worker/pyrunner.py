@@ -34,6 +34,7 @@ import importlib
 import json
 import os
 import pickle
+import resource
 import signal
 import socket
 import subprocess
@@ -190,6 +191,46 @@ def _exec(argv: list[str]) -> int:
     return done.returncode
 
 
+# What a call used, as a fresh process's cgroup would count it: the runner's own CPU and its
+# children's, measured around the call, and for a function call the runner's peak RSS, reset
+# before it (5 written to /proc/self/clear_refs resets VmHWM). A hosted command's peak is not
+# known: a forked child's maxrss starts at its parent's size, exec or not.
+def _cpu_now() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _reset_peak() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return True
+
+
+def _peak_now() -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def measured(request: dict[str, Any], out: int, err: int, null: int) -> str:
+    """`serve_call`, answered as the worker reads it: `CODE cpu=SECONDS [peak=BYTES]`."""
+    reset = "exec" not in request and _reset_peak()
+    before = _cpu_now()
+    code = serve_call(request, out, err, null)
+    cpu = max(0.0, _cpu_now() - before)
+    peak = _peak_now() if reset else None
+    return f"{code} cpu={cpu:.3f}" + ("" if peak is None else f" peak={peak}")
+
+
 def _receive(requests: socket.socket) -> tuple[dict[str, Any], list[int]] | None:
     """The next request and its two descriptors; None once the worker has closed the socket."""
     data, fds, flags, _ = socket.recv_fds(requests, _MAX_REQUEST, 2)
@@ -206,12 +247,12 @@ def serve(requests: socket.socket, reply: int, null: int, pidns: bool) -> int:
     while received := _receive(requests):
         request, (out, err) = received
         try:
-            code = serve_call(request, out, err, null)
+            answer = measured(request, out, err, null)
         finally:
             os.close(out)
             os.close(err)
         dirty = " dirty" if leftovers(pidns) else ""
-        os.write(reply, f"{code}{dirty}\n".encode())
+        os.write(reply, f"{answer}{dirty}\n".encode())
     return 0
 
 
