@@ -14,9 +14,12 @@ calls are denied only with certain arguments:
     personality  all but the values Docker allows (0, UNAME26, PER_LINUX32, both, and the
                  0xffffffff query), so a task cannot turn off address-space randomisation
 
-The filter covers the native ABI and, on x86_64, the i386 and x32 ABIs, so a 32-bit binary
-cannot step around it. bwrap loads the filter as its very last step, after it has built the
-namespaces and mounts, so denying `unshare` and `mount` does not stop bwrap itself.
+The same rules cover the native ABI and, on x86_64, the i386 and x32 ABIs (on aarch64, arm), so a
+32-bit program (or `int 0x80` from a 64-bit one) meets the same filter; a call from an ABI the
+filter does not list kills the thread (libseccomp's default).
+
+bwrap loads the filter as its very last step, after it has built the namespaces and mounts, so
+denying `unshare` and `mount` does not stop bwrap itself.
 
 How a caller passes it: `seccomp_fd()` returns a fresh fd per launch (None when libseccomp is
 missing), which bwrap inherits and reads to its end:
@@ -27,6 +30,8 @@ missing), which bwrap inherits and reads to its end:
         proc = subprocess.Popen(argv, pass_fds=(fd,))
     finally:
         os.close(fd)  # bwrap has its own copy now
+
+bwrap reads its copy to the end and closes it before the task starts, so the task never holds it.
 
 Built with libseccomp through `pyseccomp`, a ctypes binding to the system's libseccomp.so.2:
 libseccomp is maintained, resolves syscall names per ABI and writes the BPF bwrap reads. The
