@@ -14,9 +14,12 @@ calls are denied only with certain arguments:
     personality  all but the values Docker allows (0, UNAME26, PER_LINUX32, both, and the
                  0xffffffff query), so a task cannot turn off address-space randomisation
 
-The filter covers the native ABI and, on x86_64, the i386 and x32 ABIs, so a 32-bit binary
-cannot step around it. bwrap loads the filter as its very last step, after it has built the
-namespaces and mounts, so denying `unshare` and `mount` does not stop bwrap itself.
+The same rules cover the native ABI and, on x86_64, the i386 and x32 ABIs (on aarch64, arm), so a
+32-bit program (or `int 0x80` from a 64-bit one) meets the same filter; a call from an ABI the
+filter does not list kills the thread (libseccomp's default).
+
+bwrap loads the filter as its very last step, after it has built the namespaces and mounts, so
+denying `unshare` and `mount` does not stop bwrap itself.
 
 How a caller passes it: `seccomp_fd()` returns a fresh fd per launch (None when libseccomp is
 missing), which bwrap inherits and reads to its end:
@@ -27,6 +30,10 @@ missing), which bwrap inherits and reads to its end:
         proc = subprocess.Popen(argv, pass_fds=(fd,))
     finally:
         os.close(fd)  # bwrap has its own copy now
+
+bwrap reads its copy to the end and closes it before the task starts, so the task never holds it.
+`available()` says whether this worker filters its tasks (its `seccomp` capability), and
+`unavailable_reason()` why not.
 
 Built with libseccomp through `pyseccomp`, a ctypes binding to the system's libseccomp.so.2:
 libseccomp is maintained, resolves syscall names per ABI and writes the BPF bwrap reads. The
@@ -57,7 +64,6 @@ from typing import Any
 
 __all__ = [
     "DENIED",
-    "NAMESPACE_FLAGS",
     "SeccompUnavailable",
     "available",
     "build_filter",
@@ -130,7 +136,7 @@ DENIED: tuple[str, ...] = (
 )
 
 # clone's namespace flags; any of them makes clone fail with EPERM
-NAMESPACE_FLAGS: tuple[int, ...] = (
+_NAMESPACE_FLAGS: tuple[int, ...] = (
     0x00020000,  # CLONE_NEWNS
     0x02000000,  # CLONE_NEWCGROUP
     0x04000000,  # CLONE_NEWUTS
@@ -209,7 +215,7 @@ def build_filter() -> bytes:
             if sc.resolve_syscall(sc.Arch.NATIVE, name) >= 0:  # older libseccomps lack some
                 flt.add_rule(eperm, name)
         flags_arg = 1 if sc.system_arch() in (sc.Arch.S390, sc.Arch.S390X) else 0
-        for flag in NAMESPACE_FLAGS:
+        for flag in _NAMESPACE_FLAGS:
             flt.add_rule(eperm, "clone", sc.Arg(flags_arg, sc.MASKED_EQ, flag, flag))
         flt.add_rule(sc.ERRNO(errno.ENOSYS), "clone3")
         for cmd in _tty_injection_ioctls():
