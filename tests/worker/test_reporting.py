@@ -63,7 +63,7 @@ def test_a_heartbeat_crossing_a_result_on_the_wire_is_no_warning(
     box.put("t2", TaskResult("l2", 0), Path("d2"))  # t2 was never sent: its lease was lost
     with caplog.at_level(logging.INFO, logger="corral.worker"):
         box.drop_stale(["l1", "l2"])
-    levels = {r.getMessage().split()[2].rstrip(":"): r.levelno for r in caplog.records}
+    levels = {r.getMessage().split()[2]: r.levelno for r in caplog.records}
     assert levels == {"t1": logging.INFO, "t2": logging.WARNING}
 
 

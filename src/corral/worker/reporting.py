@@ -120,7 +120,7 @@ class Outbox:
                 level = logging.INFO if task_id in self._inflight else logging.WARNING
                 self._queued.pop(task_id, None)
                 self._settle(task_id)  # and if it is on the wire, it is not sent again
-                log.log(level, "result for %s: lease stale (told by a heartbeat)", task_id)
+                log.log(level, "result for %s refused: stale_lease (told by a heartbeat)", task_id)
 
     def _settle(self, task_id: str) -> None:
         self._resent.discard(task_id)
