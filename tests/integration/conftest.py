@@ -32,7 +32,7 @@ import pytest
 from corral.client import Client
 from corral.protocol import FINAL_STATUSES, Job, Task
 from corral.worker.limits import locate
-from corral.worker.sandbox import default_exposed
+from corral.worker.sandbox import default_exposed, probe
 from corral.worker.taskuser import Identity, become, reach, reach_for
 
 T = TypeVar("T")
@@ -383,6 +383,15 @@ def farm(tmp_path: Path, isolated: dict[str, str]) -> Iterator[Callable[..., Far
 
 
 TEST_USER = "corral-test"
+
+
+@pytest.fixture(scope="module")
+def needs_bwrap(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Skip where bubblewrap is missing or unusable; under CI, fail instead."""
+    if probe(tmp_path_factory.mktemp("probe")) is None:
+        if os.environ.get("CI"):
+            pytest.fail("bubblewrap is missing or unusable; CI must install it")
+        pytest.skip("bubblewrap is missing or unusable here")
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,6 @@ succeeds on the same worker. The tests need bwrap: they skip without it, but fai
 from __future__ import annotations
 
 import json
-import os
 import socket
 import textwrap
 import time
@@ -19,19 +18,10 @@ import pytest
 
 from corral.client import Client
 from corral.protocol import Task, TaskSpec
-from corral.worker.sandbox import probe
 
 from .conftest import PYTHON, Farm, WorkerProc, wait_for
 
-pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def needs_bwrap(tmp_path_factory: pytest.TempPathFactory) -> None:
-    if probe(tmp_path_factory.mktemp("probe")) is None:
-        if os.environ.get("CI"):
-            pytest.fail("bubblewrap is missing or unusable; CI must install it")
-        pytest.skip("bubblewrap is missing or unusable here")
+pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("needs_bwrap")]
 
 
 def py(code: str, **kw: object) -> TaskSpec:

@@ -98,7 +98,7 @@ PYTHON = Path("/usr/bin/python3.11")
 
 def python_facts(argv: list[str], script_sha: str | None = SCRIPT, env: str | None = None) -> Facts:
     runs = what_runs("python", argv[1:])
-    script = Path("/work/t", runs.script) if runs.script and script_sha else None
+    script = Path("/srv/t", runs.script) if runs.script and script_sha else None
     return Facts(argv[0], PYTHON, PY, "python", runs, script, script_sha, env)
 
 

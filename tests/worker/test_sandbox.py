@@ -155,13 +155,18 @@ def test_the_system_view_allows_etc_entries_by_name(tmp_path: Path) -> None:
 
 
 def test_a_slot_uid_reaches_its_binds_through_the_first_directory_it_cannot_search() -> None:
-    closed = {Path("/root"), Path("/srv/w")}
+    closed = {Path("/home/admin"), Path("/srv/w")}
     plan = reach_plan(
-        [Path("/root/.pyenv/3.11"), Path("/usr"), Path("/srv/w/tasks/t/work"), Path("/root/x")],
+        [
+            Path("/home/admin/.pyenv/3.11"),
+            Path("/usr"),
+            Path("/srv/w/tasks/t/work"),
+            Path("/home/admin/x"),
+        ],
         lambda p: p not in closed,
     )
     assert plan == {
-        Path("/root"): [Path("/root/x"), Path("/root/.pyenv/3.11")],
+        Path("/home/admin"): [Path("/home/admin/x"), Path("/home/admin/.pyenv/3.11")],
         Path("/srv/w"): [Path("/srv/w/tasks/t/work")],
     }
 

@@ -18,7 +18,7 @@ namespace mapping it to itself (never to root). A root worker's task directory i
 the task's uid (0700), so other tasks cannot read it; the worker, as root, still reads it.
 
 bwrap resolves every path it binds as the user that runs it, so a directory under one that
-user cannot search (a Python in /root/.pyenv, a work dir under a 0700 parent) would stop it.
+user cannot search (a pyenv Python in root's home, a work dir under a 0700 parent) would stop it.
 `reach_plan` finds those blocking parents; in the launching child, still root, `reach` covers
 each with a tmpfs of its own private mount namespace holding only the paths to bind, bound back
 at their own paths. Nothing else under the blocked directory becomes visible, to bwrap or the task.

@@ -152,38 +152,26 @@ class Store(abc.ABC):
         An outcome with status "queued" puts the task back in the queue (a retry), not to be
         leased before `outcome.not_before`."""
 
+    @abc.abstractmethod
     def finish_many(
         self, worker_id: str, items: Sequence[tuple[str, str, Outcome]], now: float
     ) -> list[bool]:
         """`finish` for several `(task_id, lease_id, outcome)` results of one worker, in order;
-        each is False when its lease is stale or not held by `worker_id`. Backends do it in
-        one transaction (one commit for a whole batch of results)."""
-        held = self.get_tasks([task_id for task_id, _, _ in items])
-        return [
-            task_id in held
-            and held[task_id].worker_id == worker_id
-            and self.finish(task_id, lease_id, outcome, now)
-            for task_id, lease_id, outcome in items
-        ]
+        each is False when its lease is stale or not held by `worker_id`; one transaction (one
+        commit for a whole batch of results)."""
 
+    @abc.abstractmethod
     def get_tasks(self, task_ids: Sequence[str]) -> dict[str, Task]:
         """Tasks by id; ids that name no task are left out."""
-        found: dict[str, Task] = {}
-        for task_id in task_ids:
-            try:
-                found[task_id] = self.get_task(task_id)
-            except NotFound:
-                pass
-        return found
 
+    @abc.abstractmethod
     def job_owner(self, job_id: str) -> str:
         """Who submitted a job; raises NotFound."""
-        return self.get_job(job_id).owner
 
+    @abc.abstractmethod
     def job_finished(self, job_id: str) -> bool:
         """Whether none of a job's tasks is queued or running (its status is final), without
         counting them all as get_job does; raises NotFound."""
-        return self.get_job(job_id).status not in ("queued", "running")
 
     @abc.abstractmethod
     def live_lease(self, task_id: str, lease_id: str, now: float) -> tuple[str, str] | None:
