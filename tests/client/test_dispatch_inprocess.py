@@ -364,3 +364,30 @@ def test_adding_tasks_to_a_job_and_marking_a_task_blocked(
     assert child.job_id == job.id and [t.id for t in client.tasks(job.id)][-1] == child.id
     assert client.set_blocked(grant.task_id, True).id == grant.task_id
     assert client.set_blocked(grant.task_id, False).status == "running"
+
+
+def test_as_job_sends_its_block_as_one_job_even_across_dependencies(
+    client: Client, worker: FakeWorker
+) -> None:
+    with client.as_job("grouped") as group:
+        first = client.submit(square, 3)
+        second = client.submit(add, first, 1)  # sent in a second request, into the same job
+        many = client.map(square, range(3))
+        assert first.task_id is None  # nothing leaves before the block ends
+    worker.run_all(5)
+    assert second.result(BOUND) == 10
+    assert [f.result(BOUND) for f in many] == [0, 1, 4]
+    assert group.job_id is not None
+    assert {first.job_id, second.job_id, *(f.job_id for f in many)} == {group.job_id}
+    job = client.job(group.job_id)
+    assert (job.name, job.total) == ("grouped", 5)
+
+
+def test_an_as_job_block_that_raises_submits_nothing(app: App, client: Client) -> None:
+    with pytest.raises(KeyError), client.as_job("broken"):
+        future = client.submit(square, 3)
+        raise KeyError("boom")
+    assert "not submitted" in str(future.exception(BOUND))
+    assert client.jobs() == []
+    with pytest.raises(RuntimeError, match="do not nest"), client.as_job(), client.as_job():
+        pass

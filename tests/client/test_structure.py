@@ -93,7 +93,8 @@ def test_client_and_async_client_have_the_same_methods_and_parameters() -> None:
 
 
 def test_async_client_methods_that_talk_to_the_coordinator_are_coroutines() -> None:
-    futures = {"submit", "submit_with", "submit_command", "map"}  # return futures at once
+    # return futures at once, or group the calls that do
+    futures = {"submit", "submit_with", "submit_command", "map", "as_job"}
     for name in public_methods(AsyncClient):
         method = getattr(AsyncClient, name)
         talks = inspect.iscoroutinefunction(method) or inspect.isasyncgenfunction(method)

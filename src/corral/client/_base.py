@@ -9,14 +9,16 @@ of httpx client differ, so the two share this base class instead of keeping two 
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from ._config import resolve
+from ._errors import CorralError
 from ._futures import AsyncTaskFuture, TaskFuture
-from ._submission import Submission
+from ._submission import JobGroup, Submission
 from ._tasks import command_submission, function_submission, map_submissions
 
 F = TypeVar("F", TaskFuture, AsyncTaskFuture)
@@ -31,6 +33,7 @@ class BaseClient(ABC, Generic[F]):
         self.token = target.token
         self.timeout = timeout
         self._verify = target.verify
+        self._held: list[Submission] | None = None  # an open `as_job` block's submissions
 
     def _http_options(self) -> dict[str, Any]:
         """Keyword arguments for the httpx.Client or httpx.AsyncClient underneath."""
@@ -50,6 +53,37 @@ class BaseClient(ABC, Generic[F]):
     @abstractmethod
     def _enqueue(self, subs: list[Submission]) -> None:
         """Queue submissions on this client's Dispatcher."""
+
+    def _hand(self, subs: list[Submission]) -> None:
+        """Queue submissions, or hold them while an `as_job` block is open."""
+        if self._held is not None:
+            self._held.extend(subs)
+        else:
+            self._enqueue(subs)
+
+    @contextlib.contextmanager
+    def as_job(self, name: str = "", *, speculative: bool = False) -> Iterator[JobGroup]:
+        """Submit everything made inside the block as one job named `name`, sent when the
+        block ends (do not wait on its futures inside it). With `speculative`, a task that
+        runs well past its phase's median (same task name) gets a backup attempt on another
+        worker, and the first attempt to finish is the one recorded. Not thread-safe."""
+        if self._held is not None:
+            raise RuntimeError("as_job blocks do not nest")
+        group = JobGroup(name, speculative)
+        held: list[Submission] = []
+        self._held = held
+        try:
+            yield group
+        except BaseException:
+            for sub in held:  # nothing was sent: nothing runs
+                sub.fail(CorralError("not submitted: its as_job block raised"))
+            raise
+        finally:
+            self._held = None
+        for sub in held:
+            sub.group = group
+        if held:
+            self._enqueue(held)
 
     def submit_command(
         self,
@@ -76,7 +110,7 @@ class BaseClient(ABC, Generic[F]):
             after=after,
             **spec,
         )
-        self._enqueue([sub])
+        self._hand([sub])
         return future
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> F:
@@ -88,7 +122,7 @@ class BaseClient(ABC, Generic[F]):
     ) -> F:
         """`submit` with task options: requires, env, limits, max_attempts, after."""
         future = self._future()
-        self._enqueue([function_submission(fn, args, kwargs, options, future)])
+        self._hand([function_submission(fn, args, kwargs, options, future)])
         return future
 
     def map(
@@ -101,7 +135,7 @@ class BaseClient(ABC, Generic[F]):
         """One future per item of `fn` over zipped iterables; `chunksize` calls a task."""
         subs, futures = map_submissions(fn, iterables, chunksize, options or {}, self._future)
         if subs:
-            self._enqueue(subs)
+            self._hand(subs)
         return futures
 
 

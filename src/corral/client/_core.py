@@ -186,10 +186,14 @@ def download(sha: str, dest: Path, mode: int = 0o644) -> Op[None]:
 
 # jobs, tasks, workers
 def submit_job(
-    tasks: list[TaskSpec], name: str = "", blobs: dict[str, bytes] | None = None
+    tasks: list[TaskSpec],
+    name: str = "",
+    blobs: dict[str, bytes] | None = None,
+    speculative: bool = False,
 ) -> Op[JobCreated]:
-    """Submit tasks as one job; `blobs`, small inputs (by hash), go in the same request."""
-    body = JobCreate(tasks=tasks, name=name, blobs=blobs or {})
+    """Submit tasks as one job; `blobs`, small inputs (by hash), go in the same request;
+    `speculative` gives stragglers a backup attempt on another worker."""
+    body = JobCreate(tasks=tasks, name=name, blobs=blobs or {}, speculative=speculative)
     return (yield from _json("POST", "/jobs", JobCreated, body))
 
 

@@ -108,6 +108,8 @@ class Dispatcher:
             if sub.cancelled():
                 self._pending.pop(0)
                 continue
+            if batch and sub.group is not batch[0].group:
+                break  # one job per batch: an `as_job` group is a job of its own
             ids = dependency_ids(sub.after)
             if ids is None and batch:
                 break  # a dependency is in this batch: send it first
@@ -116,7 +118,7 @@ class Dispatcher:
                 sub.fail(CorralError("after=: a dependency was never submitted"))
                 continue
             sub.spec = with_after(sub.spec, ids)
-            sub.spec = with_after_files(sub.spec, ids, sub.after_files, RESULT_FILE)
+            sub.spec = with_after_files(sub.spec, ids, sub.after_files)
             batch.append(sub)
         return batch
 
@@ -147,18 +149,24 @@ class Dispatcher:
     async def _send(self, batch: list[Submission]) -> None:
         blobs = await self._inputs(batch)
         specs = [s.spec for s in batch]
+        group = batch[0].group
+        # inside a task, children join its job; a group's later batches join the group's
+        job_id = self.client.job_scope or (group.job_id if group else None)
         inline: dict[str, bytes] = {}
-        if self.client.job_scope is None:  # small inputs go inside the submit itself
+        if job_id is None:  # small inputs go inside the submit itself
             inline, blobs = core.split_inline(blobs)
         await self.client.drive(core.upload(blobs))
         self._sent.update(blobs)
-        if self.client.job_scope is not None:  # inside a task: children join its job
-            job_id = self.client.job_scope
+        if job_id is not None:
             ids = [t.id for t in await self.client.drive(core.add_tasks(job_id, specs))]
         else:
-            job = await self.client.drive(core.submit_job(specs, batch[0].job_name, inline))
+            name = group.name if group and group.name else batch[0].job_name
+            speculative = group.speculative if group else False
+            job = await self.client.drive(core.submit_job(specs, name, inline, speculative))
             self._sent.update(inline)
             job_id, ids = job.id, job.task_ids
+            if group is not None:
+                group.job_id = job_id
         waiting = {}
         for sub, task_id in zip(batch, ids, strict=True):
             sub.assign(job_id, task_id)

@@ -125,18 +125,25 @@ def build_payload(
 
 
 def function_spec(payload: Payload, options: dict[str, Any], name: str) -> TaskSpec:
-    """The TaskSpec running a payload; `python` is required to match this interpreter."""
+    """The TaskSpec running a payload; `python` is required to match this interpreter.
+
+    `options["outputs"]` adds patterns of files the function writes in its working
+    directory (the task directory) to bring back besides its result; `options["name"]`
+    names the task (the function's name by default)."""
     requires = {"python": PYTHON, **options.get("requires", {})}
     inputs = {n: InputRef(sha, len(payload.blobs[sha])) for n, sha in payload.files.items()}
+    extra = options.get("outputs", ())
+    if isinstance(extra, str):
+        raise TypeError("outputs= takes a list of patterns, not one string")
     return TaskSpec(
         argv=list(RUNNER),
         env=dict(options.get("env", {})),
         inputs=inputs,
-        outputs=[RESULT_FILE],
+        outputs=[RESULT_FILE, *(str(o) for o in extra)],
         requires=requires,
         limits=dict(options.get("limits", {})),
         max_attempts=int(options.get("max_attempts", 3)),
-        name=name,
+        name=str(options.get("name") or name),
     )
 
 

@@ -23,6 +23,15 @@ from ._outcomes import Decoder, Settlement
 _InvalidState = (concurrent.futures.InvalidStateError, asyncio.InvalidStateError)
 
 
+@dataclass(eq=False)
+class JobGroup:
+    """Submissions that go into one job, made by `client.as_job(...)`; `job_id` once sent."""
+
+    name: str = ""
+    speculative: bool = False
+    job_id: str | None = None
+
+
 @dataclass
 class Submission:
     """One task to submit and the futures it settles."""
@@ -33,8 +42,10 @@ class Submission:
     blobs: dict[str, bytes] = field(default_factory=dict)
     paths: list[Path] = field(default_factory=list)  # command inputs, hashed when sent
     after: list[Any] = field(default_factory=list)  # task ids or futures it waits for
-    after_files: dict[str, int] = field(default_factory=dict)  # future arguments (_deps.py)
+    # name in the task directory -> (index in `after`, file that dependency returned)
+    after_files: dict[str, tuple[int, str]] = field(default_factory=dict)
     job_name: str = ""
+    group: JobGroup | None = None  # submitted into one job with the rest of its group
     task_id: str | None = None
 
     def cancelled(self) -> bool:
@@ -87,4 +98,4 @@ def with_after(spec: TaskSpec, ids: list[str]) -> TaskSpec:
     return msgspec.structs.replace(spec, after=ids)
 
 
-__all__ = ["Submission", "dependency_ids", "with_after"]
+__all__ = ["JobGroup", "Submission", "dependency_ids", "with_after"]

@@ -8,14 +8,24 @@ from pathlib import Path
 from typing import Any
 
 from ..protocol import TaskSpec
-from ._deps import lift_futures
-from ._functions import build_payload, dump_function, function_spec
+from ._deps import lift_futures, stage_files
+from ._functions import RESULT_FILE, build_payload, dump_function, function_spec
 from ._outcomes import chunk_outcome, command_outcome, function_outcome
 from ._submission import Submission
 
 
 def _name(fn: Callable[..., Any]) -> str:
     return str(getattr(fn, "__qualname__", None) or getattr(fn, "__name__", "function"))
+
+
+def _input_paths(inputs: Iterable[str | Path]) -> list[Path]:
+    if isinstance(inputs, (str, Path)):
+        raise TypeError("inputs= takes a list of paths, not one path")
+    paths = [Path(p) for p in inputs]
+    for path in paths:
+        if not path.exists():
+            raise FileNotFoundError(f"input {path} does not exist")
+    return paths
 
 
 def command_submission(
@@ -36,10 +46,7 @@ def command_submission(
     argv = [str(a) for a in argv]
     if not argv or not argv[0]:
         raise ValueError("submit_command needs a non-empty argv")
-    paths = [Path(p) for p in inputs]
-    for path in paths:
-        if not path.exists():
-            raise FileNotFoundError(f"input {path} does not exist")
+    paths = _input_paths(inputs)
     spec = TaskSpec(
         argv=argv,
         env=dict(env or {}),
@@ -65,9 +72,13 @@ def function_submission(
     """One call of `fn` as a task; pickling problems are raised here, in the caller.
 
     `options["after"]` (ids or futures) holds it; futures among the arguments hold it too,
-    and their results are passed in their place (client/_deps.py)."""
+    and their results are passed in their place (client/_deps.py). `options["inputs"]`
+    (paths) are staged in its working directory as a command's are, and
+    `options["after_files"]` ({name: (future or id, path)}) stages files its dependencies
+    returned."""
     after = list(options.get("after", ()))
-    args, kwargs, files = lift_futures(args, kwargs, after)
+    args, kwargs, files = lift_futures(args, kwargs, after, RESULT_FILE)
+    files.update(stage_files(options.get("after_files", {}), after))
     payload = build_payload(dump_function(fn), [(args, kwargs)], chunked=False)
     spec = function_spec(payload, dict(options), _name(fn))
     return Submission(
@@ -75,6 +86,7 @@ def function_submission(
         [future],
         function_outcome,
         payload.blobs,
+        paths=_input_paths(options.get("inputs", ())),
         after=after,
         after_files=files,
         job_name=_name(fn),

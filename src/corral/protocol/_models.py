@@ -101,6 +101,7 @@ class JobCreate(Request):
     tasks: list[TaskSpec]
     name: str = ""
     blobs: dict[str, bytes] = {}
+    speculative: bool = False  # back up stragglers (coordinator/speculation.py)
 
 
 class Job(msgspec.Struct):
