@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from corral.client import TaskFuture
 import pytest
 
+from corral.client import TaskFuture
 from corral.client._deps import DependencyResult, lift_futures, stage_files, with_after_files
 from corral.protocol import AfterFile, TaskSpec
 
