@@ -3,6 +3,8 @@
     protocol      imports nothing else from corral
     coordinator   never imports worker, and worker never imports coordinator
     cli           is imported by nothing (but `python -m corral`, its entry point)
+    mapreduce     is built on the public client API only: it imports corral.client and
+                  itself, nothing else from corral
     client._*     private modules, imported only from inside client/
 
 Every import statement counts, also those inside functions or under TYPE_CHECKING, and
@@ -86,11 +88,18 @@ def _client_private(importer: str, target: str) -> bool:
     return rest.startswith("_")
 
 
+def _mapreduce(importer: str, target: str) -> bool:
+    if not _within(importer, "corral.mapreduce") or _within(target, "corral.mapreduce"):
+        return False
+    return target != "corral.client"
+
+
 RULES: dict[str, Callable[[str, str], bool]] = {
     "protocol imports nothing else from corral": _protocol,
     "coordinator and worker never import each other": _server_sides,
     "nothing imports cli": _cli,
     "nothing outside client/ imports client._*": _client_private,
+    "mapreduce uses only the public client API": _mapreduce,
 }
 
 
@@ -112,3 +121,6 @@ def test_the_rules_see_imports() -> None:
     assert not _client_private("corral.cli._x", "corral.client.Client")
     assert _server_sides("corral.worker.agent", "corral.coordinator.store")
     assert not _server_sides("corral.worker.agent", "corral.worker.cache")
+    assert ("corral.mapreduce._driver", "corral.client") in seen
+    assert _mapreduce("corral.mapreduce._driver", "corral.protocol")
+    assert not _mapreduce("corral.mapreduce._driver", "corral.mapreduce._keys")

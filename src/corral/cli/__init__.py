@@ -8,6 +8,7 @@ from ._allow import allow
 from ._elastic import drain, why
 from ._farm import server, up, worker
 from ._jobs import fetch, kill, logs, ps, show, wait, workers
+from ._mapreduce import mapreduce
 from ._security import audit, token
 from ._submit import submit
 
@@ -25,6 +26,7 @@ for command in (up, server, worker, submit, ps, show, logs, fetch, wait, kill, w
 cli.add_command(allow)
 cli.add_command(token)
 cli.add_command(audit)
+cli.add_command(mapreduce)
 
 
 def main() -> None:

@@ -126,14 +126,22 @@ class UploadPlan:
     files: dict[str, Path] = field(default_factory=dict)
 
 
-def plan_uploads(paths: Sequence[Path]) -> UploadPlan:
-    """Hash files and directories (local file I/O only; no network)."""
+# a file's identity while unchanged: (path, device, inode, size, mtime in ns)
+FileKey = tuple[str, int, int, int, int]
+
+
+def plan_uploads(paths: Sequence[Path], memo: dict[FileKey, str] | None = None) -> UploadPlan:
+    """Hash files and directories (local file I/O only; no network). With `memo`, a file
+    seen before and unchanged since is not hashed again (many tasks sharing a big input)."""
     plan = UploadPlan()
+    memo = {} if memo is None else memo
     for path in paths:
         refs = {}
         for name, file in input_files(path):
             st = file.stat()
-            sha = sha256_file(file)
+            key = (str(file), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+            sha = memo.get(key) or sha256_file(file)
+            memo[key] = sha
             refs[name] = InputRef(sha, st.st_size, 0o755 if st.st_mode & stat.S_IXUSR else 0o644)
             plan.files[sha] = file
         plan.refs.append(refs)
@@ -375,6 +383,7 @@ def parse_sse(lines: Iterable[str]) -> Generator[Event, None, None]:
 
 __all__ = [
     "CHUNK",
+    "FileKey",
     "Call",
     "Op",
     "Reply",

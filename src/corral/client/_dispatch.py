@@ -69,6 +69,7 @@ class Dispatcher:
         self._pending: list[Submission] = []
         self._flushing = False
         self._sent: set[str] = set()  # blob hashes the coordinator already has
+        self._hashed: dict[core.FileKey, str] = {}  # input files hashed, while unchanged
         self._jobs: dict[int, dict[str, Submission]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._fetching = asyncio.Semaphore(16)
@@ -140,7 +141,7 @@ class Dispatcher:
         for sub in batch:
             blobs.update(sub.blobs)
             if sub.paths:
-                plan = await asyncio.to_thread(core.plan_uploads, sub.paths)
+                plan = await asyncio.to_thread(core.plan_uploads, sub.paths, self._hashed)
                 refs = {name: ref for per_path in plan.refs for name, ref in per_path.items()}
                 sub.spec = msgspec.structs.replace(sub.spec, inputs={**refs, **sub.spec.inputs})
                 blobs.update(plan.files)
