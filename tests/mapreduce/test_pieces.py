@@ -133,3 +133,31 @@ def test_text_chunks_read_every_line_exactly_once_whatever_the_chunk_size(
 def test_text_files_refuse_a_missing_path(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="does not exist"):
         TextFiles([tmp_path / "nope"])
+
+
+def test_a_spill_in_the_middle_of_a_map_gives_emit_back_to_the_map(tmp_path: Path) -> None:
+    from corral.mapreduce import MapReduce
+    from corral.mapreduce._tasks import map_chunk
+
+    class Words(MapReduce):
+        def map(self, key: Any, value: Any) -> None:
+            for word in value.split():
+                self.emit(word, 1)
+
+        def combine(self, key: Any, values: Any) -> None:
+            self.emit(key, sum(values))
+
+    import corral.mapreduce._runs as runs
+
+    (tmp_path / "t.txt").write_text("a b a\n" * 50)
+    original = runs.MapOutput.__init__.__defaults__
+    runs.MapOutput.__init__.__defaults__ = (7,)  # spill every 7 values
+    try:
+        stats = map_chunk(Words(), TextFiles([tmp_path / "t.txt"])[0], 1, tmp_path / "out")
+    finally:
+        runs.MapOutput.__init__.__defaults__ = original
+    assert stats["records"] == 150
+    assert dict((k, list(v)) for k, v in merged([tmp_path / "out" / "run-00000"])) == {
+        "a": [100],
+        "b": [50],
+    }

@@ -133,11 +133,17 @@ class MapReduce:
 
 @contextlib.contextmanager
 def _emitting(job: MapReduce, emit: Emit) -> Iterator[None]:
-    job.__dict__["emit"] = emit  # shadows the method for this phase only
+    # shadows the method for this phase only; a combiner runs inside a map (a spill), so
+    # what was there before comes back after
+    before = job.__dict__.get("emit")
+    job.__dict__["emit"] = emit
     try:
         yield
     finally:
-        job.__dict__.pop("emit", None)
+        if before is None:
+            job.__dict__.pop("emit", None)
+        else:
+            job.__dict__["emit"] = before
 
 
 def _drain(result: Iterable[tuple[Any, Any]] | None, emit: Emit, where: str) -> None:
