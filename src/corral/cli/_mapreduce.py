@@ -85,6 +85,8 @@ def mapreduce(
     token: str | None,
 ) -> None:
     """Run a MapReduce: FILE.py:ClassName, or streaming mode with --mapper and --input."""
+    if out is not None and out.exists():
+        raise Fail(f"--out {out} already exists: remove it or choose another directory")
     job = _job(target, mapper, reducer, combiner, inputs, files, chunk_size)
     client = None if local else make_client(server, token)
     try:
