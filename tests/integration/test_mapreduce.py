@@ -79,7 +79,9 @@ def test_word_count_and_inverted_index_equal_a_plain_computation_and_local_mode(
     workers_used = {t.worker_id for t in client.tasks(client.jobs()[0].id)}
     assert len(workers_used) == 2
 
-    index = InvertedIndex([str(texts)], chunk_size="32K").run(client, reducers=2, progress=False)
+    indexing = InvertedIndex([str(texts)], chunk_size="32K")
+    index = indexing.run(client, reducers=2, progress=False)
+    assert index == indexing.run(local=True, reducers=2, progress=False)
     expected: dict[str, set[str]] = {}
     for file in texts.iterdir():
         for word in WORD.findall(file.read_text().lower()):
