@@ -85,7 +85,7 @@ def run(
             parts, counters = _run_local(job, chunks, reducers, work, show)
         else:
             parts, counters = _on_farm(job, client, chunks, reducers, work, show, speculative, name)
-        job.counters = counters  # type: ignore[attr-defined]
+        job.counters = counters
         if show:
             show_counters(counters)
         return _deliver(job, parts, target)
@@ -172,31 +172,31 @@ def _run_farm(
                 reduces.append(client.submit_with(options, reduce_task, job, p))
     except CorralError as exc:
         raise MapReduceError(f"{name} cannot be sent to the farm: {exc}") from exc
-    with Progress(show, len(maps), reducers) as bars:
-        stats = _wait(client, group.job_id, maps, chunks, "map", bars.mapped)
-        stats += _wait(client, group.job_id, reduces, range(reducers), "reduce", bars.reduced)
+    try:
+        with Progress(show, len(maps), reducers) as bars:
+            stats = _wait(maps, chunks, "map", bars.mapped)
+            stats += _wait(reduces, range(reducers), "reduce", bars.reduced)
+    except BaseException:  # a failed task, or Ctrl-C: stop the rest of the job
+        if group.job_id is not None:
+            with contextlib.suppress(CorralError):
+                client.kill(group.job_id)
+        raise
     parts = [_fetch(client, f, p, work) for p, f in enumerate(reduces)]
     return parts, _sum_counters(stats)
 
 
 def _wait(
-    client: Client,
-    job_id: str | None,
-    futures: Sequence[TaskFuture],
-    what: Sequence[Any],
-    phase: str,
-    tick: Any,
+    futures: Sequence[TaskFuture], what: Sequence[Any], phase: str, tick: Any
 ) -> list[dict[str, Any]]:
+    """Each task's statistics as it finishes; the first failure raises, naming the task and
+    its chunk or partition."""
     index = {id(f): i for i, f in enumerate(futures)}
     stats = []
     for done in concurrent.futures.as_completed(futures):
-        future = futures[index[id(done)]]
+        i = index[id(done)]
+        future = futures[i]
         error = future.exception()
         if error is not None:
-            if job_id is not None:
-                with contextlib.suppress(CorralError):
-                    client.kill(job_id)
-            i = index[id(future)]
             where = f"chunk {what[i]}" if phase == "map" else f"partition {what[i]}"
             raise MapReduceError(
                 f"{phase} task {future.task_id} ({where}) failed: {error}"

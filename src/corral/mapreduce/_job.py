@@ -40,6 +40,8 @@ class MapReduce:
     """Subclass it: `chunks`, `map` and `reduce` (and optionally `read`, `combine`, `write`),
     then `run()` it on the farm or with `local=True` in this process."""
 
+    counters: dict[str, dict[str, int]]  # after `run()`: {group: {name: total}}
+
     def chunks(self) -> Iterable[Any]:
         """On the submitter: picklable chunk descriptors, one map task each."""
         raise NotImplementedError(f"{type(self).__name__}.chunks() must return the chunks")
