@@ -29,6 +29,7 @@ from ...protocol import (
     Worker,
     slots_needed,
 )
+from ..speculation import Phase
 
 
 class NotFound(LookupError):
@@ -105,10 +106,17 @@ class Store(abc.ABC):
     # jobs and tasks
     @abc.abstractmethod
     def create_job(
-        self, job_id: str, name: str, owner: str, now: float, tasks: Sequence[NewTask]
+        self,
+        job_id: str,
+        name: str,
+        owner: str,
+        now: float,
+        tasks: Sequence[NewTask],
+        speculative: bool = False,
     ) -> None:
         """Insert a job and all its tasks, queued, atomically; tasks with `after` are held
-        until their dependencies succeed (or failed at once when one already failed)."""
+        until their dependencies succeed (or failed at once when one already failed). A
+        `speculative` job's stragglers get backup attempts (speculation.py)."""
 
     @abc.abstractmethod
     def get_job(self, job_id: str) -> Job:
@@ -227,6 +235,26 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def job_task_ids(self, job_id: str, only_live: bool) -> list[str]:
         """Ids of a job's tasks, optionally only those not yet final."""
+
+    # backup attempts of speculative jobs (speculation.py; shared SQL in _backups.py)
+    @abc.abstractmethod
+    def speculative_phases(self) -> list[Phase]:
+        """The phases of speculative jobs that have running tasks, with their facts."""
+
+    @abc.abstractmethod
+    def grant_backup(
+        self, task_id: str, worker_id: str, now: float, expires: float
+    ) -> Leased | None:
+        """A backup lease on a running task for `worker_id`, or None when the task no longer
+        runs, runs on that worker, or already had a backup."""
+
+    @abc.abstractmethod
+    def backup_holders(self, task_ids: Sequence[str]) -> dict[str, str]:
+        """The worker of each of these tasks' live backup attempt, for those with one."""
+
+    @abc.abstractmethod
+    def backup_leases(self, worker_id: str) -> set[str]:
+        """The backup leases `worker_id` holds."""
 
     # workers
     @abc.abstractmethod
@@ -358,7 +386,7 @@ TASK_COLUMNS = (
     " stdout, stderr, manifest, created, started, finished, not_before, peak_memory,"
     " cpu_seconds"
 )
-JOB_COLUMNS = "id, name, owner, created, total"
+JOB_COLUMNS = "id, name, owner, created, total, speculative"
 WORKER_COLUMNS = "id, name, slots, status, capabilities, registered, last_heartbeat"
 
 
@@ -450,6 +478,7 @@ def job_from_row(row: Sequence[Any], counts: dict[str, int]) -> Job:
         total=row[4],
         counts=counts,
         status=job_status(counts),  # type: ignore[arg-type]
+        speculative=bool(row[5]),
     )
 
 
