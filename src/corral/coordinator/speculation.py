@@ -85,10 +85,7 @@ class SpeculationPolicy:
         """Stragglers of every phase that `worker_id` could back up (it does not run them),
         longest-running first."""
         out = [
-            r
-            for phase in phases
-            for r in self.stragglers(phase, now)
-            if r.worker_id != worker_id
+            r for phase in phases for r in self.stragglers(phase, now) if r.worker_id != worker_id
         ]
         return sorted(out, key=lambda r: (r.started, r.task_id))
 

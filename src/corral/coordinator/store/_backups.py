@@ -29,6 +29,12 @@ _RUNNING = (
     " FROM tasks t JOIN jobs j ON j.id = t.job_id"
     " WHERE t.status = 'running' AND j.speculative = 1"
 )
+# A speculative job's phases: their sizes, and how long their succeeded tasks took.
+_SIZES = "SELECT name, status, COUNT(*) FROM tasks WHERE job_id = ? GROUP BY name, status"
+_DURATIONS = (
+    "SELECT name, finished - started FROM tasks WHERE job_id = ? AND status = 'succeeded'"
+    " AND started IS NOT NULL"
+)
 # A backup's grant is fenced here: the task still runs, never had a backup, and runs elsewhere.
 _MARK = (
     "UPDATE tasks SET backed_up = 1 WHERE id = ? AND status = 'running' AND backed_up = 0"
@@ -47,30 +53,20 @@ class BackupSQL(DependencySQL):
     """A part of SQLStore."""
 
     def speculative_phases(self) -> list[Phase]:
-        db, q = self._db, self._q
         running: dict[tuple[str, str], list[Running]] = {}
-        for job_id, name, task_id, started, worker, backed, requires in db.execute(
-            q(_RUNNING)
+        for job_id, name, task_id, started, worker, backed, requires in self._db.execute(
+            self._q(_RUNNING)
         ).fetchall():
             run = Running(task_id, started, worker, bool(backed), class_requires(requires))
             running.setdefault((job_id, name), []).append(run)
         sizes: dict[tuple[str, str], list[int]] = {}  # [total, final]
         durations: dict[tuple[str, str], list[float]] = {}
         for job_id in sorted({job for job, _ in running}):
-            for name, status, n in db.execute(
-                q("SELECT name, status, COUNT(*) FROM tasks WHERE job_id = ? GROUP BY name, status"),
-                (job_id,),
-            ).fetchall():
+            for name, status, n in self._db.execute(self._q(_SIZES), (job_id,)).fetchall():
                 size = sizes.setdefault((job_id, name), [0, 0])
                 size[0] += n
                 size[1] += n if status in ("succeeded", "failed", "killed") else 0
-            for name, took in db.execute(
-                q(
-                    "SELECT name, finished - started FROM tasks WHERE job_id = ?"
-                    " AND status = 'succeeded' AND started IS NOT NULL"
-                ),
-                (job_id,),
-            ).fetchall():
+            for name, took in self._db.execute(self._q(_DURATIONS), (job_id,)).fetchall():
                 durations.setdefault((job_id, name), []).append(float(took))
         return [
             Phase(sizes[key][0], sizes[key][1], durations.get(key, []), runs)
