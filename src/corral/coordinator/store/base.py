@@ -155,7 +155,8 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def finish(self, task_id: str, lease_id: str, outcome: Outcome, now: float) -> bool:
         """Record a result if `lease_id` is the task's live lease; False when it is stale.
-        A final status settles the task's dependents in the same transaction.
+        A final status settles the task's dependents in the same transaction. For a task with
+        a backup attempt, either lease counts, as speculation.settle says.
 
         An outcome with status "queued" puts the task back in the queue (a retry), not to be
         leased before `outcome.not_before`."""
@@ -214,11 +215,13 @@ class Store(abc.ABC):
     def extend(
         self, worker_id: str, lease_ids: Sequence[str], now: float, expires: float
     ) -> list[str]:
-        """Extend the worker's live leases; return the given leases that are no longer live."""
+        """Extend the worker's live leases (backup attempts' too); return the given leases
+        that are no longer live."""
 
     @abc.abstractmethod
     def expire(self, now: float) -> list[Stopped]:
-        """Requeue (or fail, when out of attempts) tasks whose lease ran out."""
+        """Requeue (or fail, when out of attempts) tasks whose lease ran out; a task whose
+        backup attempt still runs goes on with it instead, and expired backups are dropped."""
 
     @abc.abstractmethod
     def next_expiry(self) -> float | None:
@@ -230,7 +233,8 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def kill(self, task_ids: Sequence[str], now: float) -> list[Stopped]:
-        """Kill queued or running tasks; return the running ones so workers can be told."""
+        """Kill queued or running tasks; return the running attempts (backups too) so their
+        workers can be told."""
 
     @abc.abstractmethod
     def job_task_ids(self, job_id: str, only_live: bool) -> list[str]:
