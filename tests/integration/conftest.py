@@ -151,6 +151,7 @@ class Farm:
     orphans: list[psutil.Process] = field(default_factory=list)
     _clients: list[Client] = field(default_factory=list)
     _server_starts: int = 0
+    server_args: tuple[str, ...] = ()  # more options for `corral server`
 
     @property
     def url(self) -> str:
@@ -188,7 +189,7 @@ class Farm:
         log = self.root / "logs" / f"server{self._server_starts}.log"
         argv = [PYTHON, "-m", "corral", "server", "--host", "127.0.0.1"]
         argv += ["--port", str(self.port), "--data", str(self.data)]
-        argv += ["--lease-timeout", str(self.lease_timeout)]
+        argv += ["--lease-timeout", str(self.lease_timeout), *self.server_args]
         self.server = self._spawn(argv, log, self.env)
 
         def healthy() -> bool:
@@ -364,11 +365,19 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
 
 @pytest.fixture
 def farm(tmp_path: Path, isolated: dict[str, str]) -> Iterator[Callable[..., Farm]]:
-    """Factory: `farm(workers=2, slots=1)` starts a coordinator and workers, stopped at teardown."""
+    """Factory: `farm(workers=2, slots=1)` starts a coordinator and workers, stopped at teardown
+    (`server_args`: more options for `corral server`, other keywords go to `start_worker`)."""
     farms: list[Farm] = []
 
-    def make(workers: int = 0, slots: int = 1, lease_timeout: float = 3.0, **kw: Any) -> Farm:
+    def make(
+        workers: int = 0,
+        slots: int = 1,
+        lease_timeout: float = 3.0,
+        server_args: tuple[str, ...] = (),
+        **kw: Any,
+    ) -> Farm:
         f = Farm(tmp_path / f"farm{len(farms)}", isolated, lease_timeout)
+        f.server_args = server_args
         farms.append(f)
         f.start_server()
         for _ in range(workers):

@@ -267,6 +267,12 @@ def up(workers: int | None, port: int, data: Path | None) -> None:
     show_default=True,
     help="Seconds of silence before a worker is lost and its tasks requeued.",
 )
+@click.option(
+    "--speculative-min-seconds",
+    type=click.FloatRange(0.0),
+    default=Settings.speculative_min_seconds,
+    hidden=True,  # for tests: how long a speculative job's task runs before a backup
+)
 @tls_server_options
 @announce_options
 def server(
@@ -275,6 +281,7 @@ def server(
     data: Path | None,
     tokens: tuple[str, ...],
     lease_timeout: float,
+    speculative_min_seconds: float,
     announce_port: int,
     **tls_opts: Any,
 ) -> None:
@@ -297,6 +304,7 @@ def server(
         heartbeat_interval=min(2.0, lease_timeout / 4),
         job_key=job_key(data),
         ca_file=tls.ca if tls else None,
+        speculative_min_seconds=speculative_min_seconds,
     )
     run_async(serve_announced(make_server(settings, host, port, tls=tls), beacons, announce_port))
 

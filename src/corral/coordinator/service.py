@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import secrets
 import time
 import uuid
@@ -51,7 +52,10 @@ from .leases import LeasePolicy
 from .retry import after_attempt, effective_max_attempts
 from .scheduler import matcher, pending_reason, programs_to_probe, requirement_problem
 from .settings import Settings
+from .speculation import Phase, SpeculationPolicy
 from .store import Leased, NewTask, NotFound, Outcome, Store
+
+log = logging.getLogger("corral.coordinator")
 
 
 class Coordinator:
@@ -70,6 +74,12 @@ class Coordinator:
         self.clock = clock
         self.job_tokens = JobTokens(settings.job_key or secrets.token_bytes(32))
         self.policy = LeasePolicy(settings.lease_timeout, settings.heartbeat_interval)
+        self.speculation = SpeculationPolicy(
+            settings.speculative_factor,
+            settings.speculative_min_seconds,
+            settings.speculative_done_fraction,
+        )
+        self._phases: tuple[float, list[Phase]] | None = None  # read at, phases
         self._work = Broadcast()
         self._events = Broadcast()
         self._workers: dict[str, Broadcast] = {}
@@ -106,7 +116,8 @@ class Coordinator:
         self._validate(body.tasks, 0)
         job_id = uuid.uuid4().hex
         tasks = self._new_tasks(body.tasks, 0)
-        self.store.create_job(job_id, body.name, owner, self.clock(), tasks)
+        self.store.create_job(job_id, body.name, owner, self.clock(), tasks, body.speculative)
+        self._phases = None  # a new speculative job is looked at with the next lease
         self._work.fire()
         if any("programs" in spec.requires for spec in body.tasks):
             for signal in self._workers.values():  # held heartbeats answer with a probe now
@@ -186,7 +197,8 @@ class Coordinator:
             leased = got or []
             if got is None or leased or now >= deadline or self._closing:
                 break
-            await self._work.wait(deadline - now)
+            # stragglers become worth a backup as time passes, with no event to wake on
+            await self._work.wait(min(deadline - now, self._speculation_wait()))
             got = self._lease_once(worker_id, body, 0, self.clock())
         if leased:  # the store recorded the worker as seen with the lease
             self._events.fire()
@@ -229,6 +241,9 @@ class Coordinator:
         scan = self.settings.lease_scan
         room = min(max(body.max, 0), worker.slots - worker.slots_used)
         leased = self.store.lease(worker_id, room, now, expires, scan, fits)
+        taken = sum(slots_needed(x.spec.requires) for x in leased)
+        if taken < room:  # no queued work left for it: perhaps a straggler to back up
+            leased += self._backups(worker_id, room - taken, now, fits)
         ahead = min(ahead, self.settings.max_prefetch_per_slot * worker.slots)
         if ahead > 0:
             taken = sum(slots_needed(x.spec.requires) for x in leased)
@@ -237,6 +252,36 @@ class Coordinator:
                 worker_id, more, now, expires, scan, fits, job_id=body.prefetch_job
             )
         return leased
+
+    def _speculative_phases(self, now: float) -> list[Phase]:
+        """The running speculative phases, read at most every `speculative_interval`."""
+        if self._phases is None or now - self._phases[0] >= self.settings.speculative_interval:
+            self._phases = (now, self.store.speculative_phases())
+        return self._phases[1]
+
+    def _speculation_wait(self) -> float:
+        """How long a lease request with nothing to hand out waits before looking again."""
+        phases = self._phases[1] if self._phases is not None else []
+        return self.settings.speculative_interval if phases else self.settings.max_lease_wait
+
+    def _backups(
+        self, worker_id: str, room: int, now: float, fits: Callable[[dict[str, str]], bool]
+    ) -> list[Leased]:
+        """Backup attempts of stragglers this worker does not run, within its room."""
+        out: list[Leased] = []
+        for run in self.speculation.candidates(self._speculative_phases(now), now, worker_id):
+            need = slots_needed(run.requires)
+            if need > room or not fits(run.requires):
+                continue
+            got = self.store.grant_backup(run.task_id, worker_id, now, self.policy.expires(now))
+            if got is not None:
+                log.info("task %s: backup attempt on worker %s", run.task_id, worker_id)
+                self._phases = None  # read afresh: this one is backed up now
+                out.append(got)
+                room -= need
+            if room <= 0:
+                break
+        return out
 
     def _dependency_inputs(self, spec: TaskSpec) -> TaskSpec:
         """Files the task's dependencies returned, staged as its inputs (`after_inputs`)."""
@@ -257,6 +302,8 @@ class Coordinator:
         self.store.touch_worker(worker_id, self.clock(), status, caps)
         stale = self._extend(worker_id, body.leases)
         live = set(body.leases).difference(stale)
+        if body.logs:  # a backup attempt's output shows once it is recorded, not live
+            live -= self.store.backup_leases(worker_id)
         for chunk in body.logs:
             # a worker back from a partition must not write into a newer attempt's output
             if chunk.lease_id in live:
@@ -334,11 +381,13 @@ class Coordinator:
             raise ApiError("invalid_argument", problem)
         now = self.clock()
         outcome = self._outcome(task, body, now)
+        backed = self.store.backup_holders([task_id])
         if not self.store.finish(task_id, body.lease_id, outcome, now):
             raise ApiError(
                 "stale_lease",
                 f"lease {body.lease_id} no longer holds task {task_id} (status {task.status})",
             )
+        self._wake_attempts({task_id: task}, backed)
         self._grant_outputs([(task.job_id, outcome)])
         self._finished(retry=outcome.not_before is not None)
         return self.store.get_task(task_id)
@@ -364,13 +413,26 @@ class Coordinator:
                 refused[task_id] = problem or f"no task {task_id}"
             else:
                 items.append((task_id, body.lease_id, self._outcome(task, body, now)))
+        backed = self.store.backup_holders([t for t, _, _ in items])
         recorded = self.store.finish_many(worker_id, items, now)
         stale = [item[0] for item, ok in zip(items, recorded, strict=True) if not ok]
         done = [item for item, ok in zip(items, recorded, strict=True) if ok]
+        self._wake_attempts(tasks, backed)
         self._grant_outputs([(tasks[t].job_id, o) for t, _, o in done])
         if done:
             self._finished(retry=any(o.not_before is not None for _, _, o in done))
         return ResultsReply(stale, refused)
+
+    def _wake_attempts(self, tasks: dict[str, Task], backed: dict[str, str]) -> None:
+        """Both workers of a task that had a backup attempt: the held heartbeat of the one
+        whose attempt lost learns at once that its lease is stale, and kills it."""
+        for task_id, backup_worker in backed.items():
+            self._wake_worker(backup_worker)
+            primary = tasks[task_id].worker_id
+            if primary:
+                self._wake_worker(primary)
+        if backed:
+            self._work.fire()  # a slot freed, or a promoted backup
 
     def _grant_outputs(self, outcomes: list[tuple[str, Outcome]]) -> None:
         """The job's owner may read what its tasks produced."""

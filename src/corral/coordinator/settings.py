@@ -23,6 +23,14 @@ class Settings:
     max_prefetch_per_slot: int = 8  # leases a worker may hold beyond its slots, per slot
     job_key: bytes = b""  # signs job-scoped task tokens; empty: a new random key per start
     ca_file: Path | None = None  # served unauthenticated at /ca.pem for workers to pin
+    # speculative jobs (speculation.py): a task running past max(factor x its phase's median,
+    # min_seconds), once done_fraction of the phase is final, gets a backup attempt
+    speculative_factor: float = 1.5
+    speculative_min_seconds: float = 5.0
+    speculative_done_fraction: float = 0.75
+    # how often, at most, the running speculative phases are read afresh (and how long an
+    # idle worker's lease request waits before looking for stragglers again)
+    speculative_interval: float = 1.0
 
     @property
     def db_path(self) -> Path:

@@ -96,7 +96,9 @@ INLINE_TOTAL = 1024 * 1024
 
 class JobCreate(Request):
     """Submit a job: a name and its tasks; `blobs` carries small inputs (sha256 -> content,
-    each at most INLINE_MAX bytes), stored as if uploaded first."""
+    each at most INLINE_MAX bytes), stored as if uploaded first. With `speculative`, a task
+    running well past the median of its phase (the job's tasks of the same name) gets a backup
+    attempt on another worker; the first to succeed is recorded (coordinator/speculation.py)."""
 
     tasks: list[TaskSpec]
     name: str = ""
@@ -114,6 +116,7 @@ class Job(msgspec.Struct):
     created: float
     counts: dict[str, int]
     total: int
+    speculative: bool = False
 
 
 class JobCreated(Job):

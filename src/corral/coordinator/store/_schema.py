@@ -8,7 +8,7 @@ opening an existing data directory creates what it lacks.
 
 from __future__ import annotations
 
-__all__ = ["ADDED_TASK_COLUMNS", "INDEXES", "TABLES"]
+__all__ = ["ADDED_COLUMNS", "INDEXES", "TABLES"]
 
 TABLES = (
     """CREATE TABLE IF NOT EXISTS jobs (
@@ -53,10 +53,16 @@ TABLES = (
     sha256 TEXT PRIMARY KEY, note TEXT NOT NULL, added {real} NOT NULL, added_by TEXT NOT NULL,
     allow_inline INTEGER NOT NULL DEFAULT 0
 )""",
+    # speculative execution (_backups.py): a running task's second live lease, on another
+    # worker; at most one row a task
+    """CREATE TABLE IF NOT EXISTS backups (
+    task_id TEXT PRIMARY KEY, lease_id TEXT NOT NULL, worker_id TEXT NOT NULL,
+    lease_expires {real} NOT NULL, started {real} NOT NULL
+)""",
 )
 
 # Task columns added after the first release, to a data directory that lacks them.
-ADDED_TASK_COLUMNS = (
+_ADDED_TASK_COLUMNS = (
     ("cost", "INTEGER NOT NULL DEFAULT 1"),  # slots the task takes
     ("not_before", "{real}"),  # a retry waiting out its backoff
     ("waiting", "INTEGER NOT NULL DEFAULT 0"),  # dependencies yet to succeed (_deps.py)
@@ -64,7 +70,15 @@ ADDED_TASK_COLUMNS = (
     # what the last attempt used, measured in its cgroup: bytes (past 32 bits), seconds
     ("peak_memory", "BIGINT"),
     ("cpu_seconds", "{real}"),
+    ("name", "TEXT NOT NULL DEFAULT ''"),  # the spec's name: tasks of one name are a phase
+    ("backed_up", "INTEGER NOT NULL DEFAULT 0"),  # it got a backup attempt (never another)
 )
+
+# Columns added after the first release, by table.
+ADDED_COLUMNS = {
+    "tasks": _ADDED_TASK_COLUMNS,
+    "jobs": (("speculative", "INTEGER NOT NULL DEFAULT 0"),),  # backups for stragglers
+}
 
 INDEXES = (
     "CREATE INDEX IF NOT EXISTS tasks_job ON tasks(job_id, seq)",
@@ -84,4 +98,5 @@ INDEXES = (
     " WHERE status = 'queued' AND not_before IS NOT NULL",
     "CREATE INDEX IF NOT EXISTS events_job ON events(job_id, seq)",
     "CREATE INDEX IF NOT EXISTS deps_dep ON deps(dep_id)",
+    "CREATE INDEX IF NOT EXISTS backups_worker ON backups(worker_id)",
 )

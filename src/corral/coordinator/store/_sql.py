@@ -22,9 +22,9 @@ from ...protocol import Event, Job, Task, Worker, slots_needed
 from ..leases import expired_to
 from ..scheduler import oldest_first
 from ._allowlist import AllowlistSQL
-from ._deps import DependencySQL
+from ._backups import BackupSQL
 from ._identity import IdentitySQL
-from ._sqlbase import EVENT
+from ._sqlbase import EVENT, FINISH
 from .base import (
     Leased,
     NewTask,
@@ -78,14 +78,6 @@ _LEASE_MANY = (
 _LEASE_TYPES = ("text", "text")
 # A worker that takes tasks is seen: the lease stands for a heartbeat, in its transaction.
 _LEASE_TOUCH = "UPDATE workers SET last_heartbeat = ?, status = 'online' WHERE id = ?"
-# Recording an attempt's outcome, fenced by the live lease: finish_args, task id, lease id.
-_FINISH = (
-    "UPDATE tasks SET status = ?, exit_code = ?, error = ?, stdout = ?, stderr = ?,"
-    " manifest = ?, finished = ?, not_before = ?, peak_memory = ?, cpu_seconds = ?,"
-    " lease_id = NULL, lease_expires = NULL,"
-    " worker_id = CASE WHEN ? = 'queued' THEN NULL ELSE worker_id END"
-    " WHERE id = ? AND lease_id = ? AND status = 'running' RETURNING job_id"
-)
 # Several results in one statement: {rows} in finish_args' order, then the worker.
 _FINISH_MANY = (
     "WITH r(id, lease_id, status, exit_code, error, stdout, stderr, manifest, finished,"
@@ -104,7 +96,7 @@ _FINISH_TYPES = (
 )
 
 
-class SQLStore(AllowlistSQL, DependencySQL, IdentitySQL, Store):
+class SQLStore(AllowlistSQL, BackupSQL, IdentitySQL, Store):
     """The Store over one SQL connection; a backend brings the connection and its dialect."""
 
     def atomic(self) -> AbstractContextManager[Any]:
@@ -120,12 +112,18 @@ class SQLStore(AllowlistSQL, DependencySQL, IdentitySQL, Store):
 
     # jobs and tasks
     def create_job(
-        self, job_id: str, name: str, owner: str, now: float, tasks: Sequence[NewTask]
+        self,
+        job_id: str,
+        name: str,
+        owner: str,
+        now: float,
+        tasks: Sequence[NewTask],
+        speculative: bool = False,
     ) -> None:
         with self._tx():
             self._db.execute(
-                self._q("INSERT INTO jobs ({job_columns}) VALUES (?,?,?,?,?)"),
-                (job_id, name, owner, now, len(tasks)),
+                self._q("INSERT INTO jobs ({job_columns}) VALUES (?,?,?,?,?,?)"),
+                (job_id, name, owner, now, len(tasks), int(speculative)),
             )
             self._insert_tasks(job_id, now, tasks)
             self._hold_new(now, tasks)
@@ -143,7 +141,7 @@ class SQLStore(AllowlistSQL, DependencySQL, IdentitySQL, Store):
     def _insert_tasks(self, job_id: str, now: float, tasks: Sequence[NewTask]) -> None:
         self._many(
             "INSERT INTO tasks (id, job_id, seq, status, spec, requires, max_attempts,"
-            " created, cost) VALUES (?,?,?,'queued',?,?,?,?,?)",
+            " created, cost, name) VALUES (?,?,?,'queued',?,?,?,?,?,?)",
             [
                 (
                     t.id,
@@ -154,6 +152,7 @@ class SQLStore(AllowlistSQL, DependencySQL, IdentitySQL, Store):
                     t.spec.max_attempts,
                     now,
                     slots_needed(t.spec.requires),
+                    t.spec.name,
                 )
                 for t, spec in zip(tasks, self._specs(tasks), strict=True)
             ],
@@ -196,10 +195,11 @@ class SQLStore(AllowlistSQL, DependencySQL, IdentitySQL, Store):
         row = self._db.execute(
             self._q(
                 "SELECT t.job_id, j.owner FROM tasks t JOIN jobs j ON j.id = t.job_id"
-                " WHERE t.id = ? AND t.lease_id = ? AND t.status = 'running'"
-                " AND t.lease_expires > ?"
+                " WHERE t.id = ? AND t.status = 'running' AND ((t.lease_id = ?"
+                " AND t.lease_expires > ?) OR EXISTS (SELECT 1 FROM backups b"
+                " WHERE b.task_id = t.id AND b.lease_id = ? AND b.lease_expires > ?))"
             ),
-            (task_id, lease_id, now),
+            (task_id, lease_id, now, lease_id, now),
         ).fetchone()
         return (str(row[0]), str(row[1])) if row else None
 
@@ -312,8 +312,10 @@ class SQLStore(AllowlistSQL, DependencySQL, IdentitySQL, Store):
 
     def finish(self, task_id: str, lease_id: str, outcome: Outcome, now: float) -> bool:
         with self._tx():
+            if self._backups_of([task_id]):
+                return self._finish_backed(task_id, lease_id, None, outcome, now)
             row = self._db.execute(
-                self._q(_FINISH), (*finish_args(outcome, now), task_id, lease_id)
+                self._q(FINISH), (*finish_args(outcome, now), task_id, lease_id)
             ).fetchone()
             if row is None:
                 return False
@@ -326,23 +328,35 @@ class SQLStore(AllowlistSQL, DependencySQL, IdentitySQL, Store):
     ) -> list[bool]:
         if not items:
             return []
-        out, events = [], []
+        flags: list[bool] = []
+        events = []
         with self._tx():
-            for run in unique_runs(items):  # a task twice in a batch: later runs see the first
+            # tasks with a backup attempt are settled one by one (_backups.py), after the rest
+            backed = self._backups_of([t for t, _, _ in items])
+            plain = [(i, item) for i, item in enumerate(items) if item[0] not in backed]
+            # a task twice in a batch: later runs see the first
+            for run in unique_runs([item for _, item in plain]):
                 rows = [(t, lease, *finish_args(o, now)[:10]) for t, lease, o in run]
                 sql, args = self._batch(_FINISH_MANY, _FINISH_TYPES, rows)
                 found = dict(self._db.execute(sql, (*args, worker_id)).fetchall())
                 for task_id, _lease, o in run:
-                    out.append(task_id in found)
+                    flags.append(task_id in found)
                     if task_id in found:
                         events.append((found[task_id], task_id, o.status, o.exit_code, now))
             if events:
                 self._events(events)
                 self._settle_many([(e[1], e[2]) for e in events], now)
-        return out
+            out = {i: flags[n] for n, (i, _) in enumerate(plain)}
+            for i, (task_id, lease_id, o) in enumerate(items):
+                if task_id in backed:
+                    out[i] = self._finish_backed(task_id, lease_id, worker_id, o, now)
+        return [out[i] for i in range(len(items))]
 
     def release(self, task_id: str, lease_id: str, now: float) -> bool:
         with self._tx():
+            backed = self._release_backed(task_id, lease_id)
+            if backed is not None:
+                return backed
             row = self._db.execute(
                 self._q(
                     "UPDATE tasks SET status = 'queued', attempts = {greatest}(attempts - 1, 0),"
@@ -368,11 +382,15 @@ class SQLStore(AllowlistSQL, DependencySQL, IdentitySQL, Store):
             worker_id,
         )
         live = {r[0] for r in rows}
-        return [lease_id for lease_id in lease_ids if lease_id not in live]
+        stale = [lease_id for lease_id in lease_ids if lease_id not in live]
+        if stale:  # perhaps backup attempts'
+            live = self._extend_backups(worker_id, stale, expires)
+            stale = [lease_id for lease_id in stale if lease_id not in live]
+        return stale
 
     def expire(self, now: float) -> list[Stopped]:
-        out = []
         with self._tx():
+            out = self._expire_backups(now)
             db = self._db
             rows = db.execute(
                 self._q(
@@ -381,7 +399,12 @@ class SQLStore(AllowlistSQL, DependencySQL, IdentitySQL, Store):
                 ),
                 (now,),
             ).fetchall()
+            backed = self._backups_of([r[0] for r in rows]) if rows else {}
             for task_id, job_id, worker_id, lease_id, attempts, max_attempts in rows:
+                out.append(Stopped(task_id, worker_id, lease_id))
+                if task_id in backed:  # its backup attempt carries on, as the only one
+                    self._promote(task_id, backed[task_id])
+                    continue
                 status, error = expired_to(worker_id, attempts, max_attempts)
                 db.execute(
                     self._q(
@@ -394,12 +417,14 @@ class SQLStore(AllowlistSQL, DependencySQL, IdentitySQL, Store):
                 )
                 self._event(job_id, task_id, status, None, now)
                 self._settle_dependents(task_id, status, now)
-                out.append(Stopped(task_id, worker_id, lease_id))
         return out
 
     def next_expiry(self) -> float | None:
         row = self._db.execute(
-            self._q("SELECT MIN(lease_expires) FROM tasks WHERE status = 'running'")
+            self._q(
+                "SELECT MIN(e) FROM (SELECT MIN(lease_expires) AS e FROM tasks"
+                " WHERE status = 'running' UNION ALL SELECT MIN(lease_expires) FROM backups) m"
+            )
         ).fetchone()
         return None if row is None or row[0] is None else float(row[0])
 
@@ -411,6 +436,7 @@ class SQLStore(AllowlistSQL, DependencySQL, IdentitySQL, Store):
             ),
             (until,),
         )
+        self._grace_backups(until)
 
     def kill(self, task_ids: Sequence[str], now: float) -> list[Stopped]:
         if not task_ids:
@@ -431,7 +457,8 @@ class SQLStore(AllowlistSQL, DependencySQL, IdentitySQL, Store):
             self._events([(job_id, task_id, "killed", None, now) for task_id, job_id, *_ in rows])
             for task_id, *_ in rows:  # after all kills: a job kill leaves its tasks killed
                 self._settle_dependents(task_id, "killed", now)
-        return [Stopped(t, w, lease) for t, _j, w, lease in rows if lease is not None]
+            backups = self._drop_backups([r[0] for r in rows])
+        return [Stopped(t, w, lease) for t, _j, w, lease in rows if lease is not None] + backups
 
     # workers
     def register_worker(
@@ -461,14 +488,18 @@ class SQLStore(AllowlistSQL, DependencySQL, IdentitySQL, Store):
         self._db.execute(self._q("UPDATE workers SET status = ? WHERE id = ?"), (status, worker_id))
 
     def mark_lost_workers(self, before: float) -> list[str]:
-        rows = self._db.execute(
-            self._q(
-                "UPDATE workers SET status = 'lost' WHERE status IN ('online', 'draining',"
-                " 'idle-wait', 'suspended') AND last_heartbeat < ? RETURNING id"
-            ),
-            (before,),
-        ).fetchall()
-        return [r[0] for r in rows]
+        with self._tx():
+            rows = self._db.execute(
+                self._q(
+                    "UPDATE workers SET status = 'lost' WHERE status IN ('online', 'draining',"
+                    " 'idle-wait', 'suspended') AND last_heartbeat < ? RETURNING id"
+                ),
+                (before,),
+            ).fetchall()
+            lost = [r[0] for r in rows]
+            if lost:  # their backup attempts end here; their primaries run out through expiry
+                self._drop_workers_backups(lost)
+        return lost
 
     def get_worker(self, worker_id: str) -> Worker:
         row = self._db.execute(self._q("{worker_select} WHERE w.id = ?"), (worker_id,)).fetchone()

@@ -15,18 +15,29 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any, ClassVar
 
-from ._schema import ADDED_TASK_COLUMNS, INDEXES, TABLES
+from ._schema import ADDED_COLUMNS, INDEXES, TABLES
 from .base import AUDIT_COLUMNS, JOB_COLUMNS, TASK_COLUMNS, TOKEN_COLUMNS, WORKER_COLUMNS
 from .dialect import Dialect
 
 __all__ = ["SQLBase"]
 
-# One worker row with the slots its running tasks take, in one statement.
+# One worker row with the slots its running tasks take (backup attempts included), in one
+# statement.
 _WORKER_SELECT = (
     "SELECT "
     + ", ".join(f"w.{c}" for c in WORKER_COLUMNS.split(", "))
     + ", (SELECT COALESCE(SUM(t.cost * (1 - t.blocked)), 0) FROM tasks t"
-    " WHERE t.worker_id = w.id AND t.status = 'running') FROM workers w"
+    " WHERE t.worker_id = w.id AND t.status = 'running')"
+    " + (SELECT COALESCE(SUM(t.cost), 0) FROM backups b JOIN tasks t ON t.id = b.task_id"
+    " WHERE b.worker_id = w.id) FROM workers w"
+)
+# Recording an attempt's outcome, fenced by the live lease: finish_args, task id, lease id.
+FINISH = (
+    "UPDATE tasks SET status = ?, exit_code = ?, error = ?, stdout = ?, stderr = ?,"
+    " manifest = ?, finished = ?, not_before = ?, peak_memory = ?, cpu_seconds = ?,"
+    " lease_id = NULL, lease_expires = NULL,"
+    " worker_id = CASE WHEN ? = 'queued' THEN NULL ELSE worker_id END"
+    " WHERE id = ? AND lease_id = ? AND status = 'running' RETURNING job_id"
 )
 EVENT = "INSERT INTO events (job_id, task_id, status, exit_code, time) VALUES (?,?,?,?,?)"
 
@@ -119,10 +130,11 @@ class SQLBase(abc.ABC):
         render, db = self._words, self._db
         for statement in TABLES:
             db.execute(statement.format_map(render))
-        have = {r[0] for r in db.execute(render["task_column_names"]).fetchall()}
-        for name, kind in ADDED_TASK_COLUMNS:
-            if name not in have:
-                db.execute(f"ALTER TABLE tasks ADD COLUMN {name} {kind.format_map(render)}")
+        for table, added in ADDED_COLUMNS.items():
+            have = {r[0] for r in db.execute(self._q("{column_names}"), (table,)).fetchall()}
+            for name, kind in added:
+                if name not in have:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind.format_map(render)}")
         for statement in INDEXES:
             db.execute(statement)
 

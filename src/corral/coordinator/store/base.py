@@ -29,6 +29,7 @@ from ...protocol import (
     Worker,
     slots_needed,
 )
+from ..speculation import Phase
 
 
 class NotFound(LookupError):
@@ -105,10 +106,17 @@ class Store(abc.ABC):
     # jobs and tasks
     @abc.abstractmethod
     def create_job(
-        self, job_id: str, name: str, owner: str, now: float, tasks: Sequence[NewTask]
+        self,
+        job_id: str,
+        name: str,
+        owner: str,
+        now: float,
+        tasks: Sequence[NewTask],
+        speculative: bool = False,
     ) -> None:
         """Insert a job and all its tasks, queued, atomically; tasks with `after` are held
-        until their dependencies succeed (or failed at once when one already failed)."""
+        until their dependencies succeed (or failed at once when one already failed). A
+        `speculative` job's stragglers get backup attempts (speculation.py)."""
 
     @abc.abstractmethod
     def get_job(self, job_id: str) -> Job:
@@ -147,7 +155,8 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def finish(self, task_id: str, lease_id: str, outcome: Outcome, now: float) -> bool:
         """Record a result if `lease_id` is the task's live lease; False when it is stale.
-        A final status settles the task's dependents in the same transaction.
+        A final status settles the task's dependents in the same transaction. For a task with
+        a backup attempt, either lease counts, as speculation.settle says.
 
         An outcome with status "queued" puts the task back in the queue (a retry), not to be
         leased before `outcome.not_before`."""
@@ -206,11 +215,13 @@ class Store(abc.ABC):
     def extend(
         self, worker_id: str, lease_ids: Sequence[str], now: float, expires: float
     ) -> list[str]:
-        """Extend the worker's live leases; return the given leases that are no longer live."""
+        """Extend the worker's live leases (backup attempts' too); return the given leases
+        that are no longer live."""
 
     @abc.abstractmethod
     def expire(self, now: float) -> list[Stopped]:
-        """Requeue (or fail, when out of attempts) tasks whose lease ran out."""
+        """Requeue (or fail, when out of attempts) tasks whose lease ran out; a task whose
+        backup attempt still runs goes on with it instead, and expired backups are dropped."""
 
     @abc.abstractmethod
     def next_expiry(self) -> float | None:
@@ -222,11 +233,32 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def kill(self, task_ids: Sequence[str], now: float) -> list[Stopped]:
-        """Kill queued or running tasks; return the running ones so workers can be told."""
+        """Kill queued or running tasks; return the running attempts (backups too) so their
+        workers can be told."""
 
     @abc.abstractmethod
     def job_task_ids(self, job_id: str, only_live: bool) -> list[str]:
         """Ids of a job's tasks, optionally only those not yet final."""
+
+    # backup attempts of speculative jobs (speculation.py; shared SQL in _backups.py)
+    @abc.abstractmethod
+    def speculative_phases(self) -> list[Phase]:
+        """The phases of speculative jobs that have running tasks, with their facts."""
+
+    @abc.abstractmethod
+    def grant_backup(
+        self, task_id: str, worker_id: str, now: float, expires: float
+    ) -> Leased | None:
+        """A backup lease on a running task for `worker_id`, or None when the task no longer
+        runs, runs on that worker, or already had a backup."""
+
+    @abc.abstractmethod
+    def backup_holders(self, task_ids: Sequence[str]) -> dict[str, str]:
+        """The worker of each of these tasks' live backup attempt, for those with one."""
+
+    @abc.abstractmethod
+    def backup_leases(self, worker_id: str) -> set[str]:
+        """The backup leases `worker_id` holds."""
 
     # workers
     @abc.abstractmethod
@@ -358,7 +390,7 @@ TASK_COLUMNS = (
     " stdout, stderr, manifest, created, started, finished, not_before, peak_memory,"
     " cpu_seconds"
 )
-JOB_COLUMNS = "id, name, owner, created, total"
+JOB_COLUMNS = "id, name, owner, created, total, speculative"
 WORKER_COLUMNS = "id, name, slots, status, capabilities, registered, last_heartbeat"
 
 
@@ -450,6 +482,7 @@ def job_from_row(row: Sequence[Any], counts: dict[str, int]) -> Job:
         total=row[4],
         counts=counts,
         status=job_status(counts),  # type: ignore[arg-type]
+        speculative=bool(row[5]),
     )
 
 

@@ -45,10 +45,11 @@ WORDS: dict[str, tuple[str, str]] = {
     # SQLite's planner would walk the queue index instead of the few retries waiting
     "by_retry": (" INDEXED BY tasks_retry", ""),
     "spec": (_SQLITE_SPEC, "spec"),
-    "task_column_names": (
-        "SELECT name FROM pragma_table_info('tasks')",
+    # a table's columns (the table's name a parameter)
+    "column_names": (
+        "SELECT name FROM pragma_table_info(?)",
         "SELECT column_name FROM information_schema.columns"
-        " WHERE table_schema = current_schema() AND table_name = 'tasks'",
+        " WHERE table_schema = current_schema() AND table_name = ?",
     ),
 }
 
