@@ -8,8 +8,10 @@ combiner, lost workers in each phase, a worker joining mid-job, and the bad-inpu
 from __future__ import annotations
 
 import json
+import os
 import random
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -289,3 +291,59 @@ def test_local_and_farm_give_identical_output_for_the_join(two: Farm, tmp_path: 
     assert farm_out == job.run(local=True, reducers=3, progress=False)
     assert len(farm_out) == sum(1 for i in range(300) if i % 60 < 50)
     assert farm_out[0][1][0] == "name0"
+
+
+class SlowOnce(WordCount):
+    """The first attempt at the first chunk takes a marker (mkdir is atomic) and stalls; any
+    other attempt finds it taken and maps at once."""
+
+    def __init__(self, inputs: list[str], shared: str) -> None:
+        super().__init__(inputs, chunk_size="40K")
+        self.shared = shared
+
+    def read(self, chunk: Any) -> Iterator[tuple[int, str]]:
+        if chunk.start == 0 and chunk.name == "t0.txt":
+            try:
+                os.mkdir(os.path.join(self.shared, "marker"))
+                time.sleep(90)  # only the backup can finish this chunk in time
+            except FileExistsError:
+                pass
+        return chunk.lines()  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def shared() -> Iterator[Path]:
+    """A directory every attempt reaches, through the sandbox (`--sandbox-expose DIR:rw`):
+    not under pytest's tmp (0700), since a root worker runs tasks as other users."""
+    with tempfile.TemporaryDirectory(prefix="corral-mr-spec-") as where:
+        Path(where).chmod(0o1777)
+        yield Path(where)
+
+
+def test_a_slow_chunk_gets_a_backup_and_one_result_is_recorded(
+    farm: Callable[..., Farm], texts: Path, shared: Path
+) -> None:
+    f = farm(
+        workers=2,
+        slots=1,
+        args=("--sandbox-expose", f"{shared}:rw"),
+        server_args=("--speculative-min-seconds", "1"),
+    )
+    client = f.client()
+    started = time.monotonic()
+    job = SlowOnce([str(texts)], str(shared))
+    assert dict(job.run(client, reducers=2, progress=False)) == plain_counts(texts)
+    assert time.monotonic() - started < 60  # the stalled first attempt did not decide it
+    assert (shared / "marker").is_dir()
+    tasks = client.tasks(client.jobs()[0].id)
+    assert client.jobs()[0].speculative
+    assert all(t.status == "succeeded" for t in tasks)
+    maps = [t for t in tasks if t.name == "SlowOnce.map"]
+    assert len(maps) == len(job.chunks())
+    slow = maps[0]  # chunk 0 of t0.txt
+    # its stalled attempt was stopped once the backup's result was recorded
+    worker_logs = "".join(w.stderr() for w in f.workers)
+    assert f"task {slow.id} cancelled by the coordinator" in worker_logs
+    # and one result recorded for it: a single final event
+    finals = [e for e in client.events(slow.job_id) if e.task_id == slow.id]
+    assert [e.status for e in finals if e.status in ("succeeded", "failed")] == ["succeeded"]

@@ -182,6 +182,9 @@ def _specs(client: Client, plan: _Plan) -> list[TaskSpec]:
 @click.option("--wait", is_flag=True, help="Wait for the job and report each task.")
 @click.option("--job", "job_id", metavar="JOB", help="Add the tasks to this running job.")
 @click.option("--after", multiple=True, metavar="TASK", help="Hold until this task succeeds.")
+@click.option(
+    "--speculative", is_flag=True, help="Back up a task running far past its peers' median."
+)
 @json_option
 @server_options
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
@@ -202,6 +205,7 @@ def submit(
     wait: bool,
     job_id: str | None,
     after: tuple[str, ...],
+    speculative: bool,
     as_json: bool,
     server: str | None,
     token: str | None,
@@ -237,7 +241,8 @@ def submit(
         if job_id:
             add_to_job(client, job_id, specs, as_json, wait)
             return
-        job = client.submit_job(specs, name or os.path.basename(argv[0] if argv else "job"))
+        job_name = name or os.path.basename(argv[0] if argv else "job")
+        job = client.submit_job(specs, job_name, speculative=speculative)
         _announce(job, as_json, wait)
         if wait:
             raise SystemExit(follow(client, job.id, as_json))

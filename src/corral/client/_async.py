@@ -132,9 +132,11 @@ class AsyncClient(BaseClient[AsyncTaskFuture]):
         return await self.drive(core.fetch(some_id(task_or_job), Path(to)))
 
     # jobs, tasks, workers
-    async def submit_job(self, tasks: list[TaskSpec], name: str = "") -> Job:
-        """Submit tasks as one job."""
-        return await self.drive(core.submit_job(tasks, name))
+    async def submit_job(
+        self, tasks: list[TaskSpec], name: str = "", speculative: bool = False
+    ) -> Job:
+        """Submit tasks as one job; `speculative` backs up stragglers on other workers."""
+        return await self.drive(core.submit_job(tasks, name, speculative=speculative))
 
     async def add_tasks(self, job_id: str, tasks: list[TaskSpec]) -> list[Task]:
         """Add tasks to a running job (a task's own token may add to its own job)."""

@@ -133,9 +133,9 @@ class Client(BaseClient[TaskFuture]):
         return self.drive(core.fetch(some_id(task_or_job), Path(to)))
 
     # jobs, tasks, workers
-    def submit_job(self, tasks: list[TaskSpec], name: str = "") -> Job:
-        """Submit tasks as one job."""
-        return self.drive(core.submit_job(tasks, name))
+    def submit_job(self, tasks: list[TaskSpec], name: str = "", speculative: bool = False) -> Job:
+        """Submit tasks as one job; `speculative` backs up stragglers on other workers."""
+        return self.drive(core.submit_job(tasks, name, speculative=speculative))
 
     def add_tasks(self, job_id: str, tasks: list[TaskSpec]) -> list[Task]:
         """Add tasks to a running job (a task's own token may add to its own job)."""
