@@ -141,7 +141,9 @@ def _b8_rows(res: dict[str, Any]) -> list[Row]:
         answer = {True: "same counts", False: "WRONG ANSWER: counts differ", None: ""}[same]
         if same is not None:
             answer += f" ({r['words']:,} words, {r['distinct']:,} distinct)"
-        note = "; ".join(x for x in (answer, str(_get(r, "via") or "")) if x)
+        runs = _get(r, "runs")
+        runs_text = f"best of {runs} s" if runs and len(runs) > 1 else ""
+        note = "; ".join(x for x in (answer, runs_text, str(_get(r, "via") or "")) if x)
         out.append(("B8", system, shown, vs, note))
     return out
 

@@ -38,6 +38,7 @@ FULL |= {"b6mb": 1024, "b6t": 100, "cap": 120, "b8mb": 256}
 QUICK = {"b1": 300, "b2": 200, "b3": 30, "b4": 3000, "b5w": 1000, "b5q": 50_000}
 QUICK |= {"b6mb": 128, "b6t": 20, "cap": 25, "b8mb": 64}
 PEER_TIMEOUT = 300.0
+B8_ROUNDS = 2
 B8_CHUNK = "16M"  # 16 maps for 256 MB: 8 a worker (why not 8M: bench/README.md, B8)
 
 Row = dict[str, Any]
@@ -159,13 +160,16 @@ def b8(c: dict[str, int]) -> dict[str, Any]:
         (root / "warm").mkdir()
         (root / "warm" / "warm.txt").write_text("a warm-up line\n" * 100)
         size = int(B8_CHUNK[:-1]) << 20
-        out = {
-            "corral": _guard(lambda: b8_corral(text, root / "warm", B8_CHUNK, PEER_TIMEOUT)),
+        systems: dict[str, Callable[[], dict[str, Any]]] = {
+            "corral": lambda: _guard(
+                lambda: b8_corral(text, root / "warm", B8_CHUNK, PEER_TIMEOUT)
+            ),
             # Dask cuts a file into size // blocksize parts: for files just under 2 chunks,
             # 15/16 of the chunk size gives it the same 2 parts a file as the others
-            "dask": peer("dask", "b8", size * 15 // 16, str(text)),
-            "multiprocessing.Pool": _guard(lambda: words.pool_count(files, size)),
+            "dask": lambda: peer("dask", "b8", size * 15 // 16, str(text)),
+            "multiprocessing.Pool": lambda: _guard(lambda: words.pool_count(files, size)),
         }
+        out = _best_of(B8_ROUNDS, systems)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     reference = out["multiprocessing.Pool"].get("digest")
@@ -173,6 +177,21 @@ def b8(c: dict[str, int]) -> dict[str, Any]:
         r["mb"] = mb
         if "digest" in r:
             r["same_answer"] = r["digest"] == reference if reference else None
+    return out
+
+
+def _best_of(rounds: int, systems: dict[str, Callable[[], dict[str, Any]]]) -> dict[str, Any]:
+    """Each system `rounds` times, taking turns (so a busy spell on a shared VM hits them
+    alike); each one's fastest run, with every run's seconds in `runs`."""
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in systems}
+    for _ in range(rounds):
+        for name, measure in systems.items():
+            runs[name].append(measure())
+    out = {}
+    for name, results in runs.items():
+        timed = [r for r in results if "seconds" in r]
+        best = min(timed, key=lambda r: r["seconds"]) if timed else results[-1]
+        out[name] = best | {"runs": [round(r.get("seconds", 0), 2) for r in results]}
     return out
 
 
