@@ -1,12 +1,14 @@
-"""The peers' side of B1-B3 and B7, run inside bench/.peers-venv (Dask, Celery) or with the
-system's GNU Parallel. Prints one JSON object on stdout; never imports corral.
+"""The peers' side of B1-B3, B7 and B8, run inside bench/.peers-venv (Dask, Celery) or with
+the system's GNU Parallel. Prints one JSON object on stdout; never imports corral.
 
     python bench/peers.py dask|celery|parallel b1|b2|b3|b7 N
+    python bench/peers.py dask b8 BLOCKSIZE TEXT_DIR
 """
 
 from __future__ import annotations
 
 import json
+import operator
 import os
 import shutil
 import statistics
@@ -16,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from words import WORD, summary  # bench/words.py: B8's regex and result digest
 
 CELERY_URL = "redis://127.0.0.1:6379/13"  # a database of its own, flushed before and after
 
@@ -62,6 +66,38 @@ def dask_bench(bench: str, n: int) -> dict[str, Any]:
         t0 = time.perf_counter()
         client.gather(client.map(fn, range(n), pure=False))
         return throughput(n, time.perf_counter() - t0)
+
+
+def _line_words(line: str) -> list[str]:
+    return WORD.findall(line.lower())
+
+
+def _one_more(count: int, _: str) -> int:
+    return count + 1
+
+
+def _same(word: str) -> str:
+    return word
+
+
+def dask_wordcount(blocksize: int, directory: str) -> dict[str, Any]:
+    """B8: dask.bag.read_text, the same per-line words, foldby on 2 workers x 1 thread."""
+    import dask
+    import dask.bag as db
+    from distributed import Client, LocalCluster
+
+    dask.config.set({"distributed.worker.daemon": False, "logging.distributed": "error"})
+    files = sorted(str(p) for p in Path(directory).iterdir())
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None)
+    with cluster, Client(cluster) as client:
+        client.gather(client.map(noop, range(20), pure=False))  # warm up
+        t0 = time.perf_counter()
+        bag = db.read_text(files, blocksize=blocksize)
+        words = bag.map(_line_words).flatten()
+        pairs = words.foldby(_same, _one_more, 0, operator.add, 0).compute()
+        seconds = time.perf_counter() - t0
+        partitions = bag.npartitions
+    return {"seconds": seconds, "partitions": partitions} | summary(dict(pairs))
 
 
 # celery
@@ -149,6 +185,9 @@ def parallel_bench(bench: str, n: int) -> dict[str, Any]:
 
 def main() -> None:
     peer, bench, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    if (peer, bench) == ("dask", "b8"):
+        sys.stdout.write(json.dumps(dask_wordcount(n, sys.argv[4])) + "\n")
+        return
     run = {"dask": dask_bench, "celery": celery_bench, "parallel": parallel_bench}[peer]
     result = run(bench, n)
     sys.stdout.write(json.dumps(result) + "\n")

@@ -1,4 +1,4 @@
-"""Turning the results of a run into table rows and P1-P7 verdicts."""
+"""Turning the results of a run into table rows and P1-P8 verdicts."""
 
 from __future__ import annotations
 
@@ -127,6 +127,27 @@ def _b6_rows(res: dict[str, Any]) -> list[Row]:
     ]
 
 
+def _b8_rows(res: dict[str, Any]) -> list[Row]:
+    ours = _get(res, "corral", "seconds")
+    out = []
+    for system, r in res.items():
+        value = _get(r, "seconds")
+        if value:
+            shown = f"{value:.2f} s ({r['mb'] / value:,.1f} MB/s)"
+        else:
+            shown = f"error: {_get(r, 'error')}"
+        vs = "" if system == "corral" else _ratio(ours, value, False)
+        same = _get(r, "same_answer")
+        answer = {True: "same counts", False: "WRONG ANSWER: counts differ", None: ""}[same]
+        if same is not None:
+            answer += f" ({r['words']:,} words, {r['distinct']:,} distinct)"
+        runs = _get(r, "runs")
+        runs_text = f"best of {runs} s" if runs and len(runs) > 1 else ""
+        note = "; ".join(x for x in (answer, runs_text, str(_get(r, "via") or "")) if x)
+        out.append(("B8", system, shown, vs, note))
+    return out
+
+
 def rows(results: dict[str, Any]) -> list[Row]:
     """Table rows for every benchmark that ran."""
     out: list[Row] = []
@@ -138,7 +159,7 @@ def rows(results: dict[str, Any]) -> list[Row]:
         elif bench == "B7":
             out += _seconds_rows(bench, res)
         else:
-            out += {"B4": _b4_rows, "B5": _b5_rows, "B6": _b6_rows}[bench](res)
+            out += {"B4": _b4_rows, "B5": _b5_rows, "B6": _b6_rows, "B8": _b8_rows}[bench](res)
     return out
 
 
@@ -153,7 +174,7 @@ def _beats(res: dict[str, Any], peer: str, factor: float) -> bool:
 
 
 def targets(results: dict[str, Any]) -> list[str]:
-    """P1-P7: met or missed, for the benchmarks that ran."""
+    """P1-P8: met or missed, for the benchmarks that ran."""
     out = []
     if "B2" in results:
         r = results["B2"]
@@ -188,7 +209,25 @@ def targets(results: dict[str, Any]) -> list[str]:
     if "B7" in results:
         s = _get(results["B7"], "corral", "seconds") or 1e9
         out.append(_verdict("P7", s <= 1, f"corral up to first result {s:.2f} s"))
+    if "B8" in results:
+        out.append(_p8(results["B8"]))
     return out
+
+
+def _p8(r: dict[str, Any]) -> str:
+    ours = _get(r, "corral", "seconds") or 1e9
+    dask = _get(r, "dask", "seconds") or 0
+    pool = _get(r, "multiprocessing.Pool", "seconds") or 0
+    right = _get(r, "corral", "same_answer") is True
+    ok = right and ours < dask and ours <= 2 * pool
+    mb = _get(r, "corral", "mb") or 0
+    text = (
+        f"word count of {mb:,.0f} MB in {ours:.2f} s, Dask bag {dask:.2f} s, "
+        f"multiprocessing {pool:.2f} s (faster than Dask, within 2x of multiprocessing: "
+        f"{ours / pool if pool else 0:.2f}x){'' if right else '; WRONG OR NO ANSWER'}"
+    )
+    full = mb >= 200
+    return _verdict("P8", ok if full else None, text + ("" if full else " (quick size)"))
 
 
 def _p5(c: dict[str, Any]) -> str:
