@@ -29,7 +29,16 @@ from typing import Any
 
 from ._keys import check_key, order, partition
 
-__all__ = ["BATCH", "Emit", "MapOutput", "merged", "read_run", "run_file", "write_run"]
+__all__ = [
+    "BATCH",
+    "Emit",
+    "MapOutput",
+    "merged",
+    "read_batches",
+    "read_run",
+    "run_file",
+    "write_run",
+]
 
 BATCH = 1024  # groups per pickled batch
 Emit = Callable[[Any, Any], None]
@@ -58,8 +67,9 @@ def _batched(groups: Iterable[Group]) -> Iterator[list[Group]]:
         yield batch
 
 
-def read_run(path: Path) -> Iterator[Group]:
-    """The groups of one run, a batch in memory at a time."""
+def read_batches(path: Path) -> Iterator[Any]:
+    """The items of a file of pickled batches (a run, or a reduce's output), a batch in
+    memory at a time."""
     with path.open("rb") as f:
         while True:
             try:
@@ -67,6 +77,11 @@ def read_run(path: Path) -> Iterator[Group]:
             except EOFError:
                 return
             yield from batch
+
+
+def read_run(path: Path) -> Iterator[Group]:
+    """The groups of one run."""
+    return read_batches(path)
 
 
 def _key_order(group: Group) -> Any:

@@ -17,7 +17,7 @@ from typing import Any
 
 from ._job import MapReduce, MapReduceError, take_counters
 from ._keys import BadKey, check_key, order
-from ._runs import BATCH, MapOutput, merged, run_file
+from ._runs import BATCH, MapOutput, merged, read_batches, run_file
 
 __all__ = [
     "DIR",
@@ -102,10 +102,4 @@ def reduce_task(job: MapReduce, partition: int) -> dict[str, Any]:
 
 def read_pairs(path: Path) -> Iterator[tuple[Any, Any]]:
     """The pairs of a reduce's output file, in order."""
-    with path.open("rb") as f:
-        while True:
-            try:
-                batch = pickle.load(f)
-            except EOFError:
-                return
-            yield from batch
+    return read_batches(path)
