@@ -391,3 +391,21 @@ def test_an_as_job_block_that_raises_submits_nothing(app: App, client: Client) -
     assert client.jobs() == []
     with pytest.raises(RuntimeError, match="do not nest"), client.as_job(), client.as_job():
         pass
+
+
+def test_large_inputs_split_a_batch_so_the_first_tasks_go_out_before_the_rest_is_sent(
+    app: App, client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import corral.client._dispatch as dispatch
+
+    monkeypatch.setattr(dispatch, "MAX_BATCH_BYTES", 10)
+    files = []
+    for i in range(3):
+        files.append(tmp_path / f"in{i}.txt")
+        files[-1].write_text(f"input {i}!")  # 9 bytes: two files exceed the cap
+    with client.as_job("split") as group:
+        futures = [client.submit_command(["cat", f.name], inputs=[f]) for f in files]
+    eventually(lambda: all(f.task_id for f in futures), "the submits")
+    posts = [r for r in app.transport.requests if r.startswith("POST /api/v1/jobs")]
+    assert posts == ["POST /api/v1/jobs"] + [f"POST /api/v1/jobs/{group.job_id}/tasks"] * 2
+    assert client.job(str(group.job_id)).total == 3

@@ -36,8 +36,21 @@ from ._submission import Submission, dependency_ids, with_after
 T = TypeVar("T")
 
 MAX_BATCH = 5000  # tasks per job
+MAX_BATCH_BYTES = 64 << 20  # input files hashed and uploaded before a batch is submitted
 RECONNECT_FOR = 60.0  # seconds to keep trying to resume a dropped event stream
 _TAIL = 1000  # bytes of stderr attached to a TaskFailed
+
+
+def _new_input_bytes(sub: Submission, seen: set[Path]) -> int:
+    """Bytes of `sub`'s input files not yet in `seen` (added to it). A directory counts
+    nothing: walking it here would cost what hashing it does."""
+    added = 0
+    for path in sub.paths:
+        if path not in seen:
+            seen.add(path)
+            with contextlib.suppress(OSError):
+                added += path.stat().st_size if path.is_file() else 0
+    return added
 
 
 class FarmClient(Protocol):
@@ -104,6 +117,8 @@ class Dispatcher:
 
     def _next_batch(self) -> list[Submission]:
         batch: list[Submission] = []
+        seen: set[Path] = set()  # input files of the batch
+        size = 0  # ... and their bytes
         while self._pending and len(batch) < MAX_BATCH:
             sub = self._pending[0]
             if sub.cancelled():
@@ -111,6 +126,9 @@ class Dispatcher:
                 continue
             if batch and sub.group is not batch[0].group:
                 break  # one job per batch: an `as_job` group is a job of its own
+            size += _new_input_bytes(sub, seen)
+            if batch and size > MAX_BATCH_BYTES:
+                break  # let the first tasks run while later inputs are hashed and sent
             ids = dependency_ids(sub.after)
             if ids is None and batch:
                 break  # a dependency is in this batch: send it first
@@ -273,4 +291,4 @@ class Dispatcher:
                 await task
 
 
-__all__ = ["MAX_BATCH", "RECONNECT_FOR", "Dispatcher", "FarmClient"]
+__all__ = ["MAX_BATCH", "MAX_BATCH_BYTES", "RECONNECT_FOR", "Dispatcher", "FarmClient"]
