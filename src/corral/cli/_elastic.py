@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import click
 
 from ..client import Client
-from ..protocol import Task, Worker, format_size, parse_size
+from ..protocol import Worker, explain, format_size, parse_size
 from ..worker.capabilities import exposed_env
 from ._common import (
     Fail,
@@ -122,18 +122,6 @@ def drain(
     click.echo(f"{worker.id} {worker.name} {worker.status}")
 
 
-def explain(task: Task) -> str:
-    """Plain words on where a task stands."""
-    if task.status == "queued":
-        return task.pending_reason or "queued"
-    attempt = f"attempt {task.attempts} of {task.max_attempts}"
-    if task.status == "running":
-        return f"running on worker {task.worker_id} ({attempt})"
-    if task.status == "failed":
-        return f"failed ({attempt}): {task.error or f'exit code {task.exit_code}'}"
-    return f"{task.status} ({attempt})"
-
-
 @click.command()
 @click.argument("task_id")
 @json_option
@@ -166,7 +154,6 @@ __all__ = [
     "drain_now",
     "elastic_config",
     "elastic_options",
-    "explain",
     "find_worker",
     "report_drain",
     "why",

@@ -12,6 +12,7 @@ from ._bounds import (
     range_problem,
 )
 from ._errors import ERROR_STATUS
+from ._explain import explain
 from ._models import (
     FINAL_STATUSES,
     INLINE_LEASE_MAX,
@@ -119,6 +120,7 @@ __all__ = [
     "WorkerResults",
     "decode_beacon",
     "encode_beacon",
+    "explain",
     "flatten_requires",
     "format_size",
     "is_sha256",
