@@ -22,6 +22,7 @@ from ...protocol import Event, Job, Task, Worker, slots_needed
 from ..leases import expired_to
 from ..scheduler import oldest_first
 from ._allowlist import AllowlistSQL
+from ._browse import BrowseSQL
 from ._deps import DependencySQL
 from ._identity import IdentitySQL
 from ._sqlbase import EVENT
@@ -104,7 +105,7 @@ _FINISH_TYPES = (
 )
 
 
-class SQLStore(AllowlistSQL, DependencySQL, IdentitySQL, Store):
+class SQLStore(AllowlistSQL, BrowseSQL, DependencySQL, IdentitySQL, Store):
     """The Store over one SQL connection; a backend brings the connection and its dialect."""
 
     def atomic(self) -> AbstractContextManager[Any]:
