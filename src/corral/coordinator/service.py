@@ -171,9 +171,12 @@ class Coordinator:
             self._events.fire()
         return ids
 
-    async def changed(self, timeout: float) -> None:
-        """Wait until some task changes state, or `timeout` seconds (the dashboard's pages)."""
-        await self._events.wait(timeout)
+    async def changed(self, timeout: float) -> bool:
+        """Wait until some task changes state, or `timeout` seconds (the dashboard's pages);
+        False once the server is shutting down."""
+        if not self._closing:
+            await self._events.wait(timeout)
+        return not self._closing
 
     # workers
     def register(self, body: WorkerRegister) -> WorkerRegistered:

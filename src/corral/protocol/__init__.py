@@ -12,7 +12,7 @@ from ._bounds import (
     range_problem,
 )
 from ._errors import ERROR_STATUS
-from ._explain import explain
+from ._explain import cache_summary, explain
 from ._models import (
     FINAL_STATUSES,
     INLINE_LEASE_MAX,
@@ -118,6 +118,7 @@ __all__ = [
     "WorkerRegister",
     "WorkerRegistered",
     "WorkerResults",
+    "cache_summary",
     "decode_beacon",
     "encode_beacon",
     "explain",
