@@ -1006,6 +1006,9 @@ def test_task_spans_events_counts_and_finished_times(store: Store) -> None:
     assert store.farm_counts() == {"queued": 1, "running": 1}
     assert store.finished_times(0.0) == [12.0]
     assert store.finished_times(12.5) == []
+    for i in range(3):
+        store.add_audit(float(i), "alice", "tok", "job.kill", f"j{i}", "")
+    assert [e.target for e in store.audit_newest(2)] == ["j2", "j1"]
     assert second.task_id == ids[1]
 
 

@@ -12,9 +12,9 @@ import abc
 from collections.abc import Sequence
 from typing import Any
 
-from ...protocol import Event, Job, Task
+from ...protocol import AuditEntry, Event, Job, Task
 from ._sqlbase import SQLBase
-from .base import TaskSpan, task_from_row
+from .base import TaskSpan, audit_from_row, task_from_row
 
 __all__ = ["BrowseSQL", "EVENTS_TAIL", "JOB_STATUS_WHERE"]
 
@@ -142,6 +142,13 @@ class BrowseSQL(SQLBase):
             (EVENTS_TAIL, since),
         )
         return [float(r[0]) for r in rows.fetchall()]
+
+    def audit_newest(self, limit: int) -> list[AuditEntry]:
+        """The newest `limit` audit entries, newest first."""
+        rows = self._db.execute(
+            self._q("SELECT {audit_columns} FROM audit ORDER BY seq DESC LIMIT ?"), (limit,)
+        )
+        return [audit_from_row(r) for r in rows.fetchall()]
 
     def requeue_failed(self, job_id: str, now: float) -> list[str]:
         """Put a job's failed tasks back in the queue as new attempts; their ids."""

@@ -371,6 +371,10 @@ class Store(abc.ABC):
         """When tasks reached a final status since `since` (from a bounded tail of events)."""
 
     @abc.abstractmethod
+    def audit_newest(self, limit: int) -> list[AuditEntry]:
+        """The newest `limit` audit entries, newest first."""
+
+    @abc.abstractmethod
     def requeue_failed(self, job_id: str, now: float) -> list[str]:
         """Put a job's failed tasks back in the queue as new attempts, held again on their
         dependencies; returns their ids in submission order."""
