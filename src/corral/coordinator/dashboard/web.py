@@ -11,6 +11,7 @@ the API's status and words, never a 500.
 from __future__ import annotations
 
 import secrets
+import shlex
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,7 +66,9 @@ class Dash:
             autoescape=True,
             undefined=jinja2.StrictUndefined,
         )
-        self.env.filters.update(ago=views.ago, duration=views.duration, short=lambda s: s[:8])
+        self.env.filters.update(
+            ago=views.ago, duration=views.duration, short=lambda s: s[:8], shell_words=shlex.join
+        )
         self.env.globals.update(svg=lambda text: Markup(text), quote=quote)
 
     def now(self) -> float:
