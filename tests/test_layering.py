@@ -3,6 +3,7 @@
     protocol      imports nothing else from corral
     coordinator   never imports worker, and worker never imports coordinator
     cli           is imported by nothing (but `python -m corral`, its entry point)
+    jobfile       imports only protocol (the CLI and the coordinator's dashboard share it)
     mapreduce     is built on the public client API only: it imports corral.client and
                   itself, nothing else from corral
     client._*     private modules, imported only from inside client/
@@ -88,6 +89,12 @@ def _client_private(importer: str, target: str) -> bool:
     return rest.startswith("_")
 
 
+def _jobfile(importer: str, target: str) -> bool:
+    if not _within(importer, "corral.jobfile") or _within(target, "corral.jobfile"):
+        return False
+    return not _within(target, "corral.protocol")
+
+
 def _mapreduce(importer: str, target: str) -> bool:
     if not _within(importer, "corral.mapreduce") or _within(target, "corral.mapreduce"):
         return False
@@ -100,6 +107,7 @@ RULES: dict[str, Callable[[str, str], bool]] = {
     "nothing imports cli": _cli,
     "nothing outside client/ imports client._*": _client_private,
     "mapreduce uses only the public client API": _mapreduce,
+    "jobfile imports only protocol": _jobfile,
 }
 
 

@@ -17,6 +17,7 @@ PACKAGES = [
     "corral.coordinator",
     "corral.coordinator.store",
     "corral.cli",
+    "corral.jobfile",
     "corral.mapreduce",
 ]
 

@@ -22,7 +22,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from corral.cli import cli
-from corral.cli._submit import each_line_argv, substitute
+from corral.jobfile import each_line_argv, substitute
 
 NO_SUCH = "0" * 32
 

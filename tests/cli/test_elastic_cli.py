@@ -6,9 +6,8 @@ from __future__ import annotations
 from click.testing import CliRunner
 
 from corral.cli import cli
-from corral.cli._elastic import explain
-from corral.cli._jobfile import JobFileError, parse_jobfile
-from corral.protocol import Task, flatten_requires
+from corral.jobfile import JobFileError, parse_jobfile
+from corral.protocol import Task, explain, flatten_requires
 
 
 def test_worker_refuses_a_bad_cache_size_in_one_line() -> None:

@@ -417,6 +417,7 @@ UNKNOWN: list[tuple[str, str, Any]] = [
     ("GET", "/jobs/{x}", None),
     ("GET", "/jobs/{x}/tasks", None),
     ("POST", "/jobs/{x}/kill", None),
+    ("POST", "/jobs/{x}/retry", None),
     ("GET", "/jobs/{x}/events", None),
     ("GET", "/tasks/{x}", None),
     ("POST", "/tasks/{x}/kill", None),
@@ -736,6 +737,25 @@ def test_kill_finished_job_is_a_no_op(serve: Callable[..., None]) -> None:
         await api.result(grant["task_id"], grant["lease_id"], exit_code=0)
         r = await api.http.post(f"/jobs/{job['id']}/kill")
         assert r.json()["status"] == "succeeded"
+
+    serve(body)
+
+
+def test_retry_failed_requeues_failed_tasks_as_new_attempts(serve: Callable[..., None]) -> None:
+    async def body(api: Api) -> None:
+        job = await api.submit(echo(), echo())
+        worker = await api.register()
+        for grant in await api.lease(worker, max=2):
+            await api.result(grant["task_id"], grant["lease_id"], exit_code=1 if grant else 0)
+        first, second = await api.tasks(job["id"])
+        assert (first["status"], second["status"]) == ("failed", "failed")
+        r = await api.http.post(f"/jobs/{job['id']}/retry")
+        assert r.status_code == 200 and r.json()["counts"]["queued"] == 2
+        (grant, *_) = await api.lease(worker, max=2)
+        assert grant["attempt"] == 2
+        r = await api.http.get("/audit")
+        assert [e["action"] for e in r.json()][-1] == "job.retry"
+        assert r.json()[-1]["detail"] == "2 tasks"
 
     serve(body)
 

@@ -950,3 +950,91 @@ def test_live_lease_ends_with_the_attempt(store: Store) -> None:
     assert again.task_id == c.task_id
     store.expire(36.0)
     assert store.live_lease(again.task_id, again.lease_id, 34.0) is None  # expired, requeued
+
+
+# what the dashboard reads (_browse.py), and retrying failed tasks
+
+
+def test_jobs_page_filters_by_owner_and_status_and_pages(store: Store) -> None:
+    submit(store, "a", 2, now=1.0)  # queued
+    submit(store, "b", 2, now=2.0, owner="bob")  # running
+    submit(store, "c", 1, now=3.0)  # failed
+    submit(store, "d", 1, now=4.0)  # killed
+    submit(store, "e", 1, now=5.0, owner="bob")  # succeeded
+    store.lease("w1", 1, 10.0, 20.0, 100, job_id="b")
+    (failed,) = store.lease("w1", 1, 10.0, 20.0, 100, job_id="c")
+    store.finish(failed.task_id, failed.lease_id, ok(status="failed", exit_code=1), 11.0)
+    store.kill(["d-t0"], 12.0)
+    (done,) = store.lease("w1", 1, 10.0, 20.0, 100, job_id="e")
+    store.finish(done.task_id, done.lease_id, ok(), 11.0)
+    assert [j.id for j in store.jobs_page(None, None, 0, 10)] == ["e", "d", "c", "b", "a"]
+    assert [j.id for j in store.jobs_page(None, None, 1, 2)] == ["d", "c"]
+    assert [j.id for j in store.jobs_page("bob", None, 0, 10)] == ["e", "b"]
+    for job in store.jobs_page(None, None, 0, 10):
+        assert [j.id for j in store.jobs_page(None, job.status, 0, 10)] == [job.id]
+        assert store.jobs_page(None, job.status, 0, 10) == [store.get_job(job.id)]
+    assert store.jobs_page("bob", "failed", 0, 10) == []
+
+
+def test_tasks_page_keyset_both_ways_with_a_status(store: Store) -> None:
+    ids = submit(store, "j", 7)
+    store.kill([ids[1], ids[4], ids[5]], 5.0)
+    assert [t.id for t in store.tasks_page("j", None, limit=3)] == ids[:3]
+    assert [t.id for t in store.tasks_page("j", None, after=2, limit=3)] == ids[3:6]
+    assert [t.id for t in store.tasks_page("j", None, before=3, limit=2)] == ids[1:3]
+    assert [t.id for t in store.tasks_page("j", "killed", limit=2)] == [ids[1], ids[4]]
+    assert [t.id for t in store.tasks_page("j", "killed", after=4)] == [ids[5]]
+    assert [t.id for t in store.tasks_page("j", "killed", before=5)] == [ids[1], ids[4]]
+    assert store.tasks_page("j", "failed") == []
+    assert store.tasks_page("j", None, limit=1)[0] == store.get_task(ids[0])
+
+
+def test_task_spans_events_counts_and_finished_times(store: Store) -> None:
+    ids = submit(store, "j", 3)
+    first = lease_one(store, "w1", now=10.0)
+    second = lease_one(store, "w2", now=11.0)
+    store.finish(first.task_id, first.lease_id, ok(), 12.0)
+    spans = store.task_spans("j", 10)
+    assert [(s.task_id, s.worker_id, s.status, s.started) for s in spans] == [
+        (ids[0], "w1", "succeeded", 10.0),
+        (ids[1], "w2", "running", 11.0),
+    ]
+    assert spans[0].finished == 12.0 and spans[1].finished is None
+    assert [s.task_id for s in store.task_spans("j", 1)] == [ids[1]]
+    assert [e.status for e in store.task_events("j", ids[0])] == ["running", "succeeded"]
+    assert store.task_events("j", ids[2]) == []
+    assert store.farm_counts() == {"queued": 1, "running": 1}
+    assert store.finished_times(0.0) == [12.0]
+    assert store.finished_times(12.5) == []
+    for i in range(3):
+        store.add_audit(float(i), "alice", "tok", "job.kill", f"j{i}", "")
+    assert [e.target for e in store.audit_newest(2)] == ["j2", "j1"]
+    assert second.task_id == ids[1]
+
+
+def test_requeue_failed_makes_new_attempts_and_holds_dependents(store: Store) -> None:
+    ids = submit(store, "j", 2, max_attempts=1)
+    dep = NewTask("j-t2", 2, spec("j-t2", after=[ids[0]]))
+    store.add_tasks("j", 2.0, [dep])
+    for _ in range(2):
+        leased = lease_one(store)
+        store.finish(leased.task_id, leased.lease_id, ok(status="failed", exit_code=3), 12.0)
+    assert store.get_task("j-t2").status == "failed"  # its dependency failed
+    assert store.requeue_failed("j", 20.0) == [ids[0], ids[1], "j-t2"]
+    task = store.get_task(ids[0])
+    assert (task.status, task.exit_code, task.finished, task.attempts) == ("queued", None, None, 1)
+    assert store.task_events("j", ids[0])[-1].status == "queued"
+    leased = store.lease("w1", 5, 21.0, 30.0, 100)
+    assert sorted(x.task_id for x in leased) == ids  # the dependent waits on its dependency
+    assert leased[0].attempt == 2
+    store.finish(leased[0].task_id, leased[0].lease_id, ok(), 22.0)
+    assert [x.task_id for x in store.lease("w1", 5, 23.0, 30.0, 100)] == ["j-t2"]
+    assert store.requeue_failed("j", 24.0) == []
+
+
+def test_requeue_failed_leaves_tasks_whose_dependency_was_killed(store: Store) -> None:
+    (other,) = submit(store, "o", 1)
+    store.kill([other], 2.0)
+    store.create_job("j", "j", "alice", 3.0, [NewTask("j-t0", 0, spec("x", after=[other]))])
+    assert store.get_task("j-t0").status == "failed"
+    assert store.requeue_failed("j", 4.0) == []

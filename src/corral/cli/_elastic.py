@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import click
 
 from ..client import Client
-from ..protocol import Task, Worker, format_size, parse_size
+from ..protocol import Worker, explain, parse_size
 from ..worker.capabilities import exposed_env
 from ._common import (
     Fail,
@@ -122,18 +122,6 @@ def drain(
     click.echo(f"{worker.id} {worker.name} {worker.status}")
 
 
-def explain(task: Task) -> str:
-    """Plain words on where a task stands."""
-    if task.status == "queued":
-        return task.pending_reason or "queued"
-    attempt = f"attempt {task.attempts} of {task.max_attempts}"
-    if task.status == "running":
-        return f"running on worker {task.worker_id} ({attempt})"
-    if task.status == "failed":
-        return f"failed ({attempt}): {task.error or f'exit code {task.exit_code}'}"
-    return f"{task.status} ({attempt})"
-
-
 @click.command()
 @click.argument("task_id")
 @json_option
@@ -148,25 +136,11 @@ def why(task_id: str, as_json: bool, server: str | None, token: str | None) -> N
     click.echo(explain(task))
 
 
-def cache_summary(caps: dict[str, Any]) -> str:
-    """A worker's cache counters for `corral workers`."""
-    cache = caps.get("cache")
-    if not isinstance(cache, dict):
-        return ""
-    held = format_size(cache.get("bytes_held") or 0)
-    limit = cache.get("max_bytes")
-    size = f"{held}/{format_size(limit)}" if limit else held
-    fetched = format_size(cache.get("bytes_fetched") or 0)
-    return f"{cache.get('hits', 0)} hit {cache.get('misses', 0)} miss {fetched} in; {size}"
-
-
 __all__ = [
-    "cache_summary",
     "drain",
     "drain_now",
     "elastic_config",
     "elastic_options",
-    "explain",
     "find_worker",
     "report_drain",
     "why",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from ..protocol import Job, Task, format_size
+from ..protocol import Job, Task, cache_summary, format_size
 from ._common import (
     client_errors,
     json_option,
@@ -18,7 +18,6 @@ from ._common import (
     print_table,
     server_options,
 )
-from ._elastic import cache_summary
 from ._watch import follow
 
 

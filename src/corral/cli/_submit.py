@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import os
-import re
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import click
 
 from ..client import Client
+from ..jobfile import (
+    JobFileError,
+    TaskDraft,
+    each_line_argv,
+    guess_format,
+    parse_jobfile,
+    task_lines,
+)
 from ..protocol import InputRef, Job, TaskSpec, relpath_problem, task_problems
 from ._common import (
     Fail,
@@ -22,28 +29,8 @@ from ._common import (
     server_options,
 )
 from ._fork import add_to_job, with_after
-from ._jobfile import JobFileError, TaskDraft, guess_format, parse_jobfile
 from ._limits import parse_limits
 from ._watch import follow
-
-_PLACEHOLDER = re.compile(r"\{(/\.|//|/|\.|)\}")
-
-
-def substitute(arg: str, line: str) -> str:
-    """GNU Parallel's placeholders: {} {.} {/} {//} {/.}, replaced in one pass (so braces in
-    the line itself are left alone)."""
-    path = PurePosixPath(line)
-    stem = line[: -len(path.suffix)] if path.suffix else line
-    values = {"": line, ".": stem, "/": path.name, "//": str(path.parent), "/.": path.stem}
-    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], arg)
-
-
-def each_line_argv(argv: list[str], line: str) -> list[str]:
-    """argv for one stdin line: placeholders replaced, or the line appended when there are none
-    (other braces, as in `awk '{print $1}'`, are not placeholders)."""
-    if any(_PLACEHOLDER.search(a) for a in argv):
-        return [substitute(a, line) for a in argv]
-    return [*argv, line]
 
 
 @dataclass
@@ -79,10 +66,7 @@ def _draft(argv: list[str], opts: dict[str, object]) -> TaskDraft:
 def _plan_each_line(argv: list[str], opts: dict[str, object], transfer: bool) -> _Plan:
     plan = _Plan()
     shared = [Path(p) for p in opts["inputs"]]  # type: ignore[attr-defined]
-    for raw in sys.stdin.read().splitlines():
-        line = raw.strip()
-        if not line:
-            continue
+    for line in task_lines(sys.stdin.read()):
         paths, rename = list(shared), {}
         if transfer:
             local = Path(line)
@@ -255,4 +239,4 @@ def _announce(job: Job, as_json: bool, wait: bool) -> None:
         click.echo(job.id)
 
 
-__all__ = ["each_line_argv", "submit", "substitute"]
+__all__ = ["submit"]

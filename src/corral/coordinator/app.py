@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,11 +12,12 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from .. import __version__
 from .access import hash_secret, may_call
 from .blobs import LocalBlobs
+from .dashboard import dashboard_routes
 from .errors import ApiError
 from .guards import TokenAuth, check_path_params, principal
 from .openapi import openapi_document
@@ -91,9 +93,10 @@ def build_app(settings: Settings, store: Store, blobs: LocalBlobs) -> Starlette:
             return _error("not_found", "this coordinator does not serve TLS", 404)
         return Response(settings.ca_file.read_bytes(), media_type="application/x-pem-file")
 
-    routes = [Route("/healthz", healthz), Route(PREFIX + "/openapi.json", openapi)]
+    routes: list[BaseRoute] = [Route("/healthz", healthz), Route(PREFIX + "/openapi.json", openapi)]
     routes += [Route("/ca.pem", ca_pem)]
     routes += [_route(e, coord) for e in ENDPOINTS]
+    routes += dashboard_routes(coord, settings.job_key or secrets.token_bytes(32))
     handlers: dict[Any, Any] = {
         ApiError: api_error,
         NotFound: not_found,

@@ -16,7 +16,9 @@ from .access import JobTokens, Principal, authenticate, may_use_job
 from .errors import ApiError
 from .store import NotFound, Store
 
-OPEN_PATHS = frozenset({"/healthz", "/ca.pem"})
+OPEN_PATHS = frozenset({"/healthz", "/ca.pem", "/", "/ui"})
+# the dashboard's own: it authenticates its session cookie itself (dashboard/web.py)
+OPEN_PREFIX = "/ui/"
 MAX_ID = 200
 
 
@@ -32,7 +34,8 @@ class TokenAuth:
         self.clock = clock
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path in OPEN_PATHS or path.startswith(OPEN_PREFIX):
             await self.app(scope, receive, send)
             return
         secret = _bearer(scope)

@@ -173,6 +173,22 @@ class Coordinator:
             self._wake_worker(s.worker_id)
         self._events.fire()
 
+    def retry_failed(self, job_id: str) -> list[str]:
+        """Requeue a job's failed tasks as new attempts; their ids (the API's and the
+        dashboard's `Retry failed`)."""
+        ids = self.store.requeue_failed(job_id, self.clock())
+        if ids:
+            self._work.fire()
+            self._events.fire()
+        return ids
+
+    async def changed(self, timeout: float) -> bool:
+        """Wait until some task changes state, or `timeout` seconds (the dashboard's pages);
+        False once the server is shutting down."""
+        if not self._closing:
+            await self._events.wait(timeout)
+        return not self._closing
+
     # workers
     def register(self, body: WorkerRegister) -> WorkerRegistered:
         """Admit a worker."""

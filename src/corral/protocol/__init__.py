@@ -12,6 +12,7 @@ from ._bounds import (
     range_problem,
 )
 from ._errors import ERROR_STATUS
+from ._explain import cache_summary, explain
 from ._models import (
     FINAL_STATUSES,
     INLINE_LEASE_MAX,
@@ -117,8 +118,10 @@ __all__ = [
     "WorkerRegister",
     "WorkerRegistered",
     "WorkerResults",
+    "cache_summary",
     "decode_beacon",
     "encode_beacon",
+    "explain",
     "flatten_requires",
     "format_size",
     "is_sha256",

@@ -94,6 +94,14 @@ async def kill_job(request: Request, coord: Coordinator, _: None) -> Job:
     return coord.store.get_job(job_id)
 
 
+async def retry_job(request: Request, coord: Coordinator, _: None) -> Job:
+    job_id = request.path_params["id"]
+    guards.job_access(request, coord.store, job_id)
+    ids = coord.retry_failed(job_id)
+    guards.audit(request, coord.store, coord.clock(), "job.retry", job_id, f"{len(ids)} tasks")
+    return coord.store.get_job(job_id)
+
+
 async def job_events(request: Request, coord: Coordinator, _: None) -> Response:
     job_id = request.path_params["id"]
     guards.job_access(request, coord.store, job_id)
@@ -137,6 +145,14 @@ ENDPOINTS: list[Endpoint] = [
         "POST", "/jobs/{id}/tasks", add_tasks, "Add tasks to a job", TasksAdd, list[Task], 201
     ),
     Endpoint("POST", "/jobs/{id}/kill", kill_job, "Kill a job's live tasks", None, Job),
+    Endpoint(
+        "POST",
+        "/jobs/{id}/retry",
+        retry_job,
+        "Requeue a job's failed tasks as new attempts",
+        None,
+        Job,
+    ),
     Endpoint(
         "GET",
         "/jobs/{id}/events",

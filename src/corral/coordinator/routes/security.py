@@ -43,6 +43,11 @@ def _name_problem(field: str, value: str) -> str | None:
 
 
 async def create_token(request: Request, coord: Coordinator, body: TokenCreate) -> Response:
+    return json_response(new_token(request, coord, body), 201)
+
+
+def new_token(request: Request, coord: Coordinator, body: TokenCreate) -> TokenCreated:
+    """Make and store a token (audited); its secret is in the answer, and nowhere else."""
     problem = _name_problem("name", body.name) or _name_problem("owner", body.owner)
     if not body.name.strip():
         problem = "name is empty"
@@ -61,7 +66,7 @@ async def create_token(request: Request, coord: Coordinator, body: TokenCreate) 
     )
     coord.store.add_token(record)
     guards.audit(request, coord.store, now, "token.create", record.id, f"{body.role} {body.name}")
-    return json_response(TokenCreated(token_info(record), secret), 201)
+    return TokenCreated(token_info(record), secret)
 
 
 async def list_tokens(request: Request, coord: Coordinator, _: None) -> list[TokenInfo]:
@@ -98,4 +103,4 @@ ENDPOINTS: list[Endpoint] = [
     ),
 ]
 
-__all__ = ["ENDPOINTS", "token_info"]
+__all__ = ["ENDPOINTS", "new_token", "token_info"]

@@ -51,6 +51,7 @@ async def worker_results(request: Request, coord: Coordinator, body: WorkerResul
 async def drain_worker(request: Request, coord: Coordinator, _: None) -> Worker:
     guards.worker(request, coord.store, request.path_params["id"])
     coord.drain(request.path_params["id"])
+    guards.audit(request, coord.store, coord.clock(), "worker.drain", request.path_params["id"], "")
     return coord.store.get_worker(request.path_params["id"])
 
 

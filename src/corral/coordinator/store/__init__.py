@@ -1,6 +1,16 @@
 """Durable state backends behind one Store interface."""
 
-from .base import Leased, NewTask, NotFound, Outcome, Stopped, Store, TokenRecord, job_status
+from .base import (
+    Leased,
+    NewTask,
+    NotFound,
+    Outcome,
+    Stopped,
+    Store,
+    TaskSpan,
+    TokenRecord,
+    job_status,
+)
 from .postgres import PostgresStore
 from .sqlite import SQLiteStore
 
@@ -23,6 +33,7 @@ __all__ = [
     "SQLiteStore",
     "Stopped",
     "Store",
+    "TaskSpan",
     "TokenRecord",
     "job_status",
     "open_store",

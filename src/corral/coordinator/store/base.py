@@ -96,6 +96,18 @@ class TokenRecord:
     job_id: str | None = None
 
 
+@dataclass(frozen=True)
+class TaskSpan:
+    """When a task ran and where: a bar of the dashboard's timeline."""
+
+    task_id: str
+    seq: int
+    status: str
+    worker_id: str | None
+    started: float
+    finished: float | None
+
+
 class Store(abc.ABC):
     """Jobs, tasks, workers and events."""
 
@@ -354,6 +366,50 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def blocked_tasks(self, worker_id: str) -> list[str]:
         """The worker's running tasks that are blocked on their children."""
+
+    # what the dashboard reads, and retrying failed tasks (shared SQL in _browse.py)
+    @abc.abstractmethod
+    def jobs_page(
+        self, owner: str | None, status: str | None, offset: int, limit: int
+    ) -> list[Job]:
+        """Newest jobs first, optionally one owner's and of one status, a page at a time."""
+
+    @abc.abstractmethod
+    def tasks_page(
+        self,
+        job_id: str,
+        status: str | None,
+        after: int | None = None,
+        before: int | None = None,
+        limit: int = 100,
+    ) -> list[Task]:
+        """A job's tasks in submission order, optionally of one status: the first `limit`
+        with `seq` above `after`, or the last `limit` below `before` (keyset paging)."""
+
+    @abc.abstractmethod
+    def task_spans(self, job_id: str, limit: int) -> list[TaskSpan]:
+        """The `limit` tasks of a job that started last, earliest start first."""
+
+    @abc.abstractmethod
+    def task_events(self, job_id: str, task_id: str) -> list[Event]:
+        """One task's state changes, oldest first."""
+
+    @abc.abstractmethod
+    def farm_counts(self) -> dict[str, int]:
+        """How many tasks are queued and running on the whole farm."""
+
+    @abc.abstractmethod
+    def finished_times(self, since: float) -> list[float]:
+        """When tasks reached a final status since `since` (from a bounded tail of events)."""
+
+    @abc.abstractmethod
+    def audit_newest(self, limit: int) -> list[AuditEntry]:
+        """The newest `limit` audit entries, newest first."""
+
+    @abc.abstractmethod
+    def requeue_failed(self, job_id: str, now: float) -> list[str]:
+        """Put a job's failed tasks back in the queue as new attempts, held again on their
+        dependencies; returns their ids in submission order."""
 
     # the executable allowlist (shared SQL in _allowlist.py)
     @abc.abstractmethod

@@ -1,7 +1,7 @@
 """Job files for `corral submit --file`: TOML or JSON text in, task drafts out (pure, no I/O).
 
-This module loads the text and expands sweeps; _jobfile_tasks.py turns one task table into a
-draft, and _jobfile_lines.py finds the line an error points at.
+This module loads the text and expands sweeps; _tasks.py turns one task table into a
+draft, and _lines.py finds the line an error points at.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import tomllib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 
-from ._jobfile_lines import FieldPath, JsonScan, fmt_path, toml_locator
-from ._jobfile_tasks import (
+from ._lines import FieldPath, JsonScan, fmt_path, toml_locator
+from ._tasks import (
     TASK_KEYS,
     Ctx,
     JobFileError,

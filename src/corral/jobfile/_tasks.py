@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import NoReturn, TypeVar
 
 from ..protocol import flatten_requires
-from ._jobfile_lines import FieldPath, fmt_path, json_locator, toml_locator
+from ._lines import FieldPath, fmt_path, json_locator, toml_locator
 
 __all__ = [
     "DEFAULT_MAX_ATTEMPTS",

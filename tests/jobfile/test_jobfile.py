@@ -12,14 +12,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from corral.cli import _jobfile
-from corral.cli._jobfile import (
+from corral.jobfile import (
     JobDraft,
     JobFileError,
     TaskDraft,
     guess_format,
     parse_jobfile,
 )
+from corral.jobfile import _parse as _jobfile
 
 
 def parse(text: str, fmt: str = "toml") -> JobDraft:
