@@ -11,6 +11,17 @@ from ._bounds import (
     MAX_SLOTS,
     range_problem,
 )
+from ._checkpoints import (
+    CHECKPOINT_DIR,
+    CHECKPOINT_ENV,
+    REPLY_FILE,
+    REQUEST_FILE,
+    STATE_DIR,
+    CheckpointInfo,
+    CheckpointSave,
+    CheckpointSaved,
+    checkpoint_problems,
+)
 from ._errors import ERROR_STATUS
 from ._models import (
     FINAL_STATUSES,
@@ -20,6 +31,7 @@ from ._models import (
     TASK_STATUSES,
     AfterFile,
     Assignment,
+    Checkpoint,
     ErrorBody,
     Event,
     Heartbeat,
@@ -66,6 +78,16 @@ from ._validate import (
 )
 
 __all__ = [
+    "CHECKPOINT_DIR",
+    "CHECKPOINT_ENV",
+    "REPLY_FILE",
+    "REQUEST_FILE",
+    "STATE_DIR",
+    "Checkpoint",
+    "CheckpointInfo",
+    "CheckpointSave",
+    "CheckpointSaved",
+    "checkpoint_problems",
     "BEACON_PORT",
     "ERROR_STATUS",
     "FINAL_STATUSES",

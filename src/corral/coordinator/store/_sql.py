@@ -23,6 +23,7 @@ from ..leases import expired_to
 from ..scheduler import oldest_first
 from ._allowlist import AllowlistSQL
 from ._backups import BackupSQL
+from ._checkpoints import CheckpointSQL
 from ._identity import IdentitySQL
 from ._sqlbase import EVENT, FINISH
 from .base import (
@@ -96,7 +97,7 @@ _FINISH_TYPES = (
 )
 
 
-class SQLStore(AllowlistSQL, BackupSQL, IdentitySQL, Store):
+class SQLStore(AllowlistSQL, BackupSQL, CheckpointSQL, IdentitySQL, Store):
     """The Store over one SQL connection; a backend brings the connection and its dialect."""
 
     def atomic(self) -> AbstractContextManager[Any]:
