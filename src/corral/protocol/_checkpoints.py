@@ -37,7 +37,6 @@ REPLY_FILE = "save-reply"  # in STATE_DIR: "<token> ok <n>" or "<token> error <w
 class CheckpointSave(Request):
     """A worker records a running task's checkpoint: files already uploaded as blobs."""
 
-    task_id: str
     lease_id: str
     files: dict[str, OutputFile]
 
