@@ -348,7 +348,7 @@ class FnPool:
         seat, work = claim.seat, str(claim.inner / "work")
         # HOME and TMPDIR name the task's directory: as the runner sees it
         outer = str(task_dir / "work")
-        env = {k: work if v == outer else v for k, v in env.items()}
+        env = {k: work + v[len(outer) :] if _under(v, outer) else v for k, v in env.items()}
         runner = await self._runner(seat, a.spec, env)
         if runner is None:
             return None
@@ -482,3 +482,8 @@ class FnPool:
 
 def _alive(seat: _Seat) -> bool:
     return seat.runner is not None and seat.runner.alive
+
+
+def _under(value: str, directory: str) -> bool:
+    """Whether an env value names `directory` or a path inside it (CORRAL_CHECKPOINT_DIR)."""
+    return value == directory or value.startswith(directory + "/")
