@@ -161,7 +161,9 @@ class Attempts:
         usage = None
         try:
             # a function task claimed by a pooled runner makes its call there (fnpool.py)
-            finished = await self.fnpool.call(run.assignment, run.process, env, run.dir, argv)
+            finished = await self.fnpool.call(
+                run.assignment, run.process, env, run.dir, argv, append
+            )
             if finished is None:
                 launch = self.guard.launch(spec, argv, work, run.dir.name)
                 async with launch.watching(spec.limits.get("cpu_time")):

@@ -76,11 +76,10 @@ def copy_out(src: Path, dest: Path) -> dict[str, Path]:
     """Copy the regular files under `src` into `dest` without following any symlink (by
     directory descriptors); their relative posix paths -> the copies."""
     out: dict[str, Path] = {}
-    try:
-        walk = list(os.fwalk(src, follow_symlinks=False))
-    except OSError:
+    if not src.is_dir():  # the task removed it: nothing to save
         return out
-    for top, _, files, top_fd in walk:
+    # (each directory's descriptor is open only while its turn lasts: not a list)
+    for top, _, files, top_fd in os.fwalk(src, follow_symlinks=False):
         rel_top = os.path.relpath(top, src)
         for name in files:
             rel = name if rel_top == "." else f"{rel_top}/{name}"
