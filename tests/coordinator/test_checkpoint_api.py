@@ -85,6 +85,9 @@ def test_a_save_is_refused_without_a_live_lease_or_its_blobs(serve: Callable[...
         await api.refuse(422, "invalid_argument", "POST", path, json=body)
         body = {"lease_id": "not-the-lease", "files": {"s": await upload(api, b"x")}}
         await api.refuse(409, "stale_lease", "POST", path, json=body)
+        huge = {"sha256": "c" * 64, "size": 2**63 - 1}
+        body = {"lease_id": grant["lease_id"], "files": {"a": huge, "b": huge}}
+        await api.refuse(422, "invalid_argument", "POST", path, json=body)
         await api.refuse(404, "not_found", "GET", "/tasks/nope/checkpoints")
         assert (await api.http.get(path)).json() == []
 

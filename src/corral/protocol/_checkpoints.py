@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import msgspec
 
+from ._bounds import INT64_MAX
 from ._models import Checkpoint, OutputFile, Request
 from ._validate import is_sha256, relpath_problem
 
@@ -70,4 +71,6 @@ def checkpoint_problems(body: CheckpointSave) -> list[str]:
             problems.append(f"files[{name!r}].sha256: not a sha256 hex digest")
         if entry.size < 0:
             problems.append(f"files[{name!r}].size: negative")
+    if sum(f.size for f in body.files.values()) > INT64_MAX:
+        problems.append("files: their total size is out of range")
     return problems
