@@ -44,10 +44,11 @@ def log(client: Client, task_id: str) -> str:
 
 
 @pytest.mark.timeout(90)
+@pytest.mark.parametrize("args", [(), ("--no-sandbox",)], ids=["sandboxed", "unsandboxed"])
 def test_exit_code_85_saves_and_runs_again_in_the_same_attempt(
-    farm: Callable[..., Farm],
+    farm: Callable[..., Farm], args: tuple[str, ...]
 ) -> None:
-    f = farm(workers=1)
+    f = farm(workers=1, args=args)
     client = f.client()
     script = (
         'd=$CORRAL_CHECKPOINT_DIR; n=$(cat "$d/n" 2>/dev/null || echo 0); echo "run $n";'
