@@ -125,7 +125,6 @@ def test_a_save_cut_short_leaves_the_previous_checkpoint(farm: Callable[..., Far
     job = client.submit_job([sh(COUNTER, "4", "0.2", max_attempts=3)])
     (task,) = client.tasks(job.id)
     wait_for(lambda: dying.proc.poll() is not None, 40, 0.1, what="the worker to die")
-    f.orphans += []  # its sandboxed task died with it (--die-with-parent)
     assert saved(client, task.id) == [1]
     f.start_worker()
     done = f.wait_job(client, job.id, timeout=60)
