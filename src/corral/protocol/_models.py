@@ -307,7 +307,7 @@ class TaskResult(Request):
     # measured in the task's cgroup, when the worker gave it one: peak bytes, CPU seconds
     peak_memory: Offset | None = None  # bytes
     cpu_seconds: Seconds | None = None
-    restored: int | None = None  # the checkpoint (its n) this attempt started from
+    restored: Count | None = None  # the checkpoint (its n) this attempt started from
 
 
 class TaskBlocked(Request):
