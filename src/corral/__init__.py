@@ -24,9 +24,19 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
+    if name == "checkpoint":  # a module: corral.checkpoint.load / save inside a task
+        return importlib.import_module("corral.checkpoint")
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'corral' has no attribute {name!r}")
 
 
-__all__ = ["AsyncClient", "Client", "Executor", "__version__", "current", "register_joblib"]
+__all__ = [
+    "AsyncClient",
+    "Client",
+    "Executor",
+    "__version__",
+    "checkpoint",
+    "current",
+    "register_joblib",
+]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from ._allow import allow
+from ._checkpoint import checkpoint
 from ._elastic import drain, why
 from ._farm import server, up, worker
 from ._jobs import fetch, kill, logs, ps, show, wait, workers
@@ -27,6 +28,7 @@ cli.add_command(allow)
 cli.add_command(token)
 cli.add_command(audit)
 cli.add_command(mapreduce)
+cli.add_command(checkpoint)
 
 
 def main() -> None:

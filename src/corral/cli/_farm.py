@@ -321,6 +321,13 @@ def server(
 @elastic_options
 @worker_tls_options
 @desktop_worker_options
+@click.option(
+    "--checkpoint-exit-code",
+    type=click.IntRange(1, 255),
+    default=85,
+    show_default=True,
+    help="A task exiting with this code has its checkpoint saved and is run again at once.",
+)
 @click.option("-v", "--verbose", is_flag=True)
 def worker(
     server: str | None,
@@ -330,6 +337,7 @@ def worker(
     name: str | None,
     labels: tuple[str, ...],
     programs: tuple[str, ...],
+    checkpoint_exit_code: int,
     verbose: bool,
     **policy: Any,
 ) -> None:
@@ -354,6 +362,7 @@ def worker(
         labels=key_values(labels, "--label"),
         programs=list(programs),
         work_dir=work_dir,
+        checkpoint_exit_code=checkpoint_exit_code,
         **policy_config(policy),
         **elastic_config(policy),
         **desktop,

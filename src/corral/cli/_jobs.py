@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from ..protocol import Job, Task, cache_summary, format_size
+from ..protocol import CheckpointInfo, Job, Task, cache_summary, format_size
 from ._common import (
     client_errors,
     json_option,
@@ -84,6 +84,7 @@ def show(some_id: str, as_json: bool, server: str | None, token: str | None) -> 
     """Show one job or task."""
     with make_client(server, token) as client:
         found = client.find(some_id)
+        saved = client.checkpoints(found.id) if isinstance(found, Task) else []
     if as_json:
         return print_json(found)
     if isinstance(found, Job):
@@ -98,9 +99,16 @@ def show(some_id: str, as_json: bool, server: str | None, token: str | None) -> 
         ]
     else:
         fields = _task_fields(found)
+        fields.append(("checkpoints", "; ".join(_checkpoint(c) for c in reversed(saved))))
     width = max(len(k) for k, _ in fields)
     for key, value in fields:
         click.echo(f"{key.ljust(width)}  {'' if value is None else value}")
+
+
+def _checkpoint(c: CheckpointInfo) -> str:
+    bad = ", not restored: an attempt failed straight after restoring it" if c.bad else ""
+    files = f"{c.files} file{'s' if c.files != 1 else ''}"
+    return f"#{c.n} {_when(c.created)} attempt {c.attempt}, {format_size(c.size)} in {files}{bad}"
 
 
 def _task_fields(t: Task) -> list[tuple[str, object]]:

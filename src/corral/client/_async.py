@@ -19,6 +19,7 @@ from ..protocol import (
     FINAL_STATUSES,
     AllowEntry,
     AuditEntry,
+    CheckpointInfo,
     Event,
     InputRef,
     Job,
@@ -161,6 +162,10 @@ class AsyncClient(BaseClient[AsyncTaskFuture]):
     async def task(self, task_id: str) -> Task:
         """One task."""
         return await self.drive(core.task(task_id))
+
+    async def checkpoints(self, task_id: str) -> list[CheckpointInfo]:
+        """A task's saved checkpoints (time, size, attempt), oldest first."""
+        return await self.drive(core.checkpoints(task_id))
 
     async def workers(self) -> list[Worker]:
         """All workers the coordinator knows."""

@@ -20,6 +20,7 @@ from ..protocol import (
     FINAL_STATUSES,
     AllowEntry,
     AuditEntry,
+    CheckpointInfo,
     Event,
     InputRef,
     Job,
@@ -160,6 +161,10 @@ class Client(BaseClient[TaskFuture]):
     def task(self, task_id: str) -> Task:
         """One task."""
         return self.drive(core.task(task_id))
+
+    def checkpoints(self, task_id: str) -> list[CheckpointInfo]:
+        """A task's saved checkpoints (time, size, attempt), oldest first."""
+        return self.drive(core.checkpoints(task_id))
 
     def workers(self) -> list[Worker]:
         """All workers the coordinator knows."""

@@ -22,6 +22,7 @@ import msgspec
 from ..protocol import (
     FINAL_STATUSES,
     INLINE_MAX,
+    CheckpointInfo,
     Event,
     InputRef,
     Job,
@@ -252,6 +253,11 @@ def tasks(job_id: str, page: int = 1000) -> Op[list[Task]]:
 def task(task_id: str) -> Op[Task]:
     """One task."""
     return (yield from _json("GET", f"/tasks/{task_id}", Task))
+
+
+def checkpoints(task_id: str) -> Op[list[CheckpointInfo]]:
+    """A task's saved checkpoints, oldest first."""
+    return (yield from _json("GET", f"/tasks/{task_id}/checkpoints", list[CheckpointInfo]))
 
 
 def workers() -> Op[list[Worker]]:

@@ -32,14 +32,16 @@ from .store import Store, TokenRecord
 
 JOB_OPS = frozenset(
     {"create_job", "list_jobs", "get_job", "list_tasks", "kill_job", "job_events", "add_tasks"}
-    | {"retry_job", "get_task", "kill_task", "task_log"}
+    | {"retry_job", "get_task", "kill_task", "task_log", "list_checkpoints"}
 )
 BLOB_OPS = frozenset({"missing_blobs", "put_blob", "get_blob"})
 WORKER_OPS = frozenset(
     {"register_worker", "heartbeat", "lease", "deregister", "task_result", "worker_results"}
+    | {"save_checkpoint"}
 )
 JOB_SCOPED_OPS = frozenset(
     {"get_job", "list_tasks", "job_events", "add_tasks", "get_task", "task_log", "task_blocked"}
+    | {"list_checkpoints"}
 )
 
 #: role -> operations (handler names) it may call; admin may call everything

@@ -49,6 +49,7 @@ from .blobs import BlobError, LocalBlobs
 from .deps import inputs_from_dependencies, named_dependencies, resolve_after, waiting_text
 from .errors import ApiError
 from .leases import LeasePolicy
+from .resume import Resume
 from .retry import after_attempt, effective_max_attempts
 from .scheduler import matcher, pending_reason, programs_to_probe, requirement_problem
 from .settings import Settings
@@ -74,6 +75,7 @@ class Coordinator:
         self.clock = clock
         self.job_tokens = JobTokens(settings.job_key or secrets.token_bytes(32))
         self.policy = LeasePolicy(settings.lease_timeout, settings.heartbeat_interval)
+        self.resume = Resume(store, blobs, clock)  # checkpoints (resume.py)
         self.speculation = SpeculationPolicy(
             settings.speculative_factor,
             settings.speculative_min_seconds,
@@ -221,7 +223,7 @@ class Coordinator:
             self._wake_expiry.fire()
         specs = [self._dependency_inputs(x.spec) for x in leased]
         owners = {job: self.store.job_owner(job) for job in {x.job_id for x in leased}}
-        return LeaseGrant(
+        grant = LeaseGrant(
             [
                 WireAssignment(
                     x.task_id,
@@ -239,6 +241,8 @@ class Coordinator:
             recorded.stale,
             recorded.refused,
         )
+        self.resume.attach(grant.assignments)
+        return grant
 
     def _lease_once(
         self, worker_id: str, body: LeaseRequest, ahead: int, now: float
@@ -405,6 +409,7 @@ class Coordinator:
             )
         self._wake_attempts({task_id: task}, backed)
         self._grant_outputs([(task.job_id, outcome)])
+        self.resume.after([(task_id, body, outcome.status == "succeeded")])
         self._finished(retry=outcome.not_before is not None)
         return self.store.get_task(task_id)
 
@@ -435,6 +440,7 @@ class Coordinator:
         done = [item for item, ok in zip(items, recorded, strict=True) if ok]
         self._wake_attempts(tasks, backed)
         self._grant_outputs([(tasks[t].job_id, o) for t, _, o in done])
+        self.resume.after([(t, results[t], o.status == "succeeded") for t, _, o in done])
         if done:
             self._finished(retry=any(o.not_before is not None for _, _, o in done))
         return ResultsReply(stale, refused)

@@ -11,6 +11,17 @@ from ._bounds import (
     MAX_SLOTS,
     range_problem,
 )
+from ._checkpoints import (
+    CHECKPOINT_DIR,
+    CHECKPOINT_ENV,
+    REPLY_FILE,
+    REQUEST_FILE,
+    STATE_DIR,
+    CheckpointInfo,
+    CheckpointSave,
+    CheckpointSaved,
+    checkpoint_problems,
+)
 from ._errors import ERROR_STATUS
 from ._explain import cache_summary, explain
 from ._models import (
@@ -21,6 +32,7 @@ from ._models import (
     TASK_STATUSES,
     AfterFile,
     Assignment,
+    Checkpoint,
     ErrorBody,
     Event,
     Heartbeat,
@@ -68,6 +80,8 @@ from ._validate import (
 
 __all__ = [
     "BEACON_PORT",
+    "CHECKPOINT_DIR",
+    "CHECKPOINT_ENV",
     "ERROR_STATUS",
     "FINAL_STATUSES",
     "INLINE_LEASE_MAX",
@@ -80,7 +94,10 @@ __all__ = [
     "MAX_LIMIT",
     "MAX_SECONDS",
     "MAX_SLOTS",
+    "REPLY_FILE",
+    "REQUEST_FILE",
     "ROLES",
+    "STATE_DIR",
     "TASK_STATUSES",
     "AfterFile",
     "AllowAdd",
@@ -88,6 +105,10 @@ __all__ = [
     "Assignment",
     "AuditEntry",
     "Beacon",
+    "Checkpoint",
+    "CheckpointInfo",
+    "CheckpointSave",
+    "CheckpointSaved",
     "ErrorBody",
     "Event",
     "Heartbeat",
@@ -119,6 +140,7 @@ __all__ = [
     "WorkerRegistered",
     "WorkerResults",
     "cache_summary",
+    "checkpoint_problems",
     "decode_beacon",
     "encode_beacon",
     "explain",

@@ -206,6 +206,14 @@ class LeaseRequest(Request):
     prefetch_job: str = ""
 
 
+class Checkpoint(msgspec.Struct):
+    """A task's saved checkpoint handed to a worker with a lease: restore these files into
+    its checkpoint directory, then start it (protocol/_checkpoints.py)."""
+
+    n: int
+    files: dict[str, OutputFile]
+
+
 class Assignment(msgspec.Struct):
     """One leased task: everything the worker needs to run it."""
 
@@ -218,6 +226,7 @@ class Assignment(msgspec.Struct):
     token: str = ""  # job-scoped bearer token: the task may read and add to its own job
     inline: dict[str, bytes] = {}  # small input blobs (sha256 -> content): no fetch needed
     owner: str = ""  # who submitted the job: a function runner serves one owner's tasks
+    checkpoint: Checkpoint | None = None  # the one to start from (coordinator/checkpoints.py)
 
 
 class LeaseGrant(msgspec.Struct):
@@ -298,6 +307,7 @@ class TaskResult(Request):
     # measured in the task's cgroup, when the worker gave it one: peak bytes, CPU seconds
     peak_memory: Offset | None = None  # bytes
     cpu_seconds: Seconds | None = None
+    restored: Count | None = None  # the checkpoint (its n) this attempt started from
 
 
 class TaskBlocked(Request):

@@ -4,16 +4,26 @@ its sandbox under its limits, collect its outputs into a result."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..protocol import INLINE_MAX, INLINE_TOTAL, Assignment, OutputFile, TaskResult
+from ..protocol import (
+    CHECKPOINT_ENV,
+    INLINE_MAX,
+    INLINE_TOTAL,
+    STATE_DIR,
+    Assignment,
+    OutputFile,
+    TaskResult,
+)
 from ._aio import maybe_thread
 from ._link import Link
 from .cache import CacheError, FileCache
+from .checkpoints import Checkpoints, SaveFailed, checkpoint_dir
 from .config import WorkerConfig, client_env
 from .executor import TaskProcess, command_line, task_env
 from .fnpool import FnPool
@@ -63,6 +73,7 @@ class Attempts:
         self.cache = cache
         self.guard = guard
         self.fnpool = fnpool
+        self.checkpoints = Checkpoints(link, cache, config.work_dir / "checkpoints")
 
     async def execute(self, run: TaskRun, work: Path) -> TaskResult:
         """Stage, run and collect one task; its result."""
@@ -74,6 +85,7 @@ class Attempts:
                 rel = safe_relpath(name)
                 await self.cache.stage(ref.sha256, ref.size, resolve_inside(work, rel), ref.mode)
                 known[rel.as_posix()] = ref.sha256
+            await self.checkpoints.restore(a, work)
         except (UnsafePath, OSError, CacheError) as exc:
             return TaskResult(a.lease_id, None, error=f"staging inputs: {exc}")
         # with no inputs the directory is empty: not worth a thread hop (likewise below)
@@ -83,6 +95,7 @@ class Attempts:
             "CORRAL_JOB_ID": a.job_id,
             "CORRAL_TASK_ID": a.task_id,
             "CORRAL_ATTEMPT": str(a.attempt),
+            CHECKPOINT_ENV: str(checkpoint_dir(work)),
             **client_env(self.config, a),
         }
         argv = command_line(runner_argv(a.spec.argv), a.spec.shell, work)
@@ -91,10 +104,11 @@ class Attempts:
         if refused:
             log.warning("task %s refused: %s", a.task_id, refused)
             return TaskResult(a.lease_id, None, error=refused)
-        exit_code, error, usage = await self._run_guarded(run, work, argv, env)
+        exit_code, error, usage = await self._run_cycle(run, work, argv, env)
         if not run.held.presented:
             return TaskResult(a.lease_id, exit_code, error="killed")
         result = await self._collect(run, work, before, exit_code, error)
+        result.restored = a.checkpoint.n if a.checkpoint else None
         if usage is not None:
             result.peak_memory = usage.peak_memory
             result.cpu_seconds = None if usage.cpu_seconds is None else round(usage.cpu_seconds, 3)
@@ -106,8 +120,38 @@ class Attempts:
         listed = self.guard.allow.mode != "all"
         return await maybe_thread(listed, self.guard.refuse, argv, work, env)
 
-    async def _run_guarded(
+    async def _run_cycle(
         self, run: TaskRun, work: Path, argv: list[str], env: dict[str, str]
+    ) -> tuple[int | None, str | None, Usage | None]:
+        """Run the task, answering its save requests meanwhile; when it exits with the
+        checkpoint code, save its checkpoint and run it again at once, in the same attempt
+        and directory (HTCondor's checkpoint_exit_code)."""
+        a, first = run.assignment, True
+        while True:
+            server = asyncio.create_task(self.checkpoints.serve(a, work))
+            try:
+                done = await self._run_guarded(run, work, argv, env, append=not first)
+            finally:
+                server.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await server
+            exit_code, error, _ = done
+            if exit_code != self.config.checkpoint_exit_code or error or not run.held.presented:
+                return done
+            try:
+                n = await self.checkpoints.save(a, work)
+            except SaveFailed as exc:
+                return exit_code, f"checkpoint not saved: {exc}", done[2]
+            log.info("task %s exited %d: checkpoint %s saved, run again", a.task_id, exit_code, n)
+            first = False
+
+    async def _run_guarded(
+        self,
+        run: TaskRun,
+        work: Path,
+        argv: list[str],
+        env: dict[str, str],
+        append: bool = False,
     ) -> tuple[int | None, str | None, Usage | None]:
         """Run the task in its sandbox under its limits; its exit code, error and what its
         cgroup counted (None without one)."""
@@ -117,7 +161,9 @@ class Attempts:
         usage = None
         try:
             # a function task claimed by a pooled runner makes its call there (fnpool.py)
-            finished = await self.fnpool.call(run.assignment, run.process, env, run.dir, argv)
+            finished = await self.fnpool.call(
+                run.assignment, run.process, env, run.dir, argv, append
+            )
             if finished is None:
                 launch = self.guard.launch(spec, argv, work, run.dir.name)
                 async with launch.watching(spec.limits.get("cpu_time")):
@@ -131,6 +177,7 @@ class Attempts:
                         launch.preexec,
                         launch.pass_fds,
                         launch.started,
+                        append,
                     )
                 usage = launch.usage()
             elif finished.cpu_seconds is not None:  # a pooled runner measured its call
@@ -152,6 +199,7 @@ class Attempts:
     ) -> TaskResult:
         a = run.assignment
         paths = await maybe_thread(bool(before), changed_files, work, before, a.spec.outputs)
+        paths = [p for p in paths if not p.startswith(f"{STATE_DIR}/")]  # checkpoint, requests
         out = Outgoing()
         manifest: dict[str, OutputFile] = {}
         for rel in paths:

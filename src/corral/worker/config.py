@@ -47,6 +47,7 @@ class WorkerConfig:
     expose_rw: tuple[Path, ...] = ()  # read-write in every task's sandbox
     task_uids: tuple[int, int] | None = None  # a root worker's slot uids (taskuser.py)
     task_user: str | None = None  # or one account for every task of a root worker
+    checkpoint_exit_code: int = 85  # a task exiting so is saved and run again (checkpoints.py)
 
 
 def client_env(config: WorkerConfig, a: Assignment) -> dict[str, str]:

@@ -91,13 +91,16 @@ class TaskProcess:
         preexec: Callable[[], None] | None = None,
         pass_fds: Sequence[int] = (),
         started: Callable[[], None] | None = None,
+        append: bool = False,
     ) -> Finished:
         """Start the process and wait for it, enforcing a wall-time limit.
 
         `preexec` runs in the child before exec (rlimits, joining a cgroup, its user); the
         child inherits `pass_fds`; `started` runs once it exists (or failed to), to close
-        the parent's copies."""
-        with stdout.open("wb") as out, stderr.open("wb") as err:
+        the parent's copies; `append` keeps what stdout and stderr already hold (a task run
+        again after saving a checkpoint)."""
+        mode = "ab" if append else "wb"
+        with stdout.open(mode) as out, stderr.open(mode) as err:
             try:
                 self.proc = await asyncio.create_subprocess_exec(
                     *argv,

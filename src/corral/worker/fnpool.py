@@ -290,6 +290,13 @@ class FnPool:
         """Give a task about to run a seat if it may have one. Returns the work dir, under
         which the task's directory is `tasks/<task id>.<attempt>` as always; with a seat, its
         `work` there is a link to a directory in the seat's root."""
+        stale = self._claims.get(a.task_id)
+        if stale is not None and stale.task_dir.name != f"{a.task_id}.{a.attempt}":
+            # an earlier attempt of this task ended here: its claim is over (kept, the new
+            # attempt would run in the old attempt's directory, with its leftover files)
+            del self._claims[a.task_id]
+            stale.seat.task = None
+            self._ended.append(stale)
         self._forget_gone()
         # a command hosted by a runner skips a sandbox of its own, and its fork leaves the
         # worker's event loop (with no sandbox too: the runner forks it, not the worker)
@@ -338,8 +345,10 @@ class FnPool:
         env: dict[str, str],
         task_dir: Path,
         argv: list[str] | None = None,
+        append: bool = False,
     ) -> Finished | None:
-        """Run a claimed task's call on its seat's runner; None: run it as a fresh process."""
+        """Run a claimed task's call on its seat's runner; None: run it as a fresh process.
+        `append` keeps what its stdout and stderr hold (run again after a checkpoint)."""
         claim = self._claims.get(a.task_id)
         if claim is None:
             return None
@@ -348,7 +357,7 @@ class FnPool:
         seat, work = claim.seat, str(claim.inner / "work")
         # HOME and TMPDIR name the task's directory: as the runner sees it
         outer = str(task_dir / "work")
-        env = {k: work if v == outer else v for k, v in env.items()}
+        env = {k: work + v[len(outer) :] if _under(v, outer) else v for k, v in env.items()}
         runner = await self._runner(seat, a.spec, env)
         if runner is None:
             return None
@@ -360,7 +369,7 @@ class FnPool:
             request["argv"] = list(a.spec.argv[3:])
         else:  # a command: `argv` as the worker would exec it
             request["exec"] = list(argv or a.spec.argv)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+        flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_APPEND if append else os.O_TRUNC)
         fds = [os.open(task_dir / name, flags, 0o644) for name in ("stdout", "stderr")]
         try:
             runner.thaw()
@@ -482,3 +491,8 @@ class FnPool:
 
 def _alive(seat: _Seat) -> bool:
     return seat.runner is not None and seat.runner.alive
+
+
+def _under(value: str, directory: str) -> bool:
+    """Whether an env value names `directory` or a path inside it (CORRAL_CHECKPOINT_DIR)."""
+    return value == directory or value.startswith(directory + "/")

@@ -7,6 +7,7 @@ app.py routes and openapi.py documents.
     workers    register, list, heartbeat, lease, results, drain, deregister
     security   tokens and the audit log (admin)
     allowlist  the executable allowlist
+    checkpoints  a running task's saves (its worker), a task's list (its owner)
 
 A handler is `async (request, coordinator, body) -> struct | Response`: it checks access with
 guards.py, asks the service (or the store, for plain reads), and returns what goes on the wire.
@@ -15,7 +16,7 @@ Its name is the operationId and the name access.py's role rules use.
 
 from __future__ import annotations
 
-from . import allowlist, blobs, jobs, security, tasks, workers
+from . import allowlist, blobs, checkpoints, jobs, security, tasks, workers
 from ._common import Endpoint, IntQuery, decode_body, json_response, read_body
 
 ENDPOINTS: list[Endpoint] = (
@@ -25,6 +26,7 @@ ENDPOINTS: list[Endpoint] = (
     + workers.ENDPOINTS
     + security.ENDPOINTS
     + allowlist.ENDPOINTS
+    + checkpoints.ENDPOINTS
 )
 
 __all__ = ["ENDPOINTS", "Endpoint", "IntQuery", "decode_body", "json_response", "read_body"]

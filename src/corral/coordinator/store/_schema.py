@@ -59,6 +59,12 @@ TABLES = (
     task_id TEXT PRIMARY KEY, lease_id TEXT NOT NULL, worker_id TEXT NOT NULL,
     lease_expires {real} NOT NULL, started {real} NOT NULL
 )""",
+    # checkpoints (_checkpoints.py): the last few saved by each task, numbered per task
+    """CREATE TABLE IF NOT EXISTS checkpoints (
+    task_id TEXT NOT NULL, n INTEGER NOT NULL, attempt INTEGER NOT NULL,
+    created {real} NOT NULL, size BIGINT NOT NULL, files {blob} NOT NULL,
+    bad INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (task_id, n)
+)""",
 )
 
 # Task columns added after the first release, to a data directory that lacks them.

@@ -2,10 +2,10 @@
 
 A backend (sqlite.py, postgres.py) brings a connection (`_db`), transactions (`_tx`) and its
 dialect (dialect.py); SQLStore, with the parts it is made of (_allowlist.py, _backups.py,
-_browse.py, _deps.py, _identity.py), holds the queries, as templates rendered once per
-dialect (_sqlbase.py says how), and the schema is one description (_schema.py). The few
-things the backends really do differently stay hooks there: where SQLite keeps long specs
-(`_specs`), how a connection is opened, kept and checkpointed.
+_browse.py, _checkpoints.py, _deps.py, _identity.py), holds the queries, as templates
+rendered once per dialect (_sqlbase.py says how), and the schema is one description
+(_schema.py). The few things the backends really do differently stay hooks there: where
+SQLite keeps long specs (`_specs`), how a connection is opened, kept and checkpointed.
 
 Rejected: an ORM or SQLAlchemy Core. The store is a few dozen statements tuned by hand
 (partial indexes, a loose index scan, an index hint, batched writes on the lease path); a
@@ -24,6 +24,7 @@ from ..scheduler import oldest_first
 from ._allowlist import AllowlistSQL
 from ._backups import BackupSQL
 from ._browse import BrowseSQL
+from ._checkpoints import CheckpointSQL
 from ._identity import IdentitySQL
 from ._sqlbase import EVENT, FINISH
 from .base import (
@@ -97,7 +98,7 @@ _FINISH_TYPES = (
 )
 
 
-class SQLStore(AllowlistSQL, BackupSQL, BrowseSQL, IdentitySQL, Store):
+class SQLStore(AllowlistSQL, BackupSQL, BrowseSQL, CheckpointSQL, IdentitySQL, Store):
     """The Store over one SQL connection; a backend brings the connection and its dialect."""
 
     def atomic(self) -> AbstractContextManager[Any]:

@@ -21,6 +21,8 @@ from ...protocol import (
     TASK_STATUSES,
     AllowEntry,
     AuditEntry,
+    Checkpoint,
+    CheckpointInfo,
     Event,
     Job,
     OutputFile,
@@ -271,6 +273,26 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def backup_leases(self, worker_id: str) -> set[str]:
         """The backup leases `worker_id` holds."""
+
+    # checkpoints (checkpoints.py; shared SQL in _checkpoints.py)
+    @abc.abstractmethod
+    def save_checkpoint(
+        self, task_id: str, lease_id: str, files: dict[str, OutputFile], now: float
+    ) -> int | None:
+        """Record a running task's checkpoint, fenced by its live lease, and drop the ones
+        no longer kept; its number, or None when the lease is not live."""
+
+    @abc.abstractmethod
+    def checkpoints(self, task_ids: Sequence[str]) -> dict[str, list[CheckpointInfo]]:
+        """The saved checkpoints of these tasks, oldest first."""
+
+    @abc.abstractmethod
+    def checkpoint_files(self, task_id: str, n: int) -> Checkpoint | None:
+        """One checkpoint's files, to restore; None when it is gone."""
+
+    @abc.abstractmethod
+    def discredit_checkpoint(self, task_id: str, n: int) -> None:
+        """Mark a checkpoint bad: it is not restored again."""
 
     # workers
     @abc.abstractmethod
