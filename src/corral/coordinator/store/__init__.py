@@ -1,6 +1,16 @@
 """Durable state backends behind one Store interface."""
 
-from .base import Leased, NewTask, NotFound, Outcome, Stopped, Store, TokenRecord, job_status
+from .base import (
+    Leased,
+    NewTask,
+    NotFound,
+    Outcome,
+    SchemaTooNew,
+    Stopped,
+    Store,
+    TokenRecord,
+    job_status,
+)
 from .postgres import PostgresStore
 from .sqlite import SQLiteStore
 
@@ -21,6 +31,7 @@ __all__ = [
     "Outcome",
     "PostgresStore",
     "SQLiteStore",
+    "SchemaTooNew",
     "Stopped",
     "Store",
     "TokenRecord",

@@ -24,6 +24,7 @@ from ..scheduler import oldest_first
 from ._allowlist import AllowlistSQL
 from ._backups import BackupSQL
 from ._identity import IdentitySQL
+from ._shared import SharedSQL
 from ._sqlbase import EVENT, FINISH
 from .base import (
     Leased,
@@ -96,7 +97,7 @@ _FINISH_TYPES = (
 )
 
 
-class SQLStore(AllowlistSQL, BackupSQL, IdentitySQL, Store):
+class SQLStore(AllowlistSQL, BackupSQL, IdentitySQL, SharedSQL, Store):
     """The Store over one SQL connection; a backend brings the connection and its dialect."""
 
     def atomic(self) -> AbstractContextManager[Any]:

@@ -30,6 +30,11 @@ from ...protocol import (
     slots_needed,
 )
 from ..speculation import Phase
+from .shared import SharedState
+
+
+class SchemaTooNew(RuntimeError):
+    """The database was created or migrated by a newer coordinator than this one."""
 
 
 class NotFound(LookupError):
@@ -96,8 +101,8 @@ class TokenRecord:
     job_id: str | None = None
 
 
-class Store(abc.ABC):
-    """Jobs, tasks, workers and events."""
+class Store(SharedState):
+    """Jobs, tasks, workers and events; and what coordinators share (shared.py)."""
 
     @abc.abstractmethod
     def close(self) -> None:
