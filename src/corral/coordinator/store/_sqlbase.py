@@ -155,7 +155,9 @@ class SQLBase(abc.ABC):
             db.execute(statement)
         if found != SCHEMA_VERSION:
             db.execute("DELETE FROM schema_version")
-            db.execute(self._q("INSERT INTO schema_version (version) VALUES (?)"), (SCHEMA_VERSION,))
+            db.execute(
+                self._q("INSERT INTO schema_version (version) VALUES (?)"), (SCHEMA_VERSION,)
+            )
 
     def _event(self, job_id: str, task_id: str, status: str, code: int | None, now: float) -> None:
         self._db.execute(self._q(EVENT), (job_id, task_id, status, code, now))

@@ -41,6 +41,7 @@ class SharedState(abc.ABC):
     def notify(self, kinds: str) -> None:
         """Tell the other coordinators on this database that something of `kinds` happened
         (a hint: each also looks again on a timer). Nothing on a single-process backend."""
+        return None
 
     @property
     def shared(self) -> bool:
@@ -50,3 +51,4 @@ class SharedState(abc.ABC):
     async def listen(self, heard: Callable[[str], None]) -> None:
         """Call `heard(kinds)` for each other coordinator's `notify`, until cancelled;
         reconnects after losing the database. Returns at once when no one can notify."""
+        return None
