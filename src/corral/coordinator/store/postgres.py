@@ -58,9 +58,13 @@ class PostgresStore(SQLStore):
         self._channel = f"corral_{schema}" if schema else "corral"
         self._sender = uuid.uuid4().hex[:12]
         self._conn = self._connect()
-        with self._conn.transaction():
-            self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-            self._create_schema()
+        try:
+            with self._conn.transaction():
+                self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+                self._create_schema()
+        except BaseException:  # a refused schema (SchemaTooNew) leaves no connection open
+            self._conn.close()
+            raise
 
     def _connect(self) -> psycopg.Connection[tuple[Any, ...]]:
         import psycopg
