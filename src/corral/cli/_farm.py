@@ -323,11 +323,15 @@ def server(
 ) -> None:
     """Start a coordinator alone (or one of several sharing a --store database)."""
     data = (data or default_data_dir()).resolve()
-    opened, own, key = _open_store(data, store)
-    if opened.shared and tls_opts.get("tls_mode") == "auto":
-        share_ca(opened, data)  # every coordinator's certificate from the one CA
+    auto = tls_opts.get("tls_mode") == "auto"
+    # the store (and the data directory) only once the options are known good; first, though,
+    # for --tls auto on a shared store: every coordinator's certificate from the one CA
+    early = _open_store(data, store) if auto and store else None
+    if early is not None and early[0].shared:
+        share_ca(early[0], data)
     tls = server_tls(host, data, tls_opts)
     _check_port(host, port)
+    opened, own, key = early or _open_store(data, store)
     scheme = "https" if tls else "http"
     beacons = announce_targets(host, port, scheme, tls_opts)
     click.echo(
