@@ -12,8 +12,9 @@ only because a file says so; a name that could point at the network must not tur
 from __future__ import annotations
 
 import ipaddress
+from urllib.parse import urlsplit
 
-__all__ = ["is_loopback"]
+__all__ = ["is_loopback", "is_loopback_url"]
 
 
 def is_loopback(host: str) -> bool:
@@ -29,3 +30,10 @@ def is_loopback(host: str) -> bool:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped  # Python 3.11 says ::ffff:127.0.0.1 is not loopback
     return address.is_loopback
+
+
+def is_loopback_url(urls: str) -> bool:
+    """Whether a coordinator URL, or every URL of a comma-separated list, names this machine:
+    one URL on the network is enough to count the list as the network's."""
+    hosts = [urlsplit(u.strip()).hostname or "" for u in urls.split(",") if u.strip()]
+    return bool(hosts) and all(is_loopback(h) for h in hosts)

@@ -18,9 +18,12 @@ class Broadcast:
         self._event.set()
         self._event = asyncio.Event()
 
-    async def wait(self, timeout: float) -> None:
+    async def wait(self, timeout: float) -> bool:
+        """Wait for the next `fire`, at most `timeout` seconds; whether it came."""
         # not asyncio.wait_for: on 3.11 it swallows a cancel that lands just after the event
         # was set, and then a loop waiting on it cannot be stopped
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 await self._event.wait()
+                return True
+        return False

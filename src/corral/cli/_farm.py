@@ -25,11 +25,13 @@ from ..coordinator import Settings
 from ..coordinator.announce import serve_announced
 from ..coordinator.server import (
     CoordinatorServer,
-    admin_token,
-    job_key,
     make_server,
+    open_coordinator_store,
     run_async,
+    shared_secrets,
 )
+from ..coordinator.store import SchemaTooNew, Store
+from ..coordinator.tls import share_ca
 from ..worker.agent import run_worker
 from ..worker.config import WorkerConfig
 from ._common import FailedWork, key_values
@@ -66,6 +68,28 @@ def _free_port(host: str) -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+_STORE = click.option(
+    "--store",
+    envvar="CORRAL_STORE",
+    default="",
+    metavar="URL",
+    help="postgresql://USER@HOST/DB: a database other coordinators may share"
+    " [default: SQLite in the data directory].",
+)
+
+
+def _open_store(data: Path, spec: str) -> tuple[Store, str, bytes]:
+    """The store, the admin token and the job-token key; one line and exit 1 if it fails."""
+    try:
+        store = open_coordinator_store(Settings(data_dir=data, store=spec))
+        token, key = shared_secrets(store, data)
+    except SchemaTooNew as exc:
+        raise FailedWork(str(exc)) from exc
+    except Exception as exc:  # the driver's own errors (psycopg's, sqlite3's)
+        raise FailedWork(f"cannot open the store {spec or data}: {exc}".splitlines()[0]) from exc
+    return store, token, key
 
 
 class _QuietServer(CoordinatorServer):
@@ -225,17 +249,19 @@ async def _run_up(server: uvicorn.Server, workers: _Workers, url: str) -> None:
     default=None,
     help="Data directory [default: $XDG_DATA_HOME/corral].",
 )
-def up(workers: int | None, port: int, data: Path | None) -> None:
+@_STORE
+def up(workers: int | None, port: int, data: Path | None, store: str) -> None:
     """Start a coordinator and local workers in one command, and point the CLI at them."""
     host = "127.0.0.1"
     data = (data or default_data_dir()).resolve()
     port = port or _free_port(host)
     _check_port(host, port)
-    token = admin_token(data)
+    opened, token, key = _open_store(data, store)
+    opened.close()  # opened again after the fork: nothing may start a thread before it
     url = f"http://{host}:{port}"
     path = write_config(url, token)
     click.echo(f"client config written to {path}", err=True)
-    settings = Settings(data_dir=data, tokens={token: "admin"}, job_key=job_key(data))
+    settings = Settings(data_dir=data, store=store, tokens={token: "admin"}, job_key=key)
     # forked first, so they are ready the moment the coordinator is (see _Workers)
     procs = _Workers(workers if workers is not None else os.cpu_count() or 1, url, token, data)
     try:
@@ -273,6 +299,14 @@ def up(workers: int | None, port: int, data: Path | None) -> None:
     default=Settings.speculative_min_seconds,
     hidden=True,  # for tests: how long a speculative job's task runs before a backup
 )
+@_STORE
+@click.option(
+    "--blobs",
+    type=click.Path(file_okay=False),
+    default="",
+    help="Keep blobs in this directory [default: in the database with --store postgresql://,"
+    " else in the data directory].",
+)
 @tls_server_options
 @announce_options
 def server(
@@ -283,13 +317,21 @@ def server(
     lease_timeout: float,
     speculative_min_seconds: float,
     announce_port: int,
+    store: str,
+    blobs: str,
     **tls_opts: Any,
 ) -> None:
-    """Start a coordinator alone."""
+    """Start a coordinator alone (or one of several sharing a --store database)."""
     data = (data or default_data_dir()).resolve()
+    auto = tls_opts.get("tls_mode") == "auto"
+    # the store (and the data directory) only once the options are known good; first, though,
+    # for --tls auto on a shared store: every coordinator's certificate from the one CA
+    early = _open_store(data, store) if auto and store else None
+    if early is not None and early[0].shared:
+        share_ca(early[0], data)
     tls = server_tls(host, data, tls_opts)
     _check_port(host, port)
-    own = admin_token(data)
+    opened, own, key = early or _open_store(data, store)
     scheme = "https" if tls else "http"
     beacons = announce_targets(host, port, scheme, tls_opts)
     click.echo(
@@ -299,14 +341,17 @@ def server(
     )
     settings = Settings(
         data_dir=data,
+        store=store,
+        blobs=blobs,
         tokens={t: "admin" for t in (own, *tokens)},
         lease_timeout=lease_timeout,
         heartbeat_interval=min(2.0, lease_timeout / 4),
-        job_key=job_key(data),
+        job_key=key,
         ca_file=tls.ca if tls else None,
         speculative_min_seconds=speculative_min_seconds,
     )
-    run_async(serve_announced(make_server(settings, host, port, tls=tls), beacons, announce_port))
+    app = make_server(settings, host, port, tls=tls, store=opened)
+    run_async(serve_announced(app, beacons, announce_port))
 
 
 @click.command()

@@ -57,7 +57,9 @@ class AsyncClient(BaseClient[AsyncTaskFuture]):
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         super().__init__(url, token, timeout)
-        self._http = httpx.AsyncClient(transport=transport, **self._http_options())
+        self._http = httpx.AsyncClient(
+            transport=self._async_transport(transport), **self._http_options()
+        )
         self._dispatcher: Dispatcher | None = None
 
     async def aclose(self) -> None:

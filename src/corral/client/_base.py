@@ -15,6 +15,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+import httpx
+
+from .._failover import AsyncFailover, SyncFailover, split_urls
 from ._config import resolve
 from ._errors import CorralError
 from ._futures import AsyncTaskFuture, TaskFuture
@@ -38,13 +41,29 @@ class BaseClient(ABC, Generic[F]):
     def _http_options(self) -> dict[str, Any]:
         """Keyword arguments for the httpx.Client or httpx.AsyncClient underneath."""
         headers = {"authorization": f"Bearer {self.token}"} if self.token else {}
-        base_url = self.url + "/api/v1"
+        base_url = split_urls(self.url)[0] + "/api/v1"  # the failover transport re-aims it
         return {
             "base_url": base_url,
             "headers": headers,
             "timeout": self.timeout,
             "verify": self._verify,
         }
+
+    def _sync_transport(self, transport: httpx.BaseTransport | None) -> httpx.BaseTransport | None:
+        """`transport` (None: httpx's own), moving down the URL list when given several."""
+        urls = split_urls(self.url)
+        if len(urls) < 2:
+            return transport
+        return SyncFailover(urls, transport or httpx.HTTPTransport(verify=self._verify))
+
+    def _async_transport(
+        self, transport: httpx.AsyncBaseTransport | None
+    ) -> httpx.AsyncBaseTransport | None:
+        """The same for an httpx.AsyncClient."""
+        urls = split_urls(self.url)
+        if len(urls) < 2:
+            return transport
+        return AsyncFailover(urls, transport or httpx.AsyncHTTPTransport(verify=self._verify))
 
     @abstractmethod
     def _future(self) -> F:

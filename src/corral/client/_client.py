@@ -60,7 +60,7 @@ class Client(BaseClient[TaskFuture]):
     ) -> None:
         super().__init__(url, token, timeout)
         self._transport = transport
-        self._http = httpx.Client(transport=transport, **self._http_options())
+        self._http = httpx.Client(transport=self._sync_transport(transport), **self._http_options())
         self._background: Background | None = None
 
     def close(self) -> None:

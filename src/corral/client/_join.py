@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 
+from .._failover import SyncFailover, primary_url, split_urls
 from ._errors import ConfigError, Unreachable
 
 PREFIX = "corral1:"
@@ -65,10 +66,13 @@ def parse_join(text: str) -> Join:
 
 
 def fetch_pinned_ca(url: str, ca_sha256: str, timeout: float = 10.0) -> bytes:
-    """The coordinator's CA certificate, only if it has the expected fingerprint."""
+    """The coordinator's CA certificate, only if it has the expected fingerprint; from the
+    first coordinator of a list (`URL1,URL2`) that answers (they share one CA)."""
+    transport = SyncFailover(split_urls(url), httpx.HTTPTransport(verify=False))
     try:
         # not trusted yet: what makes it trustworthy is the fingerprint check below
-        response = httpx.get(url.rstrip("/") + "/ca.pem", verify=False, timeout=timeout)
+        with httpx.Client(transport=transport, timeout=timeout) as client:
+            response = client.get(primary_url(url) + "/ca.pem")
     except httpx.HTTPError as exc:
         raise Unreachable(f"cannot reach the coordinator at {url}: {exc}") from exc
     if response.status_code != 200:

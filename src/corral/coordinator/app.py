@@ -16,7 +16,7 @@ from starlette.routing import BaseRoute, Route
 
 from .. import __version__
 from .access import hash_secret, may_call
-from .blobs import LocalBlobs
+from .blobs import BlobError, Blobs
 from .dashboard import dashboard_routes
 from .errors import ApiError
 from .guards import TokenAuth, check_path_params, principal
@@ -52,7 +52,7 @@ def _route(endpoint: Endpoint, coord: Coordinator) -> Route:
     )
 
 
-def build_app(settings: Settings, store: Store, blobs: LocalBlobs) -> Starlette:
+def build_app(settings: Settings, store: Store, blobs: Blobs) -> Starlette:
     """The coordinator as an ASGI app; the lifespan starts and stops its background work."""
     coord = Coordinator(store, blobs, settings)
     document = openapi_document(ENDPOINTS, PREFIX, __version__)
@@ -85,6 +85,14 @@ def build_app(settings: Settings, store: Store, blobs: LocalBlobs) -> Starlette:
         detail = f"{request.method} {request.url.path}: {exc.detail}"
         return _error(code, detail, exc.status_code)
 
+    async def blob_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, BlobError)
+        return _error(exc.code, exc.detail, ApiError(exc.code, exc.detail).status)
+
+    async def unavailable(_: Request, exc: Exception) -> Response:
+        # the database is down or cut off: another coordinator (or a retry) may do better
+        return _error("unavailable", f"the coordinator's database: {exc}", 503)
+
     async def internal(_: Request, exc: Exception) -> Response:
         return _error("internal", f"{type(exc).__name__}: {exc}", 500)
 
@@ -102,6 +110,8 @@ def build_app(settings: Settings, store: Store, blobs: LocalBlobs) -> Starlette:
         NotFound: not_found,
         HTTPException: http_error,
         msgspec.ValidationError: internal,
+        BlobError: blob_error,
+        **{error: unavailable for error in store.errors},
         Exception: internal,
     }
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)

@@ -19,7 +19,7 @@ from ..protocol import (
     TaskResult,
     checkpoint_problems,
 )
-from .blobs import LocalBlobs
+from .blobs import Blobs
 from .checkpoints import Saved, blame, restore_from
 from .errors import ApiError
 from .store import Store
@@ -30,7 +30,7 @@ __all__ = ["Resume"]
 class Resume:
     """Checkpoints between the API, the store and the lease path."""
 
-    def __init__(self, store: Store, blobs: LocalBlobs, clock: Callable[[], float]) -> None:
+    def __init__(self, store: Store, blobs: Blobs, clock: Callable[[], float]) -> None:
         self.store = store
         self.blobs = blobs
         self.clock = clock

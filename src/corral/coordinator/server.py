@@ -1,4 +1,10 @@
-"""Running a coordinator: open its data directory and serve it with uvicorn."""
+"""Running a coordinator: open its data directory and store, and serve them with uvicorn.
+
+The admin token and the key that signs job tokens live in the data directory; on a store
+several coordinators share (PostgreSQL), in the database instead (`shared_secrets`), made by
+the first coordinator and read by the rest, so a task's token or an admin's keeps working
+whichever coordinator it reaches.
+"""
 
 from __future__ import annotations
 
@@ -15,10 +21,10 @@ from typing import Any, TypeVar
 import uvicorn
 
 from .app import build_app
-from .blobs import LocalBlobs
+from .blobs import Blobs, DatabaseBlobs, LocalBlobs
 from .service import Coordinator
 from .settings import Settings
-from .store import SQLiteStore
+from .store import Store, open_store
 from .tls import TlsFiles
 
 T = TypeVar("T")
@@ -29,11 +35,46 @@ def admin_token(data_dir: Path) -> str:
     path = data_dir / "admin.token"
     if path.exists():
         return path.read_text().strip()
-    token = "crl_" + secrets.token_urlsafe(24)
+    token = _new_admin_token()
+    _write_admin_token(data_dir, token)
+    return token
+
+
+def _new_admin_token() -> str:
+    return "crl_" + secrets.token_urlsafe(24)
+
+
+def _write_admin_token(data_dir: Path, token: str) -> None:
+    path = data_dir / "admin.token"
     data_dir.mkdir(parents=True, exist_ok=True)
     path.touch(mode=0o600)
     path.write_text(token + "\n")
-    return token
+
+
+def open_coordinator_store(settings: Settings) -> Store:
+    """The store `settings` names: its `store` URL, else the data directory's SQLite file."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return open_store(settings.store or str(settings.db_path))
+
+
+def shared_secrets(store: Store, data_dir: Path) -> tuple[str, bytes]:
+    """The admin token and the job-token key: the data directory's, or on a shared store the
+    database's (the token also written to data_dir/admin.token for the local CLI)."""
+    if not store.shared:
+        return admin_token(data_dir), job_key(data_dir)
+    token = store.shared_value("admin_token", lambda: _new_admin_token().encode()).decode()
+    if not (data_dir / "admin.token").exists() or admin_token(data_dir) != token:
+        _write_admin_token(data_dir, token)
+    return token, store.shared_value("job_key", lambda: secrets.token_bytes(32))
+
+
+def open_blobs(settings: Settings, store: Store) -> Blobs:
+    """Blobs in `settings.blobs`; else in the database when it is shared, else local."""
+    if settings.blobs:
+        return LocalBlobs(Path(settings.blobs))
+    if store.shared:
+        return DatabaseBlobs(settings.blob_dir, store)
+    return LocalBlobs(settings.blob_dir)
 
 
 class CoordinatorServer(uvicorn.Server):
@@ -79,12 +120,13 @@ def make_server(
     port: int,
     kind: type[CoordinatorServer] = CoordinatorServer,
     tls: TlsFiles | None = None,
+    store: Store | None = None,
 ) -> uvicorn.Server:
-    """A uvicorn server (of class `kind`) for a coordinator on `settings.data_dir`."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    """A uvicorn server (of class `kind`) for a coordinator on `settings.data_dir` and its
+    store (opened here unless given)."""
     raise_open_files()
-    store = SQLiteStore(settings.db_path)
-    app = build_app(settings, store, LocalBlobs(settings.blob_dir))
+    store = store or open_coordinator_store(settings)
+    app = build_app(settings, store, open_blobs(settings, store))
     config = uvicorn.Config(
         app,
         host=host,

@@ -45,7 +45,7 @@ from ..protocol import (
 )
 from ..protocol import Assignment as WireAssignment
 from .access import JobTokens
-from .blobs import BlobError, LocalBlobs
+from .blobs import BlobError, Blobs
 from .deps import inputs_from_dependencies, named_dependencies, resolve_after, waiting_text
 from .errors import ApiError
 from .leases import LeasePolicy
@@ -55,6 +55,7 @@ from .scheduler import matcher, pending_reason, programs_to_probe, requirement_p
 from .settings import Settings
 from .speculation import Phase, SpeculationPolicy
 from .store import Leased, NewTask, NotFound, Outcome, Store
+from .wakeups import Wakeups
 
 log = logging.getLogger("corral.coordinator")
 
@@ -65,7 +66,7 @@ class Coordinator:
     def __init__(
         self,
         store: Store,
-        blobs: LocalBlobs,
+        blobs: Blobs,
         settings: Settings,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -82,9 +83,12 @@ class Coordinator:
             settings.speculative_done_fraction,
         )
         self._phases: tuple[float, list[Phase]] | None = None  # read at, phases
-        self._work = Broadcast()
-        self._events = Broadcast()
-        self._workers: dict[str, Broadcast] = {}
+        # lease requests wait on _work, event streams on _events, heartbeats on _workers';
+        # fired here, they wake the other coordinators on a shared database too (wakeups.py)
+        self.wakeups = Wakeups(store)
+        self._work = self.wakeups.work
+        self._events = self.wakeups.events
+        self._workers = self.wakeups.workers
         self._expiry: asyncio.Task[None] | None = None
         self._wake_expiry = Broadcast()
         self._closing = False
@@ -94,6 +98,7 @@ class Coordinator:
         """Give leases from before a restart time to report back, then watch expiry."""
         self.store.grace_running(self.policy.expires(self.clock()))
         self._expiry = asyncio.create_task(self._expiry_loop())
+        self.wakeups.start()
 
     def release_waiters(self) -> None:
         """Answer every held long-poll now: the server is shutting down."""
@@ -105,6 +110,7 @@ class Coordinator:
 
     async def stop(self) -> None:
         """Stop background work and wake every waiter."""
+        await self.wakeups.stop()
         if self._expiry:
             self._expiry.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -122,8 +128,7 @@ class Coordinator:
         self._phases = None  # a new speculative job is looked at with the next lease
         self._work.fire()
         if any("programs" in spec.requires for spec in body.tasks):
-            for signal in self._workers.values():  # held heartbeats answer with a probe now
-                signal.fire()
+            self.wakeups.wake_all_workers()  # held heartbeats answer with a probe now
         self._events.fire()
         job = msgspec.structs.asdict(self.store.get_job(job_id))
         return JobCreated(**job, task_ids=[t.id for t in tasks])
@@ -331,10 +336,24 @@ class Coordinator:
         # hold only when the worker already knows which of its tasks are blocked
         known = set(body.blocked) == set(self.store.blocked_tasks(worker_id))
         if not stale and body.wait > 0 and not self._closing and known:
-            signal = self._workers.setdefault(worker_id, Broadcast())
-            await signal.wait(min(body.wait, self.settings.heartbeat_interval * 2))
-            stale = self._extend(worker_id, body.leases)
+            wait = min(body.wait, self.settings.heartbeat_interval * 2)
+            stale = await self._hold(worker_id, body.leases, wait)
         return self._reply(worker_id, stale)
+
+    async def _hold(self, worker_id: str, leases: list[str], wait: float) -> list[str]:
+        """Hold a heartbeat until a kill, drain or block wakes it, or `wait` runs out; the
+        stale leases then. On a shared database, a kill or drain made on another coordinator
+        whose announcement was lost is found by looking every `recheck` seconds."""
+        signal = self._workers.setdefault(worker_id, Broadcast())
+        deadline = self.clock() + wait
+        recheck = self.wakeups.recheck or wait
+        while True:
+            fired = await signal.wait(max(min(deadline - self.clock(), recheck), 0.0))
+            stale = self._extend(worker_id, leases)
+            if fired or stale or self._closing or self.clock() >= deadline:
+                return stale
+            if self.store.get_worker(worker_id).status == "draining":
+                return stale
 
     def _reply(self, worker_id: str, stale: list[str]) -> HeartbeatReply:
         worker = self.store.get_worker(worker_id)
@@ -378,9 +397,7 @@ class Coordinator:
         self._wake_worker(worker_id)
 
     def _wake_worker(self, worker_id: str) -> None:
-        signal = self._workers.get(worker_id)
-        if signal:
-            signal.fire()
+        self.wakeups.wake_worker(worker_id)
 
     def release(self, task_id: str, lease_id: str) -> Task:
         """Requeue a task its worker gave back, not counting the attempt; 409 if stale."""

@@ -11,6 +11,11 @@ class Settings:
     """Everything the coordinator needs to know at start."""
 
     data_dir: Path
+    # where jobs, tasks and workers are kept: "" for the data directory's SQLite file, or a
+    # postgresql:// URL several coordinators may share (store.open_store)
+    store: str = ""
+    # a directory of blobs; "": the database's blobs on a shared store, else blob_dir
+    blobs: str = ""
     # admin tokens to accept, secret -> name; only their sha256 goes into the store
     tokens: dict[str, str] = field(default_factory=dict)
     lease_timeout: float = 10.0

@@ -2,7 +2,9 @@
 that a coordinator reachable from the network must not speak plain HTTP unless told to.
 
 The CA key never leaves the data directory (mode 0600); its certificate is public and is
-served at /ca.pem so that a worker holding a join string can pin it by fingerprint.
+served at /ca.pem so that a worker holding a join string can pin it by fingerprint. With
+several coordinators on one database the CA is made once and kept in the database
+(`share_ca`), so every coordinator's certificate chains to the one a join string pins.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .._net import is_loopback
+from .store import Store
 
 CA_YEARS = 10
 SERVER_DAYS = 825
@@ -136,6 +139,22 @@ def _make_server_cert(tls_dir: Path, names: list[str]) -> None:
     (tls_dir / "server.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
+def share_ca(store: Store, data_dir: Path) -> None:
+    """Put the database's CA in the data directory (the first coordinator's, made here
+    when the database has none yet): every coordinator then signs with the same one."""
+    tls_dir = data_dir / "tls"
+    tls_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def make() -> bytes:
+        if not (tls_dir / "ca.key").exists():
+            _make_ca(tls_dir)
+        return (tls_dir / "ca.key").read_bytes() + b"\0" + (tls_dir / "ca.pem").read_bytes()
+
+    key, _, pem = store.shared_value("tls_ca", make).partition(b"\0")
+    _write_private(tls_dir / "ca.key", key)
+    (tls_dir / "ca.pem").write_bytes(pem)
+
+
 def auto_tls(data_dir: Path, names: list[str]) -> TlsFiles:
     """The data directory's CA (made once) and a fresh server certificate for `names`."""
     tls_dir = data_dir / "tls"
@@ -146,4 +165,4 @@ def auto_tls(data_dir: Path, names: list[str]) -> TlsFiles:
     return TlsFiles(tls_dir / "server.pem", tls_dir / "server.key", tls_dir / "ca.pem")
 
 
-__all__ = ["TlsFiles", "auto_tls", "bind_refusal", "server_names"]
+__all__ = ["TlsFiles", "auto_tls", "bind_refusal", "server_names", "share_ca"]

@@ -20,4 +20,6 @@ ERROR_STATUS: dict[str, int] = {
     "too_large": 413,
     "unsupported_media_type": 415,
     "internal": 500,
+    # the coordinator cannot reach its database or its blob store now: try again, or another
+    "unavailable": 503,
 }

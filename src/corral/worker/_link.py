@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import msgspec
 
+from .._failover import AsyncFailover, split_urls
 from ..protocol import (
     AllowEntry,
     Assignment,
@@ -42,11 +43,19 @@ class Link:
         self.state = state
         self.worker_id: str | None = None
         headers = {"authorization": f"Bearer {config.token}"} if config.token else {}
+        urls = split_urls(config.server)
+        verify = tls_verify(config.server, config.ca_file)
+        # several coordinators: move to the next on a connection failure (a cut link shows
+        # as a connect timeout, so that is kept short), keeping the leases (_failover.py)
+        self.failover = AsyncFailover(urls, httpx.AsyncHTTPTransport(verify=verify))
         self.http = httpx.AsyncClient(
-            base_url=config.server.rstrip("/") + "/api/v1",
+            base_url=urls[0] + "/api/v1",
             headers=headers,
-            timeout=httpx.Timeout(30.0, read=config.lease_wait + 30.0),
-            verify=tls_verify(config.server, config.ca_file),
+            timeout=httpx.Timeout(
+                30.0, connect=5.0 if len(urls) > 1 else 30.0, read=config.lease_wait + 30.0
+            ),
+            verify=verify,
+            transport=self.failover if len(urls) > 1 else None,
         )
 
     async def post(self, path: str, body: Any, kind: Any = None) -> Any:
@@ -87,7 +96,10 @@ class Link:
             return digest
         with (
             httpx.Client(
-                base_url=http.base_url, headers=http.headers, timeout=http.timeout, verify=tls
+                base_url=self.failover.endpoints.current + "/api/v1",
+                headers=http.headers,
+                timeout=http.timeout,
+                verify=tls,
             ) as client,
             client.stream("GET", f"/blobs/{sha256}") as response,
         ):

@@ -42,9 +42,8 @@ import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
-from .._net import is_loopback
+from .._net import is_loopback_url
 from .interpreters import Runs, interpreter_of
 
 __all__ = [
@@ -92,11 +91,6 @@ def read_allow_file(path: Path) -> tuple[set[str], set[str]]:
         if marked:
             inline.add(sha)
     return out, inline
-
-
-def is_loopback_url(url: str) -> bool:
-    """Whether a coordinator URL names this machine (localhost or a loopback address)."""
-    return is_loopback(urlsplit(url).hostname or "")
 
 
 def allow_mode(server: str, allow_all: bool, enforce: bool, own: set[str]) -> str:

@@ -6,9 +6,9 @@ import socket
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
-from .._net import is_loopback
+from .._failover import primary_url
+from .._net import is_loopback_url
 from ..protocol import Assignment
 from .idle import IdlePolicy
 
@@ -64,7 +64,7 @@ def sandbox_refusal(server: str, wanted: bool, bwrap: str | None, installed: boo
     """Why a worker may not start, or None: off loopback, tasks from the network must not run
     unsandboxed unless --no-sandbox (`wanted` False) said so on purpose. On loopback the
     guard's warning is enough: the owner submits their own tasks."""
-    if not wanted or bwrap is not None or is_loopback(urlsplit(server).hostname or ""):
+    if not wanted or bwrap is not None or is_loopback_url(server):
         return None
     why = "bubblewrap cannot create namespaces here" if installed else "bwrap is not installed"
     return (
@@ -79,6 +79,6 @@ def tls_verify(server: str, ca_file: Path | None) -> ssl.SSLContext | bool:
     does for `True`, was 15% of a worker's start."""
     if ca_file:
         return ssl.create_default_context(cafile=ca_file)
-    if server.lower().startswith("http://"):
+    if primary_url(server).lower().startswith("http://"):
         return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     return True

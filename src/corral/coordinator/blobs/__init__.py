@@ -1,6 +1,8 @@
-"""Content-addressed file storage."""
+"""Content-addressed file storage: the seam (base.py) and its backends."""
 
-from .local import BlobError, LocalBlobs
+from .base import BlobError, Blobs, BlobUnavailable
+from .database import DatabaseBlobs
+from .local import LocalBlobs
 from .response import BlobResponse
 
-__all__ = ["BlobError", "BlobResponse", "LocalBlobs"]
+__all__ = ["BlobError", "BlobResponse", "BlobUnavailable", "Blobs", "DatabaseBlobs", "LocalBlobs"]

@@ -12,18 +12,10 @@ from pathlib import Path
 
 from ..._blobio import TooLarge, write_hashed
 from ...protocol import is_sha256
+from .base import BlobError, Blobs
 
 
-class BlobError(Exception):
-    """An upload was refused; `code` is the API error code."""
-
-    def __init__(self, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.code = code
-        self.detail = detail
-
-
-class LocalBlobs:
+class LocalBlobs(Blobs):
     """A content-addressed store in one directory."""
 
     def __init__(self, root: Path) -> None:

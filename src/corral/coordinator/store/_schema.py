@@ -8,7 +8,14 @@ opening an existing data directory creates what it lacks.
 
 from __future__ import annotations
 
-__all__ = ["ADDED_COLUMNS", "INDEXES", "TABLES"]
+__all__ = ["ADDED_COLUMNS", "INDEXES", "SCHEMA_VERSION", "TABLES", "VERSION_TABLE"]
+
+# The schema this code writes and reads. Raise it with every change to TABLES, ADDED_COLUMNS
+# or INDEXES; a coordinator refuses a database recorded at a higher one (a newer coordinator
+# shares it, and this one would misread its rows).
+SCHEMA_VERSION = 2
+# one row: the version the database was last created or migrated to
+VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
 
 TABLES = (
     """CREATE TABLE IF NOT EXISTS jobs (
@@ -64,6 +71,15 @@ TABLES = (
     task_id TEXT NOT NULL, n INTEGER NOT NULL, attempt INTEGER NOT NULL,
     created {real} NOT NULL, size BIGINT NOT NULL, files {blob} NOT NULL,
     bad INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (task_id, n)
+)""",
+    # what every coordinator sharing the database must agree on (_shared.py): the key that
+    # signs job tokens, the admin token, the TLS CA; made by the first, read by the rest
+    "CREATE TABLE IF NOT EXISTS shared (name TEXT PRIMARY KEY, value {blob} NOT NULL)",
+    # blobs kept in the database (blobs/database.py), in chunks; the blobs row is written
+    # last, in the same transaction, so a blob listed there is whole
+    "CREATE TABLE IF NOT EXISTS blobs (sha256 TEXT PRIMARY KEY, size BIGINT NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS blob_chunks (
+    sha256 TEXT NOT NULL, n INTEGER NOT NULL, data {blob} NOT NULL, PRIMARY KEY (sha256, n)
 )""",
 )
 

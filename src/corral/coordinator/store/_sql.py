@@ -26,6 +26,7 @@ from ._backups import BackupSQL
 from ._browse import BrowseSQL
 from ._checkpoints import CheckpointSQL
 from ._identity import IdentitySQL
+from ._shared import SharedSQL
 from ._sqlbase import EVENT, FINISH
 from .base import (
     Leased,
@@ -98,7 +99,7 @@ _FINISH_TYPES = (
 )
 
 
-class SQLStore(AllowlistSQL, BackupSQL, BrowseSQL, CheckpointSQL, IdentitySQL, Store):
+class SQLStore(AllowlistSQL, BackupSQL, BrowseSQL, CheckpointSQL, IdentitySQL, SharedSQL, Store):
     """The Store over one SQL connection; a backend brings the connection and its dialect."""
 
     def atomic(self) -> AbstractContextManager[Any]:

@@ -15,8 +15,15 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any, ClassVar
 
-from ._schema import ADDED_COLUMNS, INDEXES, TABLES
-from .base import AUDIT_COLUMNS, JOB_COLUMNS, TASK_COLUMNS, TOKEN_COLUMNS, WORKER_COLUMNS
+from ._schema import ADDED_COLUMNS, INDEXES, SCHEMA_VERSION, TABLES, VERSION_TABLE
+from .base import (
+    AUDIT_COLUMNS,
+    JOB_COLUMNS,
+    TASK_COLUMNS,
+    TOKEN_COLUMNS,
+    WORKER_COLUMNS,
+    SchemaTooNew,
+)
 from .dialect import Dialect
 
 __all__ = ["SQLBase"]
@@ -126,8 +133,17 @@ class SQLBase(abc.ABC):
             cur.close()
 
     def _create_schema(self) -> None:
-        """Create what the database lacks (the backend holds it in a transaction)."""
+        """Create what the database lacks and record the version (the backend holds it in a
+        transaction); SchemaTooNew for a database a newer coordinator has migrated."""
         render, db = self._words, self._db
+        db.execute(VERSION_TABLE)
+        row = db.execute("SELECT MAX(version) FROM schema_version").fetchone()
+        found = row[0] if row and row[0] is not None else None
+        if found is not None and found > SCHEMA_VERSION:
+            raise SchemaTooNew(
+                f"the database's schema is version {found}, newer than this coordinator's"
+                f" {SCHEMA_VERSION}: upgrade corral"
+            )
         for statement in TABLES:
             db.execute(statement.format_map(render))
         for table, added in ADDED_COLUMNS.items():
@@ -137,6 +153,11 @@ class SQLBase(abc.ABC):
                     db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind.format_map(render)}")
         for statement in INDEXES:
             db.execute(statement)
+        if found != SCHEMA_VERSION:
+            db.execute("DELETE FROM schema_version")
+            db.execute(
+                self._q("INSERT INTO schema_version (version) VALUES (?)"), (SCHEMA_VERSION,)
+            )
 
     def _event(self, job_id: str, task_id: str, status: str, code: int | None, now: float) -> None:
         self._db.execute(self._q(EVENT), (job_id, task_id, status, code, now))

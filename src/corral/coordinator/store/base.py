@@ -32,6 +32,11 @@ from ...protocol import (
     slots_needed,
 )
 from ..speculation import Phase
+from .shared import SharedState
+
+
+class SchemaTooNew(RuntimeError):
+    """The database was created or migrated by a newer coordinator than this one."""
 
 
 class NotFound(LookupError):
@@ -110,8 +115,8 @@ class TaskSpan:
     finished: float | None
 
 
-class Store(abc.ABC):
-    """Jobs, tasks, workers and events."""
+class Store(SharedState):
+    """Jobs, tasks, workers and events; and what coordinators share (shared.py)."""
 
     @abc.abstractmethod
     def close(self) -> None:

@@ -28,6 +28,7 @@ class SQLiteStore(SQLStore):
     """Durable state in one SQLite file."""
 
     dialect = SQLITE
+    errors = (sqlite3.Error,)
 
     def __init__(self, path: Path | str) -> None:
         super().__init__()
