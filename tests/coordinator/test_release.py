@@ -4,28 +4,16 @@ counted as an attempt), and reports `idle-wait` or `suspended` in its heartbeats
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from test_api import NO_SUCH, Api, echo, run_api
-from test_store_contract import BACKENDS, Backend, require_postgres, submit
+from test_store_contract import submit
 
 from corral.coordinator.scheduler import pending_reason
 from corral.coordinator.store import Store
 from corral.protocol import Worker
-
-
-@pytest.fixture(params=BACKENDS)
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    """A fresh, empty store of each kind."""
-    if request.param == "postgres":
-        require_postgres()
-    backend = Backend(request.param, tmp_path)
-    try:
-        yield backend.open()
-    finally:
-        backend.close()
 
 
 def test_store_release_requeues_without_counting_the_attempt(store: Store) -> None:

@@ -3,32 +3,11 @@ one worker in one transaction, tasks by id, a job's owner, and what a lease reco
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
-from test_store_contract import BACKENDS, Backend, ok, require_postgres, spec, submit
+from test_store_contract import Backend, ok, spec, submit
 
 from corral.coordinator.store import NewTask, NotFound, Store, open_store
 from corral.protocol import OutputFile
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    """A fresh database of each kind."""
-    if request.param == "postgres":
-        require_postgres()
-    opened = Backend(request.param, tmp_path)
-    try:
-        yield opened
-    finally:
-        opened.close()
-
-
-@pytest.fixture
-def store(backend: Backend) -> Store:
-    """A fresh, empty store of each kind."""
-    return backend.open()
 
 
 def test_finish_many_records_a_batch_and_its_events_in_order(store: Store) -> None:

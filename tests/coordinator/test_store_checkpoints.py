@@ -2,28 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
-from test_store_contract import BACKENDS, Backend, ok, require_postgres, spec
+from test_store_contract import ok, spec
 
 from corral.coordinator.store import Leased, NewTask, Store
 from corral.protocol import OutputFile
 
 SHA = "a" * 64
-
-
-@pytest.fixture(params=BACKENDS)
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    """A fresh, empty store of each kind."""
-    if request.param == "postgres":
-        require_postgres()
-    backend = Backend(request.param, tmp_path)
-    try:
-        yield backend.open()
-    finally:
-        backend.close()
 
 
 def running(store: Store) -> Leased:

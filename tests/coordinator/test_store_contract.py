@@ -96,28 +96,6 @@ class Backend:
                 conn.execute(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
 
 
-BACKEND = pytest.StashKey[Backend]()
-
-
-@pytest.fixture(params=BACKENDS)
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    """A fresh, empty store of each kind."""
-    if request.param == "postgres":
-        require_postgres()
-    backend = Backend(request.param, tmp_path)
-    request.node.stash[BACKEND] = backend
-    try:
-        yield backend.open()
-    finally:
-        backend.close()
-
-
-@pytest.fixture
-def backend(store: Store, request: pytest.FixtureRequest) -> Backend:
-    """The database behind `store`, to open more stores on it."""
-    return request.node.stash[BACKEND]
-
-
 def spec(name: str = "", **kw: object) -> TaskSpec:
     return TaskSpec(argv=["echo", name or "hi"], name=name, **kw)  # type: ignore[arg-type]
 

@@ -3,25 +3,11 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from test_store_contract import BACKENDS, Backend, lease_one, ok, require_postgres, spec
+from test_store_contract import lease_one, ok, spec
 
 from corral.coordinator.store import NewTask, SQLiteStore, Store
-
-
-@pytest.fixture(params=BACKENDS)
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    """A fresh, empty store of each kind."""
-    if request.param == "postgres":
-        require_postgres()
-    backend = Backend(request.param, tmp_path)
-    try:
-        yield backend.open()
-    finally:
-        backend.close()
 
 
 def diamond(store: Store, job: str = "j", now: float = 1.0) -> None:

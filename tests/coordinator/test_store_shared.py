@@ -9,16 +9,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import test_store_contract
 from test_store_contract import Backend
 
 from corral.coordinator.blobs import BlobUnavailable, DatabaseBlobs
 from corral.coordinator.store import SchemaTooNew, Store
 from corral.coordinator.store._schema import SCHEMA_VERSION
-
-# the contract suite's fixtures: a fresh store of each kind, and the database behind it
-store = test_store_contract.store
-backend = test_store_contract.backend
 
 
 def test_schema_version_is_recorded_and_a_newer_one_refused(store: Store, backend: Backend) -> None:

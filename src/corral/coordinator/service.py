@@ -32,7 +32,6 @@ from ..protocol import (
     JobCreated,
     LeaseGrant,
     LeaseRequest,
-    LogChunk,
     ResultsReply,
     Task,
     TaskResult,
@@ -49,6 +48,7 @@ from .blobs import BlobError, Blobs
 from .deps import inputs_from_dependencies, named_dependencies, resolve_after, waiting_text
 from .errors import ApiError
 from .leases import LeasePolicy
+from .livelogs import LiveLogs
 from .resume import Resume
 from .retry import after_attempt, effective_max_attempts
 from .scheduler import matcher, pending_reason, programs_to_probe, requirement_problem
@@ -92,7 +92,7 @@ class Coordinator:
         self._expiry: asyncio.Task[None] | None = None
         self._wake_expiry = Broadcast()
         self._closing = False
-        settings.live_dir.mkdir(parents=True, exist_ok=True)
+        self.logs = LiveLogs(settings.live_dir, store, blobs)
 
     async def start(self) -> None:
         """Give leases from before a restart time to report back, then watch expiry."""
@@ -332,7 +332,7 @@ class Coordinator:
         for chunk in body.logs:
             # a worker back from a partition must not write into a newer attempt's output
             if chunk.lease_id in live:
-                self._append_log(chunk)
+                self.logs.append(chunk)
         # hold only when the worker already knows which of its tasks are blocked
         known = set(body.blocked) == set(self.store.blocked_tasks(worker_id))
         if not stale and body.wait > 0 and not self._closing and known:
@@ -588,32 +588,9 @@ class Coordinator:
             await self._events.wait(keepalive)
             yield None
 
-    def _live_path(self, task_id: str, stream: str) -> Path:
-        return self.settings.live_dir / f"{task_id}.{stream}"
-
-    def _append_log(self, chunk: LogChunk) -> None:
-        try:
-            task = self.store.get_task(chunk.task_id)
-        except NotFound:
-            return
-        if task.status != "running":
-            return
-        path = self._live_path(chunk.task_id, chunk.stream)
-        size = path.stat().st_size if path.exists() else 0
-        data = chunk.data
-        if chunk.offset == size:
-            with path.open("ab") as f:
-                f.write(data)
-        elif chunk.offset == 0:  # a new attempt starts its output afresh
-            path.write_bytes(data)
-
     def log_path(self, task: Task, stream: str) -> tuple[Path | None, bool]:
         """Where a task's output is, and whether it is final."""
-        sha = task.stdout if stream == "stdout" else task.stderr
-        if task.status in FINAL_STATUSES:
-            return (self.blobs.path(sha) if sha else None), True
-        path = self._live_path(task.id, stream)
-        return (path if path.exists() else None), False
+        return self.logs.where(task, stream)
 
 
 def _within(fits: Callable[[dict[str, str]], bool], slots: int) -> Callable[[dict[str, str]], bool]:
