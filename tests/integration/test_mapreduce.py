@@ -170,15 +170,15 @@ class Slow(WordCount):
         super().reduce(word, counts)
 
 
-def _running_on(client: Client, worker_id: str, suffix: str) -> bool:
+def _running(client: Client, suffix: str) -> str | None:
+    """A worker running a task of this phase, if any."""
     jobs = client.jobs()
     if not jobs:
-        return False
-    tasks = client.tasks(jobs[0].id)
-    return any(
-        t.status == "running" and t.worker_id == worker_id and t.name.endswith(suffix)
-        for t in tasks
-    )
+        return None
+    for t in client.tasks(jobs[0].id):
+        if t.status == "running" and t.worker_id and t.name.endswith(suffix):
+            return t.worker_id
+    return None
 
 
 @pytest.mark.parametrize("phase", ["map", "reduce"])
@@ -197,8 +197,8 @@ def test_kill_9_of_a_worker_mid_phase_leaves_the_output_unchanged(
             target=lambda: result.update(out=job.run(client, reducers=2, progress=False))
         )
         runner.start()
-        victim = f.workers[0]
-        wait_for(lambda: _running_on(watcher, victim.id, f".{phase}"), 60, what=phase)
+        busy = wait_for(lambda: _running(watcher, f".{phase}"), 60, what=phase)
+        (victim,) = [w for w in f.workers if w.id == busy]  # whichever runs one
         f.kill_worker(victim)
         runner.join(120)
     assert not runner.is_alive()
