@@ -119,18 +119,7 @@ def _specs(client: Client, plan: _Plan) -> list[TaskSpec]:
         for path in paths:
             for name, ref in refs[path].items():
                 inputs[rename.get(name, name)] = ref
-        spec = TaskSpec(
-            argv=draft.argv,
-            env=draft.env,
-            inputs=inputs,
-            outputs=draft.outputs,
-            requires=draft.requires,
-            limits=draft.limits,
-            shell=draft.shell,
-            max_attempts=draft.max_attempts,
-            retries=draft.retries,
-            name=draft.name,
-        )
+        spec = draft.spec(inputs)
         problems = task_problems(spec)
         if problems:
             raise Fail(f"task {i}: {problems[0]}")

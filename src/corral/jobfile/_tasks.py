@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NoReturn, TypeVar
 
-from ..protocol import flatten_requires
+from ..protocol import InputRef, TaskSpec, flatten_requires
 from ._lines import FieldPath, fmt_path, json_locator, toml_locator
 
 __all__ = [
@@ -77,6 +77,21 @@ class TaskDraft:
     max_attempts: int
     name: str
     retries: int = 0
+
+    def spec(self, inputs: dict[str, InputRef]) -> TaskSpec:
+        """The task to submit, its input files already uploaded as `inputs`."""
+        return TaskSpec(
+            argv=self.argv,
+            env=self.env,
+            inputs=inputs,
+            outputs=self.outputs,
+            requires=self.requires,
+            limits=self.limits,
+            shell=self.shell,
+            max_attempts=self.max_attempts,
+            retries=self.retries,
+            name=self.name,
+        )
 
 
 class Ctx:

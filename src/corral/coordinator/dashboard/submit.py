@@ -128,18 +128,7 @@ def build(
         drafts = _command_drafts(form)
     specs = []
     for i, d in enumerate(drafts):
-        spec = TaskSpec(
-            argv=d.argv,
-            env=d.env,
-            inputs=_inputs(d, by_name, i) if jobfile else {u.name: u.ref for u in uploads},
-            outputs=d.outputs,
-            requires=d.requires,
-            limits=d.limits,
-            shell=d.shell,
-            max_attempts=d.max_attempts,
-            retries=d.retries,
-            name=d.name,
-        )
+        spec = d.spec(_inputs(d, by_name, i) if jobfile else {u.name: u.ref for u in uploads})
         problems = task_problems(spec)
         problems += [p for k, v in spec.requires.items() if (p := requirement_problem(k, v))]
         if problems:

@@ -17,8 +17,9 @@ from typing import Literal
 
 from ..speculation import Phase, Running, settle
 from ._deps import DependencySQL
+from ._rows import class_requires, finish_args, new_lease_id, spec_decoder
 from ._sqlbase import FINISH
-from .base import Leased, Outcome, Stopped, class_requires, finish_args, new_lease_id, spec_decoder
+from .base import Leased, Outcome, Stopped
 
 __all__ = ["BackupSQL"]
 

@@ -13,8 +13,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from ...protocol import AuditEntry, Event, Job, Task
+from ._rows import audit_from_row, task_from_row
 from ._sqlbase import SQLBase
-from .base import TaskSpan, audit_from_row, task_from_row
+from .base import TaskSpan
 
 __all__ = ["BrowseSQL", "EVENTS_TAIL", "JOB_STATUS_WHERE"]
 

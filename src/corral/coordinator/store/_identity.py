@@ -10,8 +10,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import astuple
 
 from ...protocol import AuditEntry
+from ._rows import audit_from_row, token_from_row
 from ._sqlbase import SQLBase
-from .base import NotFound, TokenRecord, audit_from_row, token_from_row
+from .base import NotFound, TokenRecord
 
 __all__ = ["IdentitySQL"]
 

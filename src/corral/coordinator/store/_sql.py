@@ -26,15 +26,7 @@ from ._backups import BackupSQL
 from ._browse import BrowseSQL
 from ._checkpoints import CheckpointSQL
 from ._identity import IdentitySQL
-from ._shared import SharedSQL
-from ._sqlbase import EVENT, FINISH
-from .base import (
-    Leased,
-    NewTask,
-    NotFound,
-    Outcome,
-    Stopped,
-    Store,
+from ._rows import (
     class_requires,
     class_slots,
     encode,
@@ -49,6 +41,9 @@ from .base import (
     unique_runs,
     worker_from_row,
 )
+from ._shared import SharedSQL
+from ._sqlbase import EVENT, FINISH
+from .base import Leased, NewTask, NotFound, Outcome, Stopped, Store
 
 __all__ = ["SQLStore"]
 

@@ -15,15 +15,9 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any, ClassVar
 
+from ._rows import AUDIT_COLUMNS, JOB_COLUMNS, TASK_COLUMNS, TOKEN_COLUMNS, WORKER_COLUMNS
 from ._schema import ADDED_COLUMNS, INDEXES, SCHEMA_VERSION, TABLES, VERSION_TABLE
-from .base import (
-    AUDIT_COLUMNS,
-    JOB_COLUMNS,
-    TASK_COLUMNS,
-    TOKEN_COLUMNS,
-    WORKER_COLUMNS,
-    SchemaTooNew,
-)
+from .base import SchemaTooNew
 from .dialect import Dialect
 
 __all__ = ["SQLBase"]

@@ -12,8 +12,9 @@ import weakref
 from collections.abc import Sequence
 from pathlib import Path
 
+from ._rows import encode
 from ._sql import SQLStore
-from .base import NewTask, encode
+from .base import NewTask
 from .dialect import SQLITE
 
 # A spec longer than this lives in task_specs, its tasks row keeping an empty one (the dialect's
