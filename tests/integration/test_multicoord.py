@@ -92,7 +92,8 @@ class Coordinator:
     def start(self) -> None:
         self.starts += 1
         argv = [PYTHON, "-m", "corral", "server", "--host", self.host, "--port", str(self.port)]
-        argv += ["--data", str(self.root), "--store", self.dsn, "--lease-timeout", "3"]
+        argv += ["--data", str(self.root), "--lease-timeout", "3"]
+        argv += ["--store", self.dsn] if self.dsn else []  # else CORRAL_STORE, if set
         if self.ns is not None:
             argv = [str(IP), "netns", "exec", self.ns, *argv, "--insecure"]
         log = self.root.parent / f"{self.root.name}-{self.starts}.log"
@@ -371,3 +372,77 @@ def test_two_coordinators_each_cut_off_lose_and_duplicate_nothing(
             if c.proc is not None:
                 stop_tree(c.proc)
         hosts.close()
+
+
+def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [PYTHON, "-m", "corral", *args], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.timeout(120)
+def test_work_kills_and_drains_made_on_one_coordinator_reach_a_worker_on_the_other(
+    tmp_path: Path, isolated: dict[str, str], database: str
+) -> None:
+    a = Coordinator(tmp_path / "a", _tcp_dsn(database), isolated)
+    b = Coordinator(tmp_path / "b", _tcp_dsn(database), isolated)
+    a.start()
+    b.start()
+    env = {**isolated, "CORRAL_TOKEN": a.token}
+    on_a = {**env, "CORRAL_URL": a.url}
+    with (tmp_path / "w.log").open("ab") as log:  # this worker knows only B
+        argv = _worker_argv(b.url, tmp_path / "w", "w")
+        worker = subprocess.Popen(argv, env=env, stdout=log, stderr=log)
+    client = Client(a.url, a.token, timeout=CLIENT_TIMEOUT)
+    try:
+        wait_for(lambda: any(w.status == "online" for w in client.workers()), 30.0, what="w")
+        # a submit on A wakes the lease request the worker holds on B
+        quick = client.submit_job([TaskSpec(argv=["echo", "hi"])], name="quick")
+        wait_for(lambda: client.job(quick.id).status == "succeeded", 20.0, what="quick job")
+        # a kill made on A reaches the worker through the heartbeat B holds
+        slow = client.submit_job([TaskSpec(argv=["sleep", "60"])], name="slow")
+        task = client.tasks(slow.id)[0]
+        wait_for(lambda: client.task(task.id).status == "running", 20.0, what="running")
+        done = _cli(on_a, "kill", task.id)
+        assert done.returncode == 0, done.stderr
+        wait_for(lambda: client.task(task.id).status == "killed", 10.0, what="the kill")
+        # and so does a drain: the worker leaves
+        w = next(w for w in client.workers() if w.status == "online")
+        done = _cli(on_a, "drain", w.id, "--wait", "30")
+        assert done.returncode == 0, done.stderr
+        assert worker.wait(20.0) == 0
+    finally:
+        client.close()
+        stop_process(worker)
+        for c in (a, b):
+            if c.proc is not None:
+                stop_process(c.proc)
+
+
+@pytest.mark.timeout(60)
+def test_server_store_from_the_command_line(
+    tmp_path: Path, isolated: dict[str, str], database: str
+) -> None:
+    # CORRAL_STORE works as --store does: the schema is made, with its version
+    c = Coordinator(tmp_path / "c", "", {**isolated, "CORRAL_STORE": _tcp_dsn(database)})
+    c.start()
+    stop_process(c.proc)  # type: ignore[arg-type]
+    import psycopg
+
+    with psycopg.connect(_tcp_dsn(database), autocommit=True) as conn:
+        row = conn.execute("SELECT version FROM schema_version").fetchone()
+        assert row is not None and row[0] >= 1
+        conn.execute("UPDATE schema_version SET version = version + 1")
+    port = str(free_port())
+    base = ["server", "--port", port, "--data", str(tmp_path / "d")]
+    # a schema newer than this coordinator knows: refused, in one line, nothing started
+    done = _cli({**isolated, "CORRAL_STORE": _tcp_dsn(database)}, *base)
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "newer" in lines[0], done.stderr
+    # a database that is not there: one line saying which
+    done = _cli(isolated, *base, "--store", _tcp_dsn(f"{database}_absent"))
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot open the store" in lines[0], done.stderr
+    assert not (tmp_path / "d" / "admin.token").exists()
