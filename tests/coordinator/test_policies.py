@@ -138,7 +138,7 @@ def test_sizes() -> None:
     with pytest.raises(ValueError, match="too large"):  # a float's infinity: not OverflowError
         parse_size("9" * 400)
     assert "too large" in (requirement_problem("min_memory", "9" * 400) or "")
-    assert format_size(1536) == "1.5K" and format_size(10) == "10B"
+    assert format_size(1536) == "1.5 KB" and format_size(10) == "10 B"
 
 
 def test_slots_needed_and_programs_to_probe() -> None:
