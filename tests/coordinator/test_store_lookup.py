@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from corral.coordinator.store import NewTask, Store
 from corral.protocol import IdMatch, TaskSpec
 
