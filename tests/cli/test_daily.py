@@ -16,6 +16,7 @@ from click.testing import CliRunner, Result
 
 from client.inprocess import TOKEN, URL, App
 from corral.cli import cli
+from corral.cli._complete import id_suggestions
 from corral.client import Client
 from corral.coordinator.store import NewTask, Outcome, Store
 from corral.protocol import TaskSpec
@@ -180,3 +181,13 @@ def test_submit_warns_of_a_task_no_worker_could_run(app: App) -> None:
     refused = corral("submit", "--strict", "--requires", "cpus=2", "--", "true")
     assert "not submitted" in error(refused)
     assert corral("submit", "--strict", "--", "true").stderr == ""
+
+
+def test_ids_complete_from_the_coordinator(app: App) -> None:
+    with Client(URL, TOKEN, transport=app.transport) as client:
+        assert id_suggestions(client, "3DC") == [
+            ("3dce00000000", f"job {LONG}"),
+            ("3dcf11111111", "job second"),
+        ]
+        assert id_suggestions(client, "")[0] == ("9a9a22222222", "job third (queued)")
+        assert id_suggestions(client, "zz") == []
