@@ -238,6 +238,7 @@ def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
     port = closed_port()
     url = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
+    env["XDG_CONFIG_HOME"] = str(data / "config")  # it writes the client config there
     log = (data / "server.log").open("wb")
     argv = [sys.executable, "-m", "corral", "server", "--port", str(port), "--data", str(data)]
     proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
@@ -296,7 +297,7 @@ def test_a_known_id_is_found(served: str) -> None:
     assert shown.exit_code == 0, shown.stderr
     assert job_id in shown.stdout and "probe" in shown.stdout
     killed = corral("kill", job_id)
-    assert (killed.exit_code, killed.stdout.strip()) == (0, f"{job_id} killed")
+    assert (killed.exit_code, killed.stdout.strip()) == (0, f"{job_id[:12]} killed")
 
 
 def test_a_wrong_token_is_refused(served: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -97,10 +97,10 @@ def test_wait_shows_a_progress_bar_on_a_terminal_and_plain_lines_otherwise(
             assert proc.stderr is not None
             proc.stderr.close()
         assert "4/4" in shown and "1 failed" in shown and "tasks/s" in shown
-        assert f"job {job.id} failed" in shown
+        assert f"job {job.id[:12]} failed" in shown
         rc, out, _ = wide_farm.cli("wait", job.id)
         lines = out.splitlines()
-        assert rc == 1 and len(lines) == 5 and lines[-1].startswith(f"job {job.id} failed")
+        assert rc == 1 and len(lines) == 5 and lines[-1].startswith(f"job {job.id[:12]} failed")
         assert "━" not in out and "tasks/s" not in out
     finally:
         client.close()

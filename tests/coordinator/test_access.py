@@ -39,7 +39,7 @@ WORKER_ONLY = {
 }
 BLOBS = {"missing_blobs", "put_blob", "get_blob"}
 JOB_READS = {"get_job", "list_tasks", "job_events", "get_task", "task_log", "add_tasks"}
-OWN_JOBS = JOB_READS | {"create_job", "list_jobs", "kill_job", "kill_task"}
+OWN_JOBS = JOB_READS | {"create_job", "list_jobs", "kill_job", "kill_task", "find_ids"}
 
 
 @pytest.mark.parametrize(

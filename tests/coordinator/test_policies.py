@@ -9,6 +9,7 @@ import pytest
 from corral.coordinator.retry import after_attempt, backoff, effective_max_attempts
 from corral.coordinator.scheduler import (
     fits,
+    never_met,
     pending_reason,
     programs_to_probe,
     requirement_problem,
@@ -138,7 +139,7 @@ def test_sizes() -> None:
     with pytest.raises(ValueError, match="too large"):  # a float's infinity: not OverflowError
         parse_size("9" * 400)
     assert "too large" in (requirement_problem("min_memory", "9" * 400) or "")
-    assert format_size(1536) == "1.5K" and format_size(10) == "10B"
+    assert format_size(1536) == "1.5 KB" and format_size(10) == "10 B"
 
 
 def test_slots_needed_and_programs_to_probe() -> None:
@@ -194,3 +195,18 @@ def test_why_with_no_workers_or_a_pending_retry() -> None:
         "no worker is connected (1 draining)"
     )
     assert pending_reason({}, [worker("a")], now=10, not_before=40).startswith("waiting 30 s")
+
+
+def test_a_requirement_no_worker_could_ever_meet_is_named() -> None:
+    ws = [worker("a", slots=1, labels={}), worker("b", slots=1, labels={"site": "lab"})]
+    assert never_met({"cpus": "2"}, ws) == "no worker has 2 slots for a task with cpus=2"
+    assert never_met({"label.site": "cloud"}, ws) == "no worker has label site=cloud"
+    assert never_met({"cpus": "1", "label.site": "lab"}, ws) is None
+    # each requirement met by some worker, but not all by one
+    both = {"label.site": "lab", "python": ">=3.12"}
+    split = [worker("a", python="3.12.1", labels={}), worker("b", python="3.10.0")]
+    assert never_met(both, split) == "no one worker meets all the requirements at once"
+    # nobody to judge by; a program not looked for yet
+    assert never_met({"cpus": "8"}, []) is None
+    assert never_met({"programs": "povray"}, [worker("a", programs_missing=[])]) is None
+    assert never_met({"programs": "povray"}, ws) == "no worker has program povray"

@@ -183,7 +183,7 @@ def test_cache_keeps_its_limit_counts_hits_and_refuses_a_corrupted_blob(
     assert cache["hits"] >= 1 and cache["bytes_held"] <= 3072
     env = {**f.env, "CORRAL_URL": f.url, "CORRAL_TOKEN": f.token, "COLUMNS": "250"}
     rc, out, _ = run_cli(("workers",), env, f.root)
-    assert rc == 0 and f"{cache['hits']} hit 4 miss 4.0K in" in out
+    assert rc == 0 and f"{cache['hits']} hit 4 miss 4.0 KB in" in out
 
     # the coordinator's copy goes bad: the worker must not run the task on wrong bytes
     bad = tmp_path / "precious.txt"

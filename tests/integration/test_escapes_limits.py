@@ -344,7 +344,7 @@ def test_what_a_task_used_is_shown(setup: Setup) -> None:
         return
     assert 0 < data["peak_memory"] < 1 << 30
     assert 0.25 <= data["cpu_seconds"] < 10
-    assert lines["cpu_seconds"].endswith("s") and lines["peak_memory"][-1] in "KMG"
+    assert lines["cpu_seconds"].endswith("s") and lines["peak_memory"][-2] in "KMG"
     rc, out, err = run_cli(["ps", job.id], wide, f.root)
     assert rc == 0 and "peak mem" in out and lines["peak_memory"] in out, (out, err)
 

@@ -44,7 +44,7 @@ def test_cli_kill_stops_the_whole_process_tree(farm: Callable[..., Farm]) -> Non
     rc, stdout, stderr = f.cli("kill", task.id)
 
     assert rc == 0, stderr
-    assert stdout.strip() == f"{task.id} killed"
+    assert stdout.strip() == f"{task.id[:12]} killed"
     assert client.task(task.id).status == "killed"
     assert client.job(job.id).status == "killed"
     wait_for(lambda: is_gone(shell_pid) and is_gone(sleep_pid), 5, what="the task's processes")

@@ -148,7 +148,7 @@ def test_failing_task_keeps_exit_code_and_stderr(farm: Callable[..., Farm], tmp_
     # and the CLI agrees: wait exits 1 and says which task failed with which code
     rc, out, _ = f.cli("wait", job.id)
     assert rc == 1
-    assert f"{bad.id} failed (exit 3)" in out.splitlines()
+    assert f"{bad.id[:12]} failed: exit 3: something broke: äöü" in out.splitlines()
 
 
 @pytest.mark.timeout(60)

@@ -8,8 +8,9 @@ from ._allow import allow
 from ._checkpoint import checkpoint
 from ._elastic import drain, why
 from ._farm import server, up, worker
-from ._jobs import fetch, kill, logs, ps, show, wait, workers
+from ._jobs import ps, show, workers
 from ._mapreduce import mapreduce
+from ._output import fetch, kill, logs, wait
 from ._security import audit, token
 from ._submit import submit
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from ..client import sha256_file
+from ..client import Client, sha256_file
 from ..worker.allowlist import parse_hash
 from ._common import (
     Fail,
@@ -19,6 +19,8 @@ from ._common import (
     print_table,
     server_options,
 )
+from ._format import Column, ago, short
+from ._ids import Candidate, choose
 
 
 def program_hash(program: str) -> str:
@@ -90,17 +92,30 @@ def list_(as_json: bool, server: str | None, token: str | None) -> None:
         entries = client.allowed()
     if as_json:
         return print_json(entries)
+    now = time.time()
     rows = [
-        (
-            f"sha256:{e.sha256}",
-            e.note,
-            "yes" if e.allow_inline else "",
-            e.added_by,
-            time.strftime("%Y-%m-%d %H:%M", time.localtime(e.added)),
-        )
+        (short(e.sha256), e.note, "yes" if e.allow_inline else "", e.added_by, ago(e.added, now))
         for e in entries
     ]
-    print_table("allowed programs", ["hash", "note", "inline", "added by", "added"], rows)
+    print_table(ALLOW_COLUMNS, rows)
+
+
+ALLOW_COLUMNS = (
+    Column("sha256"),
+    Column("note", flex=True),
+    Column("inline"),
+    Column("added by", rank=2),
+    Column("added", rank=1),
+)
+
+
+def _listed_hash(client: Client, program: str) -> str:
+    """A hash on the list by `sha256:PREFIX` (as `allow list` shows them), else the program's."""
+    prefix = program[7:].lower() if program.lower().startswith("sha256:") else ""
+    if not prefix or len(prefix) == 64:
+        return program_hash(program)
+    found = [Candidate(e.sha256, "entry", e.note) for e in client.allowed()]
+    return choose(prefix, found, "allowlist entry sha256:", "see `corral allow list`").id
 
 
 @allow.command("remove")
@@ -108,10 +123,10 @@ def list_(as_json: bool, server: str | None, token: str | None) -> None:
 @server_options
 @client_errors
 def remove(programs: tuple[str, ...], server: str | None, token: str | None) -> None:
-    """Take programs (files or sha256:HEX) off the allowlist."""
-    hashes = [program_hash(p) for p in programs]
+    """Take programs (files, sha256:HEX, or a prefix of 4 or more as `allow list` shows it)
+    off the allowlist."""
     with make_client(server, token) as client:
-        for sha in hashes:
+        for sha in [_listed_hash(client, p) for p in programs]:
             client.disallow(sha)
             click.echo(f"removed sha256:{sha}")
 

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import functools
+import shutil
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import click
 import msgspec
-from rich.console import Console
-from rich.table import Table
 
 from ..client import ApiError, Client, ConfigError, CorralError, NotFoundError, Unreachable
+from ._format import Column, render
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -57,7 +57,7 @@ def client_errors(fn: F) -> F:
         except ConfigError as exc:
             raise Fail(str(exc)) from exc
         except Unreachable as exc:
-            raise FailedWork(f"{exc}; is it running? start one with `corral up`") from exc
+            raise FailedWork(f"{exc}; {unreachable_hint(str(exc))}") from exc
         except NotFoundError as exc:
             raise Fail(f"{exc.detail}; list ids with `corral ps`") from exc
         except ApiError as exc:
@@ -67,6 +67,16 @@ def client_errors(fn: F) -> F:
             raise FailedWork(str(exc)) from exc
 
     return wrapper  # type: ignore[return-value]
+
+
+def unreachable_hint(message: str) -> str:
+    """What to do when the coordinator cannot be reached, from the error's text."""
+    if "certificate verify failed" in message.lower():
+        return (
+            "its certificate is not trusted: set CORRAL_CA to the coordinator's CA"
+            " certificate (`corral server --tls auto` prints where it is)"
+        )
+    return "is it running? start one with `corral up`"
 
 
 def key_values(values: tuple[str, ...], flag: str) -> dict[str, str]:
@@ -90,12 +100,8 @@ def print_json(value: Any) -> None:
     sys.stdout.write(msgspec.json.format(msgspec.json.encode(value), indent=2).decode() + "\n")
 
 
-def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    """A rich table on stdout."""
-    table = Table(title=title, title_justify="left")
-    for col in columns:
-        # ids stay whole so they can be copied into the next command
-        table.add_column(col, no_wrap=col == "id", overflow="fold")
-    for row in rows:
-        table.add_row(*("" if v is None else str(v) for v in row))
-    Console().print(table)
+def print_table(columns: Sequence[Column], rows: Iterable[Sequence[Any]]) -> None:
+    """A table that fits the terminal's width (COLUMNS, else 80 when not a terminal)."""
+    width = shutil.get_terminal_size((80, 24)).columns
+    for line in render(columns, list(rows), width):
+        click.echo(line)

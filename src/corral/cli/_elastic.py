@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import click
 
 from ..client import Client
-from ..protocol import Worker, explain, parse_size
+from ..protocol import Task, Worker, explain, parse_size
 from ..worker.capabilities import exposed_env
 from ._common import (
     Fail,
@@ -21,6 +21,10 @@ from ._common import (
     print_json,
     server_options,
 )
+from ._complete import complete_ids
+from ._format import short
+from ._ids import match_ids
+from ._watch import why_failed
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -123,17 +127,41 @@ def drain(
 
 
 @click.command()
-@click.argument("task_id")
+@click.argument("ref", metavar="ID", shell_complete=complete_ids)
 @json_option
 @server_options
 @client_errors
-def why(task_id: str, as_json: bool, server: str | None, token: str | None) -> None:
-    """Say in plain words why a task is not running (or where it stands)."""
+def why(ref: str, as_json: bool, server: str | None, token: str | None) -> None:
+    """Say in plain words why a task is not running (or where it stands); for a job, each
+    task that has not succeeded."""
     with make_client(server, token) as client:
-        task = client.task(task_id)
+        found = match_ids(client, ref)
+        if found.kind == "task":
+            tasks = [client.task(found.id)]
+        else:  # a job's list carries no pending reasons: read each task that needs one
+            listed = client.tasks(found.id)
+            tasks = [client.task(t.id) if t.status == "queued" else t for t in listed]
+            tasks = [t for t in tasks if t.status != "succeeded"]
+        said = [(t, _why(client, t)) for t in tasks]
     if as_json:
-        return print_json({"id": task.id, "status": task.status, "reason": explain(task)})
-    click.echo(explain(task))
+        if found.kind == "task":
+            return print_json(
+                {"id": said[0][0].id, "status": said[0][0].status, "reason": said[0][1]}
+            )
+        return print_json([{"id": t.id, "status": t.status, "reason": r} for t, r in said])
+    if found.kind == "task":
+        return click.echo(said[0][1])
+    if not said:
+        click.echo(f"every task of job {short(found.id)} succeeded")
+    for t, reason in said:
+        click.echo(f"{short(t.id)} {reason}")
+
+
+def _why(client: Client, task: Task) -> str:
+    if task.status in ("failed", "killed"):
+        attempt = f"attempt {task.attempts} of {task.max_attempts}"
+        return f"{task.status} ({attempt}): {why_failed(client, task.id)}"
+    return explain(task)
 
 
 __all__ = [

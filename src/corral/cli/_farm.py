@@ -13,13 +13,14 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 import uvicorn
 
+from .._net import is_loopback
 from ..client import write_config
 from ..coordinator import Settings
 from ..coordinator.announce import serve_announced
@@ -64,10 +65,28 @@ def _check_port(host: str, port: int) -> None:
             ) from exc
 
 
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
 def _free_port(host: str) -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+_LEASE_TIMEOUT = click.option(
+    "--lease-timeout",
+    type=click.FloatRange(0.5),
+    default=10.0,
+    show_default=True,
+    help="Seconds of silence before a worker is lost and its tasks requeued.",
+)
+
+
+def _heartbeat(lease_timeout: float) -> float:
+    """The heartbeat interval the coordinator asks of workers, for its lease timeout."""
+    return min(2.0, lease_timeout / 4)
 
 
 _STORE = click.option(
@@ -140,14 +159,16 @@ class _Workers:
     thread or an event loop, so the children start clean.
     """
 
-    def __init__(self, n: int, url: str, token: str, data: Path) -> None:
+    def __init__(
+        self, n: int, url: str, token: str, data: Path, options: Sequence[str] = ("--slots", "1")
+    ) -> None:
         self.procs: list[_Child] = []
         self._ready: int | None = None
         if not n:
             return
         host = socket.gethostname()
         # --sandbox-hide: the admin token and every job's files
-        argv = ["--server", url, "--slots", "1", "--sandbox-hide", str(data)]
+        argv = ["--server", url, *options, "--sandbox-hide", str(data)]
         # httpx (workers) and Starlette (coordinator) import anyio's asyncio backend at their
         # first request, 60 ms here: once now serves the coordinator and every child
         with contextlib.suppress(ImportError):
@@ -249,8 +270,23 @@ async def _run_up(server: uvicorn.Server, workers: _Workers, url: str) -> None:
     default=None,
     help="Data directory [default: $XDG_DATA_HOME/corral].",
 )
+@click.option(
+    "--slots", type=click.IntRange(1), default=1, show_default=True, help="Slots per worker."
+)
+@click.option("--allow-network", is_flag=True, help="Workers give tasks that ask the network.")
+@click.option("--no-sandbox", is_flag=True, help="Workers run tasks without bubblewrap.")
+@_LEASE_TIMEOUT
 @_STORE
-def up(workers: int | None, port: int, data: Path | None, store: str) -> None:
+def up(
+    workers: int | None,
+    port: int,
+    data: Path | None,
+    slots: int,
+    allow_network: bool,
+    no_sandbox: bool,
+    lease_timeout: float,
+    store: str,
+) -> None:
     """Start a coordinator and local workers in one command, and point the CLI at them."""
     host = "127.0.0.1"
     data = (data or default_data_dir()).resolve()
@@ -261,9 +297,19 @@ def up(workers: int | None, port: int, data: Path | None, store: str) -> None:
     url = f"http://{host}:{port}"
     path = write_config(url, token)
     click.echo(f"client config written to {path}", err=True)
-    settings = Settings(data_dir=data, store=store, tokens={token: "admin"}, job_key=key)
+    settings = Settings(
+        data_dir=data,
+        store=store,
+        tokens={token: "admin"},
+        job_key=key,
+        lease_timeout=lease_timeout,
+        heartbeat_interval=_heartbeat(lease_timeout),
+    )
+    options = ["--slots", str(slots)]
+    options += ["--allow-network"] * allow_network + ["--no-sandbox"] * no_sandbox
+    count = workers if workers is not None else max((os.cpu_count() or 1) // slots, 1)
     # forked first, so they are ready the moment the coordinator is (see _Workers)
-    procs = _Workers(workers if workers is not None else os.cpu_count() or 1, url, token, data)
+    procs = _Workers(count, url, token, data, options)
     try:
         run_async(_run_up(make_server(settings, host, port, _QuietServer), procs, url))
     finally:
@@ -286,13 +332,7 @@ def up(workers: int | None, port: int, data: Path | None, store: str) -> None:
     envvar="CORRAL_TOKEN",
     help="Accept this admin token too; it is stored (hashed) until `corral token revoke`.",
 )
-@click.option(
-    "--lease-timeout",
-    type=click.FloatRange(0.5),
-    default=10.0,
-    show_default=True,
-    help="Seconds of silence before a worker is lost and its tasks requeued.",
-)
+@_LEASE_TIMEOUT
 @click.option(
     "--speculative-min-seconds",
     type=click.FloatRange(0.0),
@@ -339,14 +379,18 @@ def server(
         + (f"; CA certificate {tls.ca}" if tls else ""),
         err=True,
     )
+    if is_loopback(host):  # this machine's own coordinator: point the CLI at it, as `up` does
+        ca = str(tls.ca) if tls and tls.ca else None
+        path = write_config(f"{scheme}://{_url_host(host)}:{port}", own, ca)
+        click.echo(f"client config written to {path}", err=True)
     settings = Settings(
         data_dir=data,
         store=store,
         blobs=blobs,
         tokens={t: "admin" for t in (own, *tokens)},
-        lease_timeout=lease_timeout,
-        heartbeat_interval=min(2.0, lease_timeout / 4),
         job_key=key,
+        lease_timeout=lease_timeout,
+        heartbeat_interval=_heartbeat(lease_timeout),
         ca_file=tls.ca if tls else None,
         speculative_min_seconds=speculative_min_seconds,
     )

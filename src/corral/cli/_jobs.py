@@ -1,15 +1,15 @@
-"""Commands that look at and act on jobs, tasks and workers."""
+"""Commands that look at jobs, tasks and workers: `ps`, `show`, `workers`."""
 
 from __future__ import annotations
 
-import sys
 import time
+from collections.abc import Sequence
 from datetime import datetime
-from pathlib import Path
 
 import click
 
-from ..protocol import CheckpointInfo, Job, Task, cache_summary, format_size
+from ..client import Client
+from ..protocol import TASK_STATUSES, CheckpointInfo, Job, Task, Worker, cache_summary
 from ._common import (
     client_errors,
     json_option,
@@ -18,15 +18,16 @@ from ._common import (
     print_table,
     server_options,
 )
-from ._watch import follow
+from ._complete import complete_ids
+from ._format import Column, ago, duration, short, size
+from ._ids import match_ids, resolve
+
+DAY = 86400.0
+PAGE = 1000
 
 
 def _when(ts: float | None) -> str:
     return "" if ts is None else datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _peak(t: Task) -> str | None:
-    return None if t.peak_memory is None else format_size(t.peak_memory)
 
 
 def _cpu(t: Task) -> str | None:
@@ -37,53 +38,124 @@ def _counts(job: Job) -> str:
     return " ".join(f"{s}={n}" for s, n in job.counts.items() if n)
 
 
+JOB_COLUMNS = (
+    Column("id"),
+    Column("name", flex=True),
+    Column("status"),
+    Column("done", right=True),
+    Column("failed", rank=2, right=True),
+    Column("owner", rank=3),
+    Column("created", rank=1),
+)
+
+
+def job_rows(jobs: Sequence[Job], now: float) -> list[tuple[object, ...]]:
+    """`ps` rows: id, name, status, finished/total, failures, owner, age."""
+    rows: list[tuple[object, ...]] = []
+    for j in jobs:
+        failed = j.counts.get("failed", 0) + j.counts.get("killed", 0)
+        finished = failed + j.counts.get("succeeded", 0)
+        rows.append(
+            (short(j.id), j.name, j.status, f"{finished}/{j.total}", failed or "", j.owner)
+            + (ago(j.created, now),)
+        )
+    return rows
+
+
+TASK_COLUMNS = (
+    Column("id"),
+    Column("task", flex=True),
+    Column("status"),
+    Column("exit", rank=1, right=True),
+    Column("run time", rank=2, right=True),
+    Column("peak mem", rank=3, right=True),
+    Column("tries", rank=4, right=True),
+    Column("cpu", rank=5, right=True),
+    Column("worker", rank=6),
+    Column("error", rank=7, flex=True),
+)
+
+
+def _run_time(t: Task, now: float) -> str:
+    if t.started is None:
+        return ""
+    return duration((t.finished or now) - t.started)
+
+
+def task_rows(tasks: Sequence[Task], now: float) -> list[tuple[object, ...]]:
+    """`ps JOB` rows: id, name (or command), status, exit, run time, peak memory, ..."""
+    return [
+        (
+            short(t.id),
+            t.name or " ".join(t.argv),
+            t.status,
+            t.exit_code,
+            _run_time(t, now),
+            size(t.peak_memory),
+            f"{t.attempts}/{t.max_attempts}",
+            _cpu(t),
+            short(t.worker_id),
+            t.error,
+        )
+        for t in tasks
+    ]
+
+
+def _jobs(
+    client: Client, limit: int, every: bool, status: str | None, owner: str | None
+) -> list[Job]:
+    if not every:
+        return client.jobs(limit, status=status, owner=owner)
+    out: list[Job] = []
+    while True:
+        got = client.jobs(PAGE, status=status, owner=owner, offset=len(out))
+        out += got
+        if len(got) < PAGE:
+            return out
+
+
 @click.command()
-@click.argument("job_id", required=False)
-@click.option("--limit", default=50, show_default=True, type=click.IntRange(1))
+@click.argument("ref", metavar="[JOB]", required=False, shell_complete=complete_ids)
+@click.option("--status", type=click.Choice(TASK_STATUSES), help="Only jobs (or tasks) in it.")
+@click.option("--owner", default=None, help="Only this owner's jobs (for admins).")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1), help="Newest jobs.")
+@click.option("--all", "every", is_flag=True, help="Every job, not only the newest --limit.")
 @json_option
 @server_options
 @client_errors
 def ps(
-    job_id: str | None, limit: int, as_json: bool, server: str | None, token: str | None
+    ref: str | None,
+    status: str | None,
+    owner: str | None,
+    limit: int,
+    every: bool,
+    as_json: bool,
+    server: str | None,
+    token: str | None,
 ) -> None:
-    """List jobs, or one job's tasks."""
+    """List jobs, newest first, or one job's tasks (JOB: an id, a prefix, or a task's)."""
     with make_client(server, token) as client:
-        if job_id is None:
-            jobs = client.jobs(limit)
+        if ref is None:
+            jobs = _jobs(client, limit, every, status, owner)
             if as_json:
                 return print_json(jobs)
-            rows = [(j.id, j.name, j.status, j.total, _counts(j), _when(j.created)) for j in jobs]
-            return print_table("jobs", ["id", "name", "status", "tasks", "counts", "created"], rows)
-        client.job(job_id)
-        tasks = client.tasks(job_id)
-        if as_json:
-            return print_json(tasks)
-        rows2 = [
-            (
-                t.id,
-                t.status,
-                t.exit_code,
-                t.attempts,
-                _peak(t),
-                _cpu(t),
-                t.worker_id and t.worker_id[:12],
-                " ".join(t.argv)[:60],
-            )
-            for t in tasks
-        ]
-        columns = ["id", "status", "exit", "attempts", "peak mem", "cpu", "worker", "argv"]
-        print_table(f"tasks of job {job_id}", columns, rows2)
+            return print_table(JOB_COLUMNS, job_rows(jobs, time.time()))
+        tasks = client.tasks(match_ids(client, ref).job_id)
+    tasks = [t for t in tasks if status is None or t.status == status]
+    if as_json:
+        return print_json(tasks)
+    print_table(TASK_COLUMNS, task_rows(tasks, time.time()))
 
 
 @click.command()
-@click.argument("some_id")
+@click.argument("ref", metavar="ID", shell_complete=complete_ids)
 @json_option
 @server_options
 @client_errors
-def show(some_id: str, as_json: bool, server: str | None, token: str | None) -> None:
-    """Show one job or task."""
+def show(ref: str, as_json: bool, server: str | None, token: str | None) -> None:
+    """Show one job or task (an id, a unique prefix of 4 or more, or JOB/TASKNAME)."""
     with make_client(server, token) as client:
-        found = client.find(some_id)
+        found = resolve(client, ref)
         saved = client.checkpoints(found.id) if isinstance(found, Task) else []
     if as_json:
         return print_json(found)
@@ -108,12 +180,13 @@ def show(some_id: str, as_json: bool, server: str | None, token: str | None) -> 
 def _checkpoint(c: CheckpointInfo) -> str:
     bad = ", not restored: an attempt failed straight after restoring it" if c.bad else ""
     files = f"{c.files} file{'s' if c.files != 1 else ''}"
-    return f"#{c.n} {_when(c.created)} attempt {c.attempt}, {format_size(c.size)} in {files}{bad}"
+    return f"#{c.n} {_when(c.created)} attempt {c.attempt}, {size(c.size)} in {files}{bad}"
 
 
 def _task_fields(t: Task) -> list[tuple[str, object]]:
     return [
         ("id", t.id),
+        ("name", t.name),
         ("job", t.job_id),
         ("status", t.status),
         ("argv", " ".join(t.argv)),
@@ -122,7 +195,7 @@ def _task_fields(t: Task) -> list[tuple[str, object]]:
         ("attempts", f"{t.attempts}/{t.max_attempts}"),
         ("worker", t.worker_id),
         # measured where the worker gave the task a cgroup; blank elsewhere
-        ("peak_memory", _peak(t)),
+        ("peak_memory", size(t.peak_memory)),
         ("cpu_seconds", _cpu(t)),
         ("inputs", ", ".join(t.inputs)),
         ("outputs", ", ".join(t.manifest)),
@@ -132,95 +205,55 @@ def _task_fields(t: Task) -> list[tuple[str, object]]:
     ]
 
 
-@click.command()
-@click.argument("task_id")
-@click.option("--stderr", "stream", flag_value="stderr", help="Show stderr instead of stdout.")
-@click.option("--stdout", "stream", flag_value="stdout", default=True, hidden=True)
-@click.option("--follow", "-f", is_flag=True, help="Keep printing until the task finishes.")
-@server_options
-@client_errors
-def logs(task_id: str, stream: str, follow: bool, server: str | None, token: str | None) -> None:
-    """Show a task's output."""
-    out = sys.stdout.buffer
-    with make_client(server, token) as client:
-        client.task(task_id)
-        offset = 0
-        while True:
-            # live output is a prefix of the final stream, so one offset serves both
-            data, final = client.log(task_id, stream, offset)
-            out.write(data)
-            out.flush()
-            offset += len(data)
-            if final or (not data and not follow):
-                return
-            if not data:
-                time.sleep(0.3)
+def visible_workers(found: Sequence[Worker], now: float) -> list[Worker]:
+    """The workers `corral workers` lists: not those that left or were lost over a day ago
+    (the coordinator keeps them for history)."""
+    return [w for w in found if w.status not in ("lost", "gone") or now - w.last_heartbeat < DAY]
 
 
-@click.command()
-@click.argument("some_id")
-@click.option("--to", "to", required=True, type=click.Path(file_okay=False), help="Directory.")
-@json_option
-@server_options
-@client_errors
-def fetch(some_id: str, to: str, as_json: bool, server: str | None, token: str | None) -> None:
-    """Write results to DIR/<task-id>/: returned files, stdout and stderr."""
-    with make_client(server, token) as client:
-        written = client.fetch(some_id, Path(to))
-    if as_json:
-        return print_json([str(p) for p in written])
-    click.echo(f"fetched {len(written)} task(s) into {to}")
+WORKER_COLUMNS = (
+    Column("id"),
+    Column("name", flex=True),
+    Column("status"),
+    Column("slots", right=True),
+    Column("seen", rank=1),
+    Column("platform", rank=2),
+    Column("limits", rank=3),
+    Column("registered", rank=5),
+    Column("cache", rank=4, flex=True),
+)
 
 
-@click.command()
-@click.argument("job_id")
-@json_option
-@server_options
-@client_errors
-def wait(job_id: str, as_json: bool, server: str | None, token: str | None) -> None:
-    """Print a line as each task finishes; exit 0 only if all succeeded."""
-    with make_client(server, token) as client:
-        client.job(job_id)
-        raise SystemExit(follow(client, job_id, as_json))
-
-
-@click.command()
-@click.argument("some_id")
-@json_option
-@server_options
-@client_errors
-def kill(some_id: str, as_json: bool, server: str | None, token: str | None) -> None:
-    """Kill a job's tasks, or one task, with their whole process trees."""
-    with make_client(server, token) as client:
-        found = client.kill(some_id)
-    if as_json:
-        return print_json(found)
-    click.echo(f"{found.id} {found.status}")
-
-
-@click.command()
-@json_option
-@server_options
-@client_errors
-def workers(as_json: bool, server: str | None, token: str | None) -> None:
-    """List the workers."""
-    with make_client(server, token) as client:
-        found = client.workers()
-    if as_json:
-        return print_json(found)
-    rows = [
+def worker_rows(found: Sequence[Worker], now: float) -> list[tuple[object, ...]]:
+    """`corral workers` rows."""
+    return [
         (
-            w.id,
+            short(w.id),
             w.name,
             # a worker without a sandbox says so on every line: its tasks can read its files
             w.status + (" NO SANDBOX" if w.capabilities.get("sandbox") == "none" else ""),
             f"{w.slots_used}/{w.slots}",
+            ago(w.last_heartbeat, now),
             f"{w.capabilities.get('os', '')}/{w.capabilities.get('arch', '')}",
             w.capabilities.get("limits", ""),  # cgroup: whole task tree; rlimit: per process
+            ago(w.registered, now),
             cache_summary(w.capabilities),
-            _when(w.last_heartbeat),
         )
         for w in found
     ]
-    columns = ["id", "name", "status", "slots", "platform", "limits", "cache", "last heartbeat"]
-    print_table("workers", columns, rows)
+
+
+@click.command()
+@click.option("--all", "every", is_flag=True, help="Also workers gone for more than a day.")
+@json_option
+@server_options
+@client_errors
+def workers(every: bool, as_json: bool, server: str | None, token: str | None) -> None:
+    """List the workers (those gone for over a day only with --all)."""
+    with make_client(server, token) as client:
+        found = client.workers()
+    if as_json:  # unchanged: every worker the coordinator knows
+        return print_json(found)
+    now = time.time()
+    shown = found if every else visible_workers(found, now)
+    print_table(WORKER_COLUMNS, worker_rows(shown, now))

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import datetime
 import re
+import time
+from collections.abc import Sequence
 
 import click
 import httpx
 
-from ..client import make_join, pem_fingerprint, resolve
+from ..client import Client, make_join, pem_fingerprint, resolve
+from ..protocol import TokenInfo
 from ._common import (
     Fail,
     FailedWork,
@@ -19,6 +21,8 @@ from ._common import (
     print_table,
     server_options,
 )
+from ._format import Column, ago, short
+from ._ids import Candidate, choose
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -29,12 +33,6 @@ def parse_duration(text: str) -> float:
     if not match or float(match.group(1)) <= 0:
         raise Fail(f"--expires {text!r}: give a positive duration like 90s, 15m, 1h, 7d or 2w")
     return float(match.group(1)) * _UNITS[match.group(2)]
-
-
-def _when(stamp: float | None) -> str:
-    if stamp is None:
-        return ""
-    return datetime.datetime.fromtimestamp(stamp).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _ca_fingerprint(server: str | None, token: str | None, url: str) -> str:
@@ -102,6 +100,41 @@ def create(
         click.echo(made.secret)
 
 
+TOKEN_COLUMNS = (
+    Column("id"),
+    Column("name", flex=True),
+    Column("role"),
+    Column("state"),
+    Column("owner", rank=2),
+    Column("created", rank=1),
+    Column("expires", rank=3),
+)
+
+
+def _state(t: TokenInfo, now: float) -> str:
+    if t.revoked is not None:
+        return "revoked"
+    return "expired" if t.expires is not None and t.expires <= now else "active"
+
+
+def token_rows(found: Sequence[TokenInfo], now: float) -> list[tuple[object, ...]]:
+    """`corral token list` rows."""
+    return [
+        (t.id, t.name, t.role, _state(t, now), t.owner, ago(t.created, now), ago(t.expires, now))
+        for t in found
+    ]
+
+
+def find_token(client: Client, ref: str) -> str:
+    """The id of the token `ref` names: its id, a unique prefix of it, or the name of a
+    token still in use."""
+    found = [
+        Candidate(t.id, "token", t.name, (t.name,) if t.revoked is None else ())
+        for t in client.tokens()
+    ]
+    return choose(ref, found, "token", "list them with `corral token list`").id
+
+
 @token.command("list")
 @json_option
 @server_options
@@ -113,23 +146,18 @@ def list_(as_json: bool, server: str | None, token: str | None) -> None:
     if as_json:
         print_json(found)
         return
-    rows = [
-        (t.id, t.name, t.role, t.owner, _when(t.created), _when(t.expires), _when(t.revoked))
-        for t in found
-    ]
-    columns = ("id", "name", "role", "owner", "created", "expires", "revoked")
-    print_table("tokens", columns, rows)
+    print_table(TOKEN_COLUMNS, token_rows(found, time.time()))
 
 
 @token.command("revoke")
-@click.argument("token_id")
+@click.argument("token_id", metavar="TOKEN")
 @json_option
 @server_options
 @client_errors
 def revoke(token_id: str, as_json: bool, server: str | None, token: str | None) -> None:
-    """Revoke a token; it stops working at once."""
+    """Revoke a token (its id, a prefix of it, or its name); it stops working at once."""
     with make_client(server, token) as client:
-        done = client.revoke_token(token_id)
+        done = client.revoke_token(find_token(client, token_id))
     if as_json:
         print_json(done)
     else:
@@ -137,19 +165,40 @@ def revoke(token_id: str, as_json: bool, server: str | None, token: str | None) 
 
 
 @click.command()
-@click.option("--limit", type=click.IntRange(1, 100_000), default=1000, show_default=True)
+@click.option(
+    "--limit",
+    type=click.IntRange(1, 100_000),
+    default=1000,
+    show_default=True,
+    help="Newest entries.",
+)
 @json_option
 @server_options
 @client_errors
 def audit(limit: int, as_json: bool, server: str | None, token: str | None) -> None:
-    """Who submitted, killed, made or revoked tokens, or changed the allowlist, and when."""
+    """Who submitted, killed, made or revoked tokens, or changed the allowlist, and when:
+    the newest --limit entries, newest first."""
     with make_client(server, token) as client:
-        entries = client.audit(0, limit)
+        entries = client.audit(0, limit, newest=True)
     if as_json:
         print_json(entries)
         return
-    rows = [(_when(e.time), e.actor, e.token_id, e.action, e.target, e.detail) for e in entries]
-    print_table("audit", ("time", "actor", "token", "action", "target", "detail"), rows)
+    now = time.time()
+    rows = [
+        (ago(e.time, now), e.actor, e.action, short(e.target), e.detail, e.token_id)
+        for e in entries
+    ]
+    print_table(AUDIT_COLUMNS, rows)
+
+
+AUDIT_COLUMNS = (
+    Column("time"),
+    Column("actor"),
+    Column("action"),
+    Column("target"),
+    Column("detail", rank=1, flex=True),
+    Column("token", rank=2),
+)
 
 
 __all__ = ["audit", "parse_duration", "token"]

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
 
-from ..client import Client
+from ..client import ApiError, Client
+from ..coordinator.scheduler import never_met
 from ..jobfile import (
     JobFileError,
     TaskDraft,
@@ -29,8 +31,11 @@ from ._common import (
     server_options,
 )
 from ._fork import add_to_job, with_after
+from ._ids import task_ids
 from ._limits import parse_limits
 from ._watch import follow
+
+RECENT = 3600.0  # workers heard from this recently count as the farm
 
 
 @dataclass
@@ -154,7 +159,15 @@ def _specs(client: Client, plan: _Plan) -> list[TaskSpec]:
 @click.option("--file", "jobfile", metavar="JOBFILE", help="A TOML or JSON job file; - for stdin.")
 @click.option("--wait", is_flag=True, help="Wait for the job and report each task.")
 @click.option("--job", "job_id", metavar="JOB", help="Add the tasks to this running job.")
-@click.option("--after", multiple=True, metavar="TASK", help="Hold until this task succeeds.")
+@click.option(
+    "--after",
+    multiple=True,
+    metavar="ID",
+    help="Hold until this task (or every task of this job) succeeds.",
+)
+@click.option(
+    "--strict", is_flag=True, help="Refuse tasks no worker seen in the last hour could run."
+)
 @click.option(
     "--speculative", is_flag=True, help="Back up a task running far past its peers' median."
 )
@@ -178,6 +191,7 @@ def submit(
     wait: bool,
     job_id: str | None,
     after: tuple[str, ...],
+    strict: bool,
     speculative: bool,
     as_json: bool,
     server: str | None,
@@ -210,7 +224,9 @@ def submit(
         else:
             plan = _Plan([_draft(argv, opts)], [[Path(p) for p in inputs]], [{}])
     with make_client(server, token) as client:
-        specs = with_after(_specs(client, plan), after)
+        held = [t for ref in after for t in task_ids(client, ref)]
+        specs = with_after(_specs(client, plan), tuple(held))
+        _check_runnable(client, specs, strict)
         if job_id:
             add_to_job(client, job_id, specs, as_json, wait)
             return
@@ -219,6 +235,25 @@ def submit(
         _announce(job, as_json, wait)
         if wait:
             raise SystemExit(follow(client, job.id, as_json))
+
+
+def _check_runnable(client: Client, specs: list[TaskSpec], strict: bool) -> None:
+    """Warn (with `strict`, refuse) when no worker seen lately could ever run a task."""
+    try:
+        found = client.workers()
+    except ApiError:  # a job token (a task forking) may not list workers: not judged
+        return
+    recent = [w for w in found if time.time() - w.last_heartbeat < RECENT]
+    for i, spec in enumerate(specs):
+        problem = never_met(spec.requires, recent)
+        if problem is None:
+            continue
+        which = f"task {i}" if len(specs) > 1 else "the task"
+        said = f"{which} could never run: {problem} (seen in the last hour)"
+        if strict:
+            raise Fail(f"{said}; not submitted")
+        click.echo(f"corral: warning: {said}; it waits until one joins", err=True)
+        return
 
 
 def _announce(job: Job, as_json: bool, wait: bool) -> None:

@@ -27,11 +27,25 @@ from rich.text import Text
 from ..client import Client, Unreachable
 from ..protocol import FINAL_STATUSES, Event
 from ._common import print_json
+from ._format import failure_reason, last_line, short
+
+TAIL = 4096  # bytes of stderr read for its last line
 
 
-def _line(event: Event) -> str:
-    code = "" if event.exit_code is None else f" (exit {event.exit_code})"
-    return f"{event.task_id} {event.status}{code}"
+def why_failed(client: Client, task_id: str) -> str:
+    """A finished task's failure in one line; for a bare exit code, with the last line of
+    its stderr (read from the end of the stored stream)."""
+    task = client.task(task_id)
+    tail = ""
+    if task.status == "failed" and not task.error and task.exit_code:
+        tail = last_line(client.log(task_id, "stderr", tail=TAIL)[0])
+    return failure_reason(task, tail)
+
+
+def _line(client: Client, event: Event) -> str:
+    if event.status == "succeeded":
+        return f"{short(event.task_id)} succeeded"
+    return f"{short(event.task_id)} {event.status}: {why_failed(client, event.task_id)}"
 
 
 @dataclass
@@ -69,14 +83,20 @@ class RateColumn(ProgressColumn):
         return Text("" if speed is None else f"{speed:.1f} tasks/s", style="cyan")
 
 
-def _events(client: Client, job_id: str, reconnect_for: float) -> Iterator[Event]:
+def _events(
+    client: Client, job_id: str, reconnect_for: float, only: str | None = None
+) -> Iterator[Event]:
+    """The job's events (with `only`, that task's, until it is final)."""
     after = 0
     give_up = time.monotonic() + reconnect_for
     while True:
         try:
             for event in client.events(job_id, after):
                 after = event.seq
-                yield event
+                if only is None or event.task_id == only:
+                    yield event
+                if event.task_id == only and event.status in FINAL_STATUSES:
+                    return
             return
         except Unreachable:
             if time.monotonic() > give_up:
@@ -84,16 +104,18 @@ def _events(client: Client, job_id: str, reconnect_for: float) -> Iterator[Event
             time.sleep(0.5)  # the coordinator may be restarting; resume from `after`
 
 
-def _plain(client: Client, job_id: str, as_json: bool, reconnect_for: float) -> None:
-    for event in _events(client, job_id, reconnect_for):
+def _plain(
+    client: Client, job_id: str, as_json: bool, reconnect_for: float, only: str | None
+) -> None:
+    for event in _events(client, job_id, reconnect_for, only):
         if event.status in FINAL_STATUSES:
             if as_json:
                 print_json(event)
             else:
-                click.echo(_line(event))
+                click.echo(_line(client, event))
 
 
-def _live(client: Client, job_id: str, total: int, reconnect_for: float) -> None:
+def _live(client: Client, job_id: str, total: int, reconnect_for: float, only: str | None) -> None:
     tally = Tally(total)
     progress = Progress(
         TextColumn("[bold]{task.description}"),
@@ -106,11 +128,12 @@ def _live(client: Client, job_id: str, total: int, reconnect_for: float) -> None
         console=Console(file=sys.stdout),
     )
     with progress:
-        bar = progress.add_task(f"job {job_id[:12]}", total=total, failures=0)
-        for event in _events(client, job_id, reconnect_for):
+        what = f"task {short(only)}" if only else f"job {short(job_id)}"
+        bar = progress.add_task(what, total=total, failures=0)
+        for event in _events(client, job_id, reconnect_for, only):
             if tally.feed(event):
                 if event.status != "succeeded":
-                    progress.console.print(_line(event), style="red")
+                    progress.console.print(_line(client, event), style="red", markup=False)
                 progress.update(
                     bar, completed=tally.done, total=tally.total, failures=tally.failures
                 )
@@ -122,16 +145,21 @@ def follow(
     as_json: bool,
     reconnect_for: float = 30.0,
     live: bool | None = None,
+    only: str | None = None,
 ) -> int:
-    """Report each task as it finishes; 0 when all succeeded, else 1."""
+    """Report each task as it finishes (with `only`, that one task of the job); 0 when all
+    succeeded, else 1."""
     if live is None:
         live = sys.stdout.isatty()
     if live and not as_json:
-        _live(client, job_id, client.job(job_id).total, reconnect_for)
+        total = 1 if only else client.job(job_id).total
+        _live(client, job_id, total, reconnect_for, only)
     else:
-        _plain(client, job_id, as_json, reconnect_for)
+        _plain(client, job_id, as_json, reconnect_for, only)
+    if only:
+        return 0 if client.task(only).status == "succeeded" else 1
     job = client.job(job_id)
     if not as_json:
         counts = ", ".join(f"{n} {s}" for s, n in job.counts.items() if n)
-        click.echo(f"job {job.id} {job.status}: {counts}")
+        click.echo(f"job {short(job.id)} {job.status}: {counts}")
     return 0 if job.status == "succeeded" else 1

@@ -21,6 +21,7 @@ from ..protocol import (
     AuditEntry,
     CheckpointInfo,
     Event,
+    IdMatch,
     InputRef,
     Job,
     Task,
@@ -130,9 +131,10 @@ class AsyncClient(BaseClient[AsyncTaskFuture]):
         """One blob, in memory."""
         return await self.drive(core.read_blob(sha))
 
-    async def fetch(self, task_or_job: Any, to: Path | str) -> list[Path]:
-        """Write each finished task's files, stdout and stderr to `to/<task-id>/`."""
-        return await self.drive(core.fetch(some_id(task_or_job), Path(to)))
+    async def fetch(self, task_or_job: Any, to: Path | str, by_name: bool = False) -> list[Path]:
+        """Write each finished task's files, stdout and stderr to `to/<task-id>/` (with
+        `by_name`, `to/<task-name>/` where names are unique)."""
+        return await self.drive(core.fetch(some_id(task_or_job), Path(to), by_name))
 
     # jobs, tasks, workers
     async def submit_job(
@@ -149,9 +151,23 @@ class AsyncClient(BaseClient[AsyncTaskFuture]):
         """Mark a running task as waiting on tasks it submitted, or no longer waiting."""
         return await self.drive(core.set_blocked(task_id, blocked))
 
-    async def jobs(self, limit: int = 100) -> list[Job]:
-        """Newest jobs first."""
-        return await self.drive(core.jobs(limit))
+    async def jobs(
+        self,
+        limit: int = 100,
+        *,
+        status: str | None = None,
+        owner: str | None = None,
+        offset: int = 0,
+    ) -> list[Job]:
+        """Newest jobs first; optionally of one status, or (for an admin) one owner's."""
+        return await self.drive(core.jobs(limit, status, owner, offset))
+
+    async def find_ids(
+        self, prefix: str, name: str | None = None, limit: int = 20
+    ) -> list[IdMatch]:
+        """Jobs and tasks whose id starts with `prefix` (lowercase hex); with `name`, the
+        tasks of that name in the jobs it starts."""
+        return await self.drive(core.find_ids(prefix, name, limit))
 
     async def job(self, job_id: str) -> Job:
         """One job."""
@@ -206,9 +222,12 @@ class AsyncClient(BaseClient[AsyncTaskFuture]):
         """Revoke a token: it stops working at once."""
         return await self.drive(_security.revoke_token(token_id))
 
-    async def audit(self, after: int = 0, limit: int = 1000) -> list[AuditEntry]:
-        """Audit entries after sequence number `after`, oldest first."""
-        return await self.drive(_security.audit(after, limit))
+    async def audit(
+        self, after: int = 0, limit: int = 1000, newest: bool = False
+    ) -> list[AuditEntry]:
+        """Audit entries after sequence number `after`, oldest first; with `newest`, the
+        newest `limit` entries, newest first."""
+        return await self.drive(_security.audit(after, limit, newest))
 
     async def find(self, some_id: str) -> Job | Task:
         """A job or a task by its id."""
@@ -219,10 +238,11 @@ class AsyncClient(BaseClient[AsyncTaskFuture]):
         return await self.drive(core.kill(some_id))
 
     async def log(
-        self, task_id: str, stream: str = "stdout", offset: int = 0
+        self, task_id: str, stream: str = "stdout", offset: int = 0, tail: int = 0
     ) -> tuple[bytes, bool]:
-        """Bytes of a task's output from `offset`, and whether no more will come."""
-        return await self.drive(core.log(task_id, stream, offset))
+        """Bytes of a task's output from `offset` (or its last `tail` bytes), and whether no
+        more will come."""
+        return await self.drive(core.log(task_id, stream, offset, tail))
 
     # events
     async def events(

@@ -22,6 +22,7 @@ from ..protocol import (
     AuditEntry,
     CheckpointInfo,
     Event,
+    IdMatch,
     InputRef,
     Job,
     Task,
@@ -129,9 +130,10 @@ class Client(BaseClient[TaskFuture]):
         """One blob, in memory."""
         return self.drive(core.read_blob(sha))
 
-    def fetch(self, task_or_job: Any, to: Path | str) -> list[Path]:
-        """Write each finished task's files, stdout and stderr to `to/<task-id>/`."""
-        return self.drive(core.fetch(some_id(task_or_job), Path(to)))
+    def fetch(self, task_or_job: Any, to: Path | str, by_name: bool = False) -> list[Path]:
+        """Write each finished task's files, stdout and stderr to `to/<task-id>/` (with
+        `by_name`, `to/<task-name>/` where names are unique)."""
+        return self.drive(core.fetch(some_id(task_or_job), Path(to), by_name))
 
     # jobs, tasks, workers
     def submit_job(self, tasks: list[TaskSpec], name: str = "", speculative: bool = False) -> Job:
@@ -146,9 +148,21 @@ class Client(BaseClient[TaskFuture]):
         """Mark a running task as waiting on tasks it submitted, or no longer waiting."""
         return self.drive(core.set_blocked(task_id, blocked))
 
-    def jobs(self, limit: int = 100) -> list[Job]:
-        """Newest jobs first."""
-        return self.drive(core.jobs(limit))
+    def jobs(
+        self,
+        limit: int = 100,
+        *,
+        status: str | None = None,
+        owner: str | None = None,
+        offset: int = 0,
+    ) -> list[Job]:
+        """Newest jobs first; optionally of one status, or (for an admin) one owner's."""
+        return self.drive(core.jobs(limit, status, owner, offset))
+
+    def find_ids(self, prefix: str, name: str | None = None, limit: int = 20) -> list[IdMatch]:
+        """Jobs and tasks whose id starts with `prefix` (lowercase hex); with `name`, the
+        tasks of that name in the jobs it starts."""
+        return self.drive(core.find_ids(prefix, name, limit))
 
     def job(self, job_id: str) -> Job:
         """One job."""
@@ -203,9 +217,10 @@ class Client(BaseClient[TaskFuture]):
         """Revoke a token: it stops working at once."""
         return self.drive(_security.revoke_token(token_id))
 
-    def audit(self, after: int = 0, limit: int = 1000) -> list[AuditEntry]:
-        """Audit entries after sequence number `after`, oldest first."""
-        return self.drive(_security.audit(after, limit))
+    def audit(self, after: int = 0, limit: int = 1000, newest: bool = False) -> list[AuditEntry]:
+        """Audit entries after sequence number `after`, oldest first; with `newest`, the
+        newest `limit` entries, newest first."""
+        return self.drive(_security.audit(after, limit, newest))
 
     def find(self, some_id: str) -> Job | Task:
         """A job or a task by its id."""
@@ -215,9 +230,12 @@ class Client(BaseClient[TaskFuture]):
         """Kill a job's live tasks, or one task."""
         return self.drive(core.kill(some_id))
 
-    def log(self, task_id: str, stream: str = "stdout", offset: int = 0) -> tuple[bytes, bool]:
-        """Bytes of a task's output from `offset`, and whether no more will come."""
-        return self.drive(core.log(task_id, stream, offset))
+    def log(
+        self, task_id: str, stream: str = "stdout", offset: int = 0, tail: int = 0
+    ) -> tuple[bytes, bool]:
+        """Bytes of a task's output from `offset` (or its last `tail` bytes), and whether no
+        more will come."""
+        return self.drive(core.log(task_id, stream, offset, tail))
 
     # events
     def events(self, job_id: str, after: int = 0, detail: bool = False) -> Iterator[Event]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+from collections import Counter
 from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from ..protocol import (
     INLINE_MAX,
     CheckpointInfo,
     Event,
+    IdMatch,
     InputRef,
     Job,
     JobCreate,
@@ -228,9 +230,20 @@ def add_tasks(job_id: str, tasks: list[TaskSpec]) -> Op[list[Task]]:
     return (yield from _json("POST", f"/jobs/{job_id}/tasks", list[Task], body))
 
 
-def jobs(limit: int = 100) -> Op[list[Job]]:
-    """Newest jobs first."""
-    return (yield from _json("GET", "/jobs", list[Job], limit=limit))
+def jobs(
+    limit: int = 100, status: str | None = None, owner: str | None = None, offset: int = 0
+) -> Op[list[Job]]:
+    """Newest jobs first; optionally of one status, or (an admin asking) one owner's."""
+    wanted = {"status": status, "owner": owner, "offset": offset or None}
+    params = {k: v for k, v in wanted.items() if v is not None}
+    return (yield from _json("GET", "/jobs", list[Job], limit=limit, **params))
+
+
+def find_ids(prefix: str, name: str | None = None, limit: int = 20) -> Op[list[IdMatch]]:
+    """Jobs and tasks whose id starts with `prefix` (hex); with `name`, the tasks of that name
+    in the jobs it starts."""
+    params = {"prefix": prefix, "limit": limit, **({} if name is None else {"name": name})}
+    return (yield from _json("GET", "/ids", list[IdMatch], **params))
 
 
 def job(job_id: str) -> Op[Job]:
@@ -294,22 +307,35 @@ def kill_task(task_id: str) -> Op[Task]:
     return (yield from _json("POST", f"/tasks/{task_id}/kill", Task))
 
 
-def log(task_id: str, stream: str = "stdout", offset: int = 0) -> Op[tuple[bytes, bool]]:
-    """Bytes of a task's output from `offset`, and whether no more will come."""
-    params = {"stream": stream, "offset": offset}
+def log(
+    task_id: str, stream: str = "stdout", offset: int = 0, tail: int = 0
+) -> Op[tuple[bytes, bool]]:
+    """Bytes of a task's output from `offset` (or its last `tail` bytes), and whether no more
+    will come."""
+    params = {"stream": stream, "offset": offset, **({"tail": tail} if tail else {})}
     reply = check((yield Call("GET", f"/tasks/{task_id}/log", params)))
     return reply.content, reply.headers.get("x-corral-final") == "1"
 
 
-def fetch(some_id: str, to: Path) -> Op[list[Path]]:
-    """Write each finished task's files, stdout and stderr to `to/<task-id>/`."""
+def folder_names(todo: Sequence[Task], by_name: bool) -> list[str]:
+    """A folder per task: its id, or with `by_name` its name where that is unique and safe
+    (a task without one, or sharing it, keeps its id)."""
+    if not by_name:
+        return [t.id for t in todo]
+    counts = Counter(t.name for t in todo)
+    usable = {n for n, k in counts.items() if k == 1 and n and "/" not in n and n not in ".."}
+    return [t.name if t.name in usable else t.id for t in todo]
+
+
+def fetch(some_id: str, to: Path, by_name: bool = False) -> Op[list[Path]]:
+    """Write each finished task's files, stdout and stderr to `to/<task-id>/` (with
+    `by_name`, `to/<task-name>/` where names are unique)."""
     found = yield from find(some_id)
     todo = (yield from tasks(found.id)) if isinstance(found, Job) else [found]
+    todo = [t for t in todo if t.status in FINAL_STATUSES]
     written = []
-    for t in todo:
-        if t.status not in FINAL_STATUSES:
-            continue
-        base = to / t.id
+    for t, folder in zip(todo, folder_names(todo, by_name), strict=True):
+        base = to / folder
         base.mkdir(parents=True, exist_ok=True)
         for rel, entry in t.manifest.items():
             yield from download(entry.sha256, base / rel, entry.mode)
@@ -398,6 +424,8 @@ __all__ = [
     "check",
     "error_for",
     "events_call",
+    "find_ids",
+    "folder_names",
     "input_files",
     "parse_sse",
     "plan_uploads",

@@ -24,9 +24,11 @@ def revoke_token(token_id: str) -> Op[TokenInfo]:
     return (yield from _json("POST", f"/tokens/{token_id}/revoke", TokenInfo))
 
 
-def audit(after: int = 0, limit: int = 1000) -> Op[list[AuditEntry]]:
-    """Audit entries after sequence number `after`, oldest first."""
-    return (yield from _json("GET", "/audit", list[AuditEntry], after=after, limit=limit))
+def audit(after: int = 0, limit: int = 1000, newest: bool = False) -> Op[list[AuditEntry]]:
+    """Audit entries after sequence number `after`, oldest first; with `newest`, the newest
+    `limit` entries, newest first."""
+    params = {"after": after, "limit": limit, **({"newest": 1} if newest else {})}
+    return (yield from _json("GET", "/audit", list[AuditEntry], **params))
 
 
 __all__ = ["audit", "create_token", "revoke_token", "tokens"]

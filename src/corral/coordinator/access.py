@@ -32,7 +32,7 @@ from .store import Store, TokenRecord
 
 JOB_OPS = frozenset(
     {"create_job", "list_jobs", "get_job", "list_tasks", "kill_job", "job_events", "add_tasks"}
-    | {"retry_job", "get_task", "kill_task", "task_log", "list_checkpoints"}
+    | {"retry_job", "get_task", "kill_task", "task_log", "list_checkpoints", "find_ids"}
 )
 BLOB_OPS = frozenset({"missing_blobs", "put_blob", "get_blob"})
 WORKER_OPS = frozenset(

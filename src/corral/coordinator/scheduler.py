@@ -240,6 +240,22 @@ def _unsatisfied(requires: Mapping[str, str], workers: Sequence[Worker]) -> str:
     return f"no connected worker meets all requirements {checked}: {reasons}"
 
 
+def never_met(requires: Mapping[str, str], workers: Sequence[Worker]) -> str | None:
+    """In plain words, a requirement none of `workers` meets (`no worker has 2 slots for a
+    task with cpus=2`), so none could ever run the task; None when one could, or when there
+    is no worker to judge by. Programs a worker has not looked for yet are not held against
+    it: it looks when such a task is queued."""
+    judged = [{**w.capabilities, "slots": w.slots} for w in workers]
+    if any(programs_to_probe([requires], caps) for caps in judged):
+        requires = {k: v for k, v in requires.items() if k != "programs"}
+    if not judged or any(fits(requires, caps) for caps in judged):
+        return None
+    for key, want in requires.items():
+        if all(_unmet_one(key, want, caps) for caps in judged):
+            return f"no worker {_phrase(key, want)}"
+    return "no one worker meets all the requirements at once"
+
+
 def pending_reason(
     requires: Mapping[str, str],
     workers: Sequence[Worker],

@@ -160,6 +160,15 @@ class Task(msgspec.Struct):
     cpu_seconds: float | None = None
 
 
+class IdMatch(msgspec.Struct):
+    """A job or task whose id starts with a given prefix (what `GET /ids` answers)."""
+
+    kind: Literal["job", "task"]
+    id: str
+    job_id: str
+    name: str
+
+
 class Worker(msgspec.Struct):
     """A worker as the API reports it."""
 

@@ -22,9 +22,9 @@ def parse_size(text: str) -> int:
 
 
 def format_size(n: float) -> str:
-    """A short human size: 512B, 1.5K, 20M, 3.0G."""
-    for unit in ("B", "K", "M", "G", "T"):
-        if abs(n) < 1024 or unit == "T":
-            return f"{n:.0f}{unit}" if unit == "B" or n >= 100 else f"{n:.1f}{unit}"
+    """A short human size: 512 B, 1.5 KB, 20 MB, 1.2 GB (powers of 1024, as parse_size)."""
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" or n >= 100 else f"{n:.1f} {unit}"
         n /= 1024
-    return f"{n:.1f}T"  # pragma: no cover - the loop always returns
+    return f"{n:.1f} TB"  # pragma: no cover - the loop always returns

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -10,6 +11,7 @@ from starlette.responses import Response, StreamingResponse
 
 from ...protocol import (
     TASK_STATUSES,
+    IdMatch,
     Job,
     JobCreate,
     JobCreated,
@@ -21,10 +23,21 @@ from ...protocol import (
 from .. import guards
 from ..errors import ApiError
 from ..service import Coordinator
-from ._common import AFTER, LAST_EVENT_ID, OFFSET, Endpoint, encoder, json_response, page_limit
+from ._common import (
+    AFTER,
+    LAST_EVENT_ID,
+    OFFSET,
+    Endpoint,
+    IntQuery,
+    encoder,
+    json_response,
+    page_limit,
+)
 
 JOBS_LIMIT = page_limit(100)
 TASKS_LIMIT = page_limit(1000)
+IDS_LIMIT = IntQuery("limit", 20, 1, 1000)
+_HEX = re.compile(r"[0-9a-f]{1,32}")
 
 
 def _owner(request: Request) -> str:
@@ -51,10 +64,31 @@ def _check_inputs(request: Request, coord: Coordinator, tasks: list[TaskSpec]) -
         raise ApiError("invalid_argument", f"input blob {refused[0]} was never uploaded")
 
 
+def _status(request: Request) -> str | None:
+    status = request.query_params.get("status")
+    if status is not None and status not in TASK_STATUSES:
+        raise ApiError("bad_request", f"status must be one of {', '.join(TASK_STATUSES)}")
+    return status
+
+
 async def list_jobs(request: Request, coord: Coordinator, _: None) -> list[Job]:
     who = guards.principal(request)
+    # ?owner= narrows an admin's list; anyone else sees only their own jobs anyway
+    owner = request.query_params.get("owner") if who.is_admin else who.owner
+    status, offset, limit = _status(request), OFFSET.read(request), JOBS_LIMIT.read(request)
+    if status is None and owner is None and not offset:
+        return coord.store.list_jobs(limit)
+    return coord.store.jobs_page(owner, status, offset, limit)
+
+
+async def find_ids(request: Request, coord: Coordinator, _: None) -> list[IdMatch]:
+    prefix = request.query_params.get("prefix", "")
+    if not _HEX.fullmatch(prefix):
+        raise ApiError("bad_request", "prefix: give 1 to 32 lowercase hex digits")
+    who = guards.principal(request)
+    name = request.query_params.get("name")
     owner = None if who.is_admin else who.owner
-    return coord.store.list_jobs(JOBS_LIMIT.read(request), owner)
+    return coord.store.find_ids(prefix, name, owner, IDS_LIMIT.read(request))
 
 
 async def get_job(request: Request, coord: Coordinator, _: None) -> Job:
@@ -64,9 +98,7 @@ async def get_job(request: Request, coord: Coordinator, _: None) -> Job:
 async def list_tasks(request: Request, coord: Coordinator, _: None) -> list[Task]:
     job_id = request.path_params["id"]
     guards.job_access(request, coord.store, job_id)
-    status = request.query_params.get("status")
-    if status is not None and status not in TASK_STATUSES:
-        raise ApiError("bad_request", f"status must be one of {', '.join(TASK_STATUSES)}")
+    status = _status(request)
     return coord.store.list_tasks(job_id, OFFSET.read(request), TASKS_LIMIT.read(request), status)
 
 
@@ -129,7 +161,23 @@ async def job_events(request: Request, coord: Coordinator, _: None) -> Response:
 ENDPOINTS: list[Endpoint] = [
     Endpoint("POST", "/jobs", create_job, "Submit a job", JobCreate, JobCreated, 201),
     Endpoint(
-        "GET", "/jobs", list_jobs, "List jobs, newest first", None, list[Job], query=(JOBS_LIMIT,)
+        "GET",
+        "/jobs",
+        list_jobs,
+        "List jobs, newest first (?status=, and ?owner= for an admin)",
+        None,
+        list[Job],
+        query=(OFFSET, JOBS_LIMIT),
+    ),
+    Endpoint(
+        "GET",
+        "/ids",
+        find_ids,
+        "Jobs and tasks whose id starts with ?prefix= (with ?name=, tasks of that name in"
+        " the jobs it starts)",
+        None,
+        list[IdMatch],
+        query=(IDS_LIMIT,),
     ),
     Endpoint("GET", "/jobs/{id}", get_job, "One job", None, Job),
     Endpoint(

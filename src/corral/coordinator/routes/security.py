@@ -13,9 +13,10 @@ from ..access import hash_secret, new_secret
 from ..errors import ApiError
 from ..service import Coordinator
 from ..store import TokenRecord
-from ._common import AFTER, Endpoint, json_response, page_limit
+from ._common import AFTER, Endpoint, IntQuery, json_response, page_limit
 
 AUDIT_LIMIT = page_limit(1000)
+NEWEST = IntQuery("newest", 0, 0, 1)  # 1: the newest entries, newest first (`after` unused)
 
 MAX_NAME = 200
 
@@ -81,6 +82,8 @@ async def revoke_token(request: Request, coord: Coordinator, _: None) -> TokenIn
 
 
 async def audit_log(request: Request, coord: Coordinator, _: None) -> list[AuditEntry]:
+    if NEWEST.read(request):
+        return coord.store.audit_newest(AUDIT_LIMIT.read(request))
     return coord.store.audit(AFTER.read(request), AUDIT_LIMIT.read(request))
 
 
@@ -96,10 +99,10 @@ ENDPOINTS: list[Endpoint] = [
         "GET",
         "/audit",
         audit_log,
-        "The audit log, oldest first (admin)",
+        "The audit log, oldest first; with ?newest=1 the newest entries first (admin)",
         None,
         list[AuditEntry],
-        query=(AFTER, AUDIT_LIMIT),
+        query=(AFTER, AUDIT_LIMIT, NEWEST),
     ),
 ]
 

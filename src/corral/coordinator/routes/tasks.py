@@ -17,7 +17,9 @@ from ...protocol import Task, TaskBlocked, TaskRelease, TaskResult, result_probl
 from .. import guards
 from ..errors import ApiError
 from ..service import Coordinator
-from ._common import OFFSET, Endpoint
+from ._common import OFFSET, Endpoint, IntQuery
+
+TAIL = IntQuery("tail", 0, 0, 1 << 20)  # read only the last this many bytes (0: from offset)
 
 
 async def get_task(request: Request, coord: Coordinator, _: None) -> Task:
@@ -38,13 +40,16 @@ async def task_log(request: Request, coord: Coordinator, _: None) -> Response:
     stream = request.query_params.get("stream", "stdout")
     if stream not in ("stdout", "stderr"):
         raise ApiError("bad_request", "stream must be stdout or stderr")
-    offset = OFFSET.read(request)
+    offset, tail = OFFSET.read(request), TAIL.read(request)
     path, final = coord.log_path(task, stream)
     data = b""
     if path is not None:
         with path.open("rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if tail:  # the last bytes only: a failure's last stderr line, say
+                offset = max(size - tail, 0)
             # past the end there is nothing to read; ext4 refuses to seek that far at all
-            if offset < os.fstat(f.fileno()).st_size:
+            if offset < size:
                 f.seek(offset)
                 data = f.read(4 * 1024 * 1024)
     headers = {"x-corral-final": "1" if final and not data else "0", "x-corral-status": task.status}
@@ -78,8 +83,8 @@ ENDPOINTS: list[Endpoint] = [
         "GET",
         "/tasks/{id}/log",
         task_log,
-        "A task's stdout or stderr from an offset",
-        query=(OFFSET,),
+        "A task's stdout or stderr from an offset (or its last ?tail= bytes)",
+        query=(OFFSET, TAIL),
     ),
     Endpoint("POST", "/tasks/{id}/result", task_result, "Report an attempt", TaskResult, Task),
     Endpoint(

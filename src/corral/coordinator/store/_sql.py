@@ -2,7 +2,7 @@
 
 A backend (sqlite.py, postgres.py) brings a connection (`_db`), transactions (`_tx`) and its
 dialect (dialect.py); SQLStore, with the parts it is made of (_allowlist.py, _backups.py,
-_browse.py, _checkpoints.py, _deps.py, _identity.py), holds the queries, as templates
+_browse.py, _checkpoints.py, _deps.py, _identity.py, _lookup.py), holds the queries, as templates
 rendered once per dialect (_sqlbase.py says how), and the schema is one description
 (_schema.py). The few things the backends really do differently stay hooks there: where
 SQLite keeps long specs (`_specs`), how a connection is opened, kept and checkpointed.
@@ -26,6 +26,7 @@ from ._backups import BackupSQL
 from ._browse import BrowseSQL
 from ._checkpoints import CheckpointSQL
 from ._identity import IdentitySQL
+from ._lookup import LookupSQL
 from ._rows import (
     class_requires,
     class_slots,
@@ -94,7 +95,9 @@ _FINISH_TYPES = (
 )
 
 
-class SQLStore(AllowlistSQL, BackupSQL, BrowseSQL, CheckpointSQL, IdentitySQL, SharedSQL, Store):
+class SQLStore(
+    AllowlistSQL, BackupSQL, BrowseSQL, CheckpointSQL, IdentitySQL, LookupSQL, SharedSQL, Store
+):
     """The Store over one SQL connection; a backend brings the connection and its dialect."""
 
     def atomic(self) -> AbstractContextManager[Any]:
@@ -462,13 +465,20 @@ class SQLStore(AllowlistSQL, BackupSQL, BrowseSQL, CheckpointSQL, IdentitySQL, S
     def register_worker(
         self, worker_id: str, name: str, slots: int, caps: dict[str, object], now: float
     ) -> None:
-        self._db.execute(
-            self._q(
-                "INSERT INTO workers (id, name, slots, status, capabilities, registered,"
-                " last_heartbeat) VALUES (?,?,?,'online',?,?,?)"
-            ),
-            (worker_id, name, slots, encode(caps), now, now),
-        )
+        with self._tx():
+            # a restarted worker replaces its old row; one still online may be another
+            # process that shares the name, and stays
+            self._db.execute(
+                self._q("DELETE FROM workers WHERE name = ? AND status IN ('lost', 'gone')"),
+                (name,),
+            )
+            self._db.execute(
+                self._q(
+                    "INSERT INTO workers (id, name, slots, status, capabilities, registered,"
+                    " last_heartbeat) VALUES (?,?,?,'online',?,?,?)"
+                ),
+                (worker_id, name, slots, encode(caps), now, now),
+            )
 
     def touch_worker(
         self, worker_id: str, now: float, status: str, caps: dict[str, object] | None

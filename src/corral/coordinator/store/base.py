@@ -20,6 +20,7 @@ from ...protocol import (
     Checkpoint,
     CheckpointInfo,
     Event,
+    IdMatch,
     Job,
     OutputFile,
     Task,
@@ -299,7 +300,7 @@ class Store(SharedState):
     def register_worker(
         self, worker_id: str, name: str, slots: int, caps: dict[str, object], now: float
     ) -> None:
-        """Insert a worker."""
+        """Insert a worker, replacing lost or gone rows of the same name (a restart)."""
 
     @abc.abstractmethod
     def touch_worker(
@@ -374,6 +375,14 @@ class Store(SharedState):
     @abc.abstractmethod
     def audit(self, after: int, limit: int) -> list[AuditEntry]:
         """Audit entries after sequence number `after`, oldest first."""
+
+    # short ids (shared SQL in _lookup.py)
+    @abc.abstractmethod
+    def find_ids(
+        self, prefix: str, name: str | None, owner: str | None, limit: int
+    ) -> list[IdMatch]:
+        """Up to `limit` jobs and `limit` tasks whose id starts with `prefix` (lowercase hex);
+        with `name`, the tasks of that name in the jobs it starts; `owner`: only their jobs."""
 
     # dependencies and blocked tasks (shared SQL in _deps.py)
     @abc.abstractmethod
