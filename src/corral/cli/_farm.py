@@ -34,6 +34,7 @@ from ..coordinator.store import SchemaTooNew, Store
 from ..coordinator.tls import share_ca
 from ..worker.agent import run_worker
 from ..worker.config import WorkerConfig
+from ..worker.eviction import DEFAULT_GRACE
 from ._common import FailedWork, key_values
 from ._desktop import (
     announce_options,
@@ -140,14 +141,16 @@ class _Workers:
     thread or an event loop, so the children start clean.
     """
 
-    def __init__(self, n: int, url: str, token: str, data: Path) -> None:
+    def __init__(self, n: int, url: str, token: str, data: Path, grace: float) -> None:
         self.procs: list[_Child] = []
         self._ready: int | None = None
+        self.grace = grace  # the workers' --checkpoint-grace
         if not n:
             return
         host = socket.gethostname()
         # --sandbox-hide: the admin token and every job's files
         argv = ["--server", url, "--slots", "1", "--sandbox-hide", str(data)]
+        argv += ["--checkpoint-grace", str(grace)]
         # httpx (workers) and Starlette (coordinator) import anyio's asyncio backend at their
         # first request, 60 ms here: once now serves the coordinator and every child
         with contextlib.suppress(ImportError):
@@ -175,11 +178,14 @@ class _Workers:
             os.close(self._ready)
             self._ready = None
 
-    def stop(self, grace: float = 5.0) -> None:
-        """SIGTERM (a short drain), then SIGKILL: what still runs is requeued next time."""
+    def stop(self) -> None:
+        """SIGTERM (running tasks are evicted: checkpoint saved, requeued), then SIGKILL
+        after their grace period and 5 s for the saves: what still runs is requeued next
+        time, from its last checkpoint."""
         self._close()
         for p in self.procs:
             p.send_signal(signal.SIGTERM)
+        grace = self.grace + 5.0
         for p in self.procs:
             try:
                 p.wait(grace)
@@ -228,7 +234,7 @@ async def _run_up(server: uvicorn.Server, workers: _Workers, url: str) -> None:
     click.echo(f"corral is up at {url} with {n} worker(s); Ctrl-C stops it", err=True)
     await stop.wait()
     click.echo("stopping workers and coordinator", err=True)
-    # workers get a short drain, then whatever still runs is killed and requeued next time
+    # workers evict their tasks (checkpoints saved, requeued), then what remains is killed
     await asyncio.to_thread(workers.stop)
     server.should_exit = True
     await serving
@@ -250,7 +256,18 @@ async def _run_up(server: uvicorn.Server, workers: _Workers, url: str) -> None:
     help="Data directory [default: $XDG_DATA_HOME/corral].",
 )
 @_STORE
-def up(workers: int | None, port: int, data: Path | None, store: str) -> None:
+@click.option(
+    "--checkpoint-grace",
+    type=click.FloatRange(0.0, 3600.0),
+    default=DEFAULT_GRACE,
+    show_default=True,
+    metavar="S",
+    help="On Ctrl-C, running tasks get SIGTERM, this many seconds to exit, and their"
+    " checkpoint saved; they resume at the next `corral up`.",
+)
+def up(
+    workers: int | None, port: int, data: Path | None, store: str, checkpoint_grace: float
+) -> None:
     """Start a coordinator and local workers in one command, and point the CLI at them."""
     host = "127.0.0.1"
     data = (data or default_data_dir()).resolve()
@@ -263,7 +280,8 @@ def up(workers: int | None, port: int, data: Path | None, store: str) -> None:
     click.echo(f"client config written to {path}", err=True)
     settings = Settings(data_dir=data, store=store, tokens={token: "admin"}, job_key=key)
     # forked first, so they are ready the moment the coordinator is (see _Workers)
-    procs = _Workers(workers if workers is not None else os.cpu_count() or 1, url, token, data)
+    n = workers if workers is not None else os.cpu_count() or 1
+    procs = _Workers(n, url, token, data, checkpoint_grace)
     try:
         run_async(_run_up(make_server(settings, host, port, _QuietServer), procs, url))
     finally:
@@ -373,6 +391,16 @@ def server(
     show_default=True,
     help="A task exiting with this code has its checkpoint saved and is run again at once.",
 )
+@click.option(
+    "--checkpoint-grace",
+    type=click.FloatRange(0.0, 3600.0),
+    default=DEFAULT_GRACE,
+    show_default=True,
+    metavar="S",
+    help="An evicted task (SIGTERM to this worker, drain --evict, kill --checkpoint, the"
+    " desktop's owner back) gets SIGTERM and this many seconds to exit; then it is killed,"
+    " its checkpoint saved, and it is given back.",
+)
 @click.option("-v", "--verbose", is_flag=True)
 def worker(
     server: str | None,
@@ -383,10 +411,14 @@ def worker(
     labels: tuple[str, ...],
     programs: tuple[str, ...],
     checkpoint_exit_code: int,
+    checkpoint_grace: float,
     verbose: bool,
     **policy: Any,
 ) -> None:
-    """Run a worker that pulls tasks from a coordinator."""
+    """Run a worker that pulls tasks from a coordinator.
+
+    Ctrl-C (SIGINT) drains it: no new tasks, the running ones finish, then it leaves. SIGTERM,
+    or a second Ctrl-C, evicts the running tasks (checkpoint saved, requeued), then it leaves."""
     if policy.get("drain_worker"):
         return report_drain(server, token, policy["drain_worker"])
     logging.basicConfig(
@@ -408,6 +440,7 @@ def worker(
         programs=list(programs),
         work_dir=work_dir,
         checkpoint_exit_code=checkpoint_exit_code,
+        checkpoint_grace=checkpoint_grace,
         **policy_config(policy),
         **elastic_config(policy),
         **desktop,

@@ -186,16 +186,40 @@ def wait(job_id: str, as_json: bool, server: str | None, token: str | None) -> N
 
 @click.command()
 @click.argument("some_id")
+@click.option(
+    "--checkpoint",
+    is_flag=True,
+    help="Running tasks get SIGTERM and their worker's grace period, their checkpoint is"
+    " saved, then they end killed; `corral retry --killed` resumes them from it.",
+)
 @json_option
 @server_options
 @client_errors
-def kill(some_id: str, as_json: bool, server: str | None, token: str | None) -> None:
+def kill(
+    some_id: str, checkpoint: bool, as_json: bool, server: str | None, token: str | None
+) -> None:
     """Kill a job's tasks, or one task, with their whole process trees."""
     with make_client(server, token) as client:
-        found = client.kill(some_id)
+        found = client.kill(some_id, checkpoint)
     if as_json:
         return print_json(found)
-    click.echo(f"{found.id} {found.status}")
+    live = found.status in ("queued", "running")
+    click.echo(f"{found.id} {found.status}" + (" (killed once checkpointed)" if live else ""))
+
+
+@click.command()
+@click.argument("job_id")
+@click.option("--killed", is_flag=True, help="Requeue its killed tasks too.")
+@json_option
+@server_options
+@client_errors
+def retry(job_id: str, killed: bool, as_json: bool, server: str | None, token: str | None) -> None:
+    """Requeue a job's failed tasks as new attempts, each from its last good checkpoint."""
+    with make_client(server, token) as client:
+        job = client.retry(job_id, killed)
+    if as_json:
+        return print_json(job)
+    click.echo(f"{job.id} {job.status}")
 
 
 @click.command()

@@ -1,6 +1,7 @@
 """Running one task's process: its own session and process group, a clean environment,
 stdout and stderr to files, the descriptors its sandbox needs (closed here once it has them),
-and a kill that takes the whole process tree with it."""
+a kill that takes the whole process tree with it, and an eviction (SIGTERM, a grace period,
+then that kill; eviction.py)."""
 
 from __future__ import annotations
 
@@ -77,6 +78,10 @@ class TaskProcess:
     def __init__(self) -> None:
         self.proc: asyncio.subprocess.Process | None = None
         self.killed = False
+        self.terminating = False  # evicted: no process starts any more
+        self.evicted = False  # an eviction ended (or prevented) the process
+        self._ended = asyncio.Event()  # no process attached (none yet, or it ended)
+        self._ended.set()
         self._suspended = 0.0  # seconds spent stopped, not counted against wall_time
         self._stopped_at: float | None = None
 
@@ -99,6 +104,11 @@ class TaskProcess:
         child inherits `pass_fds`; `started` runs once it exists (or failed to), to close
         the parent's copies; `append` keeps what stdout and stderr already hold (a task run
         again after saving a checkpoint)."""
+        if self.killed or self.terminating:
+            if started is not None:
+                started()
+            self.evicted = self.terminating
+            return Finished(None, "killed")
         mode = "ab" if append else "wb"
         with stdout.open(mode) as out, stderr.open(mode) as err:
             try:
@@ -119,6 +129,7 @@ class TaskProcess:
             finally:
                 if started is not None:
                     started()
+        self._attached()
         try:
             code = await self._wait(asyncio.ensure_future(self.proc.wait()), wall_time)
         except TimeoutError:
@@ -128,6 +139,7 @@ class TaskProcess:
         finally:
             # the leader may exit while its children run on: they go with it
             kill_tree(self.proc.pid)
+            self._ended.set()
         if self.killed:
             return Finished(code, "killed")
         if code < 0:
@@ -145,6 +157,7 @@ class TaskProcess:
         the process died in the call. Kill, suspend and wall_time act on its whole tree
         meanwhile; the Finished is what a fresh process ending the same way would give."""
         self.proc = proc
+        self._attached()
         try:
             try:
                 code = await self._wait(asyncio.ensure_future(reply), wall_time)
@@ -163,11 +176,22 @@ class TaskProcess:
             return Finished(code, f"killed by signal {-code}")
         return Finished(code, None)
 
+    def _attached(self) -> None:
+        """A process (or a pooled runner's call) now runs for this task; one that an
+        eviction or a kill asked for meanwhile (while it was being started) goes at once:
+        a task just started has nothing new to save."""
+        self._ended.clear()
+        if self.killed or self.terminating:
+            self.evicted = self.terminating
+            assert self.proc is not None
+            kill_tree(self.proc.pid)
+
     def _detach(self) -> None:
         """Let go of a long-lived process after a call; it runs on for the next task."""
         if self._stopped_at is not None:
             self.resume()
         self.proc = None
+        self._ended.set()
 
     async def _wait(self, done: asyncio.Future[T], wall_time: float | None) -> T:
         """Wait for `done` (the exit, or a call's answer); TimeoutError once the process has
@@ -201,6 +225,23 @@ class TaskProcess:
             self._suspended += time.monotonic() - self._stopped_at
             self._stopped_at = None
             signal_tree(self.proc.pid, signal.SIGCONT)
+
+    async def terminate(self, grace: float) -> bool:
+        """Evict: SIGTERM the whole process tree (resumed, if suspended, so that it sees the
+        signal), wait up to `grace` seconds for it to end, then SIGKILL what remains. A
+        process not started yet never starts. True when it ended within the grace."""
+        self.terminating = True
+        if self._ended.is_set() or self.proc is None:
+            return True
+        self.evicted = True
+        signal_tree(self.proc.pid, signal.SIGTERM)
+        self.resume()
+        try:
+            await asyncio.wait_for(self._ended.wait(), grace)
+            return True
+        except TimeoutError:
+            self.kill()
+            return False
 
     def kill(self) -> None:
         """Stop the whole process tree now."""

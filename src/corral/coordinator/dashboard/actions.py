@@ -86,7 +86,7 @@ async def kill_job(request: Request, dash: Dash) -> Response:
     guards.job_access(request, coord.store, job_id)
     if not await _confirmed(request):
         return _confirm(request, dash, "Kill", f"every live task of job {job_id}")
-    coord.kill(coord.store.job_task_ids(job_id, only_live=True))
+    coord.stops.kill(coord.store.job_task_ids(job_id, only_live=True))
     guards.audit(request, coord.store, coord.clock(), "job.kill", job_id, "dashboard")
     return _back(f"/ui/jobs/{quote(job_id)}")
 
@@ -96,7 +96,7 @@ async def retry_job(request: Request, dash: Dash) -> Response:
     guards.job_access(request, coord.store, job_id)
     if not await _confirmed(request):
         return _confirm(request, dash, "Retry failed", f"the failed tasks of job {job_id}")
-    ids = coord.retry_failed(job_id)
+    ids = coord.stops.retry(job_id)
     guards.audit(request, coord.store, coord.clock(), "job.retry", job_id, f"{len(ids)} tasks")
     return _back(f"/ui/jobs/{quote(job_id)}")
 
@@ -106,7 +106,7 @@ async def kill_task(request: Request, dash: Dash) -> Response:
     guards.task(request, coord.store, task_id)
     if not await _confirmed(request):
         return _confirm(request, dash, "Kill", f"task {task_id}")
-    coord.kill([task_id])
+    coord.stops.kill([task_id])
     guards.audit(request, coord.store, coord.clock(), "task.kill", task_id, "dashboard")
     return _back(f"/ui/tasks/{quote(task_id)}")
 
@@ -117,7 +117,7 @@ async def drain_worker(request: Request, dash: Dash) -> Response:
     if not await _confirmed(request):
         name = coord.store.get_worker(worker_id).name
         return _confirm(request, dash, "Drain", f"worker {name}")
-    coord.drain(worker_id)
+    coord.stops.drain(worker_id)
     guards.audit(request, coord.store, coord.clock(), "worker.drain", worker_id, "dashboard")
     return _back("/ui/workers")
 
