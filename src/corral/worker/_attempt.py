@@ -199,6 +199,7 @@ class Attempts:
                         launch.pass_fds,
                         launch.started,
                         append,
+                        launch.sandboxed,
                     )
                 usage = launch.usage()
             elif finished.cpu_seconds is not None:  # a pooled runner measured its call

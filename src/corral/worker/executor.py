@@ -67,6 +67,13 @@ def signal_tree(pid: int, sig: int) -> None:
             proc.send_signal(sig)
 
 
+def _sid(pid: int) -> int | None:
+    try:
+        return os.getsid(pid)
+    except OSError:
+        return None
+
+
 def kill_tree(pid: int) -> None:
     """SIGKILL a process, its process group and every descendant, even re-parented ones."""
     signal_tree(pid, signal.SIGKILL)
@@ -82,6 +89,8 @@ class TaskProcess:
         self.evicted = False  # an eviction ended (or prevented) the process
         self._ended = asyncio.Event()  # no process attached (none yet, or it ended)
         self._ended.set()
+        self._call: tuple[int, bool] | None = None  # in a pooled runner: its Python, hosted
+        self._wrapped = False  # the leader is the sandbox (bwrap), the task in a session below
         self._suspended = 0.0  # seconds spent stopped, not counted against wall_time
         self._stopped_at: float | None = None
 
@@ -97,13 +106,16 @@ class TaskProcess:
         pass_fds: Sequence[int] = (),
         started: Callable[[], None] | None = None,
         append: bool = False,
+        wrapped: bool = False,
     ) -> Finished:
         """Start the process and wait for it, enforcing a wall-time limit.
 
         `preexec` runs in the child before exec (rlimits, joining a cgroup, its user); the
         child inherits `pass_fds`; `started` runs once it exists (or failed to), to close
         the parent's copies; `append` keeps what stdout and stderr already hold (a task run
-        again after saving a checkpoint)."""
+        again after saving a checkpoint); `wrapped`: argv starts the sandbox, which runs the
+        task in a session of its own."""
+        self._wrapped = wrapped
         if self.killed or self.terminating:
             if started is not None:
                 started()
@@ -151,12 +163,18 @@ class TaskProcess:
         proc: asyncio.subprocess.Process,
         reply: Awaitable[int | None],
         wall_time: float | None,
+        inner: int = 0,
+        hosted: bool = False,
     ) -> Finished:
         """Wait for one call made to a long-lived process (a pooled function runner, fnpool.py)
         as if it were this task's own process: `reply` is the call's exit code, or None when
         the process died in the call. Kill, suspend and wall_time act on its whole tree
-        meanwhile; the Finished is what a fresh process ending the same way would give."""
+        meanwhile; the Finished is what a fresh process ending the same way would give. An
+        eviction's SIGTERM goes to the call alone: the runner's Python (`inner`) that makes
+        a function call, or what it started for a `hosted` command, whose own handler then
+        runs before the runner's end could take it down."""
         self.proc = proc
+        self._call = (inner, hosted) if inner else None
         self._attached()
         try:
             try:
@@ -191,6 +209,7 @@ class TaskProcess:
         if self._stopped_at is not None:
             self.resume()
         self.proc = None
+        self._call = None
         self._ended.set()
 
     async def _wait(self, done: asyncio.Future[T], wall_time: float | None) -> T:
@@ -234,7 +253,12 @@ class TaskProcess:
         if self._ended.is_set() or self.proc is None:
             return True
         self.evicted = True
-        signal_tree(self.proc.pid, signal.SIGTERM)
+        if self._call is None and not self._wrapped:
+            signal_tree(self.proc.pid, signal.SIGTERM)
+        else:
+            for proc in self._task_processes(self.proc.pid):
+                with contextlib.suppress(psutil.Error):
+                    proc.send_signal(signal.SIGTERM)
         self.resume()
         try:
             await asyncio.wait_for(self._ended.wait(), grace)
@@ -242,6 +266,24 @@ class TaskProcess:
         except TimeoutError:
             self.kill()
             return False
+
+    def _task_processes(self, leader: int) -> list[psutil.Process]:
+        """The processes an eviction's SIGTERM is for, below what would SIGKILL them first
+        if it died of it: under bwrap, what runs in the sandbox's own session (bwrap dies of
+        SIGTERM, and its --die-with-parent child takes the sandbox down with it); in a pooled
+        runner, a hosted command's processes, or the runner's Python making a function call
+        with whatever the function started."""
+        try:
+            if self._call is not None:
+                inner, hosted = self._call
+                python = psutil.Process(inner)
+                return python.children(recursive=True) + ([] if hosted else [python])
+            sid = os.getsid(leader)
+            return [
+                p for p in psutil.Process(leader).children(recursive=True) if _sid(p.pid) != sid
+            ]
+        except (psutil.Error, OSError):
+            return []
 
     def kill(self) -> None:
         """Stop the whole process tree now."""

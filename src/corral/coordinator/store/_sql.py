@@ -352,7 +352,6 @@ class SQLStore(AllowlistSQL, BrowseSQL, CheckpointSQL, EvictionSQL, IdentitySQL,
         with self._tx():
             if self._killing([task_id]).get(task_id) == lease_id:  # kill --checkpoint
                 return bool(self.kill([task_id], now))
-            self._forget_evictions([task_id])
             backed = self._release_backed(task_id, lease_id)
             if backed is not None:
                 return backed
@@ -367,6 +366,7 @@ class SQLStore(AllowlistSQL, BrowseSQL, CheckpointSQL, EvictionSQL, IdentitySQL,
             ).fetchone()
             if row is None:
                 return False
+            self._forget_evictions([task_id])
             self._event(row[0], task_id, "queued", None, now)
         return True
 
