@@ -5,17 +5,24 @@ task, and `retry` with `killed` resumes a killed task from its checkpoint."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
-from test_api import Api, echo, run_api
+from test_api import BASE, TOKEN, Api, echo, run_api
 from test_checkpoint_api import save
+from test_store_contract import Backend, require_postgres
 
+from corral.coordinator import Settings, build_app
+from corral.coordinator.blobs import LocalBlobs
 from corral.coordinator.stops import released_error
+from corral.protocol import ReleaseReason
 
 
 @pytest.fixture
@@ -149,5 +156,46 @@ def test_release_reasons_say_why_and_bad_options_are_refused(serve: Callable[...
 
 
 def test_released_errors_all_say_given_back() -> None:
-    for reason in ("busy", "owner", "shutdown", "evicted"):
-        assert released_error(reason).startswith("given back by its worker (")  # type: ignore[arg-type]
+    for reason in typing.get_args(ReleaseReason):
+        assert released_error(reason).startswith("given back by its worker (")
+
+
+def test_an_eviction_asked_on_one_coordinator_reaches_a_heartbeat_held_on_another(
+    tmp_path: Path,
+) -> None:
+    """Two coordinators on one PostgreSQL database: `kill --checkpoint` on A answers the
+    worker's heartbeat held on B (its announcement, or B's periodic re-check)."""
+    require_postgres()
+    backend = Backend("postgres", tmp_path)
+
+    async def main() -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            clients = []
+            for name in ("a", "b"):
+                settings = Settings(data_dir=tmp_path / name, tokens={TOKEN: "alice"})
+                app = build_app(settings, backend.open(), LocalBlobs(tmp_path / "blobs"))
+                await stack.enter_async_context(app.router.lifespan_context(app))
+                http = httpx.AsyncClient(
+                    transport=httpx.ASGITransport(app=app),
+                    base_url=BASE,
+                    headers={"authorization": f"Bearer {TOKEN}"},
+                )
+                clients.append(await stack.enter_async_context(http))
+            a, b = clients
+            job = (await a.post("/jobs", json={"tasks": [echo()]})).json()
+            w = (await a.post("/workers", json={"name": "w", "slots": 1})).json()["id"]
+            (grant,) = (await a.post(f"/workers/{w}/lease", json={"max": 1})).json()["assignments"]
+            beat = {"leases": [grant["lease_id"]], "wait": 4.0}
+            held = asyncio.create_task(b.post(f"/workers/{w}/heartbeat", json=beat))
+            await asyncio.sleep(0.3)
+            assert not held.done()
+            start = time.monotonic()
+            r = await a.post(f"/tasks/{job['task_ids'][0]}/kill", json={"checkpoint": True})
+            assert r.status_code == 200, r.text
+            reply = (await asyncio.wait_for(held, 10)).json()
+            assert reply["evict"] == [grant["lease_id"]] and time.monotonic() - start < 3.0
+
+    try:
+        asyncio.run(main())
+    finally:
+        backend.close()
