@@ -12,12 +12,13 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import psutil
 import pytest
 
 from corral.client import Client
-from corral.protocol import TaskSpec
+from corral.protocol import Job, Task, TaskSpec
 
 from .conftest import Farm, WorkerProc, wait_for
 
@@ -61,6 +62,31 @@ def first_line(client: Client, task_id: str) -> str:
     return client.log(task_id)[0].decode().splitlines()[0].strip()
 
 
+@dataclass
+class Counting:
+    """A task counting on a worker of a farm, `reached` steps in."""
+
+    farm: Farm
+    worker: WorkerProc
+    client: Client
+    job: Job
+    task: Task
+    reached: int
+
+
+def counting(
+    farm: Callable[..., Farm], spec: TaskSpec, grace: str, steps: int, args: tuple[str, ...] = ()
+) -> Counting:
+    """A farm with one worker (--checkpoint-grace `grace`) running `spec` `steps` steps in."""
+    f = farm()
+    w = f.start_worker(args=("--checkpoint-grace", grace, *args))
+    client = f.client()
+    job = client.submit_job([spec])
+    (task,) = client.tasks(job.id)
+    reached = wait_for(lambda: progress(w) >= steps and progress(w), 30, 0.05, "some steps")
+    return Counting(f, w, client, job, task, reached)
+
+
 def leftovers() -> list[int]:
     """Processes of the test's tasks still alive anywhere on this machine."""
     found = []
@@ -76,12 +102,8 @@ def test_sigterm_to_the_worker_evicts_its_task_which_resumes_on_another_worker(
     farm: Callable[..., Farm], how: str
 ) -> None:
     args, limits = HOW[how]
-    f = farm()
-    w1 = f.start_worker(args=("--checkpoint-grace", "20", *args))
-    client = f.client()
-    job = client.submit_job([counter(TRAPS, 30, 0.25, **limits)])
-    (task,) = client.tasks(job.id)
-    reached = wait_for(lambda: progress(w1) >= 3 and progress(w1), 30, 0.05, "3 steps")
+    c = counting(farm, counter(TRAPS, 30, 0.25, **limits), "20", 3, args)
+    f, w1, client, job, task, reached = c.farm, c.worker, c.client, c.job, c.task, c.reached
 
     start = time.monotonic()
     w1.proc.send_signal(signal.SIGTERM)
@@ -108,12 +130,8 @@ def test_sigterm_to_the_worker_evicts_its_task_which_resumes_on_another_worker(
 def test_drain_evict_kills_a_task_ignoring_sigterm_after_the_grace_and_saves_what_is_there(
     farm: Callable[..., Farm],
 ) -> None:
-    f = farm()
-    w1 = f.start_worker(args=("--checkpoint-grace", "2"))
-    client = f.client()
-    job = client.submit_job([counter(IGNORES, 28, 0.25)])
-    (task,) = client.tasks(job.id)
-    reached = wait_for(lambda: progress(w1) >= 2 and progress(w1), 30, 0.05, "2 steps")
+    c = counting(farm, counter(IGNORES, 28, 0.25), "2", 2)
+    f, w1, client, job, task, reached = c.farm, c.worker, c.client, c.job, c.task, c.reached
 
     start = time.monotonic()
     rc, out, err = f.cli("drain", "--evict", w1.name, "--wait", "30")
@@ -139,12 +157,8 @@ def test_drain_evict_kills_a_task_ignoring_sigterm_after_the_grace_and_saves_wha
 def test_kill_checkpoint_ends_killed_and_retry_killed_resumes_it(
     farm: Callable[..., Farm],
 ) -> None:
-    f = farm()
-    w1 = f.start_worker(args=("--checkpoint-grace", "20"))
-    client = f.client()
-    job = client.submit_job([counter(TRAPS, 24, 0.25)])
-    (task,) = client.tasks(job.id)
-    reached = wait_for(lambda: progress(w1) >= 3 and progress(w1), 30, 0.05, "3 steps")
+    c = counting(farm, counter(TRAPS, 24, 0.25), "20", 3)
+    f, w1, client, job, task, reached = c.farm, c.worker, c.client, c.job, c.task, c.reached
 
     rc, out, err = f.cli("kill", "--checkpoint", task.id)
     assert (rc, out) == (0, f"{task.id} running (killed once checkpointed)\n"), err

@@ -80,6 +80,18 @@ _STORE = click.option(
     " [default: SQLite in the data directory].",
 )
 
+# `corral worker`'s, and `corral up`'s for its workers (worker/eviction.py)
+_CHECKPOINT_GRACE = click.option(
+    "--checkpoint-grace",
+    type=click.FloatRange(0.0, 3600.0),
+    default=DEFAULT_GRACE,
+    show_default=True,
+    metavar="S",
+    help="An evicted task (SIGTERM or a second Ctrl-C to the worker, drain --evict, kill"
+    " --checkpoint, the desktop's owner back) gets SIGTERM and this many seconds to exit;"
+    " then it is killed, its checkpoint saved, and it is given back.",
+)
+
 
 def _open_store(data: Path, spec: str) -> tuple[Store, str, bytes]:
     """The store, the admin token and the job-token key; one line and exit 1 if it fails."""
@@ -256,15 +268,7 @@ async def _run_up(server: uvicorn.Server, workers: _Workers, url: str) -> None:
     help="Data directory [default: $XDG_DATA_HOME/corral].",
 )
 @_STORE
-@click.option(
-    "--checkpoint-grace",
-    type=click.FloatRange(0.0, 3600.0),
-    default=DEFAULT_GRACE,
-    show_default=True,
-    metavar="S",
-    help="On Ctrl-C, running tasks get SIGTERM, this many seconds to exit, and their"
-    " checkpoint saved; they resume at the next `corral up`.",
-)
+@_CHECKPOINT_GRACE
 def up(
     workers: int | None, port: int, data: Path | None, store: str, checkpoint_grace: float
 ) -> None:
@@ -391,16 +395,7 @@ def server(
     show_default=True,
     help="A task exiting with this code has its checkpoint saved and is run again at once.",
 )
-@click.option(
-    "--checkpoint-grace",
-    type=click.FloatRange(0.0, 3600.0),
-    default=DEFAULT_GRACE,
-    show_default=True,
-    metavar="S",
-    help="An evicted task (SIGTERM to this worker, drain --evict, kill --checkpoint, the"
-    " desktop's owner back) gets SIGTERM and this many seconds to exit; then it is killed,"
-    " its checkpoint saved, and it is given back.",
-)
+@_CHECKPOINT_GRACE
 @click.option("-v", "--verbose", is_flag=True)
 def worker(
     server: str | None,
