@@ -116,9 +116,7 @@ class TaskProcess:
         again after saving a checkpoint); `wrapped`: argv starts the sandbox, which runs the
         task in a session of its own."""
         self._wrapped = wrapped
-        if self.killed or self.terminating:
-            if started is not None:
-                started()
+        if self.killed or self.terminating:  # before it started: it never does
             self.evicted = self.terminating
             return Finished(None, "killed")
         mode = "ab" if append else "wb"
@@ -152,11 +150,7 @@ class TaskProcess:
             # the leader may exit while its children run on: they go with it
             kill_tree(self.proc.pid)
             self._ended.set()
-        if self.killed:
-            return Finished(code, "killed")
-        if code < 0:
-            return Finished(code, f"killed by signal {-code}")
-        return Finished(code, None)
+        return self._ending(code)
 
     async def call(
         self,
@@ -188,6 +182,10 @@ class TaskProcess:
                 code = await proc.wait()
         finally:
             self._detach()
+        return self._ending(code)
+
+    def _ending(self, code: int) -> Finished:
+        """How a process (or a call) that exited with `code` ended."""
         if self.killed:
             return Finished(code, "killed")
         if code < 0:
