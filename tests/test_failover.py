@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import httpx
 
@@ -64,3 +65,47 @@ def test_async_failover_raises_when_every_url_fails() -> None:
     else:
         raise AssertionError("no error")
     assert len(seen) == 2
+
+
+class _Hanging(httpx.AsyncBaseTransport):
+    """Port 1 is a cut link: /poll hangs, /beat times out; port 2 answers."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.seen.append(f"{request.url.port}{request.url.path}")
+        if request.url.port == 1:
+            if request.url.path == "/poll":
+                await asyncio.Event().wait()  # held forever: only abandonment ends it
+            raise httpx.ReadTimeout("no answer", request=request)
+        return httpx.Response(200)
+
+
+def test_a_request_held_by_an_unreachable_coordinator_is_abandoned_when_another_moves_on() -> None:
+    inner = _Hanging()
+    transport = AsyncFailover(["http://h:1", "http://h:2"], inner)
+
+    async def go() -> tuple[BaseException | None, int]:
+        async with httpx.AsyncClient(base_url="http://h:1", transport=transport) as client:
+            poll = asyncio.create_task(client.get("/poll"))
+            await asyncio.sleep(0.01)
+            with contextlib.suppress(httpx.ReadTimeout):  # may have arrived: not resent
+                await client.get("/beat")
+            abandoned = await asyncio.wait_for(asyncio.gather(poll, return_exceptions=True), 2)
+            again = await client.get("/poll")  # asked again: of the next coordinator
+            return abandoned[0], again.status_code
+
+    abandoned, status = asyncio.run(go())
+    assert isinstance(abandoned, httpx.ReadError) and "abandoned" in str(abandoned)
+    assert status == 200
+    assert inner.seen == ["1/poll", "1/beat", "2/poll"]
+
+
+def test_heartbeat_read_timeout_ends_before_the_leases_it_keeps() -> None:
+    from corral.worker._link import heartbeat_read_timeout
+
+    # a coordinator's heartbeat interval is min(2, lease timeout / 4)
+    for lease_timeout in (1.0, 3.0, 10.0, 60.0):
+        interval = min(2.0, lease_timeout / 4)
+        assert interval < heartbeat_read_timeout(interval) < lease_timeout

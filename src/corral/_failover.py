@@ -9,11 +9,22 @@ timeout) is raised as before, for the caller's own retry, and its URL stops bein
 so that retry goes elsewhere. Leases live in the database, so whichever coordinator answers
 accepts a worker's heartbeats and results.
 
+A cut link (no reset, packets just dropped) shows only as a timeout, so the worker gives its
+heartbeats a read timeout just past what the coordinator may hold them. When one request has
+found the current coordinator unreachable and moved on, the async transport abandons every
+other request still waiting on that coordinator (a held long-poll for work, a results post),
+raising a ReadError for each (it may have arrived: the caller decides, as for a reset), so
+they are asked again of the next coordinator at once instead of hanging until their own, much
+longer, timeouts.
+
 Rejected: retrying every failed request on the next URL. A submit whose answer was lost may
 have been recorded; the caller, which knows whether its request may be repeated, decides.
 """
 
 from __future__ import annotations
+
+import asyncio
+import contextlib
 
 import httpx
 
@@ -42,6 +53,7 @@ class Endpoints:
             raise ValueError("no coordinator URL")
         self.urls = urls
         self._current = 0
+        self.moves = 0  # how often `current` changed
 
     @property
     def current(self) -> str:
@@ -52,6 +64,7 @@ class Endpoints:
         """`url` failed: the next one becomes current (unless another failure moved on)."""
         if url == self.current:
             self._current = (self._current + 1) % len(self.urls)
+            self.moves += 1
 
     def retry_after(self, url: str, exc: Exception, tries_left: int) -> bool:
         """A request to `url` raised `exc`: move on; whether to send it again (to the next)."""
@@ -71,17 +84,41 @@ class AsyncFailover(httpx.AsyncBaseTransport):
     def __init__(self, urls: list[str], inner: httpx.AsyncBaseTransport) -> None:
         self.endpoints = Endpoints(urls)
         self._inner = inner
+        self._moved = asyncio.Event()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         for tries_left in reversed(range(len(self.endpoints.urls))):
             base = self.endpoints.current
             _aim(request, base)
             try:
-                return await self._inner.handle_async_request(request)
+                return await self._send(request, base)
             except httpx.TransportError as exc:
-                if not self.endpoints.retry_after(base, exc, tries_left):
+                moves = self.endpoints.moves
+                again = self.endpoints.retry_after(base, exc, tries_left)
+                if self.endpoints.moves != moves:
+                    self._moved.set()  # wake whoever waits in moved(), then a fresh event
+                    self._moved = asyncio.Event()
+                if not again:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _send(self, request: httpx.Request, base: str) -> httpx.Response:
+        """Send to `base`; abandon it (ReadError) if another request moves away from it."""
+        send = asyncio.ensure_future(self._inner.handle_async_request(request))
+        try:
+            while True:
+                moved = asyncio.ensure_future(self._moved.wait())
+                await asyncio.wait({send, moved}, return_when=asyncio.FIRST_COMPLETED)
+                moved.cancel()
+                if send.done():
+                    return send.result()
+                if self.endpoints.current != base:
+                    raise httpx.ReadError(f"abandoned: {base} stopped answering", request=request)
+        finally:
+            if not send.done():
+                send.cancel()
+                with contextlib.suppress(asyncio.CancelledError, httpx.HTTPError):
+                    await send
 
     async def aclose(self) -> None:
         await self._inner.aclose()

@@ -30,10 +30,17 @@ from .config import WorkerConfig, tls_verify
 from .guard import Guard
 from .state import WorkerState
 
-__all__ = ["BACKOFF", "Link", "refusal", "retrying"]
+__all__ = ["BACKOFF", "Link", "heartbeat_read_timeout", "refusal", "retrying"]
 
 log = logging.getLogger("corral.worker")
 BACKOFF = (0.2, 0.5, 1, 2, 4, 8, 8, 8, 15, 15)
+
+
+def heartbeat_read_timeout(interval: float) -> float:
+    """How long to wait for a heartbeat's answer: the coordinator holds one for at most
+    `interval` (the wait it asks for), so silence well past that means the link is gone, and
+    the worker moves on before its leases (several intervals long) can run out."""
+    return 3 * interval  # a lease is four intervals long
 
 
 class Link:
@@ -59,10 +66,16 @@ class Link:
             transport=self.failover if len(urls) > 1 else None,
         )
 
-    async def post(self, path: str, body: Any, kind: Any = None) -> Any:
-        """POST a msgspec body; the reply decoded as `kind` (None without one)."""
+    async def post(self, path: str, body: Any, kind: Any = None, read: float | None = None) -> Any:
+        """POST a msgspec body; the reply decoded as `kind` (None without one). `read`: this
+        request's read timeout, for one the coordinator answers within a known time."""
+        t = self.http.timeout
+        timeout = t if read is None else httpx.Timeout(t.write, connect=t.connect, read=read)
         response = await self.http.post(
-            path, content=msgspec.json.encode(body), headers={"content-type": "application/json"}
+            path,
+            content=msgspec.json.encode(body),
+            headers={"content-type": "application/json"},
+            timeout=timeout,
         )
         response.raise_for_status()
         return msgspec.json.decode(response.content, type=kind) if kind else None

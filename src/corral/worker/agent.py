@@ -41,7 +41,7 @@ from ..protocol import (
 )
 from ._aio import Broadcast, with_pidfd_watcher
 from ._attempt import Attempts, TaskRun
-from ._link import BACKOFF, Link, refusal
+from ._link import BACKOFF, Link, heartbeat_read_timeout, refusal
 from .allowlist import AllowPolicy, allow_mode, is_loopback_url
 from .cache import FileCache
 from .capabilities import dynamic_capabilities, probe_programs, static_capabilities
@@ -306,7 +306,10 @@ class Agent:
             )
             try:
                 reply = await self.link.post(
-                    f"/workers/{self.link.worker_id}/heartbeat", body, HeartbeatReply
+                    f"/workers/{self.link.worker_id}/heartbeat",
+                    body,
+                    HeartbeatReply,
+                    read=heartbeat_read_timeout(self.heartbeat_interval),
                 )
             except httpx.HTTPStatusError as exc:
                 if exc.response.status_code == 404:
