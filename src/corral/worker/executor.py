@@ -244,19 +244,19 @@ class TaskProcess:
             signal_tree(self.proc.pid, signal.SIGCONT)
 
     async def terminate(self, grace: float) -> bool:
-        """Evict: SIGTERM the whole process tree (resumed, if suspended, so that it sees the
-        signal), wait up to `grace` seconds for it to end, then SIGKILL what remains. A
+        """Evict: SIGTERM the task's processes (resumed, if suspended, so that they see the
+        signal), wait up to `grace` seconds for them to end, then SIGKILL the whole tree. A
         process not started yet never starts. True when it ended within the grace."""
         self.terminating = True
         if self._ended.is_set() or self.proc is None:
             return True
         self.evicted = True
-        if self._call is None and not self._wrapped:
+        procs = self._task_processes(self.proc.pid) if self._call or self._wrapped else []
+        if not procs:  # not wrapped, or nothing of the task runs inside yet
             signal_tree(self.proc.pid, signal.SIGTERM)
-        else:
-            for proc in self._task_processes(self.proc.pid):
-                with contextlib.suppress(psutil.Error):
-                    proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):
+                proc.send_signal(signal.SIGTERM)
         self.resume()
         try:
             await asyncio.wait_for(self._ended.wait(), grace)
