@@ -210,6 +210,29 @@ def test_retry_failed_and_drain_go_through_the_service(tmp_path: Path) -> None:
         assert ui.store.get_worker(worker["id"]).status == "draining"
         actions = [e.action for e in ui.store.audit_newest(2)]
         assert actions == ["worker.drain", "job.retry"]
+        assert ui.store.evictions(worker["id"]) == []  # a plain drain lets tasks finish
+
+
+def test_evict_drains_a_worker_and_evicts_its_running_tasks(tmp_path: Path) -> None:
+    async def body(ui: Ui) -> None:
+        await ui.submit(["sleep", "100"])
+        worker = (await ui.api.post("/api/v1/workers", json={"name": "w", "slots": 1})).json()
+        grant = (
+            await ui.api.post(f"/api/v1/workers/{worker['id']}/lease", json={"max": 1})
+        ).json()["assignments"][0]
+        await ui.login()
+        page = (await ui.http.get("/ui/workers")).text
+        assert f"/ui/workers/{worker['id']}/evict" in page
+        r = await ui.post(f"/ui/workers/{worker['id']}/evict")
+        assert r.status_code == 200 and "checkpointed and requeued" in r.text  # confirm first
+        r = await ui.post(f"/ui/workers/{worker['id']}/evict", confirm="yes")
+        assert r.status_code == 303
+        assert ui.store.get_worker(worker["id"]).status == "draining"
+        assert ui.store.evictions(worker["id"]) == [grant["lease_id"]]
+        entry = ui.store.audit_newest(1)[0]
+        assert (entry.action, entry.detail) == ("worker.drain", "dashboard, evict")
+
+    run(tmp_path, body)
 
     run(tmp_path, body)
 

@@ -86,7 +86,7 @@ def test_drain_stops_leasing_and_tells_the_worker(tmp_path: Path) -> None:
         worker = coord.register(WorkerRegister("w", 1, CAPS)).id
         held = asyncio.create_task(coord.lease(worker, LeaseRequest(max=1, wait=10)))
         await asyncio.sleep(0.05)
-        coord.drain(worker)
+        coord.stops.drain(worker)
         assert (await asyncio.wait_for(held, 2)).assignments == []  # answered at once
         submit(coord, TaskSpec(argv=["true"]))
         assert (await coord.lease(worker, LeaseRequest(max=1))).assignments == []

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from test_api import NO_SUCH, Api, echo, run_api
-from test_store_contract import submit
+from test_store_contract import GIVEN_BACK, submit
 
 from corral.coordinator.scheduler import pending_reason
 from corral.coordinator.store import Store
@@ -22,16 +22,16 @@ def test_store_release_requeues_without_counting_the_attempt(store: Store) -> No
     (leased,) = store.lease("w1", 1, 2.0, 12.0, 10)
     assert store.get_task(task_id).attempts == 1
 
-    assert not store.release(task_id, "not-the-lease", 3.0)
+    assert not store.release(task_id, "not-the-lease", 3.0, GIVEN_BACK)
     assert store.get_task(task_id).status == "running"
 
-    assert store.release(task_id, leased.lease_id, 3.0)
+    assert store.release(task_id, leased.lease_id, 3.0, GIVEN_BACK)
     task = store.get_task(task_id)
     assert (task.status, task.attempts, task.worker_id) == ("queued", 0, None)
     assert "given back" in (task.error or "")
     assert store.get_worker("w1").slots_used == 0
     assert [e.status for e in store.events("j1", 0, 10)][-2:] == ["running", "queued"]
-    assert not store.release(task_id, leased.lease_id, 4.0)  # once only
+    assert not store.release(task_id, leased.lease_id, 4.0, GIVEN_BACK)  # once only
 
     (again,) = store.lease("w1", 1, 5.0, 15.0, 10)
     assert again.attempt == 1 and again.lease_id != leased.lease_id

@@ -260,7 +260,7 @@ def test_kill_queued_and_running(settings: Settings, store: SQLiteStore) -> None
         worker = f.register()
         running, lease_id = await f.lease_one(worker)
         (queued,) = [t for t in store.job_task_ids(job_id, only_live=True) if t != running]
-        f.coord.kill([queued])
+        f.coord.stops.kill([queued])
         assert f.status(queued) == "killed"
         assert (await f.coord.heartbeat(worker, Heartbeat(leases=[lease_id]))).cancel == []
 
@@ -268,13 +268,13 @@ def test_kill_queued_and_running(settings: Settings, store: SQLiteStore) -> None
             f.coord.heartbeat(worker, Heartbeat(leases=[lease_id], wait=BOUND))
         )
         await asyncio.sleep(0.01)
-        f.coord.kill([running])
+        f.coord.stops.kill([running])
         reply = await asyncio.wait_for(beat, BOUND)
         assert reply.cancel == [lease_id]
         assert store.get_job(job_id).status == "killed"
         with pytest.raises(ApiError, match="no longer holds"):
             f.result(running, lease_id)
-        f.coord.kill([running, queued])  # killing again changes nothing
+        f.coord.stops.kill([running, queued])  # killing again changes nothing
         assert [e.status for e in store.events(job_id, 0, 100)].count("killed") == 2
 
     run(settings, store, body)
@@ -365,7 +365,7 @@ def test_batched_results_record_good_ones_and_name_stale_and_refused(
         w = f.register("w", slots=3)
         grant = await f.coord.lease(w, LeaseRequest(max=3))
         (a, b, c) = [(x.task_id, x.lease_id) for x in grant.assignments]
-        f.coord.kill([b[0]])  # b's lease is now stale
+        f.coord.stops.kill([b[0]])  # b's lease is now stale
         bad = TaskResult(lease_id=c[1], exit_code=0, stdout="f" * 64)  # never uploaded
         reply = f.coord.results(
             w,

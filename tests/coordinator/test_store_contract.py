@@ -31,6 +31,7 @@ from corral.protocol import OutputFile, TaskSpec
 
 PG_DSN = os.environ.get("CORRAL_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 BACKENDS = ["sqlite", "postgres"]
+GIVEN_BACK = "given back by its worker; requeued"  # the error a released task is left with
 
 
 @functools.cache
@@ -922,7 +923,7 @@ def test_live_lease_ends_with_the_attempt(store: Store) -> None:
     store.kill([b.task_id], 31.0)
     assert store.live_lease(b.task_id, b.lease_id, 32.0) is None  # killed
     c = lease_one(store, now=30.0, expires=40.0)
-    assert store.release(c.task_id, c.lease_id, 31.0)
+    assert store.release(c.task_id, c.lease_id, 31.0, GIVEN_BACK)
     assert store.live_lease(c.task_id, c.lease_id, 32.0) is None  # given back
     again = lease_one(store, now=33.0, expires=35.0)
     assert again.task_id == c.task_id

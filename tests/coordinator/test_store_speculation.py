@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from test_store_contract import ok, spec
+from test_store_contract import GIVEN_BACK, ok, spec
 
 from corral.coordinator.store import Leased, NewTask, Outcome, Stopped, Store
 
@@ -171,7 +171,7 @@ def test_a_lost_worker_loses_its_backups_and_a_given_back_one_is_dropped(store: 
     store.register_worker("c", "c", 1, {}, 32.0)
     spare = store.grant_backup("t1", "c", 32.0, 60.0)
     assert spare is not None
-    assert store.release("t1", spare.lease_id, 33.0)
+    assert store.release("t1", spare.lease_id, 33.0, GIVEN_BACK)
     assert store.backup_holders(["t1"]) == {}
     task = store.get_task("t1")
     assert (task.status, task.worker_id) == ("running", "b")
@@ -179,7 +179,7 @@ def test_a_lost_worker_loses_its_backups_and_a_given_back_one_is_dropped(store: 
 
 def test_giving_back_the_primary_promotes_the_backup(store: Store) -> None:
     primary, backup = running_with_backup(store)
-    assert store.release("t0", primary.lease_id, 30.0)
+    assert store.release("t0", primary.lease_id, 30.0, GIVEN_BACK)
     task = store.get_task("t0")
     assert (task.status, task.worker_id) == ("running", "b")
     assert store.backup_holders(["t0"]) == {}

@@ -41,6 +41,21 @@ def sleeper(seconds: int) -> list[str]:
     ]
 
 
+def counter(seconds: int) -> list[str]:
+    """Like `sleeper`, counting tenths of a second; on SIGTERM it writes its count into its
+    checkpoint directory (its only save), and each run prints the count it started from."""
+    code = (
+        "import os, signal, sys, time\n"
+        "p = os.path.join(os.environ['CORRAL_CHECKPOINT_DIR'], 'i')\n"
+        "i = int(open(p).read()) if os.path.exists(p) else 0\n"
+        "print('from', i, flush=True)\n"
+        "def term(*_):\n    open(p, 'w').write(str(i))\n    sys.exit(143)\n"
+        "signal.signal(signal.SIGTERM, term)\n"
+        f"while i < {seconds * 10}:\n    time.sleep(0.1)\n    i += 1  # {MARK}\n"
+    )
+    return ["python3", "-c", code]
+
+
 # the owner's load: two busy processes (still plenty on a crowded host), never more than 30 s
 LOAD = "import os, time\nos.fork()\nend = time.monotonic() + 30\nwhile time.monotonic() < end: pass"
 
@@ -181,17 +196,22 @@ def test_when_idle_suspends_and_resumes_a_task_with_the_owners_load(
 
 
 def test_when_idle_gives_tasks_back_when_busy_past_the_grace(desk: Callable[..., Desk]) -> None:
+    """Busy past the grace: the stopped task is evicted (resumed, SIGTERM, its checkpoint
+    saved) and given back; once the owner leaves, it resumes from that checkpoint."""
     d = desk(grace=1)
     with d.farm.client() as client:
         wait_for(lambda: d.status(client) == "online", 30, 0.2, what="the worker to go online")
-        job = client.submit_job([TaskSpec(sleeper(10))])
+        job = client.submit_job([TaskSpec(counter(10))])
         (task,) = client.tasks(job.id)
         d.farm.wait_task(client, task.id, {"running"}, 20)
         first = wait_for(d.task_process, 10, what="the task process")
+        time.sleep(1)  # it counts a little first
 
         d.start_load()
         given = d.farm.wait_task(client, task.id, {"queued"}, 30)
-        assert given.attempts == 0 and "given back" in (given.error or ""), given
+        assert given.attempts == 0, given
+        assert "the desktop's owner came back; checkpoint saved" in (given.error or ""), given
+        assert len(client.checkpoints(task.id)) == 1  # what its SIGTERM handler wrote
         wait_for(lambda: not first.is_running(), 10, what="the given-back process to die")
         wait_for(lambda: d.status(client) == "idle-wait", 15, 0.2, what="status idle-wait")
         time.sleep(2)
@@ -201,3 +221,5 @@ def test_when_idle_gives_tasks_back_when_busy_past_the_grace(desk: Callable[...,
         done = d.farm.wait_task(client, task.id, {"succeeded", "failed", "killed"}, 40)
         assert done.status == "succeeded", _fail(d, f"task ended {done.status}: {done.error}")
         assert done.attempts == 1  # giving back did not use up an attempt
+        started = int(client.log(task.id)[0].split()[1])
+        assert started > 0, _fail(d, "it started from scratch, not from its checkpoint")

@@ -190,13 +190,54 @@ def test_a_cancelled_waiting_task_never_starts() -> None:
     assert state.try_start("a", 0.0) == "gone"
 
 
-def test_desktop_give_back_releases_a_presented_task_once() -> None:
+# evicted (eviction.py)
+def test_an_evicted_running_task_stays_presented_until_its_process_has_ended() -> None:
+    state = WorkerState(2)
+    state.granted(task("a"), 0.0)
+    state.try_start("a", 0.0)
+    assert state.evict(["l-a", "l-unknown"], "owner", 5.0, 10.0) == ["a"]
+    held = state.tasks["a"]
+    assert (held.reason, held.evict_by, held.released) == ("owner", 15.0, False)
+    # its lease stays live for the checkpoint to be recorded; the desktop lets go of it
+    assert state.leases() == ["l-a"] and state.evicting() == ["l-a"] and state.lent() == []
+    assert state.evict_in("a", 12.0) == 3.0 and state.evict_in("a", 20.0) == 0.0
+    assert state.evicted("a") is True
+    assert held.released and state.leases() == [] and state.evicting() == []
+    assert state.evicted("a") is False and state.evicted("nope") is False
+
+
+def test_a_second_eviction_keeps_the_first_deadline_and_reason_unless_sooner() -> None:
     state = WorkerState(1)
     state.granted(task("a"), 0.0)
     state.try_start("a", 0.0)
-    assert state.release("a") is True
-    assert state.release("a") is False and state.release("nope") is False
-    assert state.tasks["a"].released and state.leases() == []
+    assert state.evict(["l-a"], "evicted", 0.0, 30.0) == ["a"]
+    assert state.evict(["l-a"], "shutdown", 1.0, 60.0) == []  # already being terminated
+    assert (state.tasks["a"].evict_by, state.tasks["a"].reason) == (30.0, "evicted")
+    state.evict(["l-a"], "shutdown", 2.0, 5.0)
+    assert state.tasks["a"].evict_by == 7.0
+
+
+def test_an_evicted_waiting_task_goes_back_at_once_and_never_starts() -> None:
+    state = WorkerState(1)
+    for t in ("a", "b"):
+        state.granted(task(t), 0.0)
+    state.try_start("a", 0.0)
+    assert state.evict(["l-a", "l-b"], "shutdown", 0.0, 10.0) == ["a"]
+    b = state.tasks["b"]
+    assert b.released and b.reason == "shutdown" and b.evict_by is None
+    assert state.try_start("b", 0.0) == "gone" and state.evicting() == ["l-a"]
+
+
+def test_a_cancelled_task_is_not_evicted_and_an_evicting_one_can_still_be_cancelled() -> None:
+    state = WorkerState(2)
+    for t in ("a", "b"):
+        state.granted(task(t), 0.0)
+        state.try_start(t, 0.0)
+    state.cancel(["l-a"])
+    assert state.evict(["l-a", "l-b"], "evicted", 0.0, 10.0) == ["b"]
+    state.cancel(["l-b"])  # killed outright during its grace: no checkpoint, no give-back
+    assert state.evicted("b") is False and not state.tasks["b"].released
+    assert state.evicting() == []
 
 
 def test_drain_gives_back_the_waiting_tasks_and_asks_for_nothing() -> None:
@@ -275,7 +316,9 @@ def test_stored_hashes_are_forgotten_all_at_once_past_the_cap() -> None:
 # any order of events keeps the books straight
 _EVENTS = st.lists(
     st.tuples(
-        st.sampled_from(["grant", "start", "finish", "cancel", "release", "block", "drain"]),
+        st.sampled_from(
+            ["grant", "start", "finish", "cancel", "evict", "evicted", "block", "drain"]
+        ),
         st.integers(0, 5),  # which task
         st.integers(1, 3),  # its cpus, when granted
         st.floats(0.0, 1.0),  # time passing
@@ -309,8 +352,10 @@ def test_any_sequence_of_events_keeps_the_invariants(
             state.finished(held.assignment, now, ran=held.started is not None)
         elif kind == "cancel" and held is not None:
             state.cancel([held.assignment.lease_id])
-        elif kind == "release":
-            state.release(tid)
+        elif kind == "evict" and held is not None:
+            state.evict([held.assignment.lease_id], "owner", now, cpus)
+        elif kind == "evicted":
+            state.evicted(tid)
         elif kind == "block":
             state.set_blocked([tid] if held is not None and held.started is not None else [])
         elif kind == "drain":
@@ -324,3 +369,6 @@ def test_any_sequence_of_events_keeps_the_invariants(
             assert 0 < ask.max <= state.slots + ask.prefetch and not state.draining
         if state.draining:
             assert all(h.started is not None or not h.presented for h in state.tasks.values())
+        # only started tasks are evicting, and an evicting one is presented
+        assert set(state.evicting()) <= set(state.leases())
+        assert all(h.started is not None for h in state.tasks.values() if h.evict_by is not None)

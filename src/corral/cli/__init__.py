@@ -8,7 +8,7 @@ from ._allow import allow
 from ._checkpoint import checkpoint
 from ._elastic import drain, why
 from ._farm import server, up, worker
-from ._jobs import ps, show, workers
+from ._jobs import ps, retry, show, workers
 from ._mapreduce import mapreduce
 from ._output import fetch, kill, logs, wait
 from ._security import audit, token
@@ -21,7 +21,10 @@ def cli() -> None:
     """Corral: turn a pile of ordinary machines into one compute farm."""
 
 
-for command in (up, server, worker, submit, ps, show, logs, fetch, wait, kill, workers, why, drain):
+for command in (
+    *(up, server, worker, submit, ps, show, logs, fetch, wait, kill, retry, workers),
+    *(why, drain),
+):
     cli.add_command(command)
 
 

@@ -84,10 +84,13 @@ def find_worker(client: Client, ref: str) -> Worker:
     return named[-1]
 
 
-def drain_now(server: str | None, token: str | None, ref: str, wait: float | None = None) -> Worker:
-    """Ask the coordinator to drain a worker; with `wait`, until it has left."""
+def drain_now(
+    server: str | None, token: str | None, ref: str, wait: float | None = None, evict: bool = False
+) -> Worker:
+    """Ask the coordinator to drain a worker (evicting its tasks, with `evict`); with `wait`,
+    until it has left."""
     with make_client(server, token) as client:
-        worker = client.drain_worker(find_worker(client, ref).id)
+        worker = client.drain_worker(find_worker(client, ref).id, evict)
         deadline = time.monotonic() + (wait or 0)
         while wait is not None and worker.status not in ("lost", "gone"):
             if time.monotonic() > deadline:
@@ -113,14 +116,25 @@ def report_drain(server: str | None, token: str | None, ref: str) -> None:
     metavar="SECONDS",
     help="Wait up to this long for the worker to finish its tasks and leave.",
 )
+@click.option(
+    "--evict",
+    is_flag=True,
+    help="Do not let running tasks finish: evict them (SIGTERM, the worker's grace period,"
+    " checkpoint saved) and requeue them, not counting the attempt.",
+)
 @json_option
 @server_options
 @client_errors
 def drain(
-    worker_ref: str, wait: float | None, as_json: bool, server: str | None, token: str | None
+    worker_ref: str,
+    wait: float | None,
+    evict: bool,
+    as_json: bool,
+    server: str | None,
+    token: str | None,
 ) -> None:
-    """Let a worker finish its running tasks, take no new ones, and leave."""
-    worker = drain_now(server, token, worker_ref, wait)
+    """Let a worker finish its running tasks (or evict them), take no new ones, and leave."""
+    worker = drain_now(server, token, worker_ref, wait, evict)
     if as_json:
         return print_json(worker)
     click.echo(f"{worker.id} {worker.name} {worker.status}")

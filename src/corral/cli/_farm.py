@@ -35,6 +35,7 @@ from ..coordinator.store import SchemaTooNew, Store
 from ..coordinator.tls import share_ca
 from ..worker.agent import run_worker
 from ..worker.config import WorkerConfig
+from ..worker.eviction import DEFAULT_GRACE
 from ._common import FailedWork, key_values
 from ._desktop import (
     announce_options,
@@ -96,6 +97,18 @@ _STORE = click.option(
     metavar="URL",
     help="postgresql://USER@HOST/DB: a database other coordinators may share"
     " [default: SQLite in the data directory].",
+)
+
+# `corral worker`'s, and `corral up`'s for its workers (worker/eviction.py)
+_CHECKPOINT_GRACE = click.option(
+    "--checkpoint-grace",
+    type=click.FloatRange(0.0, 3600.0),
+    default=DEFAULT_GRACE,
+    show_default=True,
+    metavar="S",
+    help="An evicted task (SIGTERM or a second Ctrl-C to the worker, drain --evict, kill"
+    " --checkpoint, the desktop's owner back) gets SIGTERM and this many seconds to exit;"
+    " then it is killed, its checkpoint saved, and it is given back.",
 )
 
 
@@ -160,15 +173,23 @@ class _Workers:
     """
 
     def __init__(
-        self, n: int, url: str, token: str, data: Path, options: Sequence[str] = ("--slots", "1")
+        self,
+        n: int,
+        url: str,
+        token: str,
+        data: Path,
+        options: Sequence[str],
+        grace: float,
     ) -> None:
         self.procs: list[_Child] = []
         self._ready: int | None = None
+        self.grace = grace  # the workers' --checkpoint-grace
         if not n:
             return
         host = socket.gethostname()
         # --sandbox-hide: the admin token and every job's files
         argv = ["--server", url, *options, "--sandbox-hide", str(data)]
+        argv += ["--checkpoint-grace", str(grace)]
         # httpx (workers) and Starlette (coordinator) import anyio's asyncio backend at their
         # first request, 60 ms here: once now serves the coordinator and every child
         with contextlib.suppress(ImportError):
@@ -196,11 +217,14 @@ class _Workers:
             os.close(self._ready)
             self._ready = None
 
-    def stop(self, grace: float = 5.0) -> None:
-        """SIGTERM (a short drain), then SIGKILL: what still runs is requeued next time."""
+    def stop(self) -> None:
+        """SIGTERM (running tasks are evicted: checkpoint saved, requeued), then SIGKILL
+        after their grace period and 5 s for the saves: what still runs is requeued next
+        time, from its last checkpoint."""
         self._close()
         for p in self.procs:
             p.send_signal(signal.SIGTERM)
+        grace = self.grace + 5.0
         for p in self.procs:
             try:
                 p.wait(grace)
@@ -249,7 +273,7 @@ async def _run_up(server: uvicorn.Server, workers: _Workers, url: str) -> None:
     click.echo(f"corral is up at {url} with {n} worker(s); Ctrl-C stops it", err=True)
     await stop.wait()
     click.echo("stopping workers and coordinator", err=True)
-    # workers get a short drain, then whatever still runs is killed and requeued next time
+    # workers evict their tasks (checkpoints saved, requeued), then what remains is killed
     await asyncio.to_thread(workers.stop)
     server.should_exit = True
     await serving
@@ -277,6 +301,7 @@ async def _run_up(server: uvicorn.Server, workers: _Workers, url: str) -> None:
 @click.option("--no-sandbox", is_flag=True, help="Workers run tasks without bubblewrap.")
 @_LEASE_TIMEOUT
 @_STORE
+@_CHECKPOINT_GRACE
 def up(
     workers: int | None,
     port: int,
@@ -286,6 +311,7 @@ def up(
     no_sandbox: bool,
     lease_timeout: float,
     store: str,
+    checkpoint_grace: float,
 ) -> None:
     """Start a coordinator and local workers in one command, and point the CLI at them."""
     host = "127.0.0.1"
@@ -309,7 +335,7 @@ def up(
     options += ["--allow-network"] * allow_network + ["--no-sandbox"] * no_sandbox
     count = workers if workers is not None else max((os.cpu_count() or 1) // slots, 1)
     # forked first, so they are ready the moment the coordinator is (see _Workers)
-    procs = _Workers(count, url, token, data, options)
+    procs = _Workers(count, url, token, data, options, checkpoint_grace)
     try:
         run_async(_run_up(make_server(settings, host, port, _QuietServer), procs, url))
     finally:
@@ -417,6 +443,7 @@ def server(
     show_default=True,
     help="A task exiting with this code has its checkpoint saved and is run again at once.",
 )
+@_CHECKPOINT_GRACE
 @click.option("-v", "--verbose", is_flag=True)
 def worker(
     server: str | None,
@@ -427,10 +454,14 @@ def worker(
     labels: tuple[str, ...],
     programs: tuple[str, ...],
     checkpoint_exit_code: int,
+    checkpoint_grace: float,
     verbose: bool,
     **policy: Any,
 ) -> None:
-    """Run a worker that pulls tasks from a coordinator."""
+    """Run a worker that pulls tasks from a coordinator.
+
+    Ctrl-C (SIGINT) drains it: no new tasks, the running ones finish, then it leaves. SIGTERM,
+    or a second Ctrl-C, evicts the running tasks (checkpoint saved, requeued), then it leaves."""
     if policy.get("drain_worker"):
         return report_drain(server, token, policy["drain_worker"])
     logging.basicConfig(
@@ -452,6 +483,7 @@ def worker(
         programs=list(programs),
         work_dir=work_dir,
         checkpoint_exit_code=checkpoint_exit_code,
+        checkpoint_grace=checkpoint_grace,
         **policy_config(policy),
         **elastic_config(policy),
         **desktop,

@@ -224,6 +224,22 @@ WORKER_COLUMNS = (
 )
 
 
+@click.command()
+@click.argument("ref", metavar="JOB", shell_complete=complete_ids)
+@click.option("--killed", is_flag=True, help="Requeue its killed tasks too.")
+@json_option
+@server_options
+@client_errors
+def retry(ref: str, killed: bool, as_json: bool, server: str | None, token: str | None) -> None:
+    """Requeue a job's failed tasks as new attempts, each from its last good checkpoint (a
+    task's id stands for its job)."""
+    with make_client(server, token) as client:
+        job = client.retry(match_ids(client, ref).job_id, killed)
+    if as_json:
+        return print_json(job)
+    click.echo(f"{short(job.id)} {job.status}")
+
+
 def worker_rows(found: Sequence[Worker], now: float) -> list[tuple[object, ...]]:
     """`corral workers` rows."""
     return [

@@ -91,16 +91,25 @@ def wait(ref: str, as_json: bool, server: str | None, token: str | None) -> None
 
 @click.command()
 @click.argument("ref", metavar="ID", shell_complete=complete_ids)
+@click.option(
+    "--checkpoint",
+    is_flag=True,
+    help="Running tasks get SIGTERM and their worker's grace period, their checkpoint is"
+    " saved, then they end killed; `corral retry --killed` resumes them from it.",
+)
 @json_option
 @server_options
 @client_errors
-def kill(ref: str, as_json: bool, server: str | None, token: str | None) -> None:
+def kill(ref: str, checkpoint: bool, as_json: bool, server: str | None, token: str | None) -> None:
     """Kill a job's tasks, or one task, with their whole process trees."""
     with make_client(server, token) as client:
-        found = client.kill(match_ids(client, ref).id)
+        found = client.kill(match_ids(client, ref).id, checkpoint)
     if as_json:
         return print_json(found)
-    click.echo(f"{short(found.id)} {found.status}")
+    live = found.status in ("queued", "running")
+    click.echo(
+        f"{short(found.id)} {found.status}" + (" (killed once checkpointed)" if live else "")
+    )
 
 
 __all__ = ["fetch", "kill", "logs", "wait"]

@@ -189,9 +189,10 @@ class AsyncClient(BaseClient[AsyncTaskFuture]):
         """All workers the coordinator knows."""
         return await self.drive(core.workers())
 
-    async def drain_worker(self, worker_id: str) -> Worker:
-        """Ask a worker to finish its running tasks, take no new ones, and leave."""
-        return await self.drive(core.drain_worker(worker_id))
+    async def drain_worker(self, worker_id: str, evict: bool = False) -> Worker:
+        """Ask a worker to take no new tasks and leave once its running ones are finished,
+        or with `evict` evicted (checkpoint saved) and requeued."""
+        return await self.drive(core.drain_worker(worker_id, evict))
 
     # the executable allowlist
     async def allowed(self) -> list[AllowEntry]:
@@ -233,9 +234,16 @@ class AsyncClient(BaseClient[AsyncTaskFuture]):
         """A job or a task by its id."""
         return await self.drive(core.find(some_id))
 
-    async def kill(self, some_id: str) -> Job | Task:
-        """Kill a job's live tasks, or one task."""
-        return await self.drive(core.kill(some_id))
+    async def kill(self, some_id: str, checkpoint: bool = False) -> Job | Task:
+        """Kill a job's live tasks, or one task; with `checkpoint`, running ones are evicted
+        first (SIGTERM, the worker's grace period, their checkpoint saved) and end killed
+        once that is done, their checkpoints kept for `retry(job, killed=True)`."""
+        return await self.drive(core.kill(some_id, checkpoint))
+
+    async def retry(self, job_id: str, killed: bool = False) -> Job:
+        """Requeue a job's failed tasks as new attempts, and with `killed` its killed ones;
+        each starts from its last good checkpoint, if it saved one."""
+        return await self.drive(core.retry(job_id, killed))
 
     async def log(
         self, task_id: str, stream: str = "stdout", offset: int = 0, tail: int = 0

@@ -24,13 +24,16 @@ from ..protocol import (
     FINAL_STATUSES,
     INLINE_MAX,
     CheckpointInfo,
+    DrainOptions,
     Event,
     IdMatch,
     InputRef,
     Job,
     JobCreate,
     JobCreated,
+    KillOptions,
     MissingBlobsReply,
+    RetryOptions,
     Task,
     TaskBlocked,
     TasksAdd,
@@ -278,9 +281,10 @@ def workers() -> Op[list[Worker]]:
     return (yield from _json("GET", "/workers", list[Worker]))
 
 
-def drain_worker(worker_id: str) -> Op[Worker]:
+def drain_worker(worker_id: str, evict: bool = False) -> Op[Worker]:
     """Ask a worker to finish its running tasks, take no new ones, and leave."""
-    return (yield from _json("POST", f"/workers/{worker_id}/drain", Worker))
+    body = DrainOptions(evict) if evict else None
+    return (yield from _json("POST", f"/workers/{worker_id}/drain", Worker, body))
 
 
 def find(some_id: str) -> Op[Job | Task]:
@@ -295,11 +299,18 @@ def find(some_id: str) -> Op[Job | Task]:
         raise NotFoundError(404, "not_found", f"no job or task {some_id}") from None
 
 
-def kill(some_id: str) -> Op[Job | Task]:
-    """Kill a job's live tasks, or one task."""
+def kill(some_id: str, checkpoint: bool = False) -> Op[Job | Task]:
+    """Kill a job's live tasks, or one task (running ones after a checkpoint, if asked)."""
     found = yield from find(some_id)
     kind = "jobs" if isinstance(found, Job) else "tasks"
-    return (yield from _json("POST", f"/{kind}/{some_id}/kill", type(found)))
+    body = KillOptions(checkpoint) if checkpoint else None
+    return (yield from _json("POST", f"/{kind}/{some_id}/kill", type(found), body))
+
+
+def retry(job_id: str, killed: bool = False) -> Op[Job]:
+    """Requeue a job's failed tasks, and with `killed` its killed ones."""
+    body = RetryOptions(killed) if killed else None
+    return (yield from _json("POST", f"/jobs/{job_id}/retry", Job, body))
 
 
 def kill_task(task_id: str) -> Op[Task]:

@@ -26,8 +26,14 @@ class LeasePolicy:
         return min(max(horizon, 0.05), self.timeout)
 
 
-def expired_to(worker_id: str, attempts: int, max_attempts: int) -> tuple[str, str]:
-    """The status and error of a task whose lease ran out: requeued, or failed when spent."""
+def expired_to(
+    worker_id: str, attempts: int, max_attempts: int, killing: bool = False
+) -> tuple[str, str]:
+    """The status and error of a task whose lease ran out: requeued, or failed when spent;
+    killed when it was being evicted for a kill (`kill --checkpoint`): the kill stands, with
+    the checkpoints it saved before."""
+    if killing:
+        return "killed", f"killed (worker {worker_id} lost while evicting it)"
     if attempts >= max_attempts:
         return "failed", f"worker lost on all {attempts} attempts"
     return "queued", f"worker {worker_id} lost; requeued"

@@ -54,6 +54,7 @@ from .retry import after_attempt, effective_max_attempts
 from .scheduler import matcher, pending_reason, programs_to_probe, requirement_problem
 from .settings import Settings
 from .speculation import Phase, SpeculationPolicy
+from .stops import Stops
 from .store import Leased, NewTask, NotFound, Outcome, Store
 from .wakeups import Wakeups
 
@@ -93,6 +94,7 @@ class Coordinator:
         self._wake_expiry = Broadcast()
         self._closing = False
         self.logs = LiveLogs(settings.live_dir, store, blobs)
+        self.stops = Stops(store, self.wakeups, clock)  # kill, drain, evict, retry (stops.py)
 
     async def start(self) -> None:
         """Give leases from before a restart time to report back, then watch expiry."""
@@ -172,22 +174,6 @@ class Coordinator:
         self._work.fire()
         self._events.fire()
         return [self.store.get_task(t.id) for t in new]
-
-    def kill(self, task_ids: list[str]) -> None:
-        """Kill tasks; running ones are stopped by their worker at its next heartbeat."""
-        stopped = self.store.kill(task_ids, self.clock())
-        for s in stopped:
-            self._wake_worker(s.worker_id)
-        self._events.fire()
-
-    def retry_failed(self, job_id: str) -> list[str]:
-        """Requeue a job's failed tasks as new attempts; their ids (the API's and the
-        dashboard's `Retry failed`)."""
-        ids = self.store.requeue_failed(job_id, self.clock())
-        if ids:
-            self._work.fire()
-            self._events.fire()
-        return ids
 
     async def changed(self, timeout: float) -> bool:
         """Wait until some task changes state, or `timeout` seconds (the dashboard's pages);
@@ -333,17 +319,22 @@ class Coordinator:
             # a worker back from a partition must not write into a newer attempt's output
             if chunk.lease_id in live:
                 self.logs.append(chunk)
-        # hold only when the worker already knows which of its tasks are blocked
+        # hold only when the worker already knows which of its tasks are blocked or evicted
         known = set(body.blocked) == set(self.store.blocked_tasks(worker_id))
+        evicting = set(body.evicting)
+        known = known and evicting.issuperset(self.store.evictions(worker_id))
         if not stale and body.wait > 0 and not self._closing and known:
             wait = min(body.wait, self.settings.heartbeat_interval * 2)
-            stale = await self._hold(worker_id, body.leases, wait)
+            stale = await self._hold(worker_id, body.leases, wait, evicting)
         return self._reply(worker_id, stale)
 
-    async def _hold(self, worker_id: str, leases: list[str], wait: float) -> list[str]:
-        """Hold a heartbeat until a kill, drain or block wakes it, or `wait` runs out; the
-        stale leases then. On a shared database, a kill or drain made on another coordinator
-        whose announcement was lost is found by looking every `recheck` seconds."""
+    async def _hold(
+        self, worker_id: str, leases: list[str], wait: float, evicting: set[str]
+    ) -> list[str]:
+        """Hold a heartbeat until a kill, drain, eviction or block wakes it, or `wait` runs
+        out; the stale leases then. On a shared database, a kill, drain or eviction made on
+        another coordinator whose announcement was lost is found by looking every `recheck`
+        seconds."""
         signal = self._workers.setdefault(worker_id, Broadcast())
         deadline = self.clock() + wait
         recheck = self.wakeups.recheck or wait
@@ -354,12 +345,15 @@ class Coordinator:
                 return stale
             if self.store.get_worker(worker_id).status == "draining":
                 return stale
+            if not evicting.issuperset(self.store.evictions(worker_id)):
+                return stale
 
     def _reply(self, worker_id: str, stale: list[str]) -> HeartbeatReply:
         worker = self.store.get_worker(worker_id)
         probe = programs_to_probe(self.store.queued_requirements(), worker.capabilities)
         blocked = self.store.blocked_tasks(worker_id)
-        return HeartbeatReply(stale, probe, drain=worker.status == "draining", blocked=blocked)
+        drain, evict = worker.status == "draining", self.store.evictions(worker_id)
+        return HeartbeatReply(stale, probe, drain=drain, blocked=blocked, evict=evict)
 
     def set_blocked(self, task_id: str, blocked: bool) -> None:
         """A running task waits on its children (or stops waiting): its worker is told at once
@@ -369,13 +363,6 @@ class Coordinator:
             raise ApiError("conflict", f"task {task_id} is not running")
         self._wake_worker(worker_id)
         self._work.fire()
-
-    def drain(self, worker_id: str) -> None:
-        """Ask a worker to finish its running tasks, take no new ones, and leave."""
-        if self.store.get_worker(worker_id).status not in ("lost", "gone"):
-            self.store.set_worker_status(worker_id, "draining")
-        self._wake_worker(worker_id)
-        self._work.fire()  # its held lease request returns empty at once
 
     def pending_reason(self, task: Task) -> str | None:
         """Why a queued task is not running, in plain words; None for other tasks."""
@@ -398,17 +385,6 @@ class Coordinator:
 
     def _wake_worker(self, worker_id: str) -> None:
         self.wakeups.wake_worker(worker_id)
-
-    def release(self, task_id: str, lease_id: str) -> Task:
-        """Requeue a task its worker gave back, not counting the attempt; 409 if stale."""
-        if not self.store.release(task_id, lease_id, self.clock()):
-            status = self.store.get_task(task_id).status
-            raise ApiError(
-                "stale_lease", f"lease {lease_id} no longer holds task {task_id} (status {status})"
-            )
-        self._work.fire()
-        self._events.fire()
-        return self.store.get_task(task_id)
 
     def result(self, task_id: str, body: TaskResult) -> Task:
         """Record a finished attempt; a stale lease gets 409 and changes nothing."""

@@ -9,7 +9,10 @@ Task lifecycle::
        ^                 |
        +---lease expired-+   (attempts < max_attempts, else failed)
        +---failed--------+   (only with retries left: queued again, leased after not_before)
+       +---given back----+   (evicted: not counted as an attempt, resumes from its checkpoint)
     queued | running --kill--> killed
+    running --kill with checkpoint--> (evicted: SIGTERM, grace, checkpoint saved) --> killed
+    failed | killed --retry--> queued   (killed ones only when asked; from their last checkpoint)
 """
 
 from __future__ import annotations
@@ -38,6 +41,10 @@ JobStatus = Literal["queued", "running", "succeeded", "failed", "killed"]
 WorkerStatus = Literal["online", "draining", "lost", "gone", "idle-wait", "suspended"]
 # what a worker in desktop mode (--when-idle) says of itself in heartbeats
 IdleStatus = Literal["online", "idle-wait", "suspended"]
+# why a worker gave a task back (TaskRelease): no slot came free in time; the desktop's owner
+# came back; the worker is shutting down; the coordinator asked (drain --evict, kill
+# --checkpoint)
+ReleaseReason = Literal["busy", "owner", "shutdown", "evicted"]
 
 
 class Request(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -282,23 +289,51 @@ class Heartbeat(Request):
     draining: bool = False
     status: IdleStatus = "online"  # desktop mode: idle-wait or suspended
     blocked: list[str] = []  # the tasks it was last told are blocked (HeartbeatReply)
+    evicting: list[str] = []  # the leases it was last told to evict (HeartbeatReply)
 
 
 class HeartbeatReply(msgspec.Struct):
     """Leases the worker must stop (killed or no longer its own); programs to look for on
-    PATH and report; whether the operator asked it to drain."""
+    PATH and report; whether the operator asked it to drain; leases to evict: SIGTERM, a
+    grace period, the checkpoint saved, then the task given back (worker/eviction.py)."""
 
     cancel: list[str]
     probe: list[str] = []
     drain: bool = False
     blocked: list[str] = []  # this worker's tasks now waiting on their children: slots free
+    evict: list[str] = []
 
 
 class TaskRelease(Request):
-    """Give a running task back to the queue without counting the attempt (desktop mode:
-    the machine's owner is back), fenced by its lease id."""
+    """Give a running task back to the queue without counting the attempt, fenced by its
+    lease id (after a checkpoint, when it ran); a task the coordinator asked to evict for a
+    kill ends killed instead."""
 
     lease_id: str
+    reason: ReleaseReason = "busy"
+
+
+class KillOptions(Request):
+    """How to kill (`POST /tasks/{id}/kill`, `/jobs/{id}/kill`; no body: at once). With
+    `checkpoint`, a running task is evicted first (SIGTERM, its worker's grace period, its
+    checkpoint saved) and ends killed with its checkpoints kept, for a retry to resume."""
+
+    checkpoint: bool = False
+
+
+class DrainOptions(Request):
+    """How to drain (`POST /workers/{id}/drain`; no body: let running tasks finish). With
+    `evict`, its running tasks are evicted (checkpoint saved) and requeued, not counting
+    the attempt, to resume elsewhere."""
+
+    evict: bool = False
+
+
+class RetryOptions(Request):
+    """What `POST /jobs/{id}/retry` requeues: the failed tasks, and with `killed` the
+    killed ones too (each resumes from its last good checkpoint, if it saved one)."""
+
+    killed: bool = False
 
 
 class TaskResult(Request):

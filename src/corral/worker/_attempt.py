@@ -1,5 +1,6 @@
 """One attempt of a task on this worker, once it has its slots: stage its inputs, run it in
-its sandbox under its limits, collect its outputs into a result."""
+its sandbox under its limits, collect its outputs into a result; or, when it is evicted
+(eviction.py), save its checkpoint and give it back."""
 
 from __future__ import annotations
 
@@ -104,7 +105,11 @@ class Attempts:
         if refused:
             log.warning("task %s refused: %s", a.task_id, refused)
             return TaskResult(a.lease_id, None, error=refused)
-        exit_code, error, usage = await self._run_cycle(run, work, argv, env)
+        exit_code, error, usage = None, None, None
+        if not run.process.terminating:  # evicted while its inputs were staged: not run
+            exit_code, error, usage = await self._run_cycle(run, work, argv, env)
+        if run.process.terminating and (run.process.evicted or exit_code is None):
+            return await self._give_back(run, work)
         if not run.held.presented:
             return TaskResult(a.lease_id, exit_code, error="killed")
         result = await self._collect(run, work, before, exit_code, error)
@@ -113,6 +118,20 @@ class Attempts:
             result.peak_memory = usage.peak_memory
             result.cpu_seconds = None if usage.cpu_seconds is None else round(usage.cpu_seconds, 3)
         return result
+
+    async def _give_back(self, run: TaskRun, work: Path) -> TaskResult:
+        """An evicted task's process has ended: save what its checkpoint directory holds
+        (unless unchanged since it was restored or last saved), then let it go back to the
+        queue. A save that fails leaves its last saved checkpoint the one it resumes from."""
+        a = run.assignment
+        if run.held.presented:  # not cancelled meanwhile (then its lease is stale)
+            try:
+                n = await self.checkpoints.save(a, work, unless_unchanged=True)
+                log.info("task %s evicted; checkpoint %s", a.task_id, n or "unchanged or empty")
+            except SaveFailed as exc:
+                log.warning("task %s evicted; checkpoint not saved: %s", a.task_id, exc)
+            self.state.evicted(a.task_id)
+        return TaskResult(a.lease_id, None, error="evicted")
 
     async def _refuse(self, argv: list[str], work: Path, env: dict[str, str]) -> str | None:
         # the coordinator's list is read afresh for each task, so a removal counts at once
@@ -137,6 +156,8 @@ class Attempts:
                     await server
             exit_code, error, _ = done
             if exit_code != self.config.checkpoint_exit_code or error or not run.held.presented:
+                return done
+            if run.process.terminating:  # evicted: the eviction saves it, once
                 return done
             try:
                 n = await self.checkpoints.save(a, work)
@@ -178,6 +199,7 @@ class Attempts:
                         launch.pass_fds,
                         launch.started,
                         append,
+                        launch.sandboxed,
                     )
                 usage = launch.usage()
             elif finished.cpu_seconds is not None:  # a pooled runner measured its call

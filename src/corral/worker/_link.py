@@ -19,6 +19,7 @@ from ..protocol import (
     Assignment,
     MissingBlobs,
     MissingBlobsReply,
+    ReleaseReason,
     ResultsReply,
     TaskRelease,
     TaskResult,
@@ -154,11 +155,11 @@ class Link:
         guard.allow.remote = {e.sha256 for e in entries}
         guard.allow.remote_inline = {e.sha256 for e in entries if e.allow_inline}
 
-    async def release(self, a: Assignment) -> None:
+    async def release(self, a: Assignment, reason: ReleaseReason = "busy") -> None:
         """Tell the coordinator to requeue a task given back (its lease expires otherwise)."""
         try:
-            await self.post(f"/tasks/{a.task_id}/release", TaskRelease(a.lease_id))
-            log.info("gave task %s back to the queue", a.task_id)
+            await self.post(f"/tasks/{a.task_id}/release", TaskRelease(a.lease_id, reason))
+            log.info("gave task %s back to the queue (%s)", a.task_id, reason)
         except httpx.HTTPError as exc:
             log.warning("cannot give task %s back (%s); its lease will expire", a.task_id, exc)
 

@@ -2,8 +2,9 @@
 
 Three loops share one HTTP client (_link.py):
 - the lease loop long-polls for as many tasks as there are free slots;
-- the heartbeat loop extends leases, carries live output, and learns of kills at once
-  (the coordinator holds each heartbeat open until it has something to say);
+- the heartbeat loop extends leases, carries live output, and learns of kills, drains and
+  evictions at once (the coordinator holds each heartbeat open until it has something to
+  say);
 - one asyncio task per held task waits for its slots, then stages inputs, runs the process
   and reports back (_attempt.py).
 
@@ -33,6 +34,7 @@ from ..protocol import (
     LeaseGrant,
     LeaseRequest,
     LogChunk,
+    ReleaseReason,
     TaskResult,
     WorkerRegister,
     WorkerRegistered,
@@ -45,6 +47,7 @@ from .cache import FileCache
 from .capabilities import dynamic_capabilities, probe_programs, static_capabilities
 from .config import WorkerConfig, WorkerRefused, sandbox_refusal
 from .desktop import Desktop
+from .eviction import on_signal
 from .executor import TaskProcess
 from .fnpool import FnPool
 from .guard import make_guard
@@ -133,11 +136,11 @@ class Agent:
             return
 
     async def run(self) -> None:
-        """Work until asked to stop, then finish running tasks and leave."""
+        """Work until asked to stop, then finish (or evict) running tasks and leave."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, self.drain)
+                loop.add_signal_handler(sig, self._signalled, sig)
         await self.register()
         beats = asyncio.create_task(self._heartbeat_loop())
         reports = asyncio.create_task(self.outbox.loop(self.link.send, BACKOFF))
@@ -170,6 +173,35 @@ class Agent:
         self._slot_free.set()
         self.state.drain()  # prefetched, not started: back to the queue
         self._gate.fire()
+
+    def shutdown(self) -> None:
+        """Take no new tasks; evict the running ones (their checkpoints saved, given back),
+        then exit."""
+        self.drain()
+        self._evict(self.state.leases(), "shutdown")
+
+    def _signalled(self, signum: int) -> None:
+        if on_signal(signum, self._stopping.is_set()) == "drain":
+            self.drain()
+        else:
+            log.info("signal %d: evicting %d task(s), then leaving", signum, len(self.runs))
+            self.shutdown()
+
+    def _evict(self, lease_ids: list[str], reason: ReleaseReason) -> None:
+        """Evict these leases' tasks (eviction.py): the waiting ones go back at once, the
+        running ones once their process has ended and their checkpoint is saved."""
+        grace = self.config.checkpoint_grace
+        for task_id in self.state.evict(lease_ids, reason, time.monotonic(), grace):
+            task = asyncio.create_task(self._terminate(self.runs[task_id]))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        self._gate.fire()  # the waiting ones stop waiting for a slot
+
+    async def _terminate(self, run: TaskRun) -> None:
+        task_id = run.assignment.task_id
+        log.info("task %s evicted (%s): SIGTERM", task_id, run.held.reason)
+        if not await run.process.terminate(self.state.evict_in(task_id, time.monotonic())):
+            log.warning("task %s still ran after its grace period: killed", task_id)
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -269,6 +301,7 @@ class Agent:
                 wait=self.heartbeat_interval,
                 draining=self._stopping.is_set(),
                 blocked=sorted(self.state.blocked),
+                evicting=self.state.evicting(),
                 status=self.desktop.status if self.desktop else "online",
             )
             try:
@@ -299,16 +332,16 @@ class Agent:
         assert self.desktop is not None
 
         def tasks() -> dict[str, TaskProcess]:
-            ids = [h.assignment.task_id for h in self.state.presented()]
+            ids = [h.assignment.task_id for h in self.state.lent()]
             return {t: self.runs[t].process for t in ids}
 
         await self.desktop.run(tasks, self._give_back, self._slot_free.set)
 
     async def _give_back(self, task_id: str) -> None:
-        """Kill a task and stop presenting its lease; `_run_task` then hands it back."""
-        if self.state.release(task_id):
-            self.runs[task_id].process.kill()
-            self._gate.fire()
+        """The owner needs the machine: evict the task (`_run_task` then hands it back)."""
+        run = self.runs.get(task_id)
+        if run is not None:
+            self._evict([run.assignment.lease_id], "owner")
 
     def _reported_caps(self) -> dict[str, Any]:
         """Programs looked for so far, the env exposed to tasks, and cache counters."""
@@ -327,6 +360,8 @@ class Agent:
         if reply.drain and not self._stopping.is_set():
             log.info("the coordinator asked this worker to drain")
             self.drain()
+        if reply.evict:
+            self._evict(reply.evict, "evicted")
 
     def _cancel(self, lease_ids: list[str]) -> None:
         self.outbox.drop_stale(lease_ids)  # finished, not yet (or being) reported
@@ -376,6 +411,7 @@ class Agent:
             result = TaskResult(a.lease_id, None, error=f"worker: {exc}")
         finally:
             self.state.finished(a, time.monotonic(), ran)
+            self.attempts.checkpoints.forget(a)
             if self.runs.get(a.task_id) is run:
                 del self.runs[a.task_id]
             self._gate.fire()
@@ -385,7 +421,7 @@ class Agent:
                 self._remove(run.dir, now=run.held.released)
             self._slot_free.set()  # the lease loop takes the result with its next call
         if run.held.released:  # after the cleanup: the task may come back here with this attempt
-            await self.link.release(a)
+            await self.link.release(a, run.held.reason)
 
     def _remove(self, task_dir: Path, now: bool = False) -> None:
         """Delete a finished task's directory: in a thread, off the path of the next task
@@ -417,7 +453,8 @@ class Agent:
 
 
 def run_worker(config: WorkerConfig) -> None:
-    """Run a worker until SIGTERM or SIGINT has drained it; exit in one line if it may not."""
+    """Run a worker until SIGINT has drained it or SIGTERM evicted its tasks (eviction.py);
+    exit in one line if it may not start."""
     try:
         agent = Agent(config)
     except WorkerRefused as exc:

@@ -26,6 +26,10 @@ directory descriptors, never following a symlink, regular files only. The copies
 as blobs, then recorded in one request (POST /tasks/{id}/checkpoints), which the coordinator
 stores in one transaction: a save cut short leaves the previous checkpoint in place.
 
+An eviction's save is skipped when the directory holds exactly the checkpoint the attempt
+restored or last saved: a second copy would push the one before out of the two kept, and
+with it the fallback from a corrupt checkpoint.
+
 CORRAL_TEST_CHECKPOINT_CRASH=N makes a worker SIGKILL itself in its N-th save, after the
 upload and before the record: the chaos tests' half-way save (a test hook, nothing else).
 """
@@ -116,6 +120,7 @@ class Checkpoints:
         self.cache = cache
         self.scratch = scratch  # out of every task's reach: copies on their way out
         self.saves = 0
+        self._known: dict[str, dict[str, OutputFile]] = {}  # lease -> restored or last saved
         crash = os.environ.get(_CRASH_ENV, "")
         self._crash_at = int(crash) if crash.isdigit() else None
 
@@ -125,15 +130,21 @@ class Checkpoints:
         target.mkdir(parents=True, exist_ok=True)
         if a.checkpoint is None:
             return
+        self._known[a.lease_id] = a.checkpoint.files
         for name, f in a.checkpoint.files.items():
             dest = resolve_inside(target, safe_relpath(name))
             dest.parent.mkdir(parents=True, exist_ok=True)
             await self.cache.stage(f.sha256, f.size, dest, f.mode)
         log.info("task %s restored checkpoint %d", a.task_id, a.checkpoint.n)
 
-    async def save(self, a: Assignment, work: Path) -> int | None:
-        """Save what the task's checkpoint directory holds; its number, None when empty.
-        Raises SaveFailed when nothing was recorded."""
+    def forget(self, a: Assignment) -> None:
+        """The attempt left this worker."""
+        self._known.pop(a.lease_id, None)
+
+    async def save(self, a: Assignment, work: Path, unless_unchanged: bool = False) -> int | None:
+        """Save what the task's checkpoint directory holds; its number, None when empty (or,
+        `unless_unchanged`, the same as restored or last saved). Raises SaveFailed when
+        nothing was recorded."""
         self.scratch.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f"{a.task_id}.", dir=self.scratch))
         try:
@@ -141,6 +152,8 @@ class Checkpoints:
             if not copies:
                 return None
             files = await asyncio.to_thread(_hashed, copies)
+            if unless_unchanged and files == self._known.get(a.lease_id):
+                return None
             await self.link.upload({f.sha256: copies[rel] for rel, f in files.items()})
             self.saves += 1
             if self.saves == self._crash_at:
@@ -153,6 +166,7 @@ class Checkpoints:
             raise SaveFailed(f"{type(exc).__name__}: {exc}") from exc
         finally:
             await asyncio.to_thread(shutil.rmtree, tmp, True)
+        self._known[a.lease_id] = files
         log.info("task %s saved checkpoint %d (%d files)", a.task_id, reply.n, len(files))
         return int(reply.n)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from .._failover import primary_url
 from .._net import is_loopback_url
 from ..protocol import Assignment
+from .eviction import DEFAULT_GRACE
 from .idle import IdlePolicy
 
 __all__ = ["WorkerConfig", "WorkerRefused", "client_env", "sandbox_refusal", "tls_verify"]
@@ -48,6 +49,7 @@ class WorkerConfig:
     task_uids: tuple[int, int] | None = None  # a root worker's slot uids (taskuser.py)
     task_user: str | None = None  # or one account for every task of a root worker
     checkpoint_exit_code: int = 85  # a task exiting so is saved and run again (checkpoints.py)
+    checkpoint_grace: float = DEFAULT_GRACE  # SIGTERM to SIGKILL of an evicted task (eviction.py)
 
 
 def client_env(config: WorkerConfig, a: Assignment) -> dict[str, str]:

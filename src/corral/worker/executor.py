@@ -1,6 +1,7 @@
 """Running one task's process: its own session and process group, a clean environment,
 stdout and stderr to files, the descriptors its sandbox needs (closed here once it has them),
-and a kill that takes the whole process tree with it."""
+a kill that takes the whole process tree with it, and an eviction (SIGTERM, a grace period,
+then that kill; eviction.py)."""
 
 from __future__ import annotations
 
@@ -66,6 +67,13 @@ def signal_tree(pid: int, sig: int) -> None:
             proc.send_signal(sig)
 
 
+def _sid(pid: int) -> int | None:
+    try:
+        return os.getsid(pid)
+    except OSError:
+        return None
+
+
 def kill_tree(pid: int) -> None:
     """SIGKILL a process, its process group and every descendant, even re-parented ones."""
     signal_tree(pid, signal.SIGKILL)
@@ -77,6 +85,12 @@ class TaskProcess:
     def __init__(self) -> None:
         self.proc: asyncio.subprocess.Process | None = None
         self.killed = False
+        self.terminating = False  # evicted: no process starts any more
+        self.evicted = False  # an eviction ended (or prevented) the process
+        self._ended = asyncio.Event()  # no process attached (none yet, or it ended)
+        self._ended.set()
+        self._call: tuple[int, bool] | None = None  # in a pooled runner: its Python, hosted
+        self._wrapped = False  # the leader is the sandbox (bwrap), the task in a session below
         self._suspended = 0.0  # seconds spent stopped, not counted against wall_time
         self._stopped_at: float | None = None
 
@@ -92,13 +106,19 @@ class TaskProcess:
         pass_fds: Sequence[int] = (),
         started: Callable[[], None] | None = None,
         append: bool = False,
+        wrapped: bool = False,
     ) -> Finished:
         """Start the process and wait for it, enforcing a wall-time limit.
 
         `preexec` runs in the child before exec (rlimits, joining a cgroup, its user); the
         child inherits `pass_fds`; `started` runs once it exists (or failed to), to close
         the parent's copies; `append` keeps what stdout and stderr already hold (a task run
-        again after saving a checkpoint)."""
+        again after saving a checkpoint); `wrapped`: argv starts the sandbox, which runs the
+        task in a session of its own."""
+        self._wrapped = wrapped
+        if self.killed or self.terminating:  # before it started: it never does
+            self.evicted = self.terminating
+            return Finished(None, "killed")
         mode = "ab" if append else "wb"
         with stdout.open(mode) as out, stderr.open(mode) as err:
             try:
@@ -119,6 +139,7 @@ class TaskProcess:
             finally:
                 if started is not None:
                     started()
+        self._attached()
         try:
             code = await self._wait(asyncio.ensure_future(self.proc.wait()), wall_time)
         except TimeoutError:
@@ -128,23 +149,27 @@ class TaskProcess:
         finally:
             # the leader may exit while its children run on: they go with it
             kill_tree(self.proc.pid)
-        if self.killed:
-            return Finished(code, "killed")
-        if code < 0:
-            return Finished(code, f"killed by signal {-code}")
-        return Finished(code, None)
+            self._ended.set()
+        return self._ending(code)
 
     async def call(
         self,
         proc: asyncio.subprocess.Process,
         reply: Awaitable[int | None],
         wall_time: float | None,
+        inner: int = 0,
+        hosted: bool = False,
     ) -> Finished:
         """Wait for one call made to a long-lived process (a pooled function runner, fnpool.py)
         as if it were this task's own process: `reply` is the call's exit code, or None when
         the process died in the call. Kill, suspend and wall_time act on its whole tree
-        meanwhile; the Finished is what a fresh process ending the same way would give."""
+        meanwhile; the Finished is what a fresh process ending the same way would give. An
+        eviction's SIGTERM goes to the call alone: the runner's Python (`inner`) that makes
+        a function call, or what it started for a `hosted` command, whose own handler then
+        runs before the runner's end could take it down."""
         self.proc = proc
+        self._call = (inner, hosted) if inner else None
+        self._attached()
         try:
             try:
                 code = await self._wait(asyncio.ensure_future(reply), wall_time)
@@ -157,17 +182,33 @@ class TaskProcess:
                 code = await proc.wait()
         finally:
             self._detach()
+        return self._ending(code)
+
+    def _ending(self, code: int) -> Finished:
+        """How a process (or a call) that exited with `code` ended."""
         if self.killed:
             return Finished(code, "killed")
         if code < 0:
             return Finished(code, f"killed by signal {-code}")
         return Finished(code, None)
 
+    def _attached(self) -> None:
+        """A process (or a pooled runner's call) now runs for this task; one that an
+        eviction or a kill asked for meanwhile (while it was being started) goes at once:
+        a task just started has nothing new to save."""
+        self._ended.clear()
+        if self.killed or self.terminating:
+            self.evicted = self.terminating
+            assert self.proc is not None
+            kill_tree(self.proc.pid)
+
     def _detach(self) -> None:
         """Let go of a long-lived process after a call; it runs on for the next task."""
         if self._stopped_at is not None:
             self.resume()
         self.proc = None
+        self._call = None
+        self._ended.set()
 
     async def _wait(self, done: asyncio.Future[T], wall_time: float | None) -> T:
         """Wait for `done` (the exit, or a call's answer); TimeoutError once the process has
@@ -201,6 +242,46 @@ class TaskProcess:
             self._suspended += time.monotonic() - self._stopped_at
             self._stopped_at = None
             signal_tree(self.proc.pid, signal.SIGCONT)
+
+    async def terminate(self, grace: float) -> bool:
+        """Evict: SIGTERM the task's processes (resumed, if suspended, so that they see the
+        signal), wait up to `grace` seconds for them to end, then SIGKILL the whole tree. A
+        process not started yet never starts. True when it ended within the grace."""
+        self.terminating = True
+        if self._ended.is_set() or self.proc is None:
+            return True
+        self.evicted = True
+        procs = self._task_processes(self.proc.pid) if self._call or self._wrapped else []
+        if not procs:  # not wrapped, or nothing of the task runs inside yet
+            signal_tree(self.proc.pid, signal.SIGTERM)
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):
+                proc.send_signal(signal.SIGTERM)
+        self.resume()
+        try:
+            await asyncio.wait_for(self._ended.wait(), grace)
+            return True
+        except TimeoutError:
+            self.kill()
+            return False
+
+    def _task_processes(self, leader: int) -> list[psutil.Process]:
+        """The processes an eviction's SIGTERM is for, below what would SIGKILL them first
+        if it died of it: under bwrap, what runs in the sandbox's own session (bwrap dies of
+        SIGTERM, and its --die-with-parent child takes the sandbox down with it); in a pooled
+        runner, a hosted command's processes, or the runner's Python making a function call
+        with whatever the function started."""
+        try:
+            if self._call is not None:
+                inner, hosted = self._call
+                python = psutil.Process(inner)
+                return python.children(recursive=True) + ([] if hosted else [python])
+            sid = os.getsid(leader)
+            return [
+                p for p in psutil.Process(leader).children(recursive=True) if _sid(p.pid) != sid
+            ]
+        except (psutil.Error, OSError):
+            return []
 
     def kill(self) -> None:
         """Stop the whole process tree now."""

@@ -382,7 +382,9 @@ class FnPool:
             return None
         wall = a.spec.limits.get("wall_time")
         runner.used = (None, None)  # a call cut short (wall_time, a kill) reports nothing
-        finished = await process.call(runner.proc, runner.answer(), wall or None)
+        finished = await process.call(
+            runner.proc, runner.answer(), wall or None, runner.pid, hosted="exec" in request
+        )
         finished = replace(finished, peak_memory=runner.used[0], cpu_seconds=runner.used[1])
         reuse = finished.error is None and runner.alive and not runner.dirty
         if not (reuse and await runner.freeze()):

@@ -69,6 +69,7 @@ class Launch:
     pass_fds: tuple[int, ...] = ()  # inherited by the child (the seccomp filter)
     reach: dict[Path, list[Path]] = field(default_factory=dict)  # taskuser.reach_plan
     users: TaskUsers | None = None  # where `identity` goes back to
+    sandboxed: bool = False  # argv starts bwrap, which runs the task in a session of its own
 
     def usage(self) -> Usage | None:
         """What the task's cgroup counted (None without one); read before `close`."""
@@ -233,6 +234,7 @@ class Guard:
         limits = rlimits(spec.limits, nproc=not inside and not pids, memory=not memory)
         launch.cgroup = group
         launch.argv = prefix + argv
+        launch.sandboxed = bool(prefix)
         # the child joins its cgroups while still root, then becomes the task's user
         launch.preexec = _child(
             make_preexec(limits, group.procs if group else ()), identity, launch.reach

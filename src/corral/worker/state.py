@@ -14,15 +14,22 @@ The life of a task inside the worker:
                              │                       blocked: waits on its children,  │
                              │                       its slots lent to other tasks    │
                              │                                                        │
-                             ├─ released: drain, or no slot within GIVE_BACK seconds  │
+                             ├─ released: drain, eviction, or no slot within          │
+                             │            GIVE_BACK seconds                           │
                              └─ cancelled: killed, or its lease went stale            │
-                                   │  (an executing task too: killed by the           │
-                                   │   coordinator, or given back in desktop mode)    │
-                                   v                                                  v
+                                   │  (an executing task too: killed by the           v
+                                   │   coordinator)                 evicting: SIGTERM, grace,
+                                   │                                checkpoint (eviction.py)
+                                   │                                  │               │
+                                   │                   released: the eviction ended   │
+                                   │                   its process: given back        │
+                                   v                                  v               v
                              finished: it leaves the worker (its asyncio task ended)
 
 A cancelled or released task is no longer presented: its lease is not extended nor its result
-reported, and a released one is handed back to the queue. Every accepted task is held until
+reported, and a released one is handed back to the queue. An evicting task is still
+presented (its lease must stay live for its checkpoint to be recorded) until its process has
+ended; a result it reaches on its own first still counts. Every accepted task is held until
 `finished`, whatever became of it: until then its slots count and the inline blobs it came
 with are kept.
 
@@ -49,7 +56,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from ..protocol import Assignment, slots_needed
+from ..protocol import Assignment, ReleaseReason, slots_needed
 from .prefetch import GIVE_BACK, RunTimes, prefetch_room, worth_asking
 
 __all__ = ["Ask", "Held", "STORED_MAX", "Start", "WorkerState"]
@@ -70,6 +77,8 @@ class Held:
     started: float | None = None  # when it got its slots
     cancelled: bool = False  # killed, or its lease went stale: no result counts
     released: bool = False  # given back to the queue: no result, no lease
+    reason: ReleaseReason = "busy"  # why it is given back, when it is
+    evict_by: float | None = None  # evicting: when what remains of its process is killed
 
     @property
     def need(self) -> int:
@@ -164,10 +173,38 @@ class WorkerState:
             self.tasks[task_id].cancelled = True
         return ids
 
-    def release(self, task_id: str) -> bool:
-        """Give a presented task back to the queue (desktop mode); whether to kill it."""
+    def evict(
+        self, lease_ids: Iterable[str], reason: ReleaseReason, now: float, grace: float
+    ) -> list[str]:
+        """Evict these leases' tasks (eviction.py): a waiting one is released now; an
+        executing one is evicting, to be killed `grace` seconds from now at the latest (an
+        earlier eviction's deadline stands). The tasks whose process to SIGTERM now."""
+        wanted = set(lease_ids)
+        terminate = []
+        for task_id, held in self.tasks.items():
+            if held.assignment.lease_id not in wanted or not held.presented:
+                continue
+            if held.evict_by is None:
+                held.reason = reason
+                if held.started is None:
+                    held.released = True
+                    continue
+                held.evict_by = now + grace
+                terminate.append(task_id)
+            else:
+                held.evict_by = min(held.evict_by, now + grace)
+        return terminate
+
+    def evict_in(self, task_id: str, now: float) -> float:
+        """Seconds an evicting task's process may still run before it is killed."""
+        evict_by = self.tasks[task_id].evict_by
+        return 0.0 if evict_by is None else max(evict_by - now, 0.0)
+
+    def evicted(self, task_id: str) -> bool:
+        """An evicting task's process has ended (its checkpoint saved): it goes back to the
+        queue. False when it was cancelled meanwhile."""
         held = self.tasks.get(task_id)
-        if held is None or not held.presented:
+        if held is None or held.evict_by is None or not held.presented:
             return False
         held.released = True
         return True
@@ -239,6 +276,14 @@ class WorkerState:
     def presented(self) -> list[Held]:
         """The tasks whose leases are ours: extended by heartbeats, their output sent."""
         return [h for h in self.tasks.values() if h.presented]
+
+    def lent(self) -> list[Held]:
+        """The presented tasks not being evicted: the ones desktop mode stops and resumes."""
+        return [h for h in self.presented() if h.evict_by is None]
+
+    def evicting(self) -> list[str]:
+        """The leases of the tasks being evicted (heartbeats say which evictions are known)."""
+        return [h.assignment.lease_id for h in self.presented() if h.evict_by is not None]
 
     def leases(self) -> list[str]:
         """The leases a heartbeat presents for the held tasks."""

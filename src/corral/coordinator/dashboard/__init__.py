@@ -66,6 +66,7 @@ def dashboard_routes(coord: Coordinator, key: bytes) -> list[BaseRoute]:
         ("/jobs/{id}/retry", actions.retry_job, "retry_job"),
         ("/tasks/{id}/kill", actions.kill_task, "kill_task"),
         ("/workers/{id}/drain", actions.drain_worker, "drain_worker"),
+        ("/workers/{id}/evict", actions.evict_worker, "drain_worker"),
         ("/tokens", actions.create_token, "create_token"),
         ("/tokens/{id}/revoke", actions.revoke_token, "revoke_token"),
         ("/submit", submit.submit, "create_job"),

@@ -1,4 +1,4 @@
-"""The dashboard's actions (POST): log in and out, Kill, Retry failed, Drain, and tokens.
+"""The dashboard's actions (POST): log in and out, Kill, Retry failed, Drain, Evict, tokens.
 
 Each action goes through the same guard and service call as its API endpoint and is audited
 with the same action name. An action asked for without `confirm=yes` answers with a page
@@ -24,6 +24,7 @@ from .web import HEADERS, Dash, form_of
 __all__ = [
     "create_token",
     "drain_worker",
+    "evict_worker",
     "kill_job",
     "kill_task",
     "login",
@@ -86,7 +87,7 @@ async def kill_job(request: Request, dash: Dash) -> Response:
     guards.job_access(request, coord.store, job_id)
     if not await _confirmed(request):
         return _confirm(request, dash, "Kill", f"every live task of job {job_id}")
-    coord.kill(coord.store.job_task_ids(job_id, only_live=True))
+    coord.stops.kill(coord.store.job_task_ids(job_id, only_live=True))
     guards.audit(request, coord.store, coord.clock(), "job.kill", job_id, "dashboard")
     return _back(f"/ui/jobs/{quote(job_id)}")
 
@@ -96,7 +97,7 @@ async def retry_job(request: Request, dash: Dash) -> Response:
     guards.job_access(request, coord.store, job_id)
     if not await _confirmed(request):
         return _confirm(request, dash, "Retry failed", f"the failed tasks of job {job_id}")
-    ids = coord.retry_failed(job_id)
+    ids = coord.stops.retry(job_id)
     guards.audit(request, coord.store, coord.clock(), "job.retry", job_id, f"{len(ids)} tasks")
     return _back(f"/ui/jobs/{quote(job_id)}")
 
@@ -106,19 +107,32 @@ async def kill_task(request: Request, dash: Dash) -> Response:
     guards.task(request, coord.store, task_id)
     if not await _confirmed(request):
         return _confirm(request, dash, "Kill", f"task {task_id}")
-    coord.kill([task_id])
+    coord.stops.kill([task_id])
     guards.audit(request, coord.store, coord.clock(), "task.kill", task_id, "dashboard")
     return _back(f"/ui/tasks/{quote(task_id)}")
 
 
 async def drain_worker(request: Request, dash: Dash) -> Response:
+    return await _drain(request, dash, evict=False)
+
+
+async def evict_worker(request: Request, dash: Dash) -> Response:
+    """Drain a worker now: its running tasks are evicted (checkpoint saved) and requeued."""
+    return await _drain(request, dash, evict=True)
+
+
+async def _drain(request: Request, dash: Dash, evict: bool) -> Response:
     coord, worker_id = dash.coord, request.path_params["id"]
     guards.worker(request, coord.store, worker_id)
     if not await _confirmed(request):
         name = coord.store.get_worker(worker_id).name
-        return _confirm(request, dash, "Drain", f"worker {name}")
-    coord.drain(worker_id)
-    guards.audit(request, coord.store, coord.clock(), "worker.drain", worker_id, "dashboard")
+        what = f"worker {name}" + (
+            ": its running tasks are checkpointed and requeued" if evict else ""
+        )
+        return _confirm(request, dash, "Evict" if evict else "Drain", what)
+    coord.stops.drain(worker_id, evict)
+    detail = "dashboard, evict" if evict else "dashboard"
+    guards.audit(request, coord.store, coord.clock(), "worker.drain", worker_id, detail)
     return _back("/ui/workers")
 
 

@@ -15,6 +15,8 @@ from ...protocol import (
     Job,
     JobCreate,
     JobCreated,
+    KillOptions,
+    RetryOptions,
     Task,
     TasksAdd,
     TaskSpec,
@@ -118,18 +120,19 @@ async def add_tasks(request: Request, coord: Coordinator, body: TasksAdd) -> Res
     return json_response(tasks, 201)
 
 
-async def kill_job(request: Request, coord: Coordinator, _: None) -> Job:
+async def kill_job(request: Request, coord: Coordinator, body: KillOptions) -> Job:
     job_id = request.path_params["id"]
     guards.job_access(request, coord.store, job_id)
-    coord.kill(coord.store.job_task_ids(job_id, only_live=True))
-    guards.audit(request, coord.store, coord.clock(), "job.kill", job_id, "")
+    coord.stops.kill(coord.store.job_task_ids(job_id, only_live=True), body.checkpoint)
+    detail = "checkpoint" if body.checkpoint else ""
+    guards.audit(request, coord.store, coord.clock(), "job.kill", job_id, detail)
     return coord.store.get_job(job_id)
 
 
-async def retry_job(request: Request, coord: Coordinator, _: None) -> Job:
+async def retry_job(request: Request, coord: Coordinator, body: RetryOptions) -> Job:
     job_id = request.path_params["id"]
     guards.job_access(request, coord.store, job_id)
-    ids = coord.retry_failed(job_id)
+    ids = coord.stops.retry(job_id, body.killed)
     guards.audit(request, coord.store, coord.clock(), "job.retry", job_id, f"{len(ids)} tasks")
     return coord.store.get_job(job_id)
 
@@ -192,13 +195,20 @@ ENDPOINTS: list[Endpoint] = [
     Endpoint(
         "POST", "/jobs/{id}/tasks", add_tasks, "Add tasks to a job", TasksAdd, list[Task], 201
     ),
-    Endpoint("POST", "/jobs/{id}/kill", kill_job, "Kill a job's live tasks", None, Job),
+    Endpoint(
+        "POST",
+        "/jobs/{id}/kill",
+        kill_job,
+        "Kill a job's live tasks (running ones after a checkpoint, if asked)",
+        KillOptions,
+        Job,
+    ),
     Endpoint(
         "POST",
         "/jobs/{id}/retry",
         retry_job,
-        "Requeue a job's failed tasks as new attempts",
-        None,
+        "Requeue a job's failed (and, if asked, killed) tasks as new attempts",
+        RetryOptions,
         Job,
     ),
     Endpoint(

@@ -13,7 +13,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ...protocol import Task, TaskBlocked, TaskRelease, TaskResult, result_problems
+from ...protocol import KillOptions, Task, TaskBlocked, TaskRelease, TaskResult, result_problems
 from .. import guards
 from ..errors import ApiError
 from ..service import Coordinator
@@ -27,11 +27,12 @@ async def get_task(request: Request, coord: Coordinator, _: None) -> Task:
     return msgspec.structs.replace(found, pending_reason=coord.pending_reason(found))
 
 
-async def kill_task(request: Request, coord: Coordinator, _: None) -> Task:
+async def kill_task(request: Request, coord: Coordinator, body: KillOptions) -> Task:
     task_id = request.path_params["id"]
     guards.task(request, coord.store, task_id)
-    coord.kill([task_id])
-    guards.audit(request, coord.store, coord.clock(), "task.kill", task_id, "")
+    coord.stops.kill([task_id], body.checkpoint)
+    detail = "checkpoint" if body.checkpoint else ""
+    guards.audit(request, coord.store, coord.clock(), "task.kill", task_id, detail)
     return coord.store.get_task(task_id)
 
 
@@ -66,7 +67,7 @@ async def task_result(request: Request, coord: Coordinator, body: TaskResult) ->
 
 async def task_release(request: Request, coord: Coordinator, body: TaskRelease) -> Task:
     guards.result_task(request, coord.store, request.path_params["id"])
-    return coord.release(request.path_params["id"], body.lease_id)
+    return coord.stops.release(request.path_params["id"], body.lease_id, body.reason)
 
 
 async def task_blocked(request: Request, coord: Coordinator, body: TaskBlocked) -> Task:
@@ -78,7 +79,14 @@ async def task_blocked(request: Request, coord: Coordinator, body: TaskBlocked) 
 
 ENDPOINTS: list[Endpoint] = [
     Endpoint("GET", "/tasks/{id}", get_task, "One task", None, Task),
-    Endpoint("POST", "/tasks/{id}/kill", kill_task, "Kill a task", None, Task),
+    Endpoint(
+        "POST",
+        "/tasks/{id}/kill",
+        kill_task,
+        "Kill a task (a running one after a checkpoint, if asked)",
+        KillOptions,
+        Task,
+    ),
     Endpoint(
         "GET",
         "/tasks/{id}/log",

@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ...protocol import (
+    DrainOptions,
     Heartbeat,
     HeartbeatReply,
     LeaseGrant,
@@ -48,11 +49,13 @@ async def worker_results(request: Request, coord: Coordinator, body: WorkerResul
     return coord.results(request.path_params["id"], body.results)
 
 
-async def drain_worker(request: Request, coord: Coordinator, _: None) -> Worker:
-    guards.worker(request, coord.store, request.path_params["id"])
-    coord.drain(request.path_params["id"])
-    guards.audit(request, coord.store, coord.clock(), "worker.drain", request.path_params["id"], "")
-    return coord.store.get_worker(request.path_params["id"])
+async def drain_worker(request: Request, coord: Coordinator, body: DrainOptions) -> Worker:
+    worker_id = request.path_params["id"]
+    guards.worker(request, coord.store, worker_id)
+    coord.stops.drain(worker_id, body.evict)
+    detail = "evict" if body.evict else ""
+    guards.audit(request, coord.store, coord.clock(), "worker.drain", worker_id, detail)
+    return coord.store.get_worker(worker_id)
 
 
 async def deregister(request: Request, coord: Coordinator, _: None) -> Response:
@@ -88,8 +91,8 @@ ENDPOINTS: list[Endpoint] = [
         "POST",
         "/workers/{id}/drain",
         drain_worker,
-        "Finish running tasks, take no new ones, then leave",
-        None,
+        "Take no new tasks and leave once the running ones are finished (or evicted, if asked)",
+        DrainOptions,
         Worker,
     ),
 ]

@@ -36,16 +36,16 @@ JOB_STATUS_WHERE = {
 EVENTS_TAIL = 100_000
 
 _DEPS_OF = "FROM deps d JOIN tasks x ON x.id = d.dep_id WHERE d.task_id = tasks.id"
-# A failed task goes back to the queue, held again on its dependencies that have yet to
-# succeed; one whose dependency can no longer succeed (killed, or failed in another job, which
-# this does not requeue) stays failed.
+# A failed task (and, when asked, a killed one: the third parameter) goes back to the queue,
+# held again on its dependencies that have yet to succeed; one whose dependency can no longer
+# succeed (killed or failed, and not requeued by this same call) stays as it is.
 _REQUEUE_FAILED = (
     "UPDATE tasks SET status = 'queued', exit_code = NULL, error = NULL, finished = NULL,"
     " not_before = NULL, worker_id = NULL,"
     f" waiting = (SELECT COUNT(*) {_DEPS_OF} AND x.status <> 'succeeded')"
-    " WHERE job_id = ? AND status = 'failed'"
-    f" AND NOT EXISTS (SELECT 1 {_DEPS_OF} AND (x.status = 'killed'"
-    " OR (x.status = 'failed' AND x.job_id <> ?)))"
+    " WHERE job_id = ? AND (status = 'failed' OR (status = 'killed' AND ? = 1))"
+    f" AND NOT EXISTS (SELECT 1 {_DEPS_OF} AND x.status IN ('killed', 'failed')"
+    " AND NOT (x.job_id = ? AND (x.status = 'failed' OR ? = 1)))"
     " RETURNING id, seq"
 )
 
@@ -151,10 +151,11 @@ class BrowseSQL(SQLBase):
         )
         return [audit_from_row(r) for r in rows.fetchall()]
 
-    def requeue_failed(self, job_id: str, now: float) -> list[str]:
-        """Put a job's failed tasks back in the queue as new attempts; their ids."""
+    def requeue_failed(self, job_id: str, now: float, killed: bool = False) -> list[str]:
+        """Put a job's failed (and killed) tasks back in the queue as new attempts; their ids."""
         with self._tx():
-            rows = self._db.execute(self._q(_REQUEUE_FAILED), (job_id, job_id)).fetchall()
+            args = (job_id, int(killed), job_id, int(killed))
+            rows = self._db.execute(self._q(_REQUEUE_FAILED), args).fetchall()
             ids = [r[0] for r in sorted(rows, key=lambda r: r[1])]
             for task_id in ids:
                 self._event(job_id, task_id, "queued", None, now)

@@ -13,7 +13,7 @@ __all__ = ["ADDED_COLUMNS", "INDEXES", "SCHEMA_VERSION", "TABLES", "VERSION_TABL
 # The schema this code writes and reads. Raise it with every change to TABLES, ADDED_COLUMNS
 # or INDEXES; a coordinator refuses a database recorded at a higher one (a newer coordinator
 # shares it, and this one would misread its rows).
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # one row: the version the database was last created or migrated to
 VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
 
@@ -72,6 +72,12 @@ TABLES = (
     created {real} NOT NULL, size BIGINT NOT NULL, files {blob} NOT NULL,
     bad INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (task_id, n)
 )""",
+    # evictions asked of running tasks (_evictions.py): for the attempt holding `lease_id`,
+    # on `worker_id`; `kill`: it ends killed once given back, else it is requeued
+    """CREATE TABLE IF NOT EXISTS evictions (
+    task_id TEXT PRIMARY KEY, lease_id TEXT NOT NULL, worker_id TEXT NOT NULL,
+    kill INTEGER NOT NULL, asked {real} NOT NULL
+)""",
     # what every coordinator sharing the database must agree on (_shared.py): the key that
     # signs job tokens, the admin token, the TLS CA; made by the first, read by the rest
     "CREATE TABLE IF NOT EXISTS shared (name TEXT PRIMARY KEY, value {blob} NOT NULL)",
@@ -121,4 +127,5 @@ INDEXES = (
     "CREATE INDEX IF NOT EXISTS events_job ON events(job_id, seq)",
     "CREATE INDEX IF NOT EXISTS deps_dep ON deps(dep_id)",
     "CREATE INDEX IF NOT EXISTS backups_worker ON backups(worker_id)",
+    "CREATE INDEX IF NOT EXISTS evictions_worker ON evictions(worker_id)",
 )

@@ -2,9 +2,9 @@
 
 A backend (sqlite.py, postgres.py) brings a connection (`_db`), transactions (`_tx`) and its
 dialect (dialect.py); SQLStore, with the parts it is made of (_allowlist.py, _backups.py,
-_browse.py, _checkpoints.py, _deps.py, _identity.py, _lookup.py), holds the queries, as templates
-rendered once per dialect (_sqlbase.py says how), and the schema is one description
-(_schema.py). The few things the backends really do differently stay hooks there: where
+_browse.py, _checkpoints.py, _deps.py, _evictions.py, _identity.py, _lookup.py), holds the
+queries, as templates rendered once per dialect (_sqlbase.py says how), and the schema is one
+description (_schema.py). The few things the backends really do differently stay hooks there: where
 SQLite keeps long specs (`_specs`), how a connection is opened, kept and checkpointed.
 
 Rejected: an ORM or SQLAlchemy Core. The store is a few dozen statements tuned by hand
@@ -22,9 +22,9 @@ from ...protocol import Event, Job, Task, Worker, slots_needed
 from ..leases import expired_to
 from ..scheduler import oldest_first
 from ._allowlist import AllowlistSQL
-from ._backups import BackupSQL
 from ._browse import BrowseSQL
 from ._checkpoints import CheckpointSQL
+from ._evictions import EvictionSQL
 from ._identity import IdentitySQL
 from ._lookup import LookupSQL
 from ._rows import (
@@ -47,8 +47,6 @@ from ._sqlbase import EVENT, FINISH
 from .base import Leased, NewTask, NotFound, Outcome, Stopped, Store
 
 __all__ = ["SQLStore"]
-
-RELEASED = "given back by its worker (the machine was busy); requeued"
 
 # The distinct requirement classes with queued work, one index seek each (a loose index scan
 # in one statement): the cost grows with the number of classes, not with queue depth.
@@ -96,7 +94,7 @@ _FINISH_TYPES = (
 
 
 class SQLStore(
-    AllowlistSQL, BackupSQL, BrowseSQL, CheckpointSQL, IdentitySQL, LookupSQL, SharedSQL, Store
+    AllowlistSQL, BrowseSQL, CheckpointSQL, EvictionSQL, IdentitySQL, LookupSQL, SharedSQL, Store
 ):
     """The Store over one SQL connection; a backend brings the connection and its dialect."""
 
@@ -353,8 +351,10 @@ class SQLStore(
                     out[i] = self._finish_backed(task_id, lease_id, worker_id, o, now)
         return [out[i] for i in range(len(items))]
 
-    def release(self, task_id: str, lease_id: str, now: float) -> bool:
+    def release(self, task_id: str, lease_id: str, now: float, error: str) -> bool:
         with self._tx():
+            if self._killing([task_id]).get(task_id) == lease_id:  # kill --checkpoint
+                return bool(self.kill([task_id], now))
             backed = self._release_backed(task_id, lease_id)
             if backed is not None:
                 return backed
@@ -365,10 +365,11 @@ class SQLStore(
                     " error = ? WHERE id = ? AND lease_id = ? AND status = 'running'"
                     " RETURNING job_id"
                 ),
-                (RELEASED, task_id, lease_id),
+                (error, task_id, lease_id),
             ).fetchone()
             if row is None:
                 return False
+            self._forget_evictions([task_id])
             self._event(row[0], task_id, "queued", None, now)
         return True
 
@@ -401,17 +402,19 @@ class SQLStore(
                 (now,),
             ).fetchall()
             backed = self._backups_of([r[0] for r in rows]) if rows else {}
+            killing = self._killing([r[0] for r in rows]) if rows else {}
             for task_id, job_id, worker_id, lease_id, attempts, max_attempts in rows:
                 out.append(Stopped(task_id, worker_id, lease_id))
                 if task_id in backed:  # its backup attempt carries on, as the only one
                     self._promote(task_id, backed[task_id])
                     continue
-                status, error = expired_to(worker_id, attempts, max_attempts)
+                kill = killing.get(task_id) == lease_id
+                status, error = expired_to(worker_id, attempts, max_attempts, kill)
                 db.execute(
                     self._q(
                         "UPDATE tasks SET status = ?, error = ?, lease_id = NULL,"
                         " lease_expires = NULL, worker_id = CASE WHEN ? = 'queued' THEN NULL"
-                        " ELSE worker_id END, finished = CASE WHEN ? = 'failed' THEN ? END"
+                        " ELSE worker_id END, finished = CASE WHEN ? <> 'queued' THEN ? END"
                         " WHERE id = ?"
                     ),
                     (status, error, status, status, now, task_id),
@@ -459,6 +462,7 @@ class SQLStore(
             for task_id, *_ in rows:  # after all kills: a job kill leaves its tasks killed
                 self._settle_dependents(task_id, "killed", now)
             backups = self._drop_backups([r[0] for r in rows])
+            self._forget_evictions([r[0] for r in rows])
         return [Stopped(t, w, lease) for t, _j, w, lease in rows if lease is not None] + backups
 
     # workers

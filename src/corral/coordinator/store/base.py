@@ -210,9 +210,10 @@ class Store(SharedState):
         return contextlib.nullcontext()
 
     @abc.abstractmethod
-    def release(self, task_id: str, lease_id: str, now: float) -> bool:
-        """Requeue a task its worker gave back, undoing the attempt count, if `lease_id` is
-        its live lease; False when it is stale."""
+    def release(self, task_id: str, lease_id: str, now: float, error: str) -> bool:
+        """Requeue a task its worker gave back (saying `error` why), undoing the attempt
+        count, if `lease_id` is its live lease; kill it instead when that attempt was asked
+        to be evicted for a kill. False when the lease is stale."""
 
     @abc.abstractmethod
     def queued_requirements(self) -> list[dict[str, str]]:
@@ -274,6 +275,21 @@ class Store(SharedState):
     @abc.abstractmethod
     def backup_leases(self, worker_id: str) -> set[str]:
         """The backup leases `worker_id` holds."""
+
+    # evictions (stops.py; shared SQL in _evictions.py)
+    @abc.abstractmethod
+    def evict(self, task_ids: Sequence[str], kill: bool, now: float) -> list[Stopped]:
+        """Ask the workers of these tasks' running attempts to evict them (then `release`
+        kills them with `kill`, else requeues them); the attempts asked, and with `kill` the
+        backup attempts dropped."""
+
+    @abc.abstractmethod
+    def evict_worker(self, worker_id: str, now: float) -> list[Stopped]:
+        """Ask a worker to evict every task it runs, to be requeued; the attempts asked."""
+
+    @abc.abstractmethod
+    def evictions(self, worker_id: str) -> list[str]:
+        """The leases a worker is asked to evict and still holds."""
 
     # checkpoints (checkpoints.py; shared SQL in _checkpoints.py)
     @abc.abstractmethod
@@ -438,9 +454,10 @@ class Store(SharedState):
         """The newest `limit` audit entries, newest first."""
 
     @abc.abstractmethod
-    def requeue_failed(self, job_id: str, now: float) -> list[str]:
-        """Put a job's failed tasks back in the queue as new attempts, held again on their
-        dependencies; returns their ids in submission order."""
+    def requeue_failed(self, job_id: str, now: float, killed: bool = False) -> list[str]:
+        """Put a job's failed tasks (and with `killed` its killed ones) back in the queue as
+        new attempts, held again on their dependencies; returns their ids in submission
+        order."""
 
     # the executable allowlist (shared SQL in _allowlist.py)
     @abc.abstractmethod
