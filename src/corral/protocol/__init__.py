@@ -60,6 +60,7 @@ from ._models import (
     WorkerRegistered,
     WorkerResults,
 )
+from ._relay import API_PREFIX, JOB_TOKEN_ROUTES, RELAY_SOCKET, relay_allows
 from ._requires import flatten_requires, slots_needed
 from ._security import (
     ROLES,
@@ -80,6 +81,7 @@ from ._validate import (
 )
 
 __all__ = [
+    "API_PREFIX",
     "BEACON_PORT",
     "CHECKPOINT_DIR",
     "CHECKPOINT_ENV",
@@ -90,11 +92,13 @@ __all__ = [
     "INLINE_TOTAL",
     "INT32_MAX",
     "INT64_MAX",
+    "JOB_TOKEN_ROUTES",
     "LIMIT_KEYS",
     "MAX_ATTEMPTS",
     "MAX_LIMIT",
     "MAX_SECONDS",
     "MAX_SLOTS",
+    "RELAY_SOCKET",
     "REPLY_FILE",
     "REQUEST_FILE",
     "ROLES",
@@ -151,6 +155,7 @@ __all__ = [
     "is_sha256",
     "parse_size",
     "range_problem",
+    "relay_allows",
     "relpath_problem",
     "result_problems",
     "slots_needed",

@@ -31,6 +31,7 @@ from .guard import Guard, Launch
 from .limits import Usage
 from .outputs import UnsafePath, changed_files, resolve_inside, safe_relpath, sha256_file, snapshot
 from .pyrunner import runner_argv
+from .relay import needs_relay, relay_channel
 from .state import Held, WorkerState
 
 __all__ = ["Attempts", "Outgoing", "TaskRun"]
@@ -78,6 +79,12 @@ class Attempts:
     async def execute(self, run: TaskRun, work: Path) -> TaskResult:
         """Stage, run and collect one task; its result."""
         a = run.assignment
+        needed = needs_relay(self.guard.sandbox, a.spec.requires)
+        async with relay_channel(self.link.http, a.token, work, needed) as relay_url:
+            return await self._execute(run, work, relay_url)
+
+    async def _execute(self, run: TaskRun, work: Path, relay_url: str | None) -> TaskResult:
+        a = run.assignment
         work.mkdir(parents=True, exist_ok=True)
         known = {}
         try:
@@ -96,7 +103,7 @@ class Attempts:
             "CORRAL_TASK_ID": a.task_id,
             "CORRAL_ATTEMPT": str(a.attempt),
             CHECKPOINT_ENV: str(checkpoint_dir(work)),
-            **client_env(self.config, a),
+            **client_env(self.config, a, relay_url),
         }
         argv = command_line(runner_argv(a.spec.argv), a.spec.shell, work)
         env = task_env(a.spec.env, work, extra)

@@ -22,6 +22,7 @@ from ...protocol import (
 )
 from .. import guards
 from ..errors import ApiError
+from ..inherit import inherit_requires
 from ..service import Coordinator
 from ._common import (
     AFTER,
@@ -112,7 +113,11 @@ async def add_tasks(request: Request, coord: Coordinator, body: TasksAdd) -> Res
     if refused:
         raise ApiError("invalid_argument", f"input blob {refused[0]} was never uploaded")
     guards.after(request, coord.store, body.tasks)
-    tasks = coord.add_tasks(job_id, body.tasks)
+    specs = body.tasks
+    parent = guards.principal(request).task_id  # a task forking children (a job token)
+    if parent is not None:
+        specs = inherit_requires(specs, coord.store.get_task(parent).requires)
+    tasks = coord.add_tasks(job_id, specs)
     detail = f"{len(tasks)} tasks"
     guards.audit(request, coord.store, coord.clock(), "job.add_tasks", job_id, detail)
     return json_response(tasks, 201)
