@@ -28,7 +28,7 @@ from .config import WorkerConfig, client_env
 from .executor import TaskProcess, command_line, task_env
 from .fnpool import FnPool
 from .guard import Guard, Launch
-from .limits import Usage
+from .limits import Usage, output_size_error
 from .outputs import UnsafePath, changed_files, resolve_inside, safe_relpath, sha256_file, snapshot
 from .pyrunner import runner_argv
 from .relay import needs_relay, relay_channel
@@ -215,9 +215,10 @@ class Attempts:
             sha = await out.add(path, st.st_size)
             manifest[rel] = OutputFile(sha, st.st_size, st.st_mode & 0o777)
         cap = a.spec.limits.get("output_size")
-        if cap and sum(f.size for f in manifest.values()) > cap:
+        over = output_size_error({p: f.size for p, f in manifest.items()}, cap) if cap else None
+        if over:
             # refuse to return any of it rather than an arbitrary part
-            out, manifest, error = Outgoing(), {}, "limit_exceeded: output_size"
+            out, manifest, error = Outgoing(), {}, over
         streams = {}
         for stream in ("stdout", "stderr"):
             path = run.dir / stream

@@ -6,6 +6,7 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
+import msgspec
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
@@ -24,6 +25,7 @@ from .. import guards
 from ..errors import ApiError
 from ..inherit import inherit_requires
 from ..service import Coordinator
+from ..sizing import job_usage
 from ._common import (
     AFTER,
     LAST_EVENT_ID,
@@ -93,14 +95,16 @@ async def find_ids(request: Request, coord: Coordinator, _: None) -> list[IdMatc
 
 
 async def get_job(request: Request, coord: Coordinator, _: None) -> Job:
-    return guards.job(request, coord.store, request.path_params["id"])
+    found = guards.job(request, coord.store, request.path_params["id"])
+    return msgspec.structs.replace(found, usage=job_usage(coord.store.finished_usage(found.id)))
 
 
 async def list_tasks(request: Request, coord: Coordinator, _: None) -> list[Task]:
     job_id = request.path_params["id"]
     guards.job_access(request, coord.store, job_id)
     status = _status(request)
-    return coord.store.list_tasks(job_id, OFFSET.read(request), TASKS_LIMIT.read(request), status)
+    found = coord.store.list_tasks(job_id, OFFSET.read(request), TASKS_LIMIT.read(request), status)
+    return coord.samples.attach(found)
 
 
 async def add_tasks(request: Request, coord: Coordinator, body: TasksAdd) -> Response:

@@ -2,10 +2,10 @@
 
 A backend (sqlite.py, postgres.py) brings a connection (`_db`), transactions (`_tx`) and its
 dialect (dialect.py); SQLStore, with the parts it is made of (_allowlist.py, _backups.py,
-_browse.py, _checkpoints.py, _deps.py, _identity.py, _lookup.py), holds the queries, as templates
-rendered once per dialect (_sqlbase.py says how), and the schema is one description
-(_schema.py). The few things the backends really do differently stay hooks there: where
-SQLite keeps long specs (`_specs`), how a connection is opened, kept and checkpointed.
+_browse.py, _checkpoints.py, _deps.py, _identity.py, _lookup.py, _usage.py), holds the
+queries, as templates rendered once per dialect (_sqlbase.py says how), and the schema is one
+description (_schema.py). The few things the backends really do differently stay hooks there:
+where SQLite keeps long specs (`_specs`), how a connection is opened, kept and checkpointed.
 
 Rejected: an ORM or SQLAlchemy Core. The store is a few dozen statements tuned by hand
 (partial indexes, a loose index scan, an index hint, batched writes on the lease path); a
@@ -20,7 +20,7 @@ from typing import Any
 
 from ...protocol import Event, Job, Task, Worker, slots_needed
 from ..leases import expired_to
-from ..scheduler import oldest_first
+from ..scheduler import AUTO, oldest_first
 from ._allowlist import AllowlistSQL
 from ._backups import BackupSQL
 from ._browse import BrowseSQL
@@ -44,6 +44,7 @@ from ._rows import (
 )
 from ._shared import SharedSQL
 from ._sqlbase import EVENT, FINISH
+from ._usage import UsageSQL
 from .base import Leased, NewTask, NotFound, Outcome, Stopped, Store
 
 __all__ = ["SQLStore"]
@@ -96,7 +97,15 @@ _FINISH_TYPES = (
 
 
 class SQLStore(
-    AllowlistSQL, BackupSQL, BrowseSQL, CheckpointSQL, IdentitySQL, LookupSQL, SharedSQL, Store
+    AllowlistSQL,
+    BackupSQL,
+    BrowseSQL,
+    CheckpointSQL,
+    IdentitySQL,
+    LookupSQL,
+    SharedSQL,
+    UsageSQL,
+    Store,
 ):
     """The Store over one SQL connection; a backend brings the connection and its dialect."""
 
@@ -261,6 +270,7 @@ class SQLStore(
         scan: int,
         fits: Callable[[dict[str, str]], bool] = lambda _r: True,
         job_id: str | None = None,
+        peak_fits: Callable[[int | None], bool] = lambda _p: True,
     ) -> list[Leased]:
         if capacity <= 0:
             return []
@@ -276,6 +286,9 @@ class SQLStore(
                     continue
                 limit = min(scan, capacity // cost)
                 rows = db.execute(sql, (key, now, *only_job, limit)).fetchall()
+                if class_requires(key).get("min_memory") == AUTO:  # sized by its job's peak
+                    peaks = self.job_peaks(r[1] for r in rows)
+                    rows = [r for r in rows if peak_fits(peaks[r[1]])]
                 candidates += [(r[4], r[5], cost, r) for r in rows]
             out = [
                 Leased(task_id, job_id, new_lease_id(), attempts + 1, expires, decode(spec))
