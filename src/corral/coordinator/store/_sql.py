@@ -20,7 +20,7 @@ from typing import Any
 
 from ...protocol import Event, Job, Task, Worker, slots_needed
 from ..leases import expired_to
-from ..scheduler import AUTO, oldest_first
+from ..scheduler import oldest_first
 from ._allowlist import AllowlistSQL
 from ._backups import BackupSQL
 from ._browse import BrowseSQL
@@ -274,8 +274,6 @@ class SQLStore(
     ) -> list[Leased]:
         if capacity <= 0:
             return []
-        sql = self._q(_LEASE_ANY if job_id is None else _LEASE_JOB)
-        only_job = () if job_id is None else (job_id,)
         decode = spec_decoder.decode
         with self._tx():
             db = self._db
@@ -285,11 +283,11 @@ class SQLStore(
                 if cost > capacity:
                     continue
                 limit = min(scan, capacity // cost)
-                rows = db.execute(sql, (key, now, *only_job, limit)).fetchall()
-                if class_requires(key).get("min_memory") == AUTO:  # sized by its job's peak
-                    peaks = self.job_peaks(r[1] for r in rows)
-                    rows = [r for r in rows if peak_fits(peaks[r[1]])]
-                candidates += [(r[4], r[5], cost, r) for r in rows]
+                for job in self.class_jobs(key, job_id, peak_fits):  # _usage.py
+                    sql = self._q(_LEASE_ANY if job is None else _LEASE_JOB)
+                    only_job = () if job is None else (job,)
+                    rows = db.execute(sql, (key, now, *only_job, limit)).fetchall()
+                    candidates += [(r[4], r[5], cost, r) for r in rows]
             out = [
                 Leased(task_id, job_id, new_lease_id(), attempts + 1, expires, decode(spec))
                 for task_id, job_id, spec, attempts, _c, _s in oldest_first(candidates, capacity)
