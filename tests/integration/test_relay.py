@@ -14,7 +14,7 @@ import pytest
 
 from corral.protocol import TaskSpec
 
-from .conftest import PYTHON, Farm, wait_for
+from .conftest import PYTHON, Farm, up_url
 
 pytestmark = pytest.mark.usefixtures("needs_bwrap")
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -42,14 +42,7 @@ def start_up(tmp_path: Path, env: dict[str, str], procs: list[subprocess.Popen[b
     with log.open("wb") as out:
         up = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
     procs.append(up)
-
-    def announced() -> str | None:
-        if up.poll() is not None:
-            raise AssertionError(f"corral up exited with {up.returncode}:\n{log.read_text()}")
-        found = re.search(r"corral is up at (http://127\.0\.0\.1:\d+)", log.read_text())
-        return found.group(1) if found else None
-
-    return wait_for(announced, 20, 0.1, "corral up to print its URL")
+    return up_url(up, log)
 
 
 @pytest.mark.timeout(60)

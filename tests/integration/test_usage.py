@@ -64,7 +64,7 @@ def test_output_size_failure_says_the_sizes_and_show_sums_up_a_job(
 ) -> None:
     f = farm(workers=1, slots=2, verbose=False)  # warnings only, as `corral up` runs them
     client = f.client()
-    write = "for n, mb in (('big.bin', 3), ('small.txt', 1)): open(n, 'wb').write(b'x' * mb * MB)"
+    write = "for n, m in (('big.bin', 3), ('small.txt', 1)): open(n, 'wb').write(b'x' * (m << 20))"
     job = client.submit_job(
         [
             TaskSpec(argv=[PYTHON, "-c", write], limits={"output_size": 2 * MB}, max_attempts=1),
