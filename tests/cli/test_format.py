@@ -66,9 +66,10 @@ def test_failure_reasons() -> None:
     assert failure_reason(memory) == "limit_exceeded: memory (peak 512 MB of 256 MB)"
     wall = failed(error="limit_exceeded: wall_time", limits={"wall_time": 90})
     assert failure_reason(wall) == "limit_exceeded: wall_time (limit 1 min)"
-    # the worker reports no sizes for output_size: the limit is what there is to say
-    out = failed(error="limit_exceeded: output_size", limits={"output_size": 10 << 20})
-    assert failure_reason(out) == "limit_exceeded: output_size (limit 10.0 MB)"
+    # the worker says the sizes of output_size itself: shown as they are
+    said = "limit_exceeded: output_size (12.0 MB in 2 files of 10.0 MB; largest: a 11.0 MB)"
+    out = failed(error=said, limits={"output_size": 10 << 20})
+    assert failure_reason(out) == said
     assert failure_reason(failed(error="not_allowed: /usr/bin/foo")) == "not_allowed: /usr/bin/foo"
     assert failure_reason(failed(exit_code=3), "boom") == "exit 3: boom"
     assert failure_reason(failed(exit_code=3)) == "exit 3"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import re
 import signal
 import socket
 import subprocess
@@ -330,6 +331,18 @@ def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
         except subprocess.TimeoutExpired:
             pass  # SIGKILLed and still not reaped: nothing more to do
     kill_leftovers(leftovers)
+
+
+def up_url(up: subprocess.Popen[bytes], log: Path, timeout: float = 20.0) -> str:
+    """The URL a `corral up` writing to `log` announces, once it does."""
+
+    def announced() -> str | None:
+        if up.poll() is not None:
+            raise AssertionError(f"corral up exited with {up.returncode}:\n{log.read_text()}")
+        found = re.search(r"corral is up at (http://127\.0\.0\.1:\d+)", log.read_text())
+        return found.group(1) if found else None
+
+    return wait_for(announced, timeout, 0.1, "corral up to print its URL")
 
 
 def run_cli(

@@ -240,11 +240,16 @@ def test_memory_cpu_file_size_output_and_wall_time_limits(
     job = client.submit_job(list(cases.values()))
     f.wait_job(client, job.id, 40)
     for which, task in zip(cases, client.tasks(job.id), strict=True):
-        assert (task.status, task.error) == ("failed", f"limit_exceeded: {which}"), (
+        error = (task.error or "").partition(" (")[0]  # output_size says the sizes after it
+        assert (task.status, error) == ("failed", f"limit_exceeded: {which}"), (
             which,
             stderr(client, task),
         )
-    assert client.tasks(job.id)[3].manifest == {}  # output_size: nothing comes back
+    out = client.tasks(job.id)[3]
+    assert out.manifest == {}  # output_size: nothing comes back, but the sizes are told
+    assert out.error == (
+        "limit_exceeded: output_size (1.1 MB in 2 files of 1.0 MB; largest: a 586 KB, b 586 KB)"
+    )
     assert time.monotonic() - started < 30
     # the same limits leave a well-behaved task alone
     polite = py(

@@ -15,7 +15,7 @@ import pytest
 from corral.client import Client
 from corral.protocol import TaskSpec
 
-from .conftest import PYTHON, run_cli, wait_for
+from .conftest import PYTHON, run_cli, up_url, wait_for
 
 
 @pytest.mark.timeout(90)
@@ -31,13 +31,7 @@ def test_up_then_submit_wait_fetch_and_stop(
         )
     procs.append(up)
 
-    def announced() -> str | None:
-        if up.poll() is not None:
-            raise AssertionError(f"corral up exited with {up.returncode}:\n{log.read_text()}")
-        found = re.search(r"corral is up at (http://127\.0\.0\.1:\d+)", log.read_text())
-        return found.group(1) if found else None
-
-    url = wait_for(announced, 20, 0.1, "corral up to print its URL")
+    url = up_url(up, log)
     config = Path(isolated["XDG_CONFIG_HOME"]) / "corral" / "config.json"
     assert json.loads(config.read_text())["url"] == url
     with Client() as client:  # found through the config `up` wrote, like the CLI below

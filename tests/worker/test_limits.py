@@ -393,3 +393,17 @@ def test_a_task_joins_its_cgroup_before_it_drops_to_its_user(cgroups: Cgroups) -
     uid, *lines = done.stdout.decode().splitlines()
     assert uid == "65534"
     assert any(line.endswith("/user") for line in lines), lines
+
+
+def test_output_size_error_gives_the_sizes_and_the_largest_files() -> None:
+    from corral.worker.limits import output_size_error
+
+    sizes = {"small": 10, "out/big.bin": 3 << 20, "mid": 1 << 20, "tiny": 1, "b": 1 << 20}
+    assert output_size_error(sizes, 8 << 20) is None
+    assert output_size_error(sizes, 4 << 20) == (
+        "limit_exceeded: output_size (5.0 MB in 5 files of 4.0 MB;"
+        " largest: out/big.bin 3.0 MB, b 1.0 MB, mid 1.0 MB and 2 more)"
+    )
+    assert output_size_error({"a": 2048}, 1024) == (
+        "limit_exceeded: output_size (2.0 KB in 1 file of 1.0 KB; largest: a 2.0 KB)"
+    )

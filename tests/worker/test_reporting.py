@@ -67,6 +67,18 @@ def test_a_heartbeat_crossing_a_result_on_the_wire_is_no_warning(
     assert levels == {"t1": logging.INFO, "t2": logging.WARNING}
 
 
+def test_a_heartbeat_after_a_lost_answer_is_no_warning(caplog: pytest.LogCaptureFixture) -> None:
+    # a drain cancels the held lease call that carried t1: the coordinator recorded it, the
+    # worker queued it again, and the next heartbeat calls its lease stale
+    box = outbox([], [])
+    box.put("t1", TaskResult("l1", 0), Path("d1"))
+    box.give_back(box.take())
+    with caplog.at_level(logging.INFO, logger="corral.worker"):
+        box.drop_stale(["l1"])
+    assert [r.levelno for r in caplog.records] == [logging.INFO]
+    assert box.take() == {} and box.leases() == []
+
+
 def test_send_reports_and_refused_ones_store_no_blobs() -> None:
     removed: list[Path] = []
     stored: list[str] = []

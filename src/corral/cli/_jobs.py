@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 import click
 
 from ..client import Client
-from ..protocol import TASK_STATUSES, CheckpointInfo, Job, Task, Worker, cache_summary
+from ..protocol import TASK_STATUSES, CheckpointInfo, Job, Spread, Task, Worker, cache_summary
 from ._common import (
     client_errors,
     json_option,
@@ -68,11 +68,12 @@ TASK_COLUMNS = (
     Column("status"),
     Column("exit", rank=1, right=True),
     Column("run time", rank=2, right=True),
-    Column("peak mem", rank=3, right=True),
-    Column("tries", rank=4, right=True),
-    Column("cpu", rank=5, right=True),
-    Column("worker", rank=6),
-    Column("error", rank=7, flex=True),
+    Column("cpu", rank=3, right=True),
+    Column("mem", rank=4, right=True),
+    Column("peak mem", rank=5, right=True),
+    Column("tries", rank=6, right=True),
+    Column("worker", rank=7),
+    Column("error", rank=8, flex=True),
 )
 
 
@@ -82,8 +83,16 @@ def _run_time(t: Task, now: float) -> str:
     return duration((t.finished or now) - t.started)
 
 
+def usage_cells(t: Task) -> tuple[str, str, str]:
+    """cpu, mem and peak mem: a running task's CPU% and memory now and at most (sampled by
+    its worker), a finished one's CPU seconds and peak memory (measured with its result)."""
+    if t.live is not None and t.status == "running":
+        return f"{t.live.cpu_percent:.0f}%", size(t.live.memory), size(t.live.peak_memory)
+    return _cpu(t) or "", "", size(t.peak_memory)
+
+
 def task_rows(tasks: Sequence[Task], now: float) -> list[tuple[object, ...]]:
-    """`ps JOB` rows: id, name (or command), status, exit, run time, peak memory, ..."""
+    """`ps JOB` rows: id, name (or command), status, exit, run time, cpu, memory, ..."""
     return [
         (
             short(t.id),
@@ -91,9 +100,8 @@ def task_rows(tasks: Sequence[Task], now: float) -> list[tuple[object, ...]]:
             t.status,
             t.exit_code,
             _run_time(t, now),
-            size(t.peak_memory),
+            *usage_cells(t),
             f"{t.attempts}/{t.max_attempts}",
-            _cpu(t),
             short(t.worker_id),
             t.error,
         )
@@ -168,6 +176,7 @@ def show(ref: str, as_json: bool, server: str | None, token: str | None) -> None
             ("tasks", found.total),
             ("counts", _counts(found)),
             ("created", _when(found.created)),
+            *_usage_fields(found),
         ]
     else:
         fields = _task_fields(found)
@@ -177,10 +186,37 @@ def show(ref: str, as_json: bool, server: str | None, token: str | None) -> None
         click.echo(f"{key.ljust(width)}  {'' if value is None else value}")
 
 
+def _spread(s: Spread | None, unit: Callable[[float], str]) -> str:
+    return "" if s is None else f"median {unit(s.median)}, p95 {unit(s.p95)}, max {unit(s.max)}"
+
+
+def _usage_fields(job: Job) -> list[tuple[str, object]]:
+    """Peak memory and CPU seconds over the job's finished tasks (where measured)."""
+    u = job.usage
+    if u is None:
+        return []
+    return [
+        ("peak_memory", _spread(u.peak_memory, size) + f" ({u.measured} finished tasks)"),
+        ("cpu_seconds", _spread(u.cpu_seconds, lambda n: f"{n:.2f}s")),
+    ]
+
+
 def _checkpoint(c: CheckpointInfo) -> str:
     bad = ", not restored: an attempt failed straight after restoring it" if c.bad else ""
     files = f"{c.files} file{'s' if c.files != 1 else ''}"
     return f"#{c.n} {_when(c.created)} attempt {c.attempt}, {size(c.size)} in {files}{bad}"
+
+
+def _live_fields(t: Task) -> list[tuple[str, object]]:
+    """A running task's latest sample, from its worker's last heartbeat."""
+    if t.live is None or t.status != "running":
+        return []
+    live = t.live
+    return [
+        ("cpu_now", f"{live.cpu_percent:.0f}% ({live.cpu_seconds:.1f} s so far)"),
+        ("memory_now", f"{size(live.memory)} (peak {size(live.peak_memory)})"),
+        ("run_time", duration(time.time() - t.started) if t.started else ""),
+    ]
 
 
 def _task_fields(t: Task) -> list[tuple[str, object]]:
@@ -197,6 +233,7 @@ def _task_fields(t: Task) -> list[tuple[str, object]]:
         # measured where the worker gave the task a cgroup; blank elsewhere
         ("peak_memory", size(t.peak_memory)),
         ("cpu_seconds", _cpu(t)),
+        *_live_fields(t),
         ("inputs", ", ".join(t.inputs)),
         ("outputs", ", ".join(t.manifest)),
         ("created", _when(t.created)),

@@ -68,6 +68,7 @@ class AsyncClient(BaseClient[AsyncTaskFuture]):
         if self._dispatcher is not None:
             await self._dispatcher.aclose()
         await self._http.aclose()
+        self._release()
 
     async def __aenter__(self) -> AsyncClient:
         return self

@@ -18,6 +18,7 @@ from typing import Any, Generic, TypeVar
 import httpx
 
 from .._failover import AsyncFailover, SyncFailover, split_urls
+from .._unix import UnixAddress, unix_path
 from ._config import resolve
 from ._errors import CorralError
 from ._futures import AsyncTaskFuture, TaskFuture
@@ -37,20 +38,26 @@ class BaseClient(ABC, Generic[F]):
         self.timeout = timeout
         self._verify = target.verify
         self._held: list[Submission] | None = None  # an open `as_job` block's submissions
+        socket = unix_path(self.url)  # a task's worker relay (worker/relay.py, _unix.py)
+        self._unix = UnixAddress(socket) if socket is not None else None
 
     def _http_options(self) -> dict[str, Any]:
         """Keyword arguments for the httpx.Client or httpx.AsyncClient underneath."""
         headers = {"authorization": f"Bearer {self.token}"} if self.token else {}
-        base_url = split_urls(self.url)[0] + "/api/v1"  # the failover transport re-aims it
+        base = "http://corral" if self._unix else split_urls(self.url)[0]
+        base_url = base + "/api/v1"  # the failover transport re-aims it
         return {
             "base_url": base_url,
             "headers": headers,
             "timeout": self.timeout,
             "verify": self._verify,
+            "trust_env": self._unix is None,  # no HTTP_PROXY between a task and its relay
         }
 
     def _sync_transport(self, transport: httpx.BaseTransport | None) -> httpx.BaseTransport | None:
         """`transport` (None: httpx's own), moving down the URL list when given several."""
+        if self._unix is not None and transport is None:
+            return httpx.HTTPTransport(uds=self._unix.short, verify=False)  # plain HTTP
         urls = split_urls(self.url)
         if len(urls) < 2:
             return transport
@@ -60,10 +67,17 @@ class BaseClient(ABC, Generic[F]):
         self, transport: httpx.AsyncBaseTransport | None
     ) -> httpx.AsyncBaseTransport | None:
         """The same for an httpx.AsyncClient."""
+        if self._unix is not None and transport is None:
+            return httpx.AsyncHTTPTransport(uds=self._unix.short, verify=False)
         urls = split_urls(self.url)
         if len(urls) < 2:
             return transport
         return AsyncFailover(urls, transport or httpx.AsyncHTTPTransport(verify=self._verify))
+
+    def _release(self) -> None:
+        """Let go of what the transport needed beyond its connections."""
+        if self._unix is not None:
+            self._unix.close()
 
     @abstractmethod
     def _future(self) -> F:

@@ -69,6 +69,7 @@ class Client(BaseClient[TaskFuture]):
         if self._background is not None:
             self._background.close()
         self._http.close()
+        self._release()
 
     def __enter__(self) -> Client:
         return self

@@ -63,6 +63,7 @@ class Principal:
     role: str
     owner: str
     job_id: str | None = None
+    task_id: str | None = None  # a job token's: the task it was handed to
 
     @property
     def is_admin(self) -> bool:
@@ -138,7 +139,7 @@ def authenticate(store: Store, job_tokens: JobTokens, secret: str, now: float) -
         if live is None:
             return "the token's task lease has ended"
         job_id, owner = live
-        return Principal(f"job:{job_id}", f"job {job_id}", "job", owner, job_id)
+        return Principal(f"job:{job_id}", f"job {job_id}", "job", owner, job_id, lease[0])
     token = store.token_by_hash(hash_secret(secret))
     if token is None:
         return "unknown token"

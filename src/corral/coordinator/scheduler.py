@@ -5,18 +5,28 @@ os, arch, min_cpus, min_memory, min_disk (sizes like 2G), gpus, cpus (slots the 
 default 1), programs (comma-separated names on PATH), python (a version spec: 3.11, >=3.10,
 >=3.10,<3.13), sandbox (bwrap or none), network (yes: the worker gives tasks that ask
 the network), label.NAME, env.NAME (a value, or * for "defined").
+
+`min_memory=auto` sizes a job's tasks from its past: a task is placed only on a worker with at
+least AUTO_MARGIN times the highest peak memory the job's finished tasks reached
+(`auto_memory`); before any has finished, anywhere. The requirement class of such tasks
+matches every worker (`fits`), and the store then keeps each job's tasks from the workers
+`Matcher.peak_fits` refuses, with the job's peak read in the same transaction.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 
 from ..protocol import Worker, parse_size, slots_needed
 
 Check = Callable[[str, Mapping[str, object]], str | None]
 Row = TypeVar("Row")
+AUTO = "auto"  # min_memory=auto: from the peaks of the job's finished tasks
+AUTO_MARGIN = 1.2
 
 
 def _num(value: object) -> float:
@@ -37,6 +47,8 @@ def _at_least(
     key: str, field: str, unit: str = "", amount: Callable[[object], float] = _num
 ) -> Check:
     def check(want: str, caps: Mapping[str, object]) -> str | None:
+        if want == AUTO:  # placed by the job's peak (Matcher.peak_fits)
+            return None
         have = amount(caps.get(field))
         if have < amount(want):
             return f"{key}={want} but worker has {have:g}{unit}"
@@ -144,6 +156,8 @@ def _value_problem(key: str, value: str) -> str | None:
         return f"{key}={value!r} must be a whole number"
     if key == "cpus" and int(value) < 1:
         return "cpus must be at least 1"
+    if key == "min_memory" and value == AUTO:
+        return None
     if key in ("min_memory", "min_disk"):
         try:
             parse_size(value)
@@ -188,9 +202,27 @@ def fits(requires: Mapping[str, str], caps: Mapping[str, object]) -> bool:
     return not unmet(requires, caps)
 
 
-def matcher(caps: Mapping[str, object]) -> Callable[[Mapping[str, str]], bool]:
-    """`fits` with the worker's capabilities bound, as Store.lease takes it."""
-    return lambda requires: fits(requires, caps)
+def auto_memory(peak: int | None) -> int | None:
+    """The free memory `min_memory=auto` asks of a worker, given the highest peak (bytes) of
+    the job's finished tasks; None while none has finished with a measured peak."""
+    return None if peak is None else math.ceil(peak * AUTO_MARGIN)
+
+
+@dataclass(frozen=True)
+class Matcher:
+    """A worker's `fits`, as Store.lease takes it: its capabilities, and the slots it has (room
+    may include prefetch, but one task never takes more slots than the worker has)."""
+
+    caps: Mapping[str, object]
+    slots: int
+
+    def __call__(self, requires: Mapping[str, str]) -> bool:
+        return slots_needed(requires) <= self.slots and fits(requires, self.caps)
+
+    def peak_fits(self, peak: int | None) -> bool:
+        """Whether a task with `min_memory=auto` of a job whose peak is `peak` may run here."""
+        need = auto_memory(peak)
+        return need is None or _size(self.caps.get("memory_free")) >= need
 
 
 def programs_to_probe(

@@ -48,10 +48,10 @@ from .blobs import BlobError, Blobs
 from .deps import inputs_from_dependencies, named_dependencies, resolve_after, waiting_text
 from .errors import ApiError
 from .leases import LeasePolicy
-from .livelogs import LiveLogs
+from .livelogs import LiveLogs, LiveSamples
 from .resume import Resume
 from .retry import after_attempt, effective_max_attempts
-from .scheduler import matcher, pending_reason, programs_to_probe, requirement_problem
+from .scheduler import Matcher, pending_reason, programs_to_probe, requirement_problem
 from .settings import Settings
 from .speculation import Phase, SpeculationPolicy
 from .stops import Stops
@@ -95,6 +95,7 @@ class Coordinator:
         self._closing = False
         self.logs = LiveLogs(settings.live_dir, store, blobs)
         self.stops = Stops(store, self.wakeups, clock)  # kill, drain, evict, retry (stops.py)
+        self.samples = LiveSamples()  # running tasks' CPU and memory, from heartbeats
 
     async def start(self) -> None:
         """Give leases from before a restart time to report back, then watch expiry."""
@@ -247,11 +248,11 @@ class Coordinator:
         # which would take back the very task its expiry just requeued (until it heartbeats)
         if worker.status == "lost":
             return []
-        fits = _within(matcher(worker.capabilities), worker.slots)
+        fits = Matcher(worker.capabilities, worker.slots)
         expires = self.policy.expires(now)
         scan = self.settings.lease_scan
         room = min(max(body.max, 0), worker.slots - worker.slots_used)
-        leased = self.store.lease(worker_id, room, now, expires, scan, fits)
+        leased = self.store.lease(worker_id, room, now, expires, scan, fits, None, fits.peak_fits)
         taken = sum(slots_needed(x.spec.requires) for x in leased)
         if taken < room:  # no queued work left for it: perhaps a straggler to back up
             leased += self._backups(worker_id, room - taken, now, fits)
@@ -260,7 +261,7 @@ class Coordinator:
             taken = sum(slots_needed(x.spec.requires) for x in leased)
             more = min(max(body.max, 0), worker.slots + ahead - worker.slots_used) - taken
             leased += self.store.lease(
-                worker_id, more, now, expires, scan, fits, job_id=body.prefetch_job
+                worker_id, more, now, expires, scan, fits, body.prefetch_job, fits.peak_fits
             )
         return leased
 
@@ -567,8 +568,3 @@ class Coordinator:
     def log_path(self, task: Task, stream: str) -> tuple[Path | None, bool]:
         """Where a task's output is, and whether it is final."""
         return self.logs.where(task, stream)
-
-
-def _within(fits: Callable[[dict[str, str]], bool], slots: int) -> Callable[[dict[str, str]], bool]:
-    """`fits`, and takes no more slots than the worker has (room may include prefetch)."""
-    return lambda requires: slots_needed(requires) <= slots and fits(requires)

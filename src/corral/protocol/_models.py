@@ -17,7 +17,7 @@ Task lifecycle::
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -113,8 +113,24 @@ class JobCreate(Request):
     speculative: bool = False  # back up stragglers (coordinator/speculation.py)
 
 
+class Spread(msgspec.Struct):
+    """How a figure spreads over a job's finished tasks."""
+
+    median: float
+    p95: float  # nearest rank: at least 95% of the tasks are at or below it
+    max: float
+
+
+class JobUsage(msgspec.Struct):
+    """What a job's finished tasks used, where measured (`min_memory=auto` sizes by it)."""
+
+    measured: int  # finished tasks with a measured peak memory or CPU time
+    peak_memory: Spread | None = None  # bytes
+    cpu_seconds: Spread | None = None
+
+
 class Job(msgspec.Struct):
-    """A job as the API reports it."""
+    """A job as the API reports it; `usage` only when one job is read."""
 
     id: str
     name: str
@@ -124,12 +140,24 @@ class Job(msgspec.Struct):
     counts: dict[str, int]
     total: int
     speculative: bool = False
+    usage: JobUsage | None = None
 
 
 class JobCreated(Job):
     """The answer to a submit: the job, and its tasks' ids in submission order."""
 
     task_ids: list[str] = []
+
+
+class LiveUsage(msgspec.Struct, forbid_unknown_fields=True):
+    """What a running task's process tree uses now, sampled by its worker with each heartbeat
+    (psutil); `sampled` is when the coordinator heard it, on its clock."""
+
+    cpu_percent: Annotated[float, msgspec.Meta(ge=0, le=1e6)]  # of one core: 250 = 2.5 cores
+    memory: Offset  # resident bytes now
+    peak_memory: Offset  # the most resident bytes any sample of this attempt saw
+    cpu_seconds: Seconds  # CPU time of its processes so far
+    sampled: Seconds = 0.0
 
 
 class Task(msgspec.Struct):
@@ -165,6 +193,7 @@ class Task(msgspec.Struct):
     # what its last attempt used, measured where the worker gave it a cgroup (else None)
     peak_memory: int | None = None  # bytes
     cpu_seconds: float | None = None
+    live: LiveUsage | None = None  # a running task's latest sample (from its worker)
 
 
 class IdMatch(msgspec.Struct):
@@ -279,6 +308,14 @@ class LogChunk(msgspec.Struct, forbid_unknown_fields=True):
     data: bytes
 
 
+class TaskSample(msgspec.Struct, forbid_unknown_fields=True):
+    """One running task's usage, sent with heartbeats."""
+
+    task_id: str
+    lease_id: str
+    usage: LiveUsage
+
+
 class Heartbeat(Request):
     """A worker is alive; `leases` are the leases it still holds."""
 
@@ -290,6 +327,7 @@ class Heartbeat(Request):
     status: IdleStatus = "online"  # desktop mode: idle-wait or suspended
     blocked: list[str] = []  # the tasks it was last told are blocked (HeartbeatReply)
     evicting: list[str] = []  # the leases it was last told to evict (HeartbeatReply)
+    usage: list[TaskSample] = []  # what its running tasks use now
 
 
 class HeartbeatReply(msgspec.Struct):

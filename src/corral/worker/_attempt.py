@@ -29,9 +29,10 @@ from .config import WorkerConfig, client_env
 from .executor import TaskProcess, command_line, task_env
 from .fnpool import FnPool
 from .guard import Guard, Launch
-from .limits import Usage
+from .limits import Usage, output_size_error
 from .outputs import UnsafePath, changed_files, resolve_inside, safe_relpath, sha256_file, snapshot
 from .pyrunner import runner_argv
+from .relay import needs_relay, relay_channel
 from .state import Held, WorkerState
 
 __all__ = ["Attempts", "Outgoing", "TaskRun"]
@@ -79,6 +80,12 @@ class Attempts:
     async def execute(self, run: TaskRun, work: Path) -> TaskResult:
         """Stage, run and collect one task; its result."""
         a = run.assignment
+        needed = needs_relay(self.guard.sandbox, a.spec.requires)
+        async with relay_channel(self.link.http, a.token, work, needed) as relay_url:
+            return await self._execute(run, work, relay_url)
+
+    async def _execute(self, run: TaskRun, work: Path, relay_url: str | None) -> TaskResult:
+        a = run.assignment
         work.mkdir(parents=True, exist_ok=True)
         known = {}
         try:
@@ -97,7 +104,7 @@ class Attempts:
             "CORRAL_TASK_ID": a.task_id,
             "CORRAL_ATTEMPT": str(a.attempt),
             CHECKPOINT_ENV: str(checkpoint_dir(work)),
-            **client_env(self.config, a),
+            **client_env(self.config, a, relay_url),
         }
         argv = command_line(runner_argv(a.spec.argv), a.spec.shell, work)
         env = task_env(a.spec.env, work, extra)
@@ -230,9 +237,10 @@ class Attempts:
             sha = await out.add(path, st.st_size)
             manifest[rel] = OutputFile(sha, st.st_size, st.st_mode & 0o777)
         cap = a.spec.limits.get("output_size")
-        if cap and sum(f.size for f in manifest.values()) > cap:
+        over = output_size_error({p: f.size for p, f in manifest.items()}, cap) if cap else None
+        if over:
             # refuse to return any of it rather than an arbitrary part
-            out, manifest, error = Outgoing(), {}, "limit_exceeded: output_size"
+            out, manifest, error = Outgoing(), {}, over
         streams = {}
         for stream in ("stdout", "stderr"):
             path = run.dir / stream

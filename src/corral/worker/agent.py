@@ -55,6 +55,7 @@ from .reporting import Outbox
 from .sandbox import probe
 from .state import WorkerState
 from .taskuser import TaskUsers
+from .usage import Sampler
 
 __all__ = ["Agent", "run_worker"]
 
@@ -91,6 +92,7 @@ class Agent:
             config.expose_rw,
         )
         self.runs: dict[str, TaskRun] = {}  # the I/O side of the state's tasks, by task id
+        self.sampler = Sampler()  # their live CPU and memory, sent with heartbeats
         self._programs = list(config.programs)
         self._slot_free = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -303,6 +305,7 @@ class Agent:
                 blocked=sorted(self.state.blocked),
                 evicting=self.state.evicting(),
                 status=self.desktop.status if self.desktop else "online",
+                usage=self.sampler.sample(self.state.presented(), self.runs),  # usage.py
             )
             try:
                 reply = await self.link.post(

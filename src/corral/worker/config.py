@@ -52,12 +52,13 @@ class WorkerConfig:
     checkpoint_grace: float = DEFAULT_GRACE  # SIGTERM to SIGKILL of an evicted task (eviction.py)
 
 
-def client_env(config: WorkerConfig, a: Assignment) -> dict[str, str]:
-    """What a task needs to call back as a client of its own job (CORRAL_TOKEN is job-scoped)."""
-    env = {"CORRAL_URL": config.server.rstrip("/")}
+def client_env(config: WorkerConfig, a: Assignment, relay: str | None = None) -> dict[str, str]:
+    """What a task needs to call back as a client of its own job (CORRAL_TOKEN is job-scoped);
+    `relay`: the URL of its worker's relay (relay.py), its only way out of a sandbox."""
+    env = {"CORRAL_URL": relay or config.server.rstrip("/")}
     if a.token:
         env["CORRAL_TOKEN"] = a.token
-    if config.ca_file:
+    if config.ca_file and relay is None:
         env["CORRAL_CA"] = str(config.ca_file)
     return env
 

@@ -63,6 +63,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..protocol import format_size
+
 __all__ = [
     "Cgroups",
     "TaskCgroup",
@@ -72,6 +74,7 @@ __all__ = [
     "limit_hit",
     "locate",
     "make_preexec",
+    "output_size_error",
     "read_usage",
     "rlimits",
 ]
@@ -168,6 +171,22 @@ def _signal_of(exit_code: int) -> int:
     if exit_code < 0:
         return -exit_code
     return exit_code - 128 if 128 < exit_code < 160 else 0
+
+
+def output_size_error(sizes: Mapping[str, int], cap: float, shown: int = 3) -> str | None:
+    """The error of a task whose output files (path -> bytes) exceed `cap` bytes in all, with
+    the sizes and the largest files, so the owner sees what to trim; None within the cap."""
+    total = sum(sizes.values())
+    if total <= cap:
+        return None
+    largest = sorted(sizes.items(), key=lambda item: (-item[1], item[0]))[:shown]
+    named = ", ".join(f"{path} {format_size(n)}" for path, n in largest)
+    more = f" and {len(sizes) - shown} more" if len(sizes) > shown else ""
+    files = f"{len(sizes)} file{'s' if len(sizes) != 1 else ''}"
+    return (
+        f"limit_exceeded: output_size ({format_size(total)} in {files} of"
+        f" {format_size(cap)}; largest: {named}{more})"
+    )
 
 
 def limit_hit(

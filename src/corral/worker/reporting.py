@@ -11,6 +11,11 @@ for company (prefetch.py). Each result is in one of three places:
 
 A heartbeat that calls a finished task's lease stale settles it at once: it is not sent (or
 sent again), as the coordinator would refuse it.
+
+A stale lease is logged as a warning only when it means a lost result (`stale_level`): one
+that never left the worker, or was refused on its first send. A result that went out before
+(on the wire now, or given back after a request whose answer was lost) was most likely
+recorded by that send: the lease ended because of it, and that is no news.
 """
 
 from __future__ import annotations
@@ -25,13 +30,19 @@ from pathlib import Path
 from ..protocol import ResultsReply, TaskResult
 from .prefetch import BATCH, LINGER
 
-__all__ = ["Outbox", "Send"]
+__all__ = ["Outbox", "Send", "stale_level"]
 
 log = logging.getLogger("corral.worker")
 TAKE_BYTES = 8 * 1024 * 1024  # inline content in one request, well under a body's limit
 
 # sends a batch of results; the coordinator's answer, or None when it could not be reached
 Send = Callable[[dict[str, TaskResult]], Awaitable[ResultsReply | None]]
+
+
+def stale_level(sent_before: bool) -> int:
+    """How loudly to log that a result's lease is stale: a warning only when no earlier send
+    of it may have been recorded (then the result was really refused)."""
+    return logging.INFO if sent_before else logging.WARNING
 
 
 class Outbox:
@@ -105,7 +116,7 @@ class Outbox:
         for task_id in stale:
             # our lease was superseded (killed, expired, another attempt won): that one stands;
             # or, sent again after a request whose answer was lost, the first send counted
-            level = logging.INFO if task_id in resent else logging.WARNING
+            level = stale_level(task_id in resent)
             log.log(level, "result for %s refused: stale_lease (no longer this worker's)", task_id)
         for task_id, why in refused.items():
             log.error("result for %s refused: %s", task_id, why)
@@ -117,7 +128,7 @@ class Outbox:
             if result.lease_id in stale and task_id in self._dirs:
                 # on the wire, it most likely counted already (the heartbeat crossed it), so
                 # that is no news; one never sent lost its lease to a kill or an expiry
-                level = logging.INFO if task_id in self._inflight else logging.WARNING
+                level = stale_level(task_id in self._inflight or task_id in self._resent)
                 self._queued.pop(task_id, None)
                 self._settle(task_id)  # and if it is on the wire, it is not sent again
                 log.log(level, "result for %s refused: stale_lease (told by a heartbeat)", task_id)

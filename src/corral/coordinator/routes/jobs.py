@@ -6,6 +6,7 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
+import msgspec
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
@@ -24,7 +25,9 @@ from ...protocol import (
 )
 from .. import guards
 from ..errors import ApiError
+from ..inherit import inherit_requires
 from ..service import Coordinator
+from ..sizing import job_usage
 from ._common import (
     AFTER,
     LAST_EVENT_ID,
@@ -94,14 +97,16 @@ async def find_ids(request: Request, coord: Coordinator, _: None) -> list[IdMatc
 
 
 async def get_job(request: Request, coord: Coordinator, _: None) -> Job:
-    return guards.job(request, coord.store, request.path_params["id"])
+    found = guards.job(request, coord.store, request.path_params["id"])
+    return msgspec.structs.replace(found, usage=job_usage(coord.store.finished_usage(found.id)))
 
 
 async def list_tasks(request: Request, coord: Coordinator, _: None) -> list[Task]:
     job_id = request.path_params["id"]
     guards.job_access(request, coord.store, job_id)
     status = _status(request)
-    return coord.store.list_tasks(job_id, OFFSET.read(request), TASKS_LIMIT.read(request), status)
+    found = coord.store.list_tasks(job_id, OFFSET.read(request), TASKS_LIMIT.read(request), status)
+    return coord.samples.attach(found)
 
 
 async def add_tasks(request: Request, coord: Coordinator, body: TasksAdd) -> Response:
@@ -114,7 +119,11 @@ async def add_tasks(request: Request, coord: Coordinator, body: TasksAdd) -> Res
     if refused:
         raise ApiError("invalid_argument", f"input blob {refused[0]} was never uploaded")
     guards.after(request, coord.store, body.tasks)
-    tasks = coord.add_tasks(job_id, body.tasks)
+    specs = body.tasks
+    parent = guards.principal(request).task_id  # a task forking children (a job token)
+    if parent is not None:
+        specs = inherit_requires(specs, coord.store.get_task(parent).requires)
+    tasks = coord.add_tasks(job_id, specs)
     detail = f"{len(tasks)} tasks"
     guards.audit(request, coord.store, coord.clock(), "job.add_tasks", job_id, detail)
     return json_response(tasks, 201)

@@ -24,6 +24,7 @@ TAIL = IntQuery("tail", 0, 0, 1 << 20)  # read only the last this many bytes (0:
 
 async def get_task(request: Request, coord: Coordinator, _: None) -> Task:
     found = guards.task(request, coord.store, request.path_params["id"])
+    (found,) = coord.samples.attach([found])
     return msgspec.structs.replace(found, pending_reason=coord.pending_reason(found))
 
 

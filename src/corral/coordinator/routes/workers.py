@@ -36,6 +36,7 @@ async def list_workers(request: Request, coord: Coordinator, _: None) -> list[Wo
 
 async def heartbeat(request: Request, coord: Coordinator, body: Heartbeat) -> HeartbeatReply:
     guards.worker(request, coord.store, request.path_params["id"])
+    coord.samples.heard(request.path_params["id"], body.usage, coord.clock())
     return await coord.heartbeat(request.path_params["id"], body)
 
 

@@ -2,10 +2,11 @@
 
 A backend (sqlite.py, postgres.py) brings a connection (`_db`), transactions (`_tx`) and its
 dialect (dialect.py); SQLStore, with the parts it is made of (_allowlist.py, _backups.py,
-_browse.py, _checkpoints.py, _deps.py, _evictions.py, _identity.py, _lookup.py), holds the
-queries, as templates rendered once per dialect (_sqlbase.py says how), and the schema is one
-description (_schema.py). The few things the backends really do differently stay hooks there: where
-SQLite keeps long specs (`_specs`), how a connection is opened, kept and checkpointed.
+_browse.py, _checkpoints.py, _deps.py, _evictions.py, _identity.py, _lookup.py, _usage.py),
+holds the queries, as templates rendered once per dialect (_sqlbase.py says how), and the
+schema is one description (_schema.py). The few things the backends really do differently stay
+hooks there: where SQLite keeps long specs (`_specs`), how a connection is opened, kept and
+checkpointed.
 
 Rejected: an ORM or SQLAlchemy Core. The store is a few dozen statements tuned by hand
 (partial indexes, a loose index scan, an index hint, batched writes on the lease path); a
@@ -44,6 +45,7 @@ from ._rows import (
 )
 from ._shared import SharedSQL
 from ._sqlbase import EVENT, FINISH
+from ._usage import UsageSQL
 from .base import Leased, NewTask, NotFound, Outcome, Stopped, Store
 
 __all__ = ["SQLStore"]
@@ -94,7 +96,15 @@ _FINISH_TYPES = (
 
 
 class SQLStore(
-    AllowlistSQL, BrowseSQL, CheckpointSQL, EvictionSQL, IdentitySQL, LookupSQL, SharedSQL, Store
+    AllowlistSQL,
+    BrowseSQL,
+    CheckpointSQL,
+    EvictionSQL,
+    IdentitySQL,
+    LookupSQL,
+    SharedSQL,
+    UsageSQL,
+    Store,
 ):
     """The Store over one SQL connection; a backend brings the connection and its dialect."""
 
@@ -259,11 +269,10 @@ class SQLStore(
         scan: int,
         fits: Callable[[dict[str, str]], bool] = lambda _r: True,
         job_id: str | None = None,
+        peak_fits: Callable[[int | None], bool] = lambda _p: True,
     ) -> list[Leased]:
         if capacity <= 0:
             return []
-        sql = self._q(_LEASE_ANY if job_id is None else _LEASE_JOB)
-        only_job = () if job_id is None else (job_id,)
         decode = spec_decoder.decode
         with self._tx():
             db = self._db
@@ -273,8 +282,11 @@ class SQLStore(
                 if cost > capacity:
                     continue
                 limit = min(scan, capacity // cost)
-                rows = db.execute(sql, (key, now, *only_job, limit)).fetchall()
-                candidates += [(r[4], r[5], cost, r) for r in rows]
+                for job in self.class_jobs(key, job_id, peak_fits):  # _usage.py
+                    sql = self._q(_LEASE_ANY if job is None else _LEASE_JOB)
+                    only_job = () if job is None else (job,)
+                    rows = db.execute(sql, (key, now, *only_job, limit)).fetchall()
+                    candidates += [(r[4], r[5], cost, r) for r in rows]
             out = [
                 Leased(task_id, job_id, new_lease_id(), attempts + 1, expires, decode(spec))
                 for task_id, job_id, spec, attempts, _c, _s in oldest_first(candidates, capacity)

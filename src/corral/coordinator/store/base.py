@@ -162,10 +162,12 @@ class Store(SharedState):
         scan: int,
         fits: Callable[[dict[str, str]], bool] = lambda _r: True,
         job_id: str | None = None,
+        peak_fits: Callable[[int | None], bool] = lambda _p: True,
     ) -> list[Leased]:
         """Hand queued tasks to a worker, oldest first, taking up to `capacity` slots in all
         (a task takes `slots_needed(requires)` slots); retries wait for their `not_before`.
-        With `job_id`, only that job's tasks (what a worker prefetches)."""
+        With `job_id`, only that job's tasks (what a worker prefetches). A task asking
+        `min_memory=auto` goes only where `peak_fits` accepts its job's peak (`job_peaks`)."""
 
     @abc.abstractmethod
     def finish(self, task_id: str, lease_id: str, outcome: Outcome, now: float) -> bool:
@@ -391,6 +393,16 @@ class Store(SharedState):
     @abc.abstractmethod
     def audit(self, after: int, limit: int) -> list[AuditEntry]:
         """Audit entries after sequence number `after`, oldest first."""
+
+    # what jobs used (shared SQL in _usage.py)
+    @abc.abstractmethod
+    def job_peaks(self, job_ids: Iterable[str]) -> dict[str, int | None]:
+        """The highest peak memory (bytes) any attempt of each job reached; None for a job
+        with no measured one yet."""
+
+    @abc.abstractmethod
+    def finished_usage(self, job_id: str) -> list[tuple[int | None, float | None]]:
+        """Peak memory and CPU seconds of each finished task of a job that has either."""
 
     # short ids (shared SQL in _lookup.py)
     @abc.abstractmethod
