@@ -44,10 +44,12 @@ def _wait_job(client: Client, job_id: str, timeout: float) -> tuple[str, int]:
 
 def _run_commands(farm: Farm, argv: list[str], n: int, timeout: float) -> dict[str, Any]:
     with Client(farm.url, farm.token, timeout=120.0) as client:
+        meter = farm.meter()
         t0 = time.perf_counter()
         job = client.submit_job([TaskSpec(argv=argv) for _ in range(n)], name="bench")
         status, done = _wait_job(client, job.id, timeout)
         elapsed = time.perf_counter() - t0
+        cpu = meter.stop(done)
         if status not in FINAL_STATUSES:
             client.kill(job.id)
             status = f"PARTIAL: {done} of {n} done in the {timeout:.0f} s cap"
@@ -57,6 +59,7 @@ def _run_commands(farm: Farm, argv: list[str], n: int, timeout: float) -> dict[s
         "seconds": elapsed,
         "tasks_per_s": done / elapsed,
         "status": status,
+        "cpu_ms": cpu,
     }
 
 
@@ -71,14 +74,17 @@ def b1_functions(n: int, timeout: float) -> dict[str, Any]:
             return out
         with Client(farm.url, farm.token) as client, executor(client) as ex:
             list(ex.map(_noop, range(20)))  # warm up (function runners start)
+            meter = farm.meter()
             t0 = time.perf_counter()
             futures = [ex.submit(_noop, i) for i in range(n)]
             done, _ = concurrent.futures.wait(futures, timeout)
             elapsed = time.perf_counter() - t0
+            cpu = meter.stop(len(done))
             for f in futures:
                 f.cancel()
         assert all(f.result() == i for i, f in enumerate(futures) if f in done)
         out = {"n": n, "done": len(done), "seconds": elapsed, "tasks_per_s": len(done) / elapsed}
+        out["cpu_ms"] = cpu
         if len(done) < n:
             out["status"] = f"PARTIAL: {len(done)} of {n} done in the {timeout:.0f} s cap"
         return out | {"via": "corral.Executor"}

@@ -16,6 +16,8 @@ from types import TracebackType
 
 import httpx
 
+from .cpu import CpuMeter
+
 PYTHON = sys.executable
 
 
@@ -132,6 +134,10 @@ class Farm:
         self.worker_logs.append(path)
         log = path.open("wb")
         self.procs.append(subprocess.Popen(argv, env=env, stdout=log, stderr=log))
+
+    def meter(self) -> CpuMeter:
+        """A CPU meter over this farm's coordinator and workers (cpu.py), started."""
+        return CpuMeter(self.procs[0].pid, [p.pid for p in self.procs[1:]]).start()
 
     def client(self) -> object:
         """A corral Client for this farm."""
