@@ -54,7 +54,7 @@ from ..protocol import (
 )
 from ._link import Link, retrying
 from .cache import FileCache
-from .outputs import resolve_inside, safe_relpath, sha256_file
+from .outputs import make_dir, resolve_inside, safe_relpath, sha256_file
 
 __all__ = ["POLL", "Checkpoints", "SaveFailed", "checkpoint_dir", "copy_out"]
 
@@ -122,7 +122,7 @@ class Checkpoints:
     async def restore(self, a: Assignment, work: Path) -> None:
         """Make the task's checkpoint directory: empty, or its lease's checkpoint."""
         target = checkpoint_dir(work)
-        target.mkdir(parents=True, exist_ok=True)
+        make_dir(target)
         if a.checkpoint is None:
             return
         for name, f in a.checkpoint.files.items():

@@ -51,8 +51,10 @@ from typing import Any
 import psutil
 
 from ..protocol import Assignment, TaskSpec
+from ._aio import maybe_thread
 from .executor import Finished, TaskProcess, kill_tree
 from .guard import Guard, Launch
+from .outputs import make_dir
 from .pyrunner import MODULE, PIDNS, READY, SERVE
 from .sandbox import wants_network
 from .taskuser import hand_over
@@ -321,7 +323,7 @@ class FnPool:
         inner = seat.root / f"{task_dir.name}-{next(self._roots)}"  # never a name seen before
         try:
             # the runner (stopped now) may have left anything in its root: make, never reuse
-            seat.root.mkdir(parents=True, exist_ok=True)
+            make_dir(seat.root)
             os.mkdir(inner)
             os.mkdir(inner / "work")
         except OSError as exc:
@@ -329,7 +331,7 @@ class FnPool:
             self._retire(seat)
             return
         try:
-            task_dir.mkdir(parents=True, exist_ok=True)
+            make_dir(task_dir)
             os.symlink(inner / "work", task_dir / "work")
         except OSError as exc:
             log.warning("task %s runs in a fresh process: %s", a.task_id, exc)
@@ -362,8 +364,9 @@ class FnPool:
         if runner is None:
             return None
         # a root worker's runner runs as a slot uid: the task's directory becomes its own
-        if runner.launch.identity is not None:
-            await asyncio.to_thread(hand_over, claim.inner, runner.launch.identity)
+        if runner.launch.identity is not None:  # a few files: not worth a thread hop
+            many = len(a.spec.inputs) > 16 or a.checkpoint is not None
+            await maybe_thread(many, hand_over, claim.inner, runner.launch.identity)
         request: dict[str, Any] = {"cwd": work, "env": env}
         if poolable(a.spec):
             request["argv"] = list(a.spec.argv[3:])
