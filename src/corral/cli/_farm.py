@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 import click
 import uvicorn
 
+from .._loop import run_async
 from ..client import write_config
 from ..coordinator import Settings
 from ..coordinator.announce import serve_announced
@@ -27,7 +28,6 @@ from ..coordinator.server import (
     CoordinatorServer,
     make_server,
     open_coordinator_store,
-    run_async,
     shared_secrets,
 )
 from ..coordinator.store import SchemaTooNew, Store

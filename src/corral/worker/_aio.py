@@ -9,6 +9,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from .._loop import uses_uvloop
 from .._signal import Broadcast
 
 __all__ = ["Broadcast", "maybe_thread", "with_pidfd_watcher"]
@@ -24,10 +25,11 @@ async def maybe_thread(slow: bool, fn: Callable[..., T], *args: Any) -> T:
 
 async def with_pidfd_watcher(main: Awaitable[None]) -> None:
     # Python 3.11 waits for each task process in a thread of its own; a pidfd in the event
-    # loop costs less per task (3.12 and later do this by themselves)
-    if sys.version_info < (3, 12) and hasattr(os, "pidfd_open"):
+    # loop costs less per task (3.12 and later do this by themselves, as uvloop does)
+    loop = asyncio.get_running_loop()
+    if sys.version_info < (3, 12) and hasattr(os, "pidfd_open") and not uses_uvloop(loop):
         with contextlib.suppress(OSError):
             watcher = asyncio.PidfdChildWatcher()
-            watcher.attach_loop(asyncio.get_running_loop())
+            watcher.attach_loop(loop)
             asyncio.set_child_watcher(watcher)
     await main

@@ -26,6 +26,7 @@ from typing import Any
 
 import httpx
 
+from .._loop import run_async
 from ..protocol import (
     Assignment,
     Heartbeat,
@@ -419,4 +420,4 @@ def run_worker(config: WorkerConfig) -> None:
         agent = Agent(config)
     except WorkerRefused as exc:
         raise SystemExit(f"corral worker: {exc}") from None
-    asyncio.run(with_pidfd_watcher(agent.run()))
+    run_async(with_pidfd_watcher(agent.run()))
