@@ -72,9 +72,11 @@ class Farm:
         slots: int = 1,
         verbose_workers: bool = False,
         sandbox: bool = True,
+        worker_prefix: tuple[str, ...] = (PYTHON, "-m", "corral"),
     ) -> None:
         self.n_workers = workers
         self.sandbox = sandbox
+        self.worker_prefix = list(worker_prefix)  # e.g. under a profiler (profile_worker.py)
         self.slots = slots
         self.verbose = verbose_workers
         self.root = Path(tempfile.mkdtemp(prefix="corral-bench-"))
@@ -112,9 +114,7 @@ class Farm:
     def start_worker(self, i: int) -> None:
         """One more worker process."""
         argv = [
-            PYTHON,
-            "-m",
-            "corral",
+            *self.worker_prefix,
             "worker",
             "--server",
             self.url,
