@@ -38,7 +38,7 @@ from ..protocol import (
     WorkerRegister,
     WorkerRegistered,
 )
-from ._aio import Broadcast, with_pidfd_watcher
+from ._aio import Broadcast, Sweeper, with_pidfd_watcher
 from ._attempt import Attempts, TaskRun
 from ._link import BACKOFF, Link, refusal
 from .allowlist import AllowPolicy, allow_mode, is_loopback_url
@@ -95,7 +95,7 @@ class Agent:
         self._tasks: set[asyncio.Task[None]] = set()
         # tasks leased beyond the free slots wait for one here (prefetch.py)
         self._gate = Broadcast()
-        self._removals: set[asyncio.Future[None]] = set()
+        self.sweeper = Sweeper()  # finished tasks' directories, removed in a thread
         # finished attempts not yet recorded: the next lease call carries them, or the
         # outbox's own loop sends them when no lease call is coming (reporting.py)
         self.outbox = Outbox(self._remove, self.state.remember_stored, lambda: self.state.executing)
@@ -105,6 +105,7 @@ class Agent:
             config.slots,
             self.state.tasks.__contains__,
             config.keep_task_dirs,
+            self.sweeper,
         )
         self.attempts = Attempts(config, self.state, self.link, self.cache, self.guard, self.fnpool)
 
@@ -149,8 +150,7 @@ class Agent:
                 await self._slot_free.wait()
                 self._slot_free.clear()
             await self.outbox.flush(self.link.send, BACKOFF)
-            if self._removals:
-                await asyncio.wait(self._removals)
+            await self.sweeper.wait()
         finally:
             for loop_task in (beats, reports, idle):
                 if loop_task is not None:
@@ -394,9 +394,7 @@ class Agent:
         if now:
             shutil.rmtree(task_dir, ignore_errors=True)
             return
-        removal = asyncio.ensure_future(asyncio.to_thread(shutil.rmtree, task_dir, True))
-        self._removals.add(removal)
-        removal.add_done_callback(self._removals.discard)
+        self.sweeper.remove(task_dir)
 
     async def _wait_for_slot(self, run: TaskRun) -> bool:
         """Wait until the task fits beside the executing ones (it may have been leased ahead

@@ -51,7 +51,7 @@ from typing import Any
 import psutil
 
 from ..protocol import Assignment, TaskSpec
-from ._aio import maybe_thread
+from ._aio import Sweeper, maybe_thread
 from .executor import Finished, TaskProcess, kill_tree
 from .guard import Guard, Launch
 from .outputs import make_dir
@@ -281,10 +281,11 @@ class FnPool:
     slots: int
     running: Callable[[str], bool]  # whether a task is still on this worker
     keep_task_dirs: bool = False  # only read when the worker leaves
+    sweeper: Sweeper = field(default_factory=Sweeper)  # removes task dirs in a thread
     seats: list[_Seat] = field(default_factory=list)
     _claims: dict[str, _Claim] = field(default_factory=dict)
     _roots: itertools.count[int] = field(default_factory=itertools.count)
-    _stopping: set[asyncio.Future[None]] = field(default_factory=set)  # runners, task dirs
+    _stopping: set[asyncio.Future[None]] = field(default_factory=set)  # runners
     _old_roots: list[Path] = field(default_factory=list)  # removed once their tasks are
     _ended: list[_Claim] = field(default_factory=list)  # tasks gone, their dirs perhaps not
 
@@ -475,7 +476,7 @@ class FnPool:
             if os.path.lexists(claim.task_dir / "work"):
                 kept.append(claim)
             else:
-                self._background(asyncio.to_thread(shutil.rmtree, claim.inner, True))
+                self.sweeper.remove(claim.inner)
         self._ended = kept[-_KEPT:]  # beyond that, kept ones are left alone
 
     async def aclose(self) -> None:
@@ -485,9 +486,10 @@ class FnPool:
         self._forget_gone()
         if not self.keep_task_dirs:  # the agent's removals may still be on their way
             for claim in self._ended:
-                self._background(asyncio.to_thread(shutil.rmtree, claim.inner, True))
+                self.sweeper.remove(claim.inner)
         if self._stopping:
             await asyncio.gather(*self._stopping, return_exceptions=True)
+        await self.sweeper.wait()
         self._old_roots += [seat.root for seat in self.seats]
         self._sweep()
 
