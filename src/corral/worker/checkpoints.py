@@ -122,6 +122,7 @@ class Checkpoints:
     async def restore(self, a: Assignment, work: Path) -> None:
         """Make the task's checkpoint directory: empty, or its lease's checkpoint."""
         target = checkpoint_dir(work)
+        make_dir(target.parent)  # one mkdir each: a missing parent costs an exception more
         make_dir(target)
         if a.checkpoint is None:
             return
