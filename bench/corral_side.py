@@ -42,12 +42,15 @@ def _wait_job(client: Client, job_id: str, timeout: float) -> tuple[str, int]:
         time.sleep(0.01)
 
 
-def _run_commands(farm: Farm, argv: list[str], n: int, timeout: float) -> dict[str, Any]:
+def run_commands(farm: Farm, argv: list[str], n: int, timeout: float) -> dict[str, Any]:
+    """`n` command tasks as one job on a running farm: tasks/s and CPU ms a task."""
     with Client(farm.url, farm.token, timeout=120.0) as client:
+        meter = farm.meter()
         t0 = time.perf_counter()
         job = client.submit_job([TaskSpec(argv=argv) for _ in range(n)], name="bench")
         status, done = _wait_job(client, job.id, timeout)
         elapsed = time.perf_counter() - t0
+        cpu = meter.stop(done)
         if status not in FINAL_STATUSES:
             client.kill(job.id)
             status = f"PARTIAL: {done} of {n} done in the {timeout:.0f} s cap"
@@ -57,31 +60,40 @@ def _run_commands(farm: Farm, argv: list[str], n: int, timeout: float) -> dict[s
         "seconds": elapsed,
         "tasks_per_s": done / elapsed,
         "status": status,
+        "cpu_ms": cpu,
     }
+
+
+def run_functions(farm: Farm, n: int, timeout: float) -> dict[str, Any]:
+    """`n` no-op functions through corral.Executor on a running farm (after 20 to warm up
+    its runners): tasks/s and CPU ms a task."""
+    executor = executor_class()
+    with Client(farm.url, farm.token) as client, executor(client) as ex:
+        list(ex.map(_noop, range(20)))  # warm up (function runners start)
+        meter = farm.meter()
+        t0 = time.perf_counter()
+        futures = [ex.submit(_noop, i) for i in range(n)]
+        done, _ = concurrent.futures.wait(futures, timeout)
+        elapsed = time.perf_counter() - t0
+        cpu = meter.stop(len(done))
+        for f in futures:
+            f.cancel()
+    assert all(f.result() == i for i, f in enumerate(futures) if f in done)
+    out = {"n": n, "done": len(done), "seconds": elapsed, "tasks_per_s": len(done) / elapsed}
+    if len(done) < n:
+        out["status"] = f"PARTIAL: {len(done)} of {n} done in the {timeout:.0f} s cap"
+    return out | {"cpu_ms": cpu, "via": "corral.Executor"}
 
 
 def b1_functions(n: int, timeout: float) -> dict[str, Any]:
     """No-op Python functions; through the Executor when it exists."""
-    executor = executor_class()
     with Farm(workers=2) as farm:
         farm.wait_workers()
-        if executor is None:
-            out = _run_commands(farm, ["python3", "-c", "pass"], n, timeout)
+        if executor_class() is None:
+            out = run_commands(farm, ["python3", "-c", "pass"], n, timeout)
             out["via"] = "FALLBACK: corral.Executor missing; `python3 -c pass` command tasks"
             return out
-        with Client(farm.url, farm.token) as client, executor(client) as ex:
-            list(ex.map(_noop, range(20)))  # warm up (function runners start)
-            t0 = time.perf_counter()
-            futures = [ex.submit(_noop, i) for i in range(n)]
-            done, _ = concurrent.futures.wait(futures, timeout)
-            elapsed = time.perf_counter() - t0
-            for f in futures:
-                f.cancel()
-        assert all(f.result() == i for i, f in enumerate(futures) if f in done)
-        out = {"n": n, "done": len(done), "seconds": elapsed, "tasks_per_s": len(done) / elapsed}
-        if len(done) < n:
-            out["status"] = f"PARTIAL: {len(done)} of {n} done in the {timeout:.0f} s cap"
-        return out | {"via": "corral.Executor"}
+        return run_functions(farm, n, timeout)
 
 
 def b2_true(n: int, timeout: float, sandbox: bool = True) -> dict[str, Any]:
@@ -90,8 +102,8 @@ def b2_true(n: int, timeout: float, sandbox: bool = True) -> dict[str, Any]:
     peers run: none of them sandboxes a task)."""
     with Farm(workers=2, sandbox=sandbox) as farm:
         farm.wait_workers()
-        _run_commands(farm, ["/bin/true"], 20, timeout)  # warm up
-        out = _run_commands(farm, ["/bin/true"], n, timeout)
+        run_commands(farm, ["/bin/true"], 20, timeout)  # warm up
+        out = run_commands(farm, ["/bin/true"], n, timeout)
         out["via"] = "Client.submit_job (as corral submit --each-line)"
         return out
 

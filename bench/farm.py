@@ -16,6 +16,8 @@ from types import TracebackType
 
 import httpx
 
+from .cpu import CpuMeter
+
 PYTHON = sys.executable
 
 
@@ -70,9 +72,11 @@ class Farm:
         slots: int = 1,
         verbose_workers: bool = False,
         sandbox: bool = True,
+        worker_prefix: tuple[str, ...] = (PYTHON, "-m", "corral"),
     ) -> None:
         self.n_workers = workers
         self.sandbox = sandbox
+        self.worker_prefix = list(worker_prefix)  # e.g. under a profiler (profile_worker.py)
         self.slots = slots
         self.verbose = verbose_workers
         self.root = Path(tempfile.mkdtemp(prefix="corral-bench-"))
@@ -110,9 +114,7 @@ class Farm:
     def start_worker(self, i: int) -> None:
         """One more worker process."""
         argv = [
-            PYTHON,
-            "-m",
-            "corral",
+            *self.worker_prefix,
             "worker",
             "--server",
             self.url,
@@ -132,6 +134,10 @@ class Farm:
         self.worker_logs.append(path)
         log = path.open("wb")
         self.procs.append(subprocess.Popen(argv, env=env, stdout=log, stderr=log))
+
+    def meter(self) -> CpuMeter:
+        """A CPU meter over this farm's coordinator and workers (cpu.py), started."""
+        return CpuMeter(self.procs[0].pid, [p.pid for p in self.procs[1:]]).start()
 
     def client(self) -> object:
         """A corral Client for this farm."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .cpu import PROCESSES, budget, over
+
 Row = tuple[str, str, str, str, str]
 
 
@@ -160,6 +162,35 @@ def rows(results: dict[str, Any]) -> list[Row]:
             out += _seconds_rows(bench, res)
         else:
             out += {"B4": _b4_rows, "B5": _b5_rows, "B6": _b6_rows, "B8": _b8_rows}[bench](res)
+    return out
+
+
+CPU_COLUMNS = ("CPU ms a task", "B1 functions", "budget", "B2 /bin/true", "budget", "B2 bare")
+_CPU_RUNS = (("B1", "corral", "function"), ("B2", "corral", "command"))
+
+
+def cpu_rows(results: dict[str, Any]) -> list[tuple[str, ...]]:
+    """Issue 18's table: CPU ms a task in each process of B1 and B2, against the budget
+    (OVER where a process spends more); B2 bare is the --no-sandbox farm."""
+    runs = []
+    for bench, system, kind in _CPU_RUNS:
+        per = _get(results, bench, system, "cpu_ms")
+        fork = _get(results, bench, system, "fork_exec_ms") or 0.0
+        runs.append((per, budget(kind, fork)))
+    bare = _get(results, "B2", "corral --no-sandbox", "cpu_ms")
+    if not any(per for per, _ in runs) and not bare:
+        return []
+    out = []
+    for proc in (*PROCESSES, "all"):
+        row = ["whole farm" if proc == "all" else proc]
+        for per, limits in runs:
+            if not per:
+                row += ["", ""]
+                continue
+            mark = " OVER" if proc in over(per, limits) else ""
+            row += [f"{per[proc]:.2f}{mark}", f"<= {limits[proc]:.2f}"]
+        row.append(f"{bare[proc]:.2f}" if bare else "")
+        out.append(tuple(row))
     return out
 
 

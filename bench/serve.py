@@ -8,8 +8,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from corral._loop import run_async
 from corral.coordinator import Settings
-from corral.coordinator.server import make_server, run_async
+from corral.coordinator.server import make_server
 
 
 def main() -> None:

@@ -21,6 +21,7 @@ import click
 import uvicorn
 
 from .._net import is_loopback
+from .._loop import run_async
 from ..client import write_config
 from ..coordinator import Settings
 from ..coordinator.announce import serve_announced
@@ -28,7 +29,6 @@ from ..coordinator.server import (
     CoordinatorServer,
     make_server,
     open_coordinator_store,
-    run_async,
     shared_secrets,
 )
 from ..coordinator.store import SchemaTooNew, Store

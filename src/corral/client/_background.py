@@ -11,6 +11,7 @@ import contextlib
 import threading
 from collections.abc import Callable
 
+from .._loop import new_event_loop
 from ._dispatch import Dispatcher, FarmClient
 from ._submission import Submission
 
@@ -20,7 +21,7 @@ class Background:
 
     def __init__(self, make_client: Callable[[], FarmClient]) -> None:
         self._make = make_client
-        self.loop = asyncio.new_event_loop()
+        self.loop = new_event_loop()
         self._ready = threading.Event()
         self._failed: BaseException | None = None
         self.dispatcher: Dispatcher | None = None

@@ -8,26 +8,22 @@ whichever coordinator it reaches.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import resource
 import secrets
 import socket
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
 
 import uvicorn
 
+from .._loop import run_async
 from .app import build_app
 from .blobs import Blobs, DatabaseBlobs, LocalBlobs
 from .service import Coordinator
 from .settings import Settings
 from .store import Store, open_store
 from .tls import TlsFiles
-
-T = TypeVar("T")
 
 
 def admin_token(data_dir: Path) -> str:
@@ -145,17 +141,6 @@ def make_server(
         ssl_keyfile=str(tls.key) if tls else None,
     )
     return kind(config, app.state.coordinator)
-
-
-def run_async(main: Coroutine[Any, Any, T]) -> T:
-    """asyncio.run, on uvloop when it is installed (uvicorn[standard] brings it): every
-    request the coordinator answers costs less event-loop time there."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(main)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(main)
 
 
 def serve(settings: Settings, host: str, port: int) -> None:

@@ -30,7 +30,15 @@ from .executor import TaskProcess, command_line, task_env
 from .fnpool import FnPool
 from .guard import Guard, Launch
 from .limits import Usage, output_size_error
-from .outputs import UnsafePath, changed_files, resolve_inside, safe_relpath, sha256_file, snapshot
+from .outputs import (
+    UnsafePath,
+    changed_files,
+    make_dir,
+    resolve_inside,
+    safe_relpath,
+    sha256_file,
+    snapshot,
+)
 from .pyrunner import runner_argv
 from .relay import needs_relay, relay_channel
 from .state import Held, WorkerState
@@ -86,7 +94,7 @@ class Attempts:
 
     async def _execute(self, run: TaskRun, work: Path, relay_url: str | None) -> TaskResult:
         a = run.assignment
-        work.mkdir(parents=True, exist_ok=True)
+        make_dir(work)
         known = {}
         try:
             for name, ref in a.spec.inputs.items():
@@ -96,8 +104,10 @@ class Attempts:
             await self.checkpoints.restore(a, work)
         except (UnsafePath, OSError, CacheError) as exc:
             return TaskResult(a.lease_id, None, error=f"staging inputs: {exc}")
-        # with no inputs the directory is empty: not worth a thread hop (likewise below)
-        before = await maybe_thread(bool(known), snapshot, work, known)
+        # with no inputs there is nothing to compare with: whatever is there after it ran is
+        # new (`.corral/`, the checkpoint restored, is never collected); with few inputs the
+        # walk is not worth a thread hop (likewise below)
+        before = await maybe_thread(len(known) > 16, snapshot, work, known) if known else {}
         extra = {
             **self.config.expose_env,
             "CORRAL_JOB_ID": a.job_id,
@@ -227,7 +237,8 @@ class Attempts:
         self, run: TaskRun, work: Path, before: Any, exit_code: int | None, error: str | None
     ) -> TaskResult:
         a = run.assignment
-        paths = await maybe_thread(bool(before), changed_files, work, before, a.spec.outputs)
+        slow = len(before) > 16
+        paths = await maybe_thread(slow, changed_files, work, before, a.spec.outputs)
         paths = [p for p in paths if not p.startswith(f"{STATE_DIR}/")]  # checkpoint, requests
         out = Outgoing()
         manifest: dict[str, OutputFile] = {}

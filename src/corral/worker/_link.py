@@ -34,6 +34,8 @@ __all__ = ["BACKOFF", "Link", "heartbeat_read_timeout", "refusal", "retrying"]
 
 log = logging.getLogger("corral.worker")
 BACKOFF = (0.2, 0.5, 1, 2, 4, 8, 8, 8, 15, 15)
+_JSON = {"content-type": "application/json"}
+_URLS_KEPT = 64
 
 
 def heartbeat_read_timeout(interval: float) -> float:
@@ -65,6 +67,7 @@ class Link:
             verify=verify,
             transport=self.failover if len(urls) > 1 else None,
         )
+        self._urls: dict[str, httpx.URL] = {}
 
     async def post(self, path: str, body: Any, kind: Any = None, read: float | None = None) -> Any:
         """POST a msgspec body; the reply decoded as `kind` (None without one). `read`: this
@@ -72,13 +75,20 @@ class Link:
         t = self.http.timeout
         timeout = t if read is None else httpx.Timeout(t.write, connect=t.connect, read=read)
         response = await self.http.post(
-            path,
-            content=msgspec.json.encode(body),
-            headers={"content-type": "application/json"},
-            timeout=timeout,
+            self._url(path), content=msgspec.json.encode(body), headers=_JSON, timeout=timeout
         )
         response.raise_for_status()
         return msgspec.json.decode(response.content, type=kind) if kind else None
+
+    def _url(self, path: str) -> httpx.URL:
+        """The absolute URL of a path under the base URL, parsed once: httpx parses a
+        relative one on every request (a fifth of the worker's CPU for a lease call)."""
+        url = self._urls.get(path)
+        if url is None:
+            if len(self._urls) >= _URLS_KEPT:  # task paths come and go; the loops' stay
+                self._urls.clear()
+            url = self._urls[path] = httpx.URL(str(self.http.base_url) + path.lstrip("/"))
+        return url
 
     async def fetch(self, sha256: str, dest: Path) -> str:
         """Write a blob to `dest` (the cache's fetch); its hash."""

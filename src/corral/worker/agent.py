@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 
+from .._loop import run_async
 from ..protocol import (
     Assignment,
     Heartbeat,
@@ -39,7 +40,7 @@ from ..protocol import (
     WorkerRegister,
     WorkerRegistered,
 )
-from ._aio import Broadcast, with_pidfd_watcher
+from ._aio import Broadcast, Sweeper, with_pidfd_watcher
 from ._attempt import Attempts, TaskRun
 from ._link import BACKOFF, Link, heartbeat_read_timeout, refusal
 from .allowlist import AllowPolicy, allow_mode, is_loopback_url
@@ -99,7 +100,7 @@ class Agent:
         self._tasks: set[asyncio.Task[None]] = set()
         # tasks leased beyond the free slots wait for one here (prefetch.py)
         self._gate = Broadcast()
-        self._removals: set[asyncio.Future[None]] = set()
+        self.sweeper = Sweeper()  # finished tasks' directories, removed in a thread
         # finished attempts not yet recorded: the next lease call carries them, or the
         # outbox's own loop sends them when no lease call is coming (reporting.py)
         self.outbox = Outbox(self._remove, self.state.remember_stored, lambda: self.state.executing)
@@ -109,6 +110,7 @@ class Agent:
             config.slots,
             self.state.tasks.__contains__,
             config.keep_task_dirs,
+            self.sweeper,
         )
         self.attempts = Attempts(config, self.state, self.link, self.cache, self.guard, self.fnpool)
 
@@ -153,8 +155,7 @@ class Agent:
                 await self._slot_free.wait()
                 self._slot_free.clear()
             await self.outbox.flush(self.link.send, BACKOFF)
-            if self._removals:
-                await asyncio.wait(self._removals)
+            await self.sweeper.wait()
         finally:
             for loop_task in (beats, reports, idle):
                 if loop_task is not None:
@@ -435,9 +436,7 @@ class Agent:
         if now:
             shutil.rmtree(task_dir, ignore_errors=True)
             return
-        removal = asyncio.ensure_future(asyncio.to_thread(shutil.rmtree, task_dir, True))
-        self._removals.add(removal)
-        removal.add_done_callback(self._removals.discard)
+        self.sweeper.remove(task_dir)
 
     async def _wait_for_slot(self, run: TaskRun) -> bool:
         """Wait until the task fits beside the executing ones (it may have been leased ahead
@@ -462,4 +461,4 @@ def run_worker(config: WorkerConfig) -> None:
         agent = Agent(config)
     except WorkerRefused as exc:
         raise SystemExit(f"corral worker: {exc}") from None
-    asyncio.run(with_pidfd_watcher(agent.run()))
+    run_async(with_pidfd_watcher(agent.run()))

@@ -58,7 +58,7 @@ from ..protocol import (
 )
 from ._link import Link, retrying
 from .cache import FileCache
-from .outputs import resolve_inside, safe_relpath, sha256_file
+from .outputs import make_dir, resolve_inside, safe_relpath, sha256_file
 
 __all__ = ["POLL", "Checkpoints", "SaveFailed", "checkpoint_dir", "copy_out"]
 
@@ -127,7 +127,8 @@ class Checkpoints:
     async def restore(self, a: Assignment, work: Path) -> None:
         """Make the task's checkpoint directory: empty, or its lease's checkpoint."""
         target = checkpoint_dir(work)
-        target.mkdir(parents=True, exist_ok=True)
+        make_dir(target.parent)  # one mkdir each: a missing parent costs an exception more
+        make_dir(target)
         if a.checkpoint is None:
             return
         self._known[a.lease_id] = a.checkpoint.files

@@ -51,8 +51,10 @@ from typing import Any
 import psutil
 
 from ..protocol import Assignment, TaskSpec
+from ._aio import Sweeper, maybe_thread
 from .executor import Finished, TaskProcess, kill_tree
 from .guard import Guard, Launch
+from .outputs import make_dir
 from .pyrunner import MODULE, PIDNS, READY, SERVE
 from .sandbox import wants_network
 from .taskuser import hand_over
@@ -279,10 +281,11 @@ class FnPool:
     slots: int
     running: Callable[[str], bool]  # whether a task is still on this worker
     keep_task_dirs: bool = False  # only read when the worker leaves
+    sweeper: Sweeper = field(default_factory=Sweeper)  # removes task dirs in a thread
     seats: list[_Seat] = field(default_factory=list)
     _claims: dict[str, _Claim] = field(default_factory=dict)
     _roots: itertools.count[int] = field(default_factory=itertools.count)
-    _stopping: set[asyncio.Future[None]] = field(default_factory=set)  # runners, task dirs
+    _stopping: set[asyncio.Future[None]] = field(default_factory=set)  # runners
     _old_roots: list[Path] = field(default_factory=list)  # removed once their tasks are
     _ended: list[_Claim] = field(default_factory=list)  # tasks gone, their dirs perhaps not
 
@@ -321,7 +324,7 @@ class FnPool:
         inner = seat.root / f"{task_dir.name}-{next(self._roots)}"  # never a name seen before
         try:
             # the runner (stopped now) may have left anything in its root: make, never reuse
-            seat.root.mkdir(parents=True, exist_ok=True)
+            make_dir(seat.root)
             os.mkdir(inner)
             os.mkdir(inner / "work")
         except OSError as exc:
@@ -329,7 +332,7 @@ class FnPool:
             self._retire(seat)
             return
         try:
-            task_dir.mkdir(parents=True, exist_ok=True)
+            make_dir(task_dir)
             os.symlink(inner / "work", task_dir / "work")
         except OSError as exc:
             log.warning("task %s runs in a fresh process: %s", a.task_id, exc)
@@ -362,8 +365,9 @@ class FnPool:
         if runner is None:
             return None
         # a root worker's runner runs as a slot uid: the task's directory becomes its own
-        if runner.launch.identity is not None:
-            await asyncio.to_thread(hand_over, claim.inner, runner.launch.identity)
+        if runner.launch.identity is not None:  # a few files: not worth a thread hop
+            many = len(a.spec.inputs) > 16 or a.checkpoint is not None
+            await maybe_thread(many, hand_over, claim.inner, runner.launch.identity)
         request: dict[str, Any] = {"cwd": work, "env": env}
         if poolable(a.spec):
             request["argv"] = list(a.spec.argv[3:])
@@ -474,7 +478,7 @@ class FnPool:
             if os.path.lexists(claim.task_dir / "work"):
                 kept.append(claim)
             else:
-                self._background(asyncio.to_thread(shutil.rmtree, claim.inner, True))
+                self.sweeper.remove(claim.inner)
         self._ended = kept[-_KEPT:]  # beyond that, kept ones are left alone
 
     async def aclose(self) -> None:
@@ -484,9 +488,10 @@ class FnPool:
         self._forget_gone()
         if not self.keep_task_dirs:  # the agent's removals may still be on their way
             for claim in self._ended:
-                self._background(asyncio.to_thread(shutil.rmtree, claim.inner, True))
+                self.sweeper.remove(claim.inner)
         if self._stopping:
             await asyncio.gather(*self._stopping, return_exceptions=True)
+        await self.sweeper.wait()
         self._old_roots += [seat.root for seat in self.seats]
         self._sweep()
 

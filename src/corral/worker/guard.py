@@ -262,9 +262,10 @@ class Guard:
         """`limit_exceeded: <which>` when a limit explains how the task ended, else None;
         `usage` is what its cgroup counted, when it had one."""
         tail = b""
-        with contextlib.suppress(OSError), stderr.open("rb") as f:
-            f.seek(max(0, stderr.stat().st_size - _TAIL))
-            tail = f.read()
+        if exit_code:  # limit_hit reads no messages of a task that exited 0 or not at all
+            with contextlib.suppress(OSError), stderr.open("rb") as f:
+                f.seek(max(0, os.fstat(f.fileno()).st_size - _TAIL))
+                tail = f.read()
         which = limit_hit(limits, exit_code, tail, usage)
         return f"limit_exceeded: {which}" if which else None
 

@@ -22,6 +22,7 @@ __all__ = [
     "Snapshot",
     "UnsafePath",
     "changed_files",
+    "make_dir",
     "resolve_inside",
     "safe_relpath",
     "sha256_file",
@@ -78,12 +79,41 @@ def resolve_inside(root: Path, rel: PurePosixPath) -> Path:
     if rel.is_absolute() or ".." in rel.parts or not rel.parts:
         raise UnsafePath(f"path {str(rel)!r} is not a plain relative path")
     target = Path(root, *rel.parts)
+    if _plain_below(os.fspath(root), rel.parts):
+        return target  # no symlink below root: the lexical path is where it leads
     real_root = os.path.realpath(root)
     # realpath resolves every existing component (symlinks included) and keeps the rest as is.
     real_target = os.path.realpath(target)
     if os.path.commonpath([real_root, real_target]) != real_root:
         raise UnsafePath(f"path {str(rel)!r} leads outside the task directory via a symlink")
     return target
+
+
+def _plain_below(root: str, parts: Sequence[str]) -> bool:
+    """Whether no existing component of `parts` under `root` is a symlink (one lstat each
+    down to the first missing one; realpath of the whole would lstat every component of
+    root's own path twice over)."""
+    path = root
+    for part in parts:
+        path = f"{path}/{part}"
+        try:
+            if stat.S_ISLNK(os.lstat(path).st_mode):
+                return False
+        except OSError:  # missing, or under a file: nothing further can lead anywhere
+            return True
+    return True
+
+
+def make_dir(path: str | Path) -> None:
+    """`path.mkdir(parents=True, exist_ok=True)` in one system call when its parent exists
+    (pathlib's costs a dozen Python calls more, and an exception for each missing parent)."""
+    try:
+        os.mkdir(path)
+    except FileExistsError:
+        if not os.path.isdir(path):
+            raise
+    except FileNotFoundError:
+        os.makedirs(path, exist_ok=True)
 
 
 def sha256_file(path: Path) -> str:
