@@ -20,8 +20,8 @@ from typing import Any, NoReturn
 import click
 import uvicorn
 
-from .._net import is_loopback
 from .._loop import run_async
+from .._net import is_loopback
 from ..client import write_config
 from ..coordinator import Settings
 from ..coordinator.announce import serve_announced
