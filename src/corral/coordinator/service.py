@@ -47,6 +47,7 @@ from .access import JobTokens
 from .blobs import BlobError, Blobs
 from .deps import inputs_from_dependencies, named_dependencies, resolve_after, waiting_text
 from .errors import ApiError
+from .group_commit import GroupCommit, GroupPolicy, wanted
 from .leases import LeasePolicy
 from .livelogs import LiveLogs
 from .resume import Resume
@@ -95,6 +96,9 @@ class Coordinator:
         self._closing = False
         self.logs = LiveLogs(settings.live_dir, store, blobs)
         self.stops = Stops(store, self.wakeups, clock)  # kill, drain, evict, retry (stops.py)
+        # writes of requests that arrive together share a transaction (group_commit.py)
+        grouping = GroupPolicy(wanted(settings.group_commit, store.shared))
+        self.commits = GroupCommit(store, grouping)
 
     async def start(self) -> None:
         """Give leases from before a restart time to report back, then watch expiry."""
@@ -198,9 +202,13 @@ class Coordinator:
         # prefetch takes only what is queued now: a task that arrives while the request is
         # held goes to a worker with a free slot (or waits, and `why` says so)
         ahead = max(body.prefetch, 0) if body.prefetch_job else 0
-        with self.store.atomic():  # the results it carries and the first pass: one commit
+
+        def first_pass() -> tuple[ResultsReply, list[Leased] | None]:
+            # the results it carries and the first pass: one transaction (maybe shared)
             recorded = self.results(worker_id, body.results)
-            got = self._lease_once(worker_id, body, ahead, self.clock())
+            return recorded, self._lease_once(worker_id, body, ahead, self.clock())
+
+        recorded, got = await self.commits.run(first_pass)
         while True:
             now = self.clock()
             leased = got or []
@@ -208,7 +216,7 @@ class Coordinator:
                 break
             # stragglers become worth a backup as time passes, with no event to wake on
             await self._work.wait(min(deadline - now, self._speculation_wait()))
-            got = self._lease_once(worker_id, body, 0, self.clock())
+            got = await self.commits.run(lambda: self._lease_once(worker_id, body, 0, self.clock()))
         if leased:  # the store recorded the worker as seen with the lease
             self._events.fire()
             self._wake_expiry.fire()
