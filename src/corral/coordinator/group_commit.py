@@ -3,25 +3,27 @@
 A request that writes (a lease pass, the results a worker reports) hands its work to
 `GroupCommit.run` and awaits it. The first one queued asks the event loop to flush at its next
 turn; by then every request that arrived in the same burst, from any worker, has queued its
-work too. The flush runs them all inside one transaction, each in a savepoint of its own, and
-commits once; only then does each request get its answer, so nothing is acknowledged before it
-is durable. A work item that fails rolls back its own savepoint and fails its own request;
-the others still commit. A failed commit fails every request of the group (none of them was
-acknowledged, so each worker sends its results again).
-
-While the store is busy (a PostgreSQL round trip blocks the loop), requests pile up in the
-socket buffers, so the groups grow with the load without a timer.
+work too. The flush runs them all, in arrival order, inside one transaction (`Store.group`)
+and commits once; only then does each request get its answer, so nothing is acknowledged
+before it is durable. While the store is busy (a PostgreSQL round trip blocks the loop),
+requests pile up in the socket buffers, so groups grow with the load without a timer.
 
     queued --(next turn of the loop, or the group is full)--> flush
-    flush:  BEGIN; for each item: SAVEPOINT; work; RELEASE (or ROLLBACK TO); COMMIT
-            then answer every request (its value, its own error, or the commit's error)
+    flush:  BEGIN; work 1; work 2; ...; COMMIT; answer each request
+    work k raises: ROLLBACK; request k gets its error; the others run again as a group
+    COMMIT fails:  every request of the group gets the error (none was acknowledged)
 
-The work runs synchronously and must not await: nothing else may join the transaction
-(`Store.atomic`). A group of one is one transaction, with no savepoint; so is each request's
-work when grouping is off.
+A work item that fails is rare (a stale or malformed result is an answer, not an error), so
+the group is optimistic: no savepoint per item, and on a failure it runs again without the
+one that failed. What the items did before it was rolled back, and running them again does
+what running them alone after it would have done. The work runs synchronously and must not
+await: nothing else may join the transaction. Grouping off, each request's work is still one
+transaction of its own.
 
-Rejected: a timer of about a millisecond before each flush. On a quiet farm it adds that
-millisecond to every round trip, and under load the next turn already collects the burst.
+Rejected: a savepoint per item (SAVEPOINT and RELEASE are two round trips each on
+PostgreSQL, which ate what sharing the commit saved; measured in bench/README.md); and a
+timer of about a millisecond before each flush (on a quiet farm it adds that millisecond to
+every round trip, and under load the next turn already collects the burst).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from typing import Any, TypeVar
 
 from .store import Store
 
-__all__ = ["GroupCommit", "GroupPolicy", "groups", "wanted"]
+__all__ = ["GroupCommit", "GroupPolicy", "again", "groups", "wanted"]
 
 log = logging.getLogger("corral.coordinator")
 
@@ -60,6 +62,12 @@ def groups(queued: int, max_items: int) -> list[range]:
     return [range(i, min(i + step, queued)) for i in range(0, queued, step)]
 
 
+def again(size: int, failed: int) -> list[int]:
+    """After the item at `failed` raised (and its group was rolled back): the others, to run
+    again as a group of their own. Those before it ran, but nothing of them was committed."""
+    return [i for i in range(size) if i != failed]
+
+
 def wanted(setting: str, shared: bool) -> bool:
     """Whether to group commits: "on", "off", or "auto" (only on a shared database)."""
     if setting not in ("on", "off", "auto"):
@@ -81,7 +89,7 @@ class GroupCommit:
     async def run(self, work: Callable[[], T]) -> T:
         """`work()`'s value once it is committed, or its error; alone when grouping is off."""
         if not self.policy.enabled:
-            with self.store.atomic():
+            with self.store.group():
                 return work()
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queue.append((work, future))
@@ -98,35 +106,24 @@ class GroupCommit:
             self._commit([queue[i] for i in part if not queue[i][1].cancelled()])
 
     def _commit(self, group: list[_Item]) -> None:
-        if len(group) == 1:  # alone: its own transaction, no savepoint
-            work, future = group[0]
-            try:
-                with self.store.atomic():
-                    value = work()
-            except Exception as exc:
-                future.set_exception(exc)
-            else:
-                future.set_result(value)
-            return
-        done: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        while group:
+            group = self._attempt(group)
+
+    def _attempt(self, group: list[_Item]) -> list[_Item]:
+        """Run a group in one transaction and answer it; what must run again, if one failed."""
+        values: list[Any] = []
         try:
-            with self.store.atomic():
-                for work, future in group:
-                    try:
-                        with self.store.atomic():  # its own savepoint
-                            done.append((future, work(), None))
-                    except Exception as exc:
-                        done.append((future, None, exc))
-        except Exception as exc:  # the commit failed: nothing of the group is durable
-            log.warning("group commit of %d requests failed: %s", len(group), exc)
-            for _, future in group:
-                if not future.done():
+            with self.store.group():
+                for work, _ in group:
+                    values.append(work())
+        except Exception as exc:
+            if len(values) == len(group):  # the commit failed: nothing of it is durable
+                log.warning("group commit of %d requests failed: %s", len(group), exc)
+                for _, future in group:
                     future.set_exception(exc)
-            return
-        for future, value, error in done:
-            if future.done():  # cancelled meanwhile
-                continue
-            if error is None:
-                future.set_result(value)
-            else:
-                future.set_exception(error)
+                return []
+            group[len(values)][1].set_exception(exc)  # its own error; the rest rolled back
+            return [group[i] for i in again(len(group), len(values))]
+        for (_, future), value in zip(group, values, strict=True):
+            future.set_result(value)
+        return []
