@@ -126,12 +126,11 @@ def test_lease_calls_carrying_results_share_one_commit_and_take_distinct_tasks(
     async def body(coord: Coordinator, commits: Commits) -> None:
         running = await _running(coord, 3)
         commits.count = 0
-        grants = await asyncio.gather(
-            *(
-                coord.lease(w, LeaseRequest(max=1, results={t: TaskResult(lease_id=x, exit_code=0)}))
-                for w, t, x in running
-            )
-        )
+        asks = [
+            (w, LeaseRequest(max=1, results={t: TaskResult(lease_id=x, exit_code=0)}))
+            for w, t, x in running
+        ]
+        grants = await asyncio.gather(*(coord.lease(w, ask) for w, ask in asks))
         assert commits.count == 1
         new = [a.task_id for g in grants for a in g.assignments]
         assert len(new) == len(set(new)) == 3

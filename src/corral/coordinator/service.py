@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import math
 import secrets
 import time
 import uuid
@@ -93,6 +94,7 @@ class Coordinator:
         self._workers = self.wakeups.workers
         self._expiry: asyncio.Task[None] | None = None
         self._wake_expiry = Broadcast()
+        self._expiry_at = math.inf  # when the expiry loop looks next
         self._closing = False
         self.logs = LiveLogs(settings.live_dir, store, blobs)
         self.stops = Stops(store, self.wakeups, clock)  # kill, drain, evict, retry (stops.py)
@@ -219,7 +221,8 @@ class Coordinator:
             got = await self.commits.run(lambda: self._lease_once(worker_id, body, 0, self.clock()))
         if leased:  # the store recorded the worker as seen with the lease
             self._events.fire()
-            self._wake_expiry.fire()
+            if self.policy.wake_for(min(x.expires for x in leased), self._expiry_at):
+                self._wake_expiry.fire()
         specs = [self._dependency_inputs(x.spec) for x in leased]
         owners = {job: self.store.job_owner(job) for job in {x.job_id for x in leased}}
         grant = LeaseGrant(
@@ -552,6 +555,7 @@ class Coordinator:
                 self._work.fire()
             due = [t for t in (self.store.next_expiry(), self.store.next_not_before()) if t]
             delay = self.policy.next_check(self.clock(), min(due, default=None))
+            self._expiry_at = self.clock() + delay
             await self._wake_expiry.wait(delay)
 
     # events and logs
