@@ -85,6 +85,8 @@ def farm(n: int, backend: str) -> dict[str, Any]:
     """Coordinator CPU ms a task, and tasks/s, for `n` `/bin/true` tasks on 2 workers."""
     with _pg_schema() as schema:
         f = Farm(workers=2)
+        if "CORRAL_GROUP_COMMIT" in os.environ:  # Farm passes on no CORRAL_* of its own
+            f.env["CORRAL_GROUP_COMMIT"] = os.environ["CORRAL_GROUP_COMMIT"]
         if backend == "postgres":
             f.env["CORRAL_STORE"] = f"{PG_DSN}?options=-csearch_path%3D{schema}"
         with f:
