@@ -10,9 +10,11 @@ one transaction before the lease), so one call completes a batch and leases the 
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,7 @@ from corral.coordinator import Settings
 from corral.coordinator.app import build_app
 from corral.coordinator.blobs import LocalBlobs
 from corral.coordinator.service import Coordinator
-from corral.coordinator.store import SQLiteStore
+from corral.coordinator.store import SQLiteStore, Store
 from corral.protocol import (
     JobCreate,
     LeaseGrant,
@@ -37,9 +39,18 @@ from corral.protocol import (
 WORKERS = 8
 SLOTS = 4
 
+Opener = Callable[[Path], Store]
+
+
+def sqlite_store(root: Path) -> Store:
+    """The default: a SQLite file in the run's directory."""
+    return SQLiteStore(root / "corral.db")
+
 
 def _settings(root: Path) -> Settings:
-    return Settings(data_dir=root, tokens={"t": "bench"}, lease_timeout=60.0)
+    # CORRAL_GROUP_COMMIT as `corral server` reads it (on, off, auto)
+    group = os.environ.get("CORRAL_GROUP_COMMIT", Settings.group_commit)
+    return Settings(data_dir=root, tokens={"t": "bench"}, lease_timeout=60.0, group_commit=group)
 
 
 def _completed(results: dict[str, TaskResult], stale: list[str], refused: dict[str, str]) -> int:
@@ -58,20 +69,20 @@ async def _service_worker(coord: Coordinator, done: list[int], n: int, slots: in
         carry = {a.task_id: TaskResult(a.lease_id, 0) for a in grant.assignments}
 
 
-async def _service(root: Path, n: int, slots: int = SLOTS) -> dict[str, Any]:
-    store = SQLiteStore(root / "corral.db")
+async def _service(root: Path, n: int, slots: int, opener: Opener) -> dict[str, Any]:
+    store = opener(root)
     coord = Coordinator(store, LocalBlobs(root / "blobs"), _settings(root))
     await coord.start()
     try:
         coord.submit(JobCreate([TaskSpec(argv=["true"]) for _ in range(n)]), "bench")
         done = [0]
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         await asyncio.gather(*(_service_worker(coord, done, n, slots) for _ in range(WORKERS)))
-        elapsed = time.perf_counter() - t0
+        elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     finally:
         await coord.stop()
         store.close()
-    return {"n": n, "seconds": elapsed, "per_s": n / elapsed}
+    return {"n": n, "seconds": elapsed, "per_s": n / elapsed, "cpu_us": cpu / n * 1e6}
 
 
 async def _post(http: httpx.AsyncClient, path: str, body: Any, kind: Any = None) -> Any:
@@ -92,8 +103,8 @@ async def _asgi_worker(http: httpx.AsyncClient, done: list[int], n: int, slots: 
         carry = {a.task_id: TaskResult(a.lease_id, 0) for a in grant.assignments}
 
 
-async def _asgi(root: Path, n: int, slots: int = SLOTS) -> dict[str, Any]:
-    store = SQLiteStore(root / "corral.db")
+async def _asgi(root: Path, n: int, slots: int, opener: Opener) -> dict[str, Any]:
+    store = opener(root)
     app = build_app(_settings(root), store, LocalBlobs(root / "blobs"))
     coord: Coordinator = app.state.coordinator
     await coord.start()
@@ -105,22 +116,23 @@ async def _asgi(root: Path, n: int, slots: int = SLOTS) -> dict[str, Any]:
         ) as http:
             await _post(http, "/jobs", JobCreate([TaskSpec(argv=["true"]) for _ in range(n)]))
             done = [0]
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), time.process_time()
             await asyncio.gather(*(_asgi_worker(http, done, n, slots) for _ in range(WORKERS)))
-            elapsed = time.perf_counter() - t0
+            elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     finally:
         await coord.stop()
         store.close()
-    return {"n": n, "seconds": elapsed, "per_s": n / elapsed}
+    return {"n": n, "seconds": elapsed, "per_s": n / elapsed, "cpu_us": cpu / n * 1e6}
 
 
-def b4_coordinator(n: int, slots: int = SLOTS) -> dict[str, Any]:
-    """Dispatch+complete per second through the service and through the ASGI app."""
+def b4_coordinator(n: int, slots: int = SLOTS, opener: Opener = sqlite_store) -> dict[str, Any]:
+    """Dispatch+complete per second (and the process's CPU microseconds a task) through the
+    service and through the ASGI app."""
     out = {}
     for name, run in (("service", _service), ("asgi", _asgi)):
         root = Path(tempfile.mkdtemp(prefix="corral-bench-b4-"))
         try:
-            out[name] = asyncio.run(run(root, n, slots))
+            out[name] = asyncio.run(run(root, n, slots, opener))
         finally:
             shutil.rmtree(root, ignore_errors=True)
     return out | {"workers": WORKERS, "slots": slots}

@@ -56,6 +56,23 @@ def test_next_check_wakes_exactly_at_an_expiry_within_reach(
     assert delay == pytest.approx(offset, abs=1e-6)  # up to the rounding of now + offset
 
 
+@given(now=times, timeout=timeouts, earliest=st.none() | offsets, later=st.floats(0, 1e4))
+def test_a_lease_granted_later_never_needs_to_wake_the_expiry_loop(
+    now: float, timeout: float, earliest: float | None, later: float
+) -> None:
+    policy = LeasePolicy(timeout=timeout)
+    due = None if earliest is None else now + earliest
+    check_at = now + policy.next_check(now, due)
+    assert not policy.wake_for(policy.expires(now + later), check_at)
+
+
+def test_a_lease_running_out_before_the_next_look_wakes_the_expiry_loop() -> None:
+    policy = LeasePolicy(timeout=10.0)
+    assert policy.wake_for(expires=105.0, check_at=110.0)
+    assert not policy.wake_for(expires=110.0, check_at=110.0)
+    assert policy.wake_for(expires=105.0, check_at=math.inf)  # the loop has not started
+
+
 @given(now=times, timeout=timeouts, overdue=st.floats(min_value=0, max_value=1e6))
 def test_an_overdue_expiry_is_checked_almost_at_once(
     now: float, timeout: float, overdue: float

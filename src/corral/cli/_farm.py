@@ -373,6 +373,15 @@ def up(
     help="Keep blobs in this directory [default: in the database with --store postgresql://,"
     " else in the data directory].",
 )
+@click.option(
+    "--group-commit",
+    type=click.Choice(["auto", "on", "off"]),
+    envvar="CORRAL_GROUP_COMMIT",
+    default=Settings.group_commit,
+    show_default=True,
+    help="Writes of requests that arrive together share one transaction (auto: only on a"
+    " shared --store database).",
+)
 @tls_server_options
 @announce_options
 def server(
@@ -385,6 +394,7 @@ def server(
     announce_port: int,
     store: str,
     blobs: str,
+    group_commit: str,
     **tls_opts: Any,
 ) -> None:
     """Start a coordinator alone (or one of several sharing a --store database)."""
@@ -419,6 +429,7 @@ def server(
         heartbeat_interval=_heartbeat(lease_timeout),
         ca_file=tls.ca if tls else None,
         speculative_min_seconds=speculative_min_seconds,
+        group_commit=group_commit,
     )
     app = make_server(settings, host, port, tls=tls, store=opened)
     run_async(serve_announced(app, beacons, announce_port))

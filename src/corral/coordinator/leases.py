@@ -25,6 +25,13 @@ class LeasePolicy:
         horizon = self.timeout if earliest_expiry is None else earliest_expiry - now
         return min(max(horizon, 0.05), self.timeout)
 
+    def wake_for(self, expires: float, check_at: float) -> bool:
+        """Whether a lease just granted, running out at `expires`, must wake the expiry loop
+        that will look next at `check_at`. Rarely: it sleeps at most `timeout`, so it already
+        looks by the time a lease granted now could run out (waking it after every lease
+        cost six statements a lease call)."""
+        return expires < check_at
+
 
 def expired_to(
     worker_id: str, attempts: int, max_attempts: int, killing: bool = False

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import math
 import secrets
 import time
 import uuid
@@ -47,6 +48,7 @@ from .access import JobTokens
 from .blobs import BlobError, Blobs
 from .deps import inputs_from_dependencies, named_dependencies, resolve_after, waiting_text
 from .errors import ApiError
+from .group_commit import GroupCommit, GroupPolicy, wanted
 from .leases import LeasePolicy
 from .livelogs import LiveLogs, LiveSamples
 from .resume import Resume
@@ -92,10 +94,14 @@ class Coordinator:
         self._workers = self.wakeups.workers
         self._expiry: asyncio.Task[None] | None = None
         self._wake_expiry = Broadcast()
+        self._expiry_at = math.inf  # when the expiry loop looks next
         self._closing = False
         self.logs = LiveLogs(settings.live_dir, store, blobs)
         self.stops = Stops(store, self.wakeups, clock)  # kill, drain, evict, retry (stops.py)
         self.samples = LiveSamples()  # running tasks' CPU and memory, from heartbeats
+        # writes of requests that arrive together share a transaction (group_commit.py)
+        grouping = GroupPolicy(wanted(settings.group_commit, store.shared))
+        self.commits = GroupCommit(store, grouping)
 
     async def start(self) -> None:
         """Give leases from before a restart time to report back, then watch expiry."""
@@ -199,9 +205,13 @@ class Coordinator:
         # prefetch takes only what is queued now: a task that arrives while the request is
         # held goes to a worker with a free slot (or waits, and `why` says so)
         ahead = max(body.prefetch, 0) if body.prefetch_job else 0
-        with self.store.atomic():  # the results it carries and the first pass: one commit
+
+        def first_pass() -> tuple[ResultsReply, list[Leased] | None]:
+            # the results it carries and the first pass: one transaction (maybe shared)
             recorded = self.results(worker_id, body.results)
-            got = self._lease_once(worker_id, body, ahead, self.clock())
+            return recorded, self._lease_once(worker_id, body, ahead, self.clock())
+
+        recorded, got = await self.commits.run(first_pass)
         while True:
             now = self.clock()
             leased = got or []
@@ -209,10 +219,11 @@ class Coordinator:
                 break
             # stragglers become worth a backup as time passes, with no event to wake on
             await self._work.wait(min(deadline - now, self._speculation_wait()))
-            got = self._lease_once(worker_id, body, 0, self.clock())
+            got = await self.commits.run(lambda: self._lease_once(worker_id, body, 0, self.clock()))
         if leased:  # the store recorded the worker as seen with the lease
             self._events.fire()
-            self._wake_expiry.fire()
+            if self.policy.wake_for(min(x.expires for x in leased), self._expiry_at):
+                self._wake_expiry.fire()
         specs = [self._dependency_inputs(x.spec) for x in leased]
         owners = {job: self.store.job_owner(job) for job in {x.job_id for x in leased}}
         grant = LeaseGrant(
@@ -545,6 +556,7 @@ class Coordinator:
                 self._work.fire()
             due = [t for t in (self.store.next_expiry(), self.store.next_not_before()) if t]
             delay = self.policy.next_check(self.clock(), min(due, default=None))
+            self._expiry_at = self.clock() + delay
             await self._wake_expiry.wait(delay)
 
     # events and logs

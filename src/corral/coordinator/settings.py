@@ -36,6 +36,9 @@ class Settings:
     # how often, at most, the running speculative phases are read afresh (and how long an
     # idle worker's lease request waits before looking for stragglers again)
     speculative_interval: float = 1.0
+    # share one transaction among the writes of requests that arrive together
+    # (group_commit.py): "on", "off", or "auto" (on a shared database only)
+    group_commit: str = "auto"
 
     @property
     def db_path(self) -> Path:

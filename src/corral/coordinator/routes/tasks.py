@@ -62,8 +62,9 @@ async def task_result(request: Request, coord: Coordinator, body: TaskResult) ->
     problems = result_problems(body)
     if problems:
         raise ApiError("invalid_argument", problems[0])
-    guards.result_task(request, coord.store, request.path_params["id"])
-    return coord.result(request.path_params["id"], body)
+    task_id = request.path_params["id"]
+    guards.result_task(request, coord.store, task_id)
+    return await coord.commits.run(lambda: coord.result(task_id, body))
 
 
 async def task_release(request: Request, coord: Coordinator, body: TaskRelease) -> Task:

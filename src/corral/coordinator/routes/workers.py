@@ -46,8 +46,9 @@ async def lease(request: Request, coord: Coordinator, body: LeaseRequest) -> Lea
 
 
 async def worker_results(request: Request, coord: Coordinator, body: WorkerResults) -> Any:
-    guards.worker(request, coord.store, request.path_params["id"])
-    return coord.results(request.path_params["id"], body.results)
+    worker_id = request.path_params["id"]
+    guards.worker(request, coord.store, worker_id)
+    return await coord.commits.run(lambda: coord.results(worker_id, body.results))
 
 
 async def drain_worker(request: Request, coord: Coordinator, body: DrainOptions) -> Worker:

@@ -11,7 +11,8 @@ it is made of (_allowlist.py, _deps.py, _identity.py) write their queries this w
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, ClassVar
 
@@ -67,6 +68,7 @@ class SQLBase(abc.ABC):
         )
         self._texts: dict[str, str] = {}
         self._sized: dict[tuple[str, int], str] = {}
+        self._flat = False  # inside `group`: a method's transaction is the group's, as it is
 
     @property
     @abc.abstractmethod
@@ -74,8 +76,26 @@ class SQLBase(abc.ABC):
         """The connection (sqlite3's or psycopg's: the calls used here are the same)."""
 
     @abc.abstractmethod
-    def _tx(self) -> AbstractContextManager[Any]:
+    def _begin(self) -> AbstractContextManager[Any]:
         """One transaction; inside another (`atomic`), a savepoint."""
+
+    def _tx(self) -> AbstractContextManager[Any]:
+        """What each method runs in: its own transaction or savepoint (`_begin`), or inside
+        a `group`, nothing more than the group's transaction."""
+        return contextlib.nullcontext() if self._flat else self._begin()
+
+    @contextlib.contextmanager
+    def group(self) -> Iterator[None]:
+        """Store.group: one transaction, no savepoints inside it."""
+        if self._flat:  # already in one: part of it
+            yield
+            return
+        with self._begin():
+            self._flat = True
+            try:
+                yield
+            finally:
+                self._flat = False
 
     def _q(self, template: str) -> str:
         """A template's text in this dialect, rendered once."""

@@ -211,6 +211,13 @@ class Store(SharedState):
         The default runs each call in its own transaction."""
         return contextlib.nullcontext()
 
+    def group(self) -> AbstractContextManager[Any]:
+        """Several calls as one transaction, as `atomic`, but with no savepoint for each
+        call (on PostgreSQL, two round trips each): a call that fails inside may leave
+        changes of its own, so the whole block must then be rolled back (the error leaving
+        the `with` does that). Nothing may await inside. The default: as `atomic`."""
+        return self.atomic()
+
     @abc.abstractmethod
     def release(self, task_id: str, lease_id: str, now: float, error: str) -> bool:
         """Requeue a task its worker gave back (saying `error` why), undoing the attempt

@@ -96,7 +96,7 @@ class PostgresStore(SQLStore):
         self._conn.close()
 
     @contextlib.contextmanager
-    def _tx(self) -> Iterator[None]:
+    def _begin(self) -> Iterator[None]:
         from psycopg import pq
 
         db = self._db

@@ -59,7 +59,7 @@ class SQLiteStore(SQLStore):
             self._checkpoints.stop()
         self._conn.close()
 
-    def _tx(self) -> _Transaction:
+    def _begin(self) -> _Transaction:
         return _Transaction(self)
 
     def _specs(self, tasks: Sequence[NewTask]) -> list[bytes]:
