@@ -242,6 +242,21 @@ def _chaos(a: Coordinator, b: Coordinator, faults: Faults, database: str) -> Non
         watcher.close()
 
 
+def _two_on_loopback(
+    tmp_path: Path, database: str, env: dict[str, str]
+) -> tuple[Coordinator, Coordinator]:
+    """Coordinators A and B on loopback, on one database, both started."""
+    a = Coordinator(tmp_path / "a", _tcp_dsn(database), env)
+    b = Coordinator(tmp_path / "b", _tcp_dsn(database), env)
+    a.start()
+    try:
+        b.start()
+    except BaseException:
+        stop_process(a.proc)  # type: ignore[arg-type]
+        raise
+    return a, b
+
+
 def _worker_argv(urls: str, work_dir: Path, name: str) -> list[str]:
     argv = [PYTHON, "-m", "corral", "worker", "--server", urls, "--slots", "2"]
     return argv + ["--work-dir", str(work_dir), "--name", name, "-v", "--allow-all"]
@@ -251,10 +266,7 @@ def _worker_argv(urls: str, work_dir: Path, name: str) -> list[str]:
 def test_two_coordinators_each_killed_lose_and_duplicate_nothing(
     tmp_path: Path, isolated: dict[str, str], database: str
 ) -> None:
-    a = Coordinator(tmp_path / "a", _tcp_dsn(database), isolated)
-    b = Coordinator(tmp_path / "b", _tcp_dsn(database), isolated)
-    a.start()
-    b.start()
+    a, b = _two_on_loopback(tmp_path, database, isolated)
     assert a.token == b.token  # the admin token is the database's, not the data directory's
     workers: list[subprocess.Popen[bytes]] = []
     try:
@@ -384,10 +396,7 @@ def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 def test_work_kills_and_drains_made_on_one_coordinator_reach_a_worker_on_the_other(
     tmp_path: Path, isolated: dict[str, str], database: str
 ) -> None:
-    a = Coordinator(tmp_path / "a", _tcp_dsn(database), isolated)
-    b = Coordinator(tmp_path / "b", _tcp_dsn(database), isolated)
-    a.start()
-    b.start()
+    a, b = _two_on_loopback(tmp_path, database, isolated)
     env = {**isolated, "CORRAL_TOKEN": a.token}
     on_a = {**env, "CORRAL_URL": a.url}
     with (tmp_path / "w.log").open("ab") as log:  # this worker knows only B
