@@ -382,6 +382,11 @@ def up(
     help="Writes of requests that arrive together share one transaction (auto: only on a"
     " shared --store database).",
 )
+@click.option(
+    "--metrics-public",
+    is_flag=True,
+    help="Serve GET /metrics without a token (only on a trusted network).",
+)
 @tls_server_options
 @announce_options
 def server(
@@ -395,6 +400,7 @@ def server(
     store: str,
     blobs: str,
     group_commit: str,
+    metrics_public: bool,
     **tls_opts: Any,
 ) -> None:
     """Start a coordinator alone (or one of several sharing a --store database)."""
@@ -430,6 +436,7 @@ def server(
         ca_file=tls.ca if tls else None,
         speculative_min_seconds=speculative_min_seconds,
         group_commit=group_commit,
+        metrics_public=metrics_public,
     )
     app = make_server(settings, host, port, tls=tls, store=opened)
     run_async(serve_announced(app, beacons, announce_port))

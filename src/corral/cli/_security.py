@@ -57,7 +57,7 @@ def token() -> None:
 @token.command("create")
 @click.option(
     "--role",
-    type=click.Choice(["admin", "submit", "worker"]),
+    type=click.Choice(["admin", "submit", "worker", "metrics"]),
     required=True,
     help="What it may do.",
 )

@@ -19,6 +19,7 @@ until it ran out.
     submit  JOB_OPS on jobs it owns, blobs it uploaded or its jobs produced, list workers
     worker  WORKER_OPS, for workers it registered and the tasks they hold
     job     reading and adding to one job (JOB_SCOPED_OPS)
+    metrics `GET /metrics` (metrics.py), nothing else
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ ROLE_OPS: dict[str, frozenset[str]] = {
     "submit": JOB_OPS | BLOB_OPS | {"list_workers"},
     "worker": WORKER_OPS | BLOB_OPS | {"list_allowed"},  # workers enforce the allowlist
     "job": JOB_SCOPED_OPS | BLOB_OPS,
+    "metrics": frozenset({"metrics"}),
 }
 
 _JOB_PREFIX = "crj_"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,7 +20,8 @@ from .access import hash_secret, may_call
 from .blobs import BlobError, Blobs
 from .dashboard import dashboard_routes
 from .errors import ApiError
-from .guards import TokenAuth, check_path_params, principal
+from .guards import OPEN_PATHS, TokenAuth, check_path_params, principal
+from .metrics import METRICS_PATH
 from .openapi import openapi_document
 from .routes import ENDPOINTS, Endpoint, decode_body, json_response
 from .service import Coordinator
@@ -44,7 +46,9 @@ def _route(endpoint: Endpoint, coord: Coordinator) -> Route:
         body = None
         if endpoint.body is not None:
             body = await decode_body(request, coord, endpoint.body)
+        began = time.perf_counter()
         result = await endpoint.handler(request, coord, body)
+        coord.metrics.request(operation, time.perf_counter() - began)
         return result if isinstance(result, Response) else json_response(result)
 
     return Route(
@@ -103,6 +107,7 @@ def build_app(settings: Settings, store: Store, blobs: Blobs) -> Starlette:
 
     routes: list[BaseRoute] = [Route("/healthz", healthz), Route(PREFIX + "/openapi.json", openapi)]
     routes += [Route("/ca.pem", ca_pem)]
+    routes += [Route(METRICS_PATH, coord.metrics.endpoint(settings.metrics_public))]
     routes += [_route(e, coord) for e in ENDPOINTS]
     routes += dashboard_routes(coord, settings.job_key or secrets.token_bytes(32))
     handlers: dict[Any, Any] = {
@@ -116,7 +121,14 @@ def build_app(settings: Settings, store: Store, blobs: Blobs) -> Starlette:
     }
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
     app.state.coordinator = coord
-    app.add_middleware(TokenAuth, store=store, job_tokens=coord.job_tokens, clock=coord.clock)
+    open_paths = OPEN_PATHS | ({METRICS_PATH} if settings.metrics_public else set())
+    app.add_middleware(
+        TokenAuth,
+        store=store,
+        job_tokens=coord.job_tokens,
+        clock=coord.clock,
+        open_paths=open_paths,
+    )
     return app
 
 

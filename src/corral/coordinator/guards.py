@@ -26,16 +26,22 @@ class TokenAuth:
     """Every request but OPEN_PATHS carries `Authorization: Bearer <token>` of a live token."""
 
     def __init__(
-        self, app: ASGIApp, store: Store, job_tokens: JobTokens, clock: Callable[[], float]
+        self,
+        app: ASGIApp,
+        store: Store,
+        job_tokens: JobTokens,
+        clock: Callable[[], float],
+        open_paths: frozenset[str] = OPEN_PATHS,
     ) -> None:
         self.app = app
         self.store = store
         self.job_tokens = job_tokens
         self.clock = clock
+        self.open_paths = open_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if scope["type"] != "http" or path in OPEN_PATHS or path.startswith(OPEN_PREFIX):
+        if scope["type"] != "http" or path in self.open_paths or path.startswith(OPEN_PREFIX):
             await self.app(scope, receive, send)
             return
         secret = _bearer(scope)

@@ -51,6 +51,7 @@ from .errors import ApiError
 from .group_commit import GroupCommit, GroupPolicy, wanted
 from .leases import LeasePolicy
 from .livelogs import LiveLogs, LiveSamples
+from .metrics import Metrics
 from .resume import Resume
 from .retry import after_attempt, effective_max_attempts
 from .scheduler import Matcher, pending_reason, programs_to_probe, requirement_problem
@@ -102,6 +103,7 @@ class Coordinator:
         # writes of requests that arrive together share a transaction (group_commit.py)
         grouping = GroupPolicy(wanted(settings.group_commit, store.shared))
         self.commits = GroupCommit(store, grouping)
+        self.metrics = Metrics(store, blobs)  # GET /metrics (metrics.py)
 
     async def start(self) -> None:
         """Give leases from before a restart time to report back, then watch expiry."""
@@ -220,6 +222,7 @@ class Coordinator:
             # stragglers become worth a backup as time passes, with no event to wake on
             await self._work.wait(min(deadline - now, self._speculation_wait()))
             got = await self.commits.run(lambda: self._lease_once(worker_id, body, 0, self.clock()))
+        self.metrics.leased(leased, now)
         if leased:  # the store recorded the worker as seen with the lease
             self._events.fire()
             if self.policy.wake_for(min(x.expires for x in leased), self._expiry_at):
@@ -413,6 +416,7 @@ class Coordinator:
                 f"lease {body.lease_id} no longer holds task {task_id} (status {task.status})",
             )
         self._wake_attempts({task_id: task}, backed)
+        self.metrics.finished([(task, outcome.status)], now)
         self._grant_outputs([(task.job_id, outcome)])
         self.resume.after([(task_id, body, outcome.status == "succeeded")])
         self._finished(retry=outcome.not_before is not None)
@@ -444,6 +448,7 @@ class Coordinator:
         stale = [item[0] for item, ok in zip(items, recorded, strict=True) if not ok]
         done = [item for item, ok in zip(items, recorded, strict=True) if ok]
         self._wake_attempts(tasks, backed)
+        self.metrics.finished([(tasks[t], o.status) for t, _, o in done], now)
         self._grant_outputs([(tasks[t].job_id, o) for t, _, o in done])
         self.resume.after([(t, results[t], o.status == "succeeded") for t, _, o in done])
         if done:

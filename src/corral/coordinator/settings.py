@@ -39,6 +39,8 @@ class Settings:
     # share one transaction among the writes of requests that arrive together
     # (group_commit.py): "on", "off", or "auto" (on a shared database only)
     group_commit: str = "auto"
+    # serve GET /metrics without a token (a trusted network's Prometheus)
+    metrics_public: bool = False
 
     @property
     def db_path(self) -> Path:

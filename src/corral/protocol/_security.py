@@ -6,6 +6,7 @@ Roles::
     submit  its own jobs (and the blobs it uploaded or its jobs produced)
     worker  the worker endpoints, for workers it registered and their leases
     job     minted per lease: read, and add tasks to, one job only
+    metrics read `GET /metrics` only (what a Prometheus server scrapes with)
 """
 
 from __future__ import annotations
@@ -17,15 +18,15 @@ import msgspec
 from ._bounds import Lifetime
 from ._models import Request, TaskSpec
 
-Role = Literal["admin", "submit", "worker", "job"]
-ROLES: tuple[Role, ...] = ("admin", "submit", "worker", "job")
+Role = Literal["admin", "submit", "worker", "job", "metrics"]
+ROLES: tuple[Role, ...] = ("admin", "submit", "worker", "job", "metrics")
 
 
 class TokenCreate(Request):
     """Make a token; `expires` is seconds from now (none: never)."""
 
     name: str
-    role: Literal["admin", "submit", "worker"]
+    role: Literal["admin", "submit", "worker", "metrics"]
     owner: str = ""
     expires: Lifetime | None = None
 

@@ -58,3 +58,7 @@ class Blobs(abc.ABC):
     @abc.abstractmethod
     def put_bytes(self, data: bytes) -> str:
         """Store bytes the coordinator made itself; returns their hash."""
+
+    @abc.abstractmethod
+    def total_bytes(self) -> int:
+        """The bytes of every stored blob (for `GET /metrics`)."""

@@ -63,6 +63,10 @@ class DatabaseBlobs(LocalBlobs):
         self._copy_in(sha256, len(data), pieces)
         return sha256
 
+    def total_bytes(self) -> int:
+        """The database's blobs (the local directory only caches them)."""
+        return self.store.blob_bytes()
+
     def _copy_in(self, sha256: str, size: int, chunks: Iterator[bytes]) -> None:
         try:
             self.store.blob_put(sha256, size, chunks)

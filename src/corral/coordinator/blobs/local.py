@@ -57,6 +57,14 @@ class LocalBlobs(Blobs):
             raise
         return size
 
+    def total_bytes(self) -> int:
+        """A walk of the two-level tree (uploads still in tmp/ are not blobs yet)."""
+        total = 0
+        for top in os.scandir(self.root):
+            if top.is_dir() and len(top.name) == 2:
+                total += sum(e.stat().st_size for e in os.scandir(top.path) if e.is_file())
+        return total
+
     def put_bytes(self, data: bytes) -> str:
         """Store bytes the coordinator made itself; returns their hash."""
         sha256 = hashlib.sha256(data).hexdigest()

@@ -26,6 +26,7 @@ from ._allowlist import AllowlistSQL
 from ._browse import BrowseSQL
 from ._checkpoints import CheckpointSQL
 from ._evictions import EvictionSQL
+from ._figures import FiguresSQL
 from ._identity import IdentitySQL
 from ._lookup import LookupSQL
 from ._rows import (
@@ -100,6 +101,7 @@ class SQLStore(
     BrowseSQL,
     CheckpointSQL,
     EvictionSQL,
+    FiguresSQL,
     IdentitySQL,
     LookupSQL,
     SharedSQL,
@@ -288,8 +290,8 @@ class SQLStore(
                     rows = db.execute(sql, (key, now, *only_job, limit)).fetchall()
                     candidates += [(r[4], r[5], cost, r) for r in rows]
             out = [
-                Leased(task_id, job_id, new_lease_id(), attempts + 1, expires, decode(spec))
-                for task_id, job_id, spec, attempts, _c, _s in oldest_first(candidates, capacity)
+                Leased(task_id, job_id, new_lease_id(), attempts + 1, expires, decode(spec), c)
+                for task_id, job_id, spec, attempts, c, _s in oldest_first(candidates, capacity)
             ]
             if out:
                 rows = [(x.task_id, x.lease_id) for x in out]

@@ -58,6 +58,7 @@ class Leased:
     attempt: int
     expires: float
     spec: TaskSpec
+    created: float | None = None  # when the task was submitted (None: a backup attempt)
 
 
 @dataclass(frozen=True)
@@ -463,6 +464,23 @@ class Store(SharedState):
     @abc.abstractmethod
     def farm_counts(self) -> dict[str, int]:
         """How many tasks are queued and running on the whole farm."""
+
+    # what `GET /metrics` reads at scrape time (_figures.py)
+    @abc.abstractmethod
+    def live_task_counts(self, status: str) -> list[tuple[str, str, int]]:
+        """(requirement class, owner, count) of the tasks in `status` (queued or running)."""
+
+    @abc.abstractmethod
+    def worker_counts(self) -> dict[str, int]:
+        """Workers by status."""
+
+    @abc.abstractmethod
+    def slot_counts(self) -> tuple[int, int]:
+        """(busy, total) slots of the workers that take work."""
+
+    @abc.abstractmethod
+    def blob_bytes(self) -> int:
+        """The bytes of the blobs kept in the database."""
 
     @abc.abstractmethod
     def finished_times(self, since: float) -> list[float]:
