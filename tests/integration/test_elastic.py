@@ -128,7 +128,9 @@ def test_failures_are_retried_with_backoff_only_when_asked(farm: Callable[..., F
 
 @pytest.mark.timeout(90)
 def test_drain_finishes_running_work_then_leaves(farm: Callable[..., Farm]) -> None:
-    f = farm()
+    # leases outlive a heartbeat stalled by a loaded machine: this test is about draining,
+    # and an expired lease would requeue the drained worker's task to the second one
+    f = farm(lease_timeout=10.0)
     first = f.start_worker()
     client = f.client()
     job = client.submit_job([sh("sleep 4; echo $CORRAL_TASK_ID") for _ in range(4)])
@@ -145,7 +147,10 @@ def test_drain_finishes_running_work_then_leaves(farm: Callable[..., Farm]) -> N
     assert first.proc.wait(10) == 0  # it left on its own
     tasks = {t.id: t for t in f.client().tasks(job.id)}
     # the task it was running finished there; it took no other
-    assert tasks[running[0].id].status == "succeeded"
+    assert tasks[running[0].id].status == "succeeded", (
+        [(e.status, e.time) for e in client.events(job.id) if e.task_id == running[0].id],
+        first.stderr()[-3000:],
+    )
     assert tasks[running[0].id].worker_id == first.id
     assert f.wait_job(client, job.id, timeout=30).status == "succeeded"
     by_worker = [t.worker_id for t in client.tasks(job.id)]
