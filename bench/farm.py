@@ -73,8 +73,12 @@ class Farm:
         verbose_workers: bool = False,
         sandbox: bool = True,
         worker_prefix: tuple[str, ...] = (PYTHON, "-m", "corral"),
+        channel: str | None = None,
     ) -> None:
         self.n_workers = workers
+        # the workers' --channel: as given, else this process's CORRAL_CHANNEL (bench/run
+        # --channel sets it), else the default; isolated_env keeps CORRAL_* out of theirs
+        self.channel = channel or os.environ.get("CORRAL_CHANNEL", "auto")
         self.sandbox = sandbox
         self.worker_prefix = list(worker_prefix)  # e.g. under a profiler (profile_worker.py)
         self.slots = slots
@@ -124,6 +128,8 @@ class Farm:
             str(self.root / f"w{i}"),
             "--name",
             f"bench-w{i}",
+            "--channel",
+            self.channel,
         ]
         if self.verbose:
             argv.append("-v")

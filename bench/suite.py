@@ -229,6 +229,7 @@ def machine() -> dict[str, Any]:
         "hostname": platform.node(),
         "load_1min_at_start": os.getloadavg()[0],
         "bwrap": shutil.which("bwrap") is not None,
+        "channel": os.environ.get("CORRAL_CHANNEL", "auto"),
     }
 
 
@@ -236,7 +237,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench/run", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller counts (about 3 minutes)")
     parser.add_argument("--only", default="", help="comma-separated, e.g. B2,B3")
+    parser.add_argument(
+        "--channel",
+        choices=("auto", "ws", "http"),
+        default=None,
+        help="Corral's calls over the WebSocket channel or plain HTTP [default: auto]",
+    )
     args = parser.parse_args(argv)
+    if args.channel:
+        os.environ["CORRAL_CHANNEL"] = args.channel  # read by farm.Farm (and the client)
     chosen = [b.strip().upper() for b in args.only.split(",") if b.strip()] or list(BENCHES)
     unknown = [b for b in chosen if b not in BENCHES]
     if unknown:

@@ -33,6 +33,7 @@ from ..coordinator.server import (
 )
 from ..coordinator.store import SchemaTooNew, Store
 from ..coordinator.tls import share_ca
+from ..protocol import CHANNEL_MODES, ChannelMode
 from ..worker.agent import run_worker
 from ..worker.config import WorkerConfig
 from ..worker.eviction import DEFAULT_GRACE
@@ -462,6 +463,15 @@ def server(
     help="A task exiting with this code has its checkpoint saved and is run again at once.",
 )
 @_CHECKPOINT_GRACE
+@click.option(
+    "--channel",
+    type=click.Choice(CHANNEL_MODES),
+    envvar="CORRAL_CHANNEL",
+    default="auto",
+    show_default=True,
+    help="Leases, heartbeats and results over one WebSocket (ws), over plain HTTP requests"
+    " (http), or the WebSocket when the coordinator has one and HTTP meanwhile (auto).",
+)
 @click.option("-v", "--verbose", is_flag=True)
 def worker(
     server: str | None,
@@ -473,6 +483,7 @@ def worker(
     programs: tuple[str, ...],
     checkpoint_exit_code: int,
     checkpoint_grace: float,
+    channel: ChannelMode,
     verbose: bool,
     **policy: Any,
 ) -> None:
@@ -502,6 +513,7 @@ def worker(
         work_dir=work_dir,
         checkpoint_exit_code=checkpoint_exit_code,
         checkpoint_grace=checkpoint_grace,
+        channel=channel,
         **policy_config(policy),
         **elastic_config(policy),
         **desktop,

@@ -13,11 +13,13 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from .. import __version__
+from ..protocol import CHANNEL_PATH
 from .access import hash_secret, may_call
 from .blobs import BlobError, Blobs
+from .channel import CHANNEL_SCOPE, ChannelServer
 from .dashboard import dashboard_routes
 from .errors import ApiError
 from .guards import OPEN_PATHS, TokenAuth, check_path_params, principal
@@ -43,6 +45,8 @@ def _route(endpoint: Endpoint, coord: Coordinator) -> Route:
         if not may_call(who, operation):
             raise ApiError("forbidden", f"a {who.role} token may not call {operation}")
         check_path_params(request)
+        if endpoint.stream and CHANNEL_SCOPE in request.scope:
+            raise ApiError("bad_request", f"{operation} streams: call it over HTTP")
         body = None
         if endpoint.body is not None:
             body = await decode_body(request, coord, endpoint.body)
@@ -109,6 +113,7 @@ def build_app(settings: Settings, store: Store, blobs: Blobs) -> Starlette:
     routes += [Route("/ca.pem", ca_pem)]
     routes += [Route(METRICS_PATH, coord.metrics.endpoint(settings.metrics_public))]
     routes += [_route(e, coord) for e in ENDPOINTS]
+    routes += [WebSocketRoute(CHANNEL_PATH, ChannelServer(coord.metrics).endpoint)]
     routes += dashboard_routes(coord, settings.job_key or secrets.token_bytes(32))
     handlers: dict[Any, Any] = {
         ApiError: api_error,

@@ -20,10 +20,13 @@ OPEN_PATHS = frozenset({"/healthz", "/ca.pem", "/", "/ui"})
 # the dashboard's own: it authenticates its session cookie itself (dashboard/web.py)
 OPEN_PREFIX = "/ui/"
 MAX_ID = 200
+_GUARDED = ("http", "websocket")
 
 
 class TokenAuth:
-    """Every request but OPEN_PATHS carries `Authorization: Bearer <token>` of a live token."""
+    """Every request but OPEN_PATHS carries `Authorization: Bearer <token>` of a live token;
+    so does a WebSocket upgrade (the channel), refused with the same JSON error where the
+    server can answer an upgrade with an HTTP response, else closed before it is accepted."""
 
     def __init__(
         self,
@@ -41,7 +44,8 @@ class TokenAuth:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if scope["type"] != "http" or path in self.open_paths or path.startswith(OPEN_PREFIX):
+        kind = scope["type"]
+        if kind not in _GUARDED or path in self.open_paths or path.startswith(OPEN_PREFIX):
             await self.app(scope, receive, send)
             return
         secret = _bearer(scope)
@@ -49,7 +53,7 @@ class TokenAuth:
         if secret:
             found = authenticate(self.store, self.job_tokens, secret, self.clock())
         if isinstance(found, str):
-            await _refuse(send, 401, "unauthorized", found)
+            await _refuse(scope, send, 401, "unauthorized", found)
             return
         state = scope.setdefault("state", {})
         state["principal"] = found
@@ -64,11 +68,17 @@ def _bearer(scope: Scope) -> str | None:
     return None
 
 
-async def _refuse(send: Send, status: int, code: str, detail: str) -> None:
+async def _refuse(scope: Scope, send: Send, status: int, code: str, detail: str) -> None:
+    kind = "http.response"
+    if scope["type"] == "websocket":
+        if "websocket.http.response" not in scope.get("extensions", {}):
+            await send({"type": "websocket.close", "code": 1008, "reason": detail[:100]})
+            return
+        kind = "websocket.http.response"
     body = msgspec.json.encode(ErrorBody(code, detail))
     headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": f"{kind}.start", "status": status, "headers": headers})
+    await send({"type": f"{kind}.body", "body": body})
 
 
 def check_path_params(request: Request) -> None:

@@ -26,6 +26,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
 )
@@ -114,6 +115,16 @@ class Metrics:
             "Latency of lease and result requests (a lease's includes its long poll).",
             ["request"],
             buckets=_REQUEST_BUCKETS,
+            registry=self.registry,
+        )
+        self.channels = Gauge(
+            "corral_channels_open",
+            "WebSocket channels (issue 18) open to this coordinator now.",
+            registry=self.registry,
+        )
+        self.channel_calls = Counter(
+            "corral_channel_calls",
+            "API calls served over the WebSocket channel rather than plain HTTP.",
             registry=self.registry,
         )
         self.registry.register(StoreFigures(store, blobs))

@@ -129,7 +129,9 @@ def make_server(
         port=port,
         log_level="warning",
         lifespan="on",
-        ws="none",  # no WebSocket routes; "auto" imported websockets, 30 ms of every start
+        # the channel (coordinator/channel.py); its largest call is a body at its limit
+        ws="websockets-sansio",
+        ws_max_size=settings.max_body_bytes + 64 * 1024,
         access_log=False,
         timeout_graceful_shutdown=3,
         # Thousands of workers connect at once and sit idle between calls for longer than

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import msgspec
 
+from .._channel import Channel
 from .._failover import AsyncFailover, split_urls
 from ..protocol import (
     AllowEntry,
@@ -68,17 +69,33 @@ class Link:
             transport=self.failover if len(urls) > 1 else None,
         )
         self._urls: dict[str, httpx.URL] = {}
+        # the lease, heartbeat and results calls over one WebSocket while it is open (no
+        # httpx on the hot path); blobs stay on HTTP
+        connect = self.http.timeout.connect or 30.0
+        self.channel = Channel(
+            config.channel, self.failover.endpoints, config.token, verify, connect
+        )
 
     async def post(self, path: str, body: Any, kind: Any = None, read: float | None = None) -> Any:
-        """POST a msgspec body; the reply decoded as `kind` (None without one). `read`: this
-        request's read timeout, for one the coordinator answers within a known time."""
+        """POST a msgspec body, over the channel when it is open; the reply decoded as `kind`
+        (None without one). `read`: this request's read timeout, for one the coordinator
+        answers within a known time."""
         t = self.http.timeout
+        content = msgspec.json.encode(body)
+        if await self.channel.usable():
+            reply = await self.channel.post(path, content, read or t.read or 60.0)
+            return msgspec.json.decode(reply, type=kind) if kind else None
         timeout = t if read is None else httpx.Timeout(t.write, connect=t.connect, read=read)
         response = await self.http.post(
-            self._url(path), content=msgspec.json.encode(body), headers=_JSON, timeout=timeout
+            self._url(path), content=content, headers=_JSON, timeout=timeout
         )
         response.raise_for_status()
         return msgspec.json.decode(response.content, type=kind) if kind else None
+
+    async def aclose(self) -> None:
+        """Close the channel and the HTTP client."""
+        await self.channel.aclose()
+        await self.http.aclose()
 
     def _url(self, path: str) -> httpx.URL:
         """The absolute URL of a path under the base URL, parsed once: httpx parses a

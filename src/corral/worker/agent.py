@@ -145,6 +145,7 @@ class Agent:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self._signalled, sig)
+        self.link.channel.start()
         await self.register()
         beats = asyncio.create_task(self._heartbeat_loop())
         reports = asyncio.create_task(self.outbox.loop(self.link.send, BACKOFF))
@@ -165,7 +166,7 @@ class Agent:
             if self.link.worker_id:
                 with contextlib.suppress(httpx.HTTPError):
                     await self.link.http.post(f"/workers/{self.link.worker_id}/deregister")
-            await self.link.http.aclose()
+            await self.link.aclose()
             await self.fnpool.aclose()
             self.guard.close()
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .._failover import primary_url
 from .._net import is_loopback_url
-from ..protocol import Assignment
+from ..protocol import Assignment, ChannelMode
 from .eviction import DEFAULT_GRACE
 from .idle import IdlePolicy
 
@@ -50,6 +50,7 @@ class WorkerConfig:
     task_user: str | None = None  # or one account for every task of a root worker
     checkpoint_exit_code: int = 85  # a task exiting so is saved and run again (checkpoints.py)
     checkpoint_grace: float = DEFAULT_GRACE  # SIGTERM to SIGKILL of an evicted task (eviction.py)
+    channel: ChannelMode = "auto"  # leases, heartbeats and results over a WebSocket (_channel.py)
 
 
 def client_env(config: WorkerConfig, a: Assignment, relay: str | None = None) -> dict[str, str]:

@@ -73,8 +73,11 @@ class Outbox:
         self.ready.set()
 
     def leases(self) -> list[str]:
-        """Leases still to be presented in heartbeats (results not yet answered)."""
-        return [r.lease_id for r in (*self._queued.values(), *self._inflight.values())]
+        """Leases still to be presented in heartbeats (results not yet answered), less those a
+        heartbeat already called stale: presented again, each would be answered stale at once,
+        and the heartbeat loop would spin while the request carrying them is held."""
+        held = (*self._queued.items(), *self._inflight.items())
+        return [r.lease_id for task_id, r in held if task_id in self._dirs]
 
     def take(self) -> dict[str, TaskResult]:
         """What is queued, oldest first, now in flight (a lease call or `send` carries it):

@@ -64,8 +64,17 @@ ENDPOINTS: list[Endpoint] = [
         MissingBlobs,
         MissingBlobsReply,
     ),
-    Endpoint("PUT", "/blobs/{sha256}", put_blob, "Upload a blob by its sha256", None, None, 201),
-    Endpoint("GET", "/blobs/{sha256}", get_blob, "Download a blob"),
+    Endpoint(
+        "PUT",
+        "/blobs/{sha256}",
+        put_blob,
+        "Upload a blob by its sha256",
+        None,
+        None,
+        201,
+        stream=True,
+    ),
+    Endpoint("GET", "/blobs/{sha256}", get_blob, "Download a blob", stream=True),
 ]
 
 __all__ = ["ENDPOINTS"]

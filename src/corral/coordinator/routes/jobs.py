@@ -226,6 +226,7 @@ ENDPOINTS: list[Endpoint] = [
         job_events,
         "Server-Sent Events of task changes",
         query=(AFTER,),
+        stream=True,
     ),
 ]
 
