@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
 import httpx
 import msgspec
@@ -32,6 +33,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketExce
 
 from ._failover import Endpoints
 from .protocol import (
+    CANCEL,
     Answer,
     Call,
     ChannelMode,
@@ -66,7 +68,7 @@ class Channel:
         self.connect_timeout = connect_timeout
         self._ws: ClientConnection | None = None
         self._url = ""  # the base URL it is open to
-        self._pending: Pending[asyncio.Future[Answer]] = Pending()
+        self._pending: Pending[Callable[[Answer | Exception], None]] = Pending()
         self._up = asyncio.Event()
         self._keeper: asyncio.Task[None] | None = None
         self.opened = 0  # sockets opened so far
@@ -116,15 +118,46 @@ class Channel:
 
     async def call(self, call: Call, timeout: float) -> Answer:
         """Send one call (its id is set here) and wait for its answer."""
+        future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+
+        def deliver(item: Answer | Exception) -> None:
+            if not future.done():
+                if isinstance(item, Exception):
+                    future.set_exception(item)
+                else:
+                    future.set_result(item)
+
+        async with self._sent(call, deliver, timeout) as _:
+            return await future
+
+    async def stream(self, call: Call, timeout: float) -> AsyncGenerator[Answer, None]:
+        """Send one call and yield its answer's parts as they come (`timeout`: at most this
+        long between two); a stream left unread is cancelled at the coordinator."""
+        parts: asyncio.Queue[Answer | Exception] = asyncio.Queue()
+        async with self._sent(call, parts.put_nowait, timeout) as timer:
+            while True:
+                part = await parts.get()
+                if isinstance(part, Exception):
+                    raise part
+                yield part
+                if not part.more:
+                    return
+                timer.reschedule(asyncio.get_running_loop().time() + timeout)
+
+    @contextlib.asynccontextmanager
+    async def _sent(
+        self, call: Call, deliver: Callable[[Answer | Exception], None], timeout: float
+    ) -> AsyncIterator[asyncio.Timeout]:
+        """Send `call` on the open socket, answers going to `deliver`; within the block, the
+        timeout of the wait for them, and the failures as httpx raises them."""
         ws, pending, url = self._ws, self._pending, self._url
         if ws is None:
             raise httpx.ReadError("the channel is not open")
-        future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
-        call_id = pending.open(future)
+        call_id = pending.open(deliver)
         try:
             await ws.send(encode_frame(msgspec.structs.replace(call, id=call_id)))
-            async with asyncio.timeout(timeout):
-                return await future
+            async with asyncio.timeout(timeout) as timer:
+                yield timer
         except ConnectionClosed as exc:
             raise httpx.ReadError(f"the channel closed: {exc}") from exc
         except TimeoutError:
@@ -133,7 +166,9 @@ class Channel:
             self.drop()
             raise httpx.ReadTimeout(f"no answer over the channel in {timeout:.0f} s") from None
         finally:
-            pending.settle(call_id)
+            if pending.settle(call_id) is not None and ws is self._ws:  # given up on: stop it
+                with contextlib.suppress(ConnectionClosed):
+                    await ws.send(encode_frame(Call(call_id, CANCEL, "")))
 
     def drop(self) -> None:
         """Give the socket up now (its calls fail as lost); the keeper opens a new one."""
@@ -146,9 +181,8 @@ class Channel:
     def _lost(self, why: str) -> None:
         self._ws = None
         self._up.clear()
-        for future in self._pending.drop_all():
-            if not future.done():
-                future.set_exception(httpx.ReadError(f"the channel was {why}"))
+        for deliver in self._pending.drop_all():
+            deliver(httpx.ReadError(f"the channel was {why}"))
         self._pending = Pending()
 
     async def _keep(self) -> None:
@@ -196,9 +230,9 @@ class Channel:
         try:
             async for data in ws:
                 answer = decode_answer(data)  # type: ignore[arg-type]
-                future = pending.settle(answer.id)
-                if future is not None and not future.done():
-                    future.set_result(answer)
+                deliver = (pending.peek if answer.more else pending.settle)(answer.id)
+                if deliver is not None:
+                    deliver(answer)
         except (ConnectionClosed, msgspec.DecodeError) as exc:
             log.info("channel to %s closed: %s", url, exc)
         finally:

@@ -8,17 +8,22 @@ them (`submit`, `map`, ...) are shared with Client through `BaseClient`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
+from .._failover import AsyncFailover, Endpoints, split_urls
 from ..protocol import (
+    CHANNEL_MODES,
     FINAL_STATUSES,
     AllowEntry,
     AuditEntry,
+    ChannelMode,
     CheckpointInfo,
     Event,
     IdMatch,
@@ -30,22 +35,29 @@ from ..protocol import (
     TokenInfo,
     Worker,
 )
+from ..protocol import Call as ChannelCall
 from . import _allow, _security
 from . import _core as core
 from ._base import BaseClient
 from ._core import Call, Op, Reply, some_id
 from ._dispatch import Dispatcher
-from ._errors import Unreachable
+from ._errors import ConfigError, Unreachable
 from ._futures import AsyncTaskFuture
 from ._submission import Submission
 
+if TYPE_CHECKING:
+    from .._channel import Channel
+
 T = TypeVar("T")
+_EVENTS_READ = 60.0  # seconds between two parts of an event stream (keepalives every 15)
 
 
 class AsyncClient(BaseClient[AsyncTaskFuture]):
     """The asyncio twin of Client: `await client.jobs()`, `await client.submit(f, x)`.
 
-    `transport` replaces httpx's network transport (an in-process app in tests)."""
+    `transport` replaces httpx's network transport (an in-process app in tests). `channel`:
+    whether calls and job events go over one WebSocket (_channel.py) once futures are
+    followed (auto: when the coordinator has one; ws; http), default CORRAL_CHANNEL or auto."""
 
     job_scope: str | None = None  # set: futures' tasks are added to this job (_current.py)
 
@@ -56,17 +68,45 @@ class AsyncClient(BaseClient[AsyncTaskFuture]):
         timeout: float = 30.0,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
+        channel: ChannelMode | None = None,
     ) -> None:
         super().__init__(url, token, timeout)
         self._http = httpx.AsyncClient(
             transport=self._async_transport(transport), **self._http_options()
         )
         self._dispatcher: Dispatcher | None = None
+        self._channel = self._make_channel(channel, transport)
+
+    def _make_channel(
+        self, mode: ChannelMode | None, transport: httpx.AsyncBaseTransport | None
+    ) -> Channel | None:
+        """The WebSocket channel (mode: as given, else CORRAL_CHANNEL, else auto), opened by
+        `_open_channel`; None for plain HTTP (also with a transport of the caller's, or over a
+        worker's relay, which carries HTTP only)."""
+        mode = mode or os.environ.get("CORRAL_CHANNEL") or "auto"  # type: ignore[assignment]
+        if mode not in CHANNEL_MODES:
+            raise ConfigError(f"CORRAL_CHANNEL={mode}: choose one of {', '.join(CHANNEL_MODES)}")
+        if mode == "http" or transport is not None or self._unix is not None:
+            return None
+        from .._channel import Channel  # imports websockets: only for a client that uses it
+
+        failover = self._http._transport  # the failover list, when several URLs
+        urls = split_urls(self.url)
+        endpoints = failover.endpoints if isinstance(failover, AsyncFailover) else Endpoints(urls)
+        return Channel(mode, endpoints, self.token, self._verify, min(self.timeout, 5.0))
+
+    def _open_channel(self) -> None:
+        """Open the channel and keep it open (a client that follows futures): submissions
+        and job events then go over it. Needs a running loop."""
+        if self._channel is not None:
+            self._channel.start()
 
     async def aclose(self) -> None:
         """Stop following futures and close connections."""
         if self._dispatcher is not None:
             await self._dispatcher.aclose()
+        if self._channel is not None:
+            await self._channel.aclose()
         await self._http.aclose()
         self._release()
 
@@ -78,6 +118,10 @@ class AsyncClient(BaseClient[AsyncTaskFuture]):
 
     # the transport
     async def _send(self, call: Call) -> Reply:
+        if not call.blob and self._channel is not None and await self._channel.usable():
+            frame = ChannelCall(0, call.method, call.target, call.content or b"")
+            answer = await self._channel.call(frame, self.timeout)
+            return Reply(answer.status, {}, answer.body)
         if call.download is not None:
             async with self._http.stream(
                 call.method, call.path, params=call.params, headers=call.headers
@@ -262,8 +306,16 @@ class AsyncClient(BaseClient[AsyncTaskFuture]):
         call = core.events_call(job_id, after, detail)
         decoder = core.SSEDecoder()
         try:
+            if self._channel is not None and await self._channel.usable():
+                async for pushed in self._pushed(call, decoder):
+                    yield pushed
+                return
             async with self._http.stream(
-                "GET", call.path, headers=call.headers, timeout=httpx.Timeout(30.0, read=60.0)
+                "GET",
+                call.path,
+                params=call.params,
+                headers=call.headers,
+                timeout=httpx.Timeout(30.0, read=60.0),
             ) as response:
                 if response.status_code >= 400:
                     core.check(Reply(response.status_code, {}, await response.aread()))
@@ -275,6 +327,23 @@ class AsyncClient(BaseClient[AsyncTaskFuture]):
                         return
         except httpx.TransportError as exc:
             raise Unreachable(f"cannot reach the coordinator at {self.url}: {exc}") from exc
+
+    async def _pushed(self, call: Call, decoder: core.SSEDecoder) -> AsyncGenerator[Event, None]:
+        """The events of `call` pushed over the channel: the same SSE text, a frame a part."""
+        assert self._channel is not None
+        rest = ""
+        stream = self._channel.stream(ChannelCall(0, "GET", call.target), _EVENTS_READ)
+        async with contextlib.aclosing(stream) as parts:
+            async for part in parts:
+                if part.status >= 400:
+                    core.check(Reply(part.status, {}, part.body))
+                *lines, rest = (rest + part.body.decode()).split("\n")
+                for line in lines:
+                    event = decoder.feed(line)
+                    if event is not None:
+                        yield event
+                    if decoder.done:
+                        return
 
     async def as_completed(
         self, job: Job | str, reconnect_for: float = 30.0

@@ -253,7 +253,11 @@ class Client(BaseClient[TaskFuture]):
         call = core.events_call(job_id, after, detail)
         try:
             with self._http.stream(
-                "GET", call.path, headers=call.headers, timeout=httpx.Timeout(30.0, read=60.0)
+                "GET",
+                call.path,
+                params=call.params,
+                headers=call.headers,
+                timeout=httpx.Timeout(30.0, read=60.0),
             ) as response:
                 if response.status_code >= 400:
                     core.check(Reply(response.status_code, {}, response.read()))

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 import msgspec
 
 from ..protocol import (
@@ -58,6 +59,12 @@ class Call:
     content: bytes | None = None
     upload: Path | None = None  # stream this file as the body
     download: Path | None = None  # stream the body into this file
+    blob: bool = False  # moves a blob's bytes: over HTTP, never the channel (_async.py)
+
+    @property
+    def target(self) -> str:
+        """The path with its query, as the channel carries it."""
+        return self.path + ("?" + str(httpx.QueryParams(self.params)) if self.params else "")
 
 
 @dataclass(frozen=True)
@@ -166,9 +173,9 @@ def missing(hashes: Iterable[str]) -> Op[list[str]]:
 def put_blob(sha: str, data: Path | bytes) -> Op[None]:
     """Upload one blob, from a file (streamed) or from memory."""
     if isinstance(data, Path):
-        check((yield Call("PUT", f"/blobs/{sha}", upload=data)))
+        check((yield Call("PUT", f"/blobs/{sha}", upload=data, blob=True)))
     else:
-        check((yield Call("PUT", f"/blobs/{sha}", content=data)))
+        check((yield Call("PUT", f"/blobs/{sha}", content=data, blob=True)))
 
 
 def upload(blobs: dict[str, Path | bytes]) -> Op[None]:
@@ -185,7 +192,7 @@ def upload_plan(plan: UploadPlan) -> Op[list[dict[str, InputRef]]]:
 
 def read_blob(sha: str) -> Op[bytes]:
     """One blob, in memory."""
-    reply = yield Call("GET", f"/blobs/{sha}")
+    reply = yield Call("GET", f"/blobs/{sha}", blob=True)
     return check(reply).content
 
 
@@ -193,7 +200,7 @@ def download(sha: str, dest: Path, mode: int = 0o644) -> Op[None]:
     """Write one blob to `dest`, atomically."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(dest.name + ".part")
-    check((yield Call("GET", f"/blobs/{sha}", download=tmp)))
+    check((yield Call("GET", f"/blobs/{sha}", download=tmp, blob=True)))
     tmp.chmod(mode)
     os.replace(tmp, dest)
 
@@ -385,8 +392,8 @@ def events_call(job_id: str, after: int, detail: bool = False) -> Call:
     """The request that opens a job's event stream, resuming after event `after`; with
     `detail`, final events carry the task and its small output files."""
     headers = {"last-event-id": str(after), "accept": "text/event-stream"}
-    query = "?detail=1" if detail else ""
-    return Call("GET", f"/jobs/{job_id}/events{query}", headers=headers)
+    params = {"after": after, "detail": 1} if detail else {"after": after}
+    return Call("GET", f"/jobs/{job_id}/events", params, headers)
 
 
 class SSEDecoder:

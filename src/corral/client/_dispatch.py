@@ -72,6 +72,10 @@ class FarmClient(Protocol):
         """Close connections."""
         ...
 
+    def _open_channel(self) -> None:
+        """Open the persistent channel, if the client has one (protocol/_channel.py)."""
+        ...
+
 
 class Dispatcher:
     """Sends batches and follows their jobs, in one event loop."""
@@ -86,6 +90,8 @@ class Dispatcher:
         self._jobs: dict[int, dict[str, Submission]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._fetching = asyncio.Semaphore(16)
+        # submissions and job events over one WebSocket from now on (HTTP until it is open)
+        client._open_channel()
 
     def _spawn(self, coro: Any) -> None:
         task = self.loop.create_task(coro)

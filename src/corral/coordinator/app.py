@@ -45,8 +45,8 @@ def _route(endpoint: Endpoint, coord: Coordinator) -> Route:
         if not may_call(who, operation):
             raise ApiError("forbidden", f"a {who.role} token may not call {operation}")
         check_path_params(request)
-        if endpoint.stream and CHANNEL_SCOPE in request.scope:
-            raise ApiError("bad_request", f"{operation} streams: call it over HTTP")
+        if endpoint.http_only and CHANNEL_SCOPE in request.scope:
+            raise ApiError("bad_request", f"{operation} moves a blob: call it over HTTP")
         body = None
         if endpoint.body is not None:
             body = await decode_body(request, coord, endpoint.body)

@@ -15,21 +15,26 @@ When the socket goes, the calls still being served finish as an HTTP request who
 went away would: their answers are lost, and the worker treats them as such (results are
 sent again and answered stale; a grant's leases expire and are requeued).
 
-Endpoints that stream (blob up- and downloads, SSE) are refused over the channel (routes:
-`Endpoint.stream`): they stay on HTTP.
+A response the handler streams (a job's Server-Sent Events) goes out part by part as the
+handler yields them, each part a frame (`Answer.more`): events are pushed as they happen, over
+the same handler as SSE. A `CANCEL` call stops one (the client stopped reading). Blob up- and
+downloads are refused over the channel (routes: `Endpoint.http_only`): bytes in bulk stay on
+HTTP, where they stream to and from files.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
 from starlette.types import Message, Scope
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from ..protocol import Answer, ErrorBody, decode_call, encode_frame
+from ..protocol import CANCEL, Answer, Call, ErrorBody, decode_call, encode_frame
 from .metrics import Metrics
 
 __all__ = ["CHANNEL_SCOPE", "ChannelServer", "call_scope"]
@@ -76,8 +81,8 @@ class ChannelServer:
         await websocket.accept()
         app = websocket.scope["app"]
         gone = asyncio.Event()
-        send_lock = asyncio.Lock()
-        serving: set[asyncio.Task[None]] = set()
+        lock = asyncio.Lock()
+        serving: dict[int, asyncio.Task[None]] = {}
         self.metrics.channels.inc()
         try:
             while True:
@@ -87,9 +92,14 @@ class ChannelServer:
                 except msgspec.DecodeError:
                     await websocket.close(1007, "not a channel call")
                     return
-                task = asyncio.create_task(self._serve(app, websocket, call, gone, send_lock))
-                serving.add(task)
-                task.add_done_callback(serving.discard)
+                if call.method == CANCEL:
+                    stopped = serving.pop(call.id, None)
+                    if stopped is not None:
+                        stopped.cancel()
+                    continue
+                task = asyncio.create_task(self._serve(app, websocket, call, gone, lock))
+                serving[call.id] = task
+                task.add_done_callback(functools.partial(_forget, serving, call.id))
         except (WebSocketDisconnect, KeyError, RuntimeError):
             pass  # closed (receive_bytes: KeyError on a text frame)
         finally:
@@ -97,25 +107,38 @@ class ChannelServer:
             self.metrics.channels.dec()
 
     async def _serve(
-        self, app: Any, websocket: WebSocket, call: Any, gone: asyncio.Event, lock: asyncio.Lock
+        self, app: Any, websocket: WebSocket, call: Call, gone: asyncio.Event, lock: asyncio.Lock
     ) -> None:
         self.metrics.channel_calls.inc()
         scope = call_scope(websocket.scope, call.method, call.path, len(call.body))
-        status, body = await _run(app, scope, call.body, gone)
-        frame = encode_frame(Answer(call.id, status, body))
-        # the socket may be gone: the answer is lost, as an HTTP one would be
-        with contextlib.suppress(Exception):
+
+        async def answer(status: int, body: bytes, more: bool) -> None:
+            frame = encode_frame(Answer(call.id, status, body, more))
             async with lock:
                 await websocket.send_bytes(frame)
+
+        # the socket may be gone: the answer is lost, as an HTTP one would be
+        with contextlib.suppress(Exception):
+            status = await _run(app, scope, call.body, gone, answer)
             if status == 401:
                 await websocket.close(1008, "token refused")
 
 
-async def _run(app: Any, scope: Scope, body: bytes, gone: asyncio.Event) -> tuple[int, bytes]:
-    """Run one HTTP request through the ASGI app in process; its status and whole body."""
+def _forget(serving: dict[int, asyncio.Task[None]], call_id: int, _: object) -> None:
+    serving.pop(call_id, None)
+
+
+async def _run(
+    app: Any,
+    scope: Scope,
+    body: bytes,
+    gone: asyncio.Event,
+    answer: Callable[[int, bytes, bool], Awaitable[None]],
+) -> int:
+    """Run one HTTP request through the ASGI app in process, passing its body on to `answer`
+    as the app sends it (one part for an ordinary response); its status."""
     sent = False
-    status = 500
-    chunks: list[bytes] = []
+    status = 0
 
     async def receive() -> Message:
         nonlocal sent
@@ -130,12 +153,16 @@ async def _run(app: Any, scope: Scope, body: bytes, gone: asyncio.Event) -> tupl
         if message["type"] == "http.response.start":
             status = message["status"]
         elif message["type"] == "http.response.body":
-            chunks.append(message.get("body", b""))
+            more = bool(message.get("more_body", False))
+            chunk = message.get("body", b"")
+            if chunk or not more:
+                await answer(status, chunk, more)
 
     try:
         await app(scope, receive, send)
     except Exception as exc:  # the app's error handlers answered 500 already, or nothing did
-        if not chunks:
+        if not status:
+            status = 500
             error = ErrorBody("internal", f"{type(exc).__name__}: {exc}")
-            return 500, msgspec.json.encode(error)
-    return status, b"".join(chunks)
+            await answer(status, msgspec.json.encode(error), False)
+    return status

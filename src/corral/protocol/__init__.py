@@ -12,6 +12,7 @@ from ._bounds import (
     range_problem,
 )
 from ._channel import (
+    CANCEL,
     CHANNEL_MODES,
     CHANNEL_PATH,
     Answer,
@@ -104,6 +105,7 @@ from ._validate import (
 __all__ = [
     "API_PREFIX",
     "BEACON_PORT",
+    "CANCEL",
     "CHANNEL_MODES",
     "CHANNEL_PATH",
     "CHECKPOINT_DIR",

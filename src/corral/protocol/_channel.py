@@ -4,7 +4,11 @@ A worker (or client) opens `GET /api/v1/channel` as a WebSocket with its bearer 
 sends calls and reads answers on it, many at once:
 
     Call    [id, method, path, body]     path under /api/v1 ("/workers/w1/lease"), body JSON
-    Answer  [id, status, body]           what the same HTTP request would have answered
+    Answer  [id, status, body, more]     what the same HTTP request would have answered
+    Call    [id, "CANCEL", "", ""]       stop serving call `id` (a stream no longer read)
+
+An answer whose body the handler streams (a job's events) comes in parts as they are made,
+each an Answer with `more` set but the last: the events are pushed, one frame each.
 
 The coordinator answers each call through the very route, access rules and handler that serve
 the HTTP request (coordinator/channel.py), so the bodies are the HTTP bodies byte for byte
@@ -27,6 +31,7 @@ from typing import Generic, Literal, TypeVar
 import msgspec
 
 __all__ = [
+    "CANCEL",
     "CHANNEL_MODES",
     "CHANNEL_PATH",
     "Answer",
@@ -41,6 +46,7 @@ __all__ = [
 ]
 
 CHANNEL_PATH = "/api/v1/channel"
+CANCEL = "CANCEL"  # the method of a call that stops another
 ChannelMode = Literal["auto", "ws", "http"]
 CHANNEL_MODES: tuple[ChannelMode, ...] = ("auto", "ws", "http")
 
@@ -55,11 +61,13 @@ class Call(msgspec.Struct, array_like=True, frozen=True):
 
 
 class Answer(msgspec.Struct, array_like=True, frozen=True):
-    """The answer to call `id`: the HTTP status and body the same request would get."""
+    """The answer to call `id`: the HTTP status and body the same request would get, or a
+    part of that body (`more`: parts follow)."""
 
     id: int
     status: int
     body: bytes = b""
+    more: bool = False
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -122,6 +130,10 @@ class Pending(Generic[W]):
         self._next += 1
         self._waiting[self._next] = waiter
         return self._next
+
+    def peek(self, call_id: int) -> W | None:
+        """The waiter of a call still being answered (a stream), kept."""
+        return self._waiting.get(call_id)
 
     def settle(self, call_id: int) -> W | None:
         """The waiter of an answered call (None: unknown, or given up on), forgotten."""

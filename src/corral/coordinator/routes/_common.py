@@ -40,7 +40,7 @@ class Endpoint:
     returns: Any = None
     status: int = 200
     query: tuple[IntQuery, ...] = ()  # its integer query parameters
-    stream: bool = False  # streams its body in or out: HTTP only, never the channel
+    http_only: bool = False  # a blob's bytes in bulk: over HTTP only, not the channel
 
 
 def json_response(value: Any, status: int = 200) -> Response:

@@ -72,9 +72,9 @@ ENDPOINTS: list[Endpoint] = [
         None,
         None,
         201,
-        stream=True,
+        http_only=True,
     ),
-    Endpoint("GET", "/blobs/{sha256}", get_blob, "Download a blob", stream=True),
+    Endpoint("GET", "/blobs/{sha256}", get_blob, "Download a blob", http_only=True),
 ]
 
 __all__ = ["ENDPOINTS"]

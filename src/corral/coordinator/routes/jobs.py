@@ -226,7 +226,6 @@ ENDPOINTS: list[Endpoint] = [
         job_events,
         "Server-Sent Events of task changes",
         query=(AFTER,),
-        stream=True,
     ),
 ]
 
