@@ -219,3 +219,29 @@ def test_ws_mode_waits_for_the_channel_then_gives_up_as_unreachable() -> None:
         assert not await Channel("http", Endpoints(["http://a"]), None, False, 1).usable()
 
     asyncio.run(run())
+
+
+@pytest.mark.timeout(10)
+def test_a_stream_comes_in_parts_and_one_left_unread_is_cancelled() -> None:
+    async def run() -> None:
+        channel, sock, reader = await _open(["http://a"])
+        stream = channel.stream(Call(0, "GET", "/jobs/j/events?after=0"), 5)
+        first = asyncio.create_task(anext(stream))
+        (call,) = await _sent(sock, 1)
+        sock.inbox.put_nowait(encode_frame(Answer(call.id, 200, b"id: 1\n\n", more=True)))
+        assert (await first).body == b"id: 1\n\n"
+        sock.inbox.put_nowait(encode_frame(Answer(call.id, 200, b"id: 2\n\n", more=True)))
+        assert (await anext(stream)).body == b"id: 2\n\n"
+        await stream.aclose()  # the reader has what it wanted
+        cancel = (await _sent(sock, 2))[1]
+        assert (cancel.id, cancel.method) == (call.id, "CANCEL")
+        # a part still on its way finds nobody and is dropped
+        sock.inbox.put_nowait(encode_frame(Answer(call.id, 200, b"id: 3\n\n", more=True)))
+        held = asyncio.create_task(channel.post("/x", b"{}", 5))
+        later = (await _sent(sock, 3))[2]
+        sock.answer(later, 200, b"{}")
+        assert await held == b"{}"
+        await sock.close()
+        await reader
+
+    asyncio.run(run())

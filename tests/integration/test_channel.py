@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import operator
 import re
 import signal
 import time
@@ -20,6 +21,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+import corral
 from corral.protocol import (
     Call,
     LeaseGrant,
@@ -193,3 +195,43 @@ def test_a_bad_or_revoked_token_cannot_use_the_channel(farm: Callable[..., Farm]
         assert status == 401 and "revoked" in body["detail"]
 
     asyncio.run(run())
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("mode", ["ws", "http"])
+def test_an_executor_submits_and_hears_its_events_over_the_channel_or_http(
+    farm: Callable[..., Farm], mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the workers on HTTP: whatever goes over the channel is the client's
+    f = farm(workers=2, args=("--no-sandbox", "--channel", "http"))
+    monkeypatch.setenv("CORRAL_CHANNEL", mode)
+    with corral.Executor(url=f.url, token=f.token) as ex:
+        # functions by reference that every worker can import (this module is not on its path)
+        assert [ex.submit(operator.mul, i, 2).result(timeout=30) for i in range(5)] == [
+            0, 2, 4, 6, 8,
+        ]  # fmt: skip
+        assert list(ex.map(operator.neg, range(20), timeout=30)) == [-i for i in range(20)]
+        open_now = metric(f, "corral_channels_open")
+    calls = metric(f, "corral_channel_calls_total")
+    if mode == "ws":
+        # one channel; at least a submit and an event stream a batch went over it
+        assert open_now == 1 and calls >= 2 * 6
+    else:
+        assert open_now == 0 and calls == 0
+
+
+@pytest.mark.timeout(90)
+def test_futures_outlive_the_channel_when_the_coordinator_restarts(
+    farm: Callable[..., Farm], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    f = farm(workers=2, lease_timeout=10.0, args=("--no-sandbox",))
+    monkeypatch.setenv("CORRAL_CHANNEL", "auto")
+    with corral.Executor(url=f.url, token=f.token) as ex:
+        assert ex.submit(operator.neg, 1).result(timeout=30) == -1  # the channel is open by now
+        futures = [ex.submit(time.sleep, 1.5) for _ in range(4)]
+        wait_for(lambda: any(fut.running() for fut in futures), 20, what="a task to start")
+        assert f.stop_server(signal.SIGTERM) in (0, -signal.SIGTERM)
+        time.sleep(0.5)
+        f.start_server()
+        assert [fut.result(timeout=60) for fut in futures] == [None] * 4
+        assert ex.submit(operator.mul, 21, 2).result(timeout=30) == 42
