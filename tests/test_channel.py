@@ -14,10 +14,12 @@ from hypothesis import strategies as st
 
 from corral._channel import Channel
 from corral._failover import Endpoints
+from corral.client._core import SSEDecoder
 from corral.coordinator.channel import CHANNEL_SCOPE, call_scope
 from corral.protocol import (
     Answer,
     Call,
+    Event,
     Pending,
     channel_url,
     decode_answer,
@@ -245,3 +247,15 @@ def test_a_stream_comes_in_parts_and_one_left_unread_is_cancelled() -> None:
         await reader
 
     asyncio.run(run())
+
+
+def test_pushed_event_text_gives_the_same_events_however_it_is_cut() -> None:
+    events = [Event(i, "j", f"t{i}", "succeeded", 0, 1.5) for i in (1, 2)]
+    text = "".join(
+        f"id: {e.seq}\nevent: task\ndata: {msgspec.json.encode(e).decode()}\n\n" for e in events
+    )
+    text += ": keepalive\n\nevent: end\ndata: {}\n\n"
+    for cut in range(len(text) + 1):
+        decoder = SSEDecoder()
+        got = [*decoder.feed_text(text[:cut]), *decoder.feed_text(text[cut:])]
+        assert got == events and decoder.done, cut

@@ -331,19 +331,15 @@ class AsyncClient(BaseClient[AsyncTaskFuture]):
     async def _pushed(self, call: Call, decoder: core.SSEDecoder) -> AsyncGenerator[Event, None]:
         """The events of `call` pushed over the channel: the same SSE text, a frame a part."""
         assert self._channel is not None
-        rest = ""
         stream = self._channel.stream(ChannelCall(0, "GET", call.target), _EVENTS_READ)
         async with contextlib.aclosing(stream) as parts:
             async for part in parts:
                 if part.status >= 400:
                     core.check(Reply(part.status, {}, part.body))
-                *lines, rest = (rest + part.body.decode()).split("\n")
-                for line in lines:
-                    event = decoder.feed(line)
-                    if event is not None:
-                        yield event
-                    if decoder.done:
-                        return
+                for event in decoder.feed_text(part.body.decode()):
+                    yield event
+                if decoder.done:
+                    return
 
     async def as_completed(
         self, job: Job | str, reconnect_for: float = 30.0

@@ -13,7 +13,7 @@ import hashlib
 import os
 import stat
 from collections import Counter
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -403,6 +403,21 @@ class SSEDecoder:
         self.data: list[str] = []
         self.kind = "message"
         self.done = False
+        self._rest = ""  # the start of a line whose end has not come yet (feed_text)
+
+    def feed_lines(self, lines: Iterable[str]) -> Iterator[Event]:
+        """Take lines (without their newlines); the events they complete, until `end`."""
+        for line in lines:
+            event = self.feed(line)
+            if event is not None:
+                yield event
+            if self.done:
+                return
+
+    def feed_text(self, text: str) -> Iterator[Event]:
+        """Take a piece of the stream, which may end mid-line; the events it completes."""
+        *lines, self._rest = (self._rest + text).split("\n")
+        return self.feed_lines(lines)
 
     def feed(self, line: str) -> Event | None:
         """Take one line (without its newline); return an event when one is complete."""
@@ -422,13 +437,7 @@ class SSEDecoder:
 
 def parse_sse(lines: Iterable[str]) -> Generator[Event, None, None]:
     """Task events from SSE lines, until the stream's `end`."""
-    decoder = SSEDecoder()
-    for line in lines:
-        event = decoder.feed(line)
-        if event is not None:
-            yield event
-        if decoder.done:
-            return
+    yield from SSEDecoder().feed_lines(lines)
 
 
 __all__ = [
