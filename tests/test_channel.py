@@ -11,7 +11,11 @@ import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from websockets.datastructures import Headers
+from websockets.exceptions import InvalidStatus
+from websockets.http11 import Response
 
+import corral._channel
 from corral._channel import Channel
 from corral._failover import Endpoints
 from corral.client._core import SSEDecoder
@@ -259,3 +263,34 @@ def test_pushed_event_text_gives_the_same_events_however_it_is_cut() -> None:
         decoder = SSEDecoder()
         got = [*decoder.feed_text(text[:cut]), *decoder.feed_text(text[cut:])]
         assert got == events and decoder.done, cut
+
+
+@pytest.mark.timeout(10)
+def test_an_upgrade_refused_leaves_calls_on_http_and_asks_again_rarely(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tried: list[str] = []
+    delays: list[float] = []
+
+    async def refuse(url: str, **_: object) -> None:
+        tried.append(url)
+        if len(tried) > 2:
+            raise asyncio.CancelledError  # enough: stop the keeper
+        raise InvalidStatus(Response(404, "Not Found", Headers(), b'{"error":"not_found"}'))
+
+    def delay(failures: int, refused: bool) -> float:
+        delays.append(reconnect_delay(failures, refused))
+        return 0.0
+
+    async def run() -> None:
+        monkeypatch.setattr(corral._channel, "connect", refuse)
+        monkeypatch.setattr(corral._channel, "reconnect_delay", delay)
+        channel = Channel("auto", Endpoints(["http://a:1"]), "tok", False, 5.0)
+        channel.start()
+        with pytest.raises(asyncio.CancelledError):
+            await channel._keeper  # type: ignore[misc]
+        assert tried == ["ws://a:1/api/v1/channel"] * 3
+        assert delays == [30.0, 60.0]  # no channel there: asked again rarely
+        assert not await channel.usable()  # auto: every call over HTTP meanwhile
+
+    asyncio.run(run())

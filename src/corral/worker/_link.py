@@ -1,5 +1,7 @@
 """The worker's requests to its coordinator besides the lease and heartbeat loops: blobs in
-and out, the allowlist, tasks given back and results sent on their own."""
+and out, the allowlist, tasks given back and results sent on their own. Every JSON call of the
+worker goes through `Link.post`: over the WebSocket channel while it is open (_channel.py), else
+over HTTP; blobs always over HTTP."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """The worker agent: register, then pull leases, run tasks, return results. Outbound only.
 
-Three loops share one HTTP client (_link.py):
+Three loops share one link to the coordinator (_link.py: a WebSocket channel, HTTP when it is
+not open):
 - the lease loop long-polls for as many tasks as there are free slots;
 - the heartbeat loop extends leases, carries live output, and learns of kills, drains and
   evictions at once (the coordinator holds each heartbeat open until it has something to
