@@ -46,6 +46,7 @@ from ._desktop import (
 )
 from ._elastic import elastic_config, elastic_options, report_drain
 from ._policy import policy_config, policy_options
+from ._security import parse_duration
 from ._tls import server_tls, tls_server_options, worker_target, worker_tls_options
 
 
@@ -387,6 +388,14 @@ def up(
     is_flag=True,
     help="Serve GET /metrics without a token (only on a trusted network).",
 )
+@click.option(
+    "--fair-share-half-life",
+    "half_life",
+    default="1h",
+    show_default=True,
+    metavar="DURATION",
+    help="Fair share: an owner's usage this long ago counts half (90s, 15m, 1h, 7d).",
+)
 @tls_server_options
 @announce_options
 def server(
@@ -401,9 +410,11 @@ def server(
     blobs: str,
     group_commit: str,
     metrics_public: bool,
+    half_life: str,
     **tls_opts: Any,
 ) -> None:
     """Start a coordinator alone (or one of several sharing a --store database)."""
+    fair_share_half_life = parse_duration(half_life, "--fair-share-half-life")
     data = (data or default_data_dir()).resolve()
     auto = tls_opts.get("tls_mode") == "auto"
     # the store (and the data directory) only once the options are known good; first, though,
@@ -437,6 +448,7 @@ def server(
         speculative_min_seconds=speculative_min_seconds,
         group_commit=group_commit,
         metrics_public=metrics_public,
+        fair_share_half_life=fair_share_half_life,
     )
     app = make_server(settings, host, port, tls=tls, store=opened)
     run_async(serve_announced(app, beacons, announce_port))

@@ -7,10 +7,16 @@ from ._core import Op, _json
 
 
 def create_token(
-    name: str, role: str, owner: str = "", expires: float | None = None
+    name: str,
+    role: str,
+    owner: str = "",
+    expires: float | None = None,
+    share: float | None = None,
+    max_slots: int | None = None,
 ) -> Op[TokenCreated]:
-    """Make a token; its secret is in the answer, and nowhere else ever again."""
-    body = TokenCreate(name, role, owner, expires)  # type: ignore[arg-type]
+    """Make a token; its secret is in the answer, and nowhere else ever again. `share` and
+    `max_slots` set its owner's fair-share weight and cap on running slots (0: none)."""
+    body = TokenCreate(name, role, owner, expires, share, max_slots)  # type: ignore[arg-type]
     return (yield from _json("POST", "/tokens", TokenCreated, body))
 
 

@@ -48,6 +48,7 @@ from .access import JobTokens
 from .blobs import BlobError, Blobs
 from .deps import inputs_from_dependencies, named_dependencies, resolve_after, waiting_text
 from .errors import ApiError
+from .fairshare import fair_share_text
 from .group_commit import GroupCommit, GroupPolicy, wanted
 from .leases import LeasePolicy
 from .livelogs import LiveLogs, LiveSamples
@@ -75,6 +76,7 @@ class Coordinator:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
+        store.fair_share_half_life = settings.fair_share_half_life  # charged and read by it
         self.blobs = blobs
         self.settings = settings
         self.clock = clock
@@ -135,7 +137,8 @@ class Coordinator:
         self._validate(body.tasks, 0)
         job_id = uuid.uuid4().hex
         tasks = self._new_tasks(body.tasks, 0)
-        self.store.create_job(job_id, body.name, owner, self.clock(), tasks, body.speculative)
+        now = self.clock()
+        self.store.create_job(job_id, body.name, owner, now, tasks, body.speculative, body.priority)
         self._phases = None  # a new speculative job is looked at with the next lease
         self._work.fire()
         if any("programs" in spec.requires for spec in body.tasks):
@@ -386,7 +389,11 @@ class Coordinator:
         if task.after and (left := self.store.dependencies_left(task.id)):
             return waiting_text(left)
         workers = self.store.list_workers()
-        return pending_reason(task.requires, workers, self.clock(), task.not_before)
+        now = self.clock()
+        owner = self.store.job_owner(task.job_id)
+        waiting = self.store.fair_share(now).values()
+        fair = fair_share_text(owner, list(waiting), self.settings.fair_share_half_life)
+        return pending_reason(task.requires, workers, now, task.not_before, fair)
 
     def _extend(self, worker_id: str, leases: list[str]) -> list[str]:
         now = self.clock()

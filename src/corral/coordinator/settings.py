@@ -41,6 +41,8 @@ class Settings:
     group_commit: str = "auto"
     # serve GET /metrics without a token (a trusted network's Prometheus)
     metrics_public: bool = False
+    # fair share (fairshare.py): seconds over which an owner's past usage counts half
+    fair_share_half_life: float = 3600.0
 
     @property
     def db_path(self) -> Path:

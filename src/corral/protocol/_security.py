@@ -15,7 +15,7 @@ from typing import Literal
 
 import msgspec
 
-from ._bounds import Lifetime
+from ._bounds import Count, Lifetime, Share
 from ._models import Request, TaskSpec
 
 Role = Literal["admin", "submit", "worker", "job", "metrics"]
@@ -29,6 +29,9 @@ class TokenCreate(Request):
     role: Literal["admin", "submit", "worker", "metrics"]
     owner: str = ""
     expires: Lifetime | None = None
+    share: Share | None = None  # the owner's fair-share weight (None: keep it; 1 at first)
+    # the most slots the owner's tasks may run at once (0: no cap; None: keep it)
+    max_slots: Count | None = None
 
 
 class TokenInfo(msgspec.Struct):
@@ -42,6 +45,8 @@ class TokenInfo(msgspec.Struct):
     expires: float | None
     revoked: float | None
     job_id: str | None = None
+    share: float = 1.0  # its owner's fair-share weight
+    max_slots: int | None = None  # its owner's cap on running slots
 
 
 class TokenCreated(msgspec.Struct):

@@ -21,8 +21,12 @@ NEWEST = IntQuery("newest", 0, 0, 1)  # 1: the newest entries, newest first (`af
 MAX_NAME = 200
 
 
-def token_info(token: TokenRecord) -> TokenInfo:
-    """What the API shows of a stored token (never its hash)."""
+def token_info(
+    token: TokenRecord, shares: dict[str, tuple[float, int | None]] | None = None
+) -> TokenInfo:
+    """What the API shows of a stored token (never its hash), with its owner's fair-share
+    weight and cap from `shares` (Store.owner_shares)."""
+    share, cap = (shares or {}).get(token.owner, (1.0, None))
     return TokenInfo(
         id=token.id,
         name=token.name,
@@ -32,6 +36,8 @@ def token_info(token: TokenRecord) -> TokenInfo:
         expires=token.expires,
         revoked=token.revoked,
         job_id=token.job_id,
+        share=share,
+        max_slots=cap,
     )
 
 
@@ -65,13 +71,17 @@ def new_token(request: Request, coord: Coordinator, body: TokenCreate) -> TokenC
         created=now,
         expires=None if body.expires is None else now + body.expires,
     )
-    coord.store.add_token(record)
+    with coord.store.atomic():
+        coord.store.add_token(record)
+        if body.share is not None or body.max_slots is not None:
+            coord.store.set_owner_share(record.owner, body.share, body.max_slots)
     guards.audit(request, coord.store, now, "token.create", record.id, f"{body.role} {body.name}")
-    return TokenCreated(token_info(record), secret)
+    return TokenCreated(token_info(record, coord.store.owner_shares()), secret)
 
 
 async def list_tokens(request: Request, coord: Coordinator, _: None) -> list[TokenInfo]:
-    return [token_info(t) for t in coord.store.list_tokens()]
+    shares = coord.store.owner_shares()
+    return [token_info(t, shares) for t in coord.store.list_tokens()]
 
 
 async def revoke_token(request: Request, coord: Coordinator, _: None) -> TokenInfo:

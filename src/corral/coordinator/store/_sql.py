@@ -20,12 +20,13 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from ...protocol import Event, Job, Task, Worker, slots_needed
+from ..fairshare import Candidate, Owner, choose
 from ..leases import expired_to
-from ..scheduler import oldest_first
 from ._allowlist import AllowlistSQL
 from ._browse import BrowseSQL
 from ._checkpoints import CheckpointSQL
 from ._evictions import EvictionSQL
+from ._fairshare import FairShareSQL
 from ._figures import FiguresSQL
 from ._identity import IdentitySQL
 from ._lookup import LookupSQL
@@ -61,13 +62,14 @@ _QUEUED_CLASSES = (
     " ORDER BY requires LIMIT 1) FROM c WHERE c.r IS NOT NULL"
     ") SELECT r FROM c WHERE r IS NOT NULL"
 )
+# One owner's (or one job's) ready tasks of one class, in the order fair share takes them.
 _LEASE = (
-    "SELECT id, job_id, {spec}, attempts, created, seq FROM tasks"
+    "SELECT id, job_id, {spec}, attempts, created, seq, priority, owner FROM tasks"
     " WHERE status = 'queued' AND requires = ? AND waiting = 0"
     " AND (not_before IS NULL OR not_before <= ?)"
 )
-_LEASE_ANY = _LEASE + " ORDER BY created, seq LIMIT ?{lock}"
-_LEASE_JOB = _LEASE + " AND job_id = ? ORDER BY created, seq LIMIT ?{lock}"
+_LEASE_OWNER = _LEASE + " AND owner = ? ORDER BY priority DESC, created, seq LIMIT ?{lock}"
+_LEASE_JOB = _LEASE + " AND job_id = ? ORDER BY priority DESC, created, seq LIMIT ?{lock}"
 # Several leases in one statement; {rows}: (id, lease_id).
 _LEASE_MANY = (
     "WITH r(id, lease_id) AS ({rows})"
@@ -88,7 +90,8 @@ _FINISH_MANY = (
     " lease_id = NULL, lease_expires = NULL,"
     " worker_id = CASE WHEN r.status = 'queued' THEN NULL ELSE tasks.worker_id END"
     " FROM r WHERE tasks.id = r.id AND tasks.lease_id = r.lease_id AND tasks.worker_id = ?"
-    " AND tasks.status = 'running' RETURNING tasks.id, tasks.job_id"
+    " AND tasks.status = 'running'"
+    " RETURNING tasks.id, tasks.job_id, tasks.owner, tasks.cost, tasks.started"
 )
 _FINISH_TYPES = (
     *("text", "text", "text", "int", "text", "text", "text"),
@@ -101,6 +104,7 @@ class SQLStore(
     BrowseSQL,
     CheckpointSQL,
     EvictionSQL,
+    FairShareSQL,
     FiguresSQL,
     IdentitySQL,
     LookupSQL,
@@ -130,29 +134,33 @@ class SQLStore(
         now: float,
         tasks: Sequence[NewTask],
         speculative: bool = False,
+        priority: int = 0,
     ) -> None:
         with self._tx():
             self._db.execute(
-                self._q("INSERT INTO jobs ({job_columns}) VALUES (?,?,?,?,?,?)"),
-                (job_id, name, owner, now, len(tasks), int(speculative)),
+                self._q("INSERT INTO jobs ({job_columns}) VALUES (?,?,?,?,?,?,?)"),
+                (job_id, name, owner, now, len(tasks), int(speculative), priority),
             )
-            self._insert_tasks(job_id, now, tasks)
+            self._insert_tasks(job_id, owner, priority, now, tasks)
             self._hold_new(now, tasks)
 
     def add_tasks(self, job_id: str, now: float, tasks: Sequence[NewTask]) -> None:
         with self._tx():
-            cur = self._db.execute(
-                self._q("UPDATE jobs SET total = total + ? WHERE id = ?"), (len(tasks), job_id)
-            )
-            if cur.rowcount == 0:
+            row = self._db.execute(
+                self._q("UPDATE jobs SET total = total + ? WHERE id = ? RETURNING owner, priority"),
+                (len(tasks), job_id),
+            ).fetchone()
+            if row is None:
                 raise NotFound(f"no job {job_id}")
-            self._insert_tasks(job_id, now, tasks)
+            self._insert_tasks(job_id, row[0], row[1], now, tasks)
             self._hold_new(now, tasks)
 
-    def _insert_tasks(self, job_id: str, now: float, tasks: Sequence[NewTask]) -> None:
+    def _insert_tasks(
+        self, job_id: str, owner: str, priority: int, now: float, tasks: Sequence[NewTask]
+    ) -> None:
         self._many(
             "INSERT INTO tasks (id, job_id, seq, status, spec, requires, max_attempts,"
-            " created, cost, name) VALUES (?,?,?,'queued',?,?,?,?,?,?)",
+            " created, cost, name, owner, priority) VALUES (?,?,?,'queued',?,?,?,?,?,?,?,?)",
             [
                 (
                     t.id,
@@ -164,6 +172,8 @@ class SQLStore(
                     now,
                     slots_needed(t.spec.requires),
                     t.spec.name,
+                    owner,
+                    priority if t.spec.priority is None else t.spec.priority,
                 )
                 for t, spec in zip(tasks, self._specs(tasks), strict=True)
             ],
@@ -278,20 +288,17 @@ class SQLStore(
         decode = spec_decoder.decode
         with self._tx():
             db = self._db
-            candidates = []
+            candidates: list[Candidate[Any]] = []
             for key in fitting_classes(self._queued_classes(), fits):
                 cost = class_slots(key)
-                if cost > capacity:
-                    continue
-                limit = min(scan, capacity // cost)
-                for job in self.class_jobs(key, job_id, peak_fits):  # _usage.py
-                    sql = self._q(_LEASE_ANY if job is None else _LEASE_JOB)
-                    only_job = () if job is None else (job,)
-                    rows = db.execute(sql, (key, now, *only_job, limit)).fetchall()
-                    candidates += [(r[4], r[5], cost, r) for r in rows]
+                if cost <= capacity:
+                    limit = min(scan, capacity // cost)
+                    for job in self.class_jobs(key, job_id, peak_fits):  # _usage.py
+                        candidates += self._candidates(key, cost, job, limit, now)
+            chosen = choose(self._lease_facts(candidates, now), candidates, capacity)
             out = [
                 Leased(task_id, job_id, new_lease_id(), attempts + 1, expires, decode(spec), c)
-                for task_id, job_id, spec, attempts, c, _s in oldest_first(candidates, capacity)
+                for task_id, job_id, spec, attempts, c, *_ in chosen
             ]
             if out:
                 rows = [(x.task_id, x.lease_id) for x in out]
@@ -300,6 +307,33 @@ class SQLStore(
                 self._events([(x.job_id, x.task_id, "running", None, now) for x in out])
                 db.execute(self._q(_LEASE_TOUCH), (now, worker_id))
         return out
+
+    def _candidates(
+        self, key: str, cost: int, job: str | None, limit: int, now: float
+    ) -> list[Candidate[Any]]:
+        """Up to `limit` leasable tasks of class `key` of each owner with some (`job`: of
+        that job only), best first."""
+        if job is None:
+            each = [(key, now, owner, limit) for owner in self._queued_owners(key)]
+            sql = self._q(_LEASE_OWNER)
+        else:
+            each, sql = [(key, now, job, limit)], self._q(_LEASE_JOB)
+        out: list[Candidate[Any]] = []
+        for args in each:
+            rows = self._db.execute(sql, args).fetchall()
+            out += [Candidate(r[7], r[6], r[4], r[5], cost, r) for r in rows]
+        return out
+
+    def _lease_facts(self, candidates: Sequence[Candidate[Any]], now: float) -> dict[str, Owner]:
+        """What fair share needs to know of the candidates' owners; nothing when one owner
+        with no cap has them all (the order within an owner is then the whole decision)."""
+        names = sorted({c.owner for c in candidates})
+        if not names:
+            return {}
+        rows = self._owner_rows(names)
+        if len(names) == 1 and (names[0] not in rows or rows[names[0]][2] is None):
+            return {}
+        return self._owners(names, now, rows)
 
     def _queued_classes(self) -> list[str]:
         return [r[0] for r in self._db.execute(self._q(_QUEUED_CLASSES)).fetchall()]
@@ -332,6 +366,7 @@ class SQLStore(
             ).fetchone()
             if row is None:
                 return False
+            self._charge([row[1:]], now)
             self._event(row[0], task_id, outcome.status, outcome.exit_code, now)
             self._settle_dependents(task_id, outcome.status, now)
         return True
@@ -343,6 +378,7 @@ class SQLStore(
             return []
         flags: list[bool] = []
         events = []
+        ended: list[tuple[str, int, float | None]] = []
         with self._tx():
             # tasks with a backup attempt are settled one by one (_backups.py), after the rest
             backed = self._backups_of([t for t, _, _ in items])
@@ -351,13 +387,16 @@ class SQLStore(
             for run in unique_runs([item for _, item in plain]):
                 rows = [(t, lease, *finish_args(o, now)[:10]) for t, lease, o in run]
                 sql, args = self._batch(_FINISH_MANY, _FINISH_TYPES, rows)
-                found = dict(self._db.execute(sql, (*args, worker_id)).fetchall())
+                returned = self._db.execute(sql, (*args, worker_id)).fetchall()
+                found = {r[0]: r[1] for r in returned}
+                ended += [r[2:] for r in returned]
                 for task_id, _lease, o in run:
                     flags.append(task_id in found)
                     if task_id in found:
                         events.append((found[task_id], task_id, o.status, o.exit_code, now))
             if events:
                 self._events(events)
+                self._charge(ended, now)
                 self._settle_many([(e[1], e[2]) for e in events], now)
             out = {i: flags[n] for n, (i, _) in enumerate(plain)}
             for i, (task_id, lease_id, o) in enumerate(items):
@@ -410,14 +449,15 @@ class SQLStore(
             db = self._db
             rows = db.execute(
                 self._q(
-                    "SELECT id, job_id, worker_id, lease_id, attempts, max_attempts FROM tasks"
-                    " WHERE status = 'running' AND lease_expires <= ?{lock}"
+                    "SELECT id, job_id, worker_id, lease_id, attempts, max_attempts, owner, cost,"
+                    " started FROM tasks WHERE status = 'running' AND lease_expires <= ?{lock}"
                 ),
                 (now,),
             ).fetchall()
             backed = self._backups_of([r[0] for r in rows]) if rows else {}
             killing = self._killing([r[0] for r in rows]) if rows else {}
-            for task_id, job_id, worker_id, lease_id, attempts, max_attempts in rows:
+            self._charge([r[6:] for r in rows if r[0] not in backed], now)
+            for task_id, job_id, worker_id, lease_id, attempts, max_attempts, *_ in rows:
                 out.append(Stopped(task_id, worker_id, lease_id))
                 if task_id in backed:  # its backup attempt carries on, as the only one
                     self._promote(task_id, backed[task_id])
@@ -463,7 +503,7 @@ class SQLStore(
             rows = self._run_listed(
                 "UPDATE tasks SET status = 'killed', finished = ?, error = 'killed',"
                 " lease_expires = NULL WHERE id {ids} AND status IN ('queued', 'running')"
-                " RETURNING id, job_id, worker_id, lease_id",
+                " RETURNING id, job_id, worker_id, lease_id, owner, cost, started",
                 task_ids,
                 now,
             )
@@ -473,11 +513,13 @@ class SQLStore(
             if not rows:
                 return []
             self._events([(job_id, task_id, "killed", None, now) for task_id, job_id, *_ in rows])
+            self._charge([r[4:] for r in rows if r[3] is not None], now)  # those running
             for task_id, *_ in rows:  # after all kills: a job kill leaves its tasks killed
                 self._settle_dependents(task_id, "killed", now)
             backups = self._drop_backups([r[0] for r in rows])
             self._forget_evictions([r[0] for r in rows])
-        return [Stopped(t, w, lease) for t, _j, w, lease in rows if lease is not None] + backups
+        running = [Stopped(t, w, lease) for t, _j, w, lease, *_ in rows if lease is not None]
+        return running + backups
 
     # workers
     def register_worker(

@@ -1,0 +1,112 @@
+"""Fair share in the store, for SQLStore (_sql.py): owners' weights, caps and usage, and the
+facts the lease hands to fairshare.choose.
+
+Usage is charged when an attempt ends (a result, or a lease that ran out): its slots times
+the seconds it ran, added per owner to the `owners` row after decaying what the row held to
+now, in one upsert. The arithmetic is in that statement, so coordinators sharing a
+PostgreSQL database each add their part to the row as it stands, under its row lock, and no
+charge is lost; a coordinator whose clock is behind the row's never grows it by decaying
+backwards (GREATEST of the times). Reading decays to now without writing.
+
+Rejected: a usage row per finished attempt summed at lease time (the table only grows, and
+the lease would sum it every time).
+
+The methods starting with `_` run inside a transaction the store has already opened.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from ..fairshare import HALF_LIFE, Owner, decayed
+from ._sqlbase import SQLBase
+
+__all__ = ["FairShareSQL"]
+
+# The owners with queued tasks of one requirement class, one index seek each (tasks_fair).
+QUEUED_OWNERS = (
+    "WITH RECURSIVE o(n) AS ("
+    " SELECT (SELECT owner FROM tasks WHERE status = 'queued' AND requires = ?"
+    " ORDER BY owner LIMIT 1)"
+    " UNION ALL SELECT (SELECT owner FROM tasks WHERE status = 'queued' AND requires = ?"
+    " AND owner > o.n ORDER BY owner LIMIT 1) FROM o WHERE o.n IS NOT NULL"
+    ") SELECT n FROM o WHERE n IS NOT NULL"
+)
+_OWNER_ROWS = "SELECT owner, share, max_slots, used, used_at FROM owners WHERE owner {ids}"
+_ALL_OWNERS = "SELECT owner, share, max_slots, used, used_at FROM owners"
+# slots held (a task blocked on its children gives its slots back) and slot-seconds so far
+_RUNNING = (
+    "SELECT owner, SUM(cost * (1 - blocked)), SUM(cost * (? - started)) FROM tasks"
+    " WHERE status = 'running' AND owner {ids} GROUP BY owner"
+)
+_QUEUED_ANYWHERE = "SELECT owner FROM tasks WHERE status = 'queued' AND waiting = 0 GROUP BY owner"
+# parameters: owner, slot-seconds, now, half-life
+_CHARGE = (
+    "INSERT INTO owners (owner, used, used_at) VALUES (?, ?, ?) ON CONFLICT (owner)"
+    " DO UPDATE SET used = owners.used"
+    " * power(0.5, {greatest}(excluded.used_at - owners.used_at, 0) / ?) + excluded.used,"
+    " used_at = {greatest}(owners.used_at, excluded.used_at)"
+)
+_SET = (
+    "INSERT INTO owners (owner, share, max_slots) VALUES (?, ?, ?) ON CONFLICT (owner)"
+    " DO UPDATE SET share = excluded.share, max_slots = excluded.max_slots"
+)
+
+
+class FairShareSQL(SQLBase):
+    """A part of SQLStore."""
+
+    # how fast usage fades: set by the coordinator (`--fair-share-half-life`)
+    fair_share_half_life: float = HALF_LIFE
+
+    def set_owner_share(self, owner: str, share: float | None, max_slots: int | None) -> None:
+        """Give an owner a share (weight) and a cap on running slots; None keeps what it
+        had, a cap of 0 lifts it."""
+        with self._tx():
+            rows = self._run_listed(_OWNER_ROWS, [owner])
+            had_share, had_cap = (rows[0][1], rows[0][2]) if rows else (1.0, None)
+            cap = had_cap if max_slots is None else (max_slots or None)
+            self._db.execute(self._q(_SET), (owner, had_share if share is None else share, cap))
+
+    def owner_shares(self) -> dict[str, tuple[float, int | None]]:
+        """Each owner with a row: its share and cap."""
+        return {r[0]: (float(r[1]), r[2]) for r in self._db.execute(self._q(_ALL_OWNERS))}
+
+    def fair_share(self, now: float, owners: Iterable[str] | None = None) -> dict[str, Owner]:
+        """What fair share knows of these owners (default: those with ready queued tasks)."""
+        if owners is None:
+            owners = [r[0] for r in self._db.execute(self._q(_QUEUED_ANYWHERE)).fetchall()]
+        return self._owners(list(owners), now)
+
+    def _queued_owners(self, key: str) -> list[str]:
+        return [r[0] for r in self._db.execute(self._q(QUEUED_OWNERS), (key, key)).fetchall()]
+
+    def _owner_rows(self, names: Sequence[str]) -> dict[str, Any]:
+        return {r[0]: r for r in self._run_listed(_OWNER_ROWS, list(names))}
+
+    def _owners(
+        self, names: Sequence[str], now: float, rows: dict[str, Any] | None = None
+    ) -> dict[str, Owner]:
+        """Owners' facts as of `now`: decayed usage plus their running attempts' so far."""
+        rows = self._owner_rows(names) if rows is None else rows
+        running = {r[0]: (int(r[1]), float(r[2])) for r in self._run_listed(_RUNNING, names, now)}
+        out: dict[str, Owner] = {}
+        for name in names:
+            row = rows.get(name)
+            share, cap, used, at = (row[1], row[2], row[3], row[4]) if row else (1, None, 0, now)
+            slots, so_far = running.get(name, (0, 0.0))
+            usage = decayed(float(used), now - float(at), self.fair_share_half_life) + so_far
+            out[name] = Owner(name, usage, float(share), slots, cap)
+        return out
+
+    def _charge(self, ended: Iterable[tuple[str, int, float | None]], now: float) -> None:
+        """Charge owners for attempts that ended now: (owner, slots, started) each."""
+        per_owner: dict[str, float] = {}
+        for owner, cost, started in ended:
+            if started is not None:
+                per_owner[owner] = per_owner.get(owner, 0.0) + cost * max(now - started, 0.0)
+        half_life = self.fair_share_half_life
+        rows = [(owner, used, now, half_life) for owner, used in sorted(per_owner.items())]
+        if rows:  # sorted: coordinators sharing a database lock owners' rows in one order
+            self._many(_CHARGE, rows)
