@@ -164,3 +164,23 @@ def test_coordinators_sharing_a_database_add_up_their_charges(
     for t in threads:
         t.join(timeout=60)
     assert store.fair_share(11.0, ["alice"])["alice"].usage == pytest.approx(40.0)
+
+
+def test_prefetch_of_a_job_stops_where_another_owner_s_turn_begins(store: Store) -> None:
+    submit(store, "a", 10, owner="alice")
+    store.register_worker("w1", "w1", 2, {}, 1.0)
+    store.lease("w1", 2, 10.0, 100.0, 100)  # alice's, running
+    assert len(store.lease("w1", 4, 11.0, 100.0, 100, job_id="a")) == 4  # nobody else waits
+    submit(store, "b", 3, now=12.0, owner="bob")
+    assert store.lease("w1", 4, 13.0, 100.0, 100, job_id="a") == []  # bob goes first
+    assert _owners(store, store.lease("w1", 4, 13.0, 100.0, 100)) == {"bob": 3, "alice": 1}
+
+
+def test_prefetch_of_a_job_never_jumps_a_higher_priority_one(store: Store) -> None:
+    submit(store, "low", 5, owner="alice")
+    store.register_worker("w1", "w1", 2, {}, 1.0)
+    store.lease("w1", 1, 10.0, 100.0, 100)
+    store.create_job("high", "high", "alice", 11.0, [NewTask("h0", 0, spec())], False, 9)
+    assert store.lease("w1", 3, 12.0, 100.0, 100, job_id="low") == []
+    assert [x.task_id for x in store.lease("w1", 1, 12.0, 100.0, 100)] == ["h0"]
+    assert len(store.lease("w1", 3, 13.0, 100.0, 100, job_id="low")) == 3

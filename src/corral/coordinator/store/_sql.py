@@ -15,6 +15,7 @@ query builder would hide the text being tuned, add a dependency, and compile per
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
@@ -294,8 +295,14 @@ class SQLStore(
                 if cost <= capacity:
                     limit = min(scan, capacity // cost)
                     for job in self.class_jobs(key, job_id, peak_fits):  # _usage.py
-                        candidates += self._candidates(key, cost, job, limit, now)
+                        got = self._candidates(key, cost, job, limit, now)
+                        if job_id is not None and got:  # and each owner's next, for turns
+                            got += self._candidates(key, cost, None, 1, now)
+                        candidates += got
+            candidates = list({c.row[0]: c for c in candidates}.values())
             chosen = choose(self._lease_facts(candidates, now), candidates, capacity)
+            if job_id is not None:  # prefetch takes the job's tasks only while their turn lasts
+                chosen = list(itertools.takewhile(lambda r: r[1] == job_id, chosen))
             out = [
                 Leased(task_id, job_id, new_lease_id(), attempts + 1, expires, decode(spec), c)
                 for task_id, job_id, spec, attempts, c, *_ in chosen

@@ -172,8 +172,10 @@ class Store(SharedState):
         `slots_needed(requires)` slots): owner by owner as fair share decides (fairshare.py,
         from owners' usage, shares and caps), and within an owner highest priority, then
         oldest, first; retries wait for their `not_before`.
-        With `job_id`, only that job's tasks (what a worker prefetches). A task asking
-        `min_memory=auto` goes only where `peak_fits` accepts its job's peak (`job_peaks`)."""
+        With `job_id`, only that job's tasks (what a worker prefetches), and only while they
+        come first in that order: prefetch never takes another owner's turn, nor a task of
+        higher priority's. A task asking `min_memory=auto` goes only where `peak_fits`
+        accepts its job's peak (`job_peaks`)."""
 
     # fair share: usage is charged when attempts end, decayed with this half-life (seconds)
     fair_share_half_life: float
