@@ -113,11 +113,11 @@ def test_job_file_with_an_unknown_field(isolated: Path) -> None:
 
 def test_json_job_file_with_an_unknown_field(isolated: Path) -> None:
     job = write(
-        isolated / "job.json", '{\n  "tasks": [\n    {"argv": ["a"],\n     "priority": 1}\n  ]\n}\n'
+        isolated / "job.json", '{\n  "tasks": [\n    {"argv": ["a"],\n     "urgency": 1}\n  ]\n}\n'
     )
     line = one_error_line(corral("submit", "--file", job), 2)
     assert f"{job}:4:" in line
-    assert "priority" in line
+    assert "urgency" in line
 
 
 def test_job_file_from_stdin_with_an_error() -> None:

@@ -312,7 +312,7 @@ BAD_JOBS: list[tuple[str, Any, int, str]] = [
     ("no tasks field", b"{}", 422, "invalid_body"),
     ("wrong type", {"tasks": "echo hi"}, 422, "invalid_body"),
     ("wrong name type", {"tasks": [echo()], "name": 5}, 422, "invalid_body"),
-    ("unknown job field", {"tasks": [echo()], "priority": 1}, 422, "invalid_body"),
+    ("unknown job field", {"tasks": [echo()], "urgency": 1}, 422, "invalid_body"),
     ("unknown task field", {"tasks": [{"argv": ["x"], "cmd": "x"}]}, 422, "invalid_body"),
     ("argv not strings", {"tasks": [{"argv": ["echo", 1]}]}, 422, "invalid_body"),
     ("argv a string", {"tasks": [{"argv": "echo hi"}]}, 422, "invalid_body"),

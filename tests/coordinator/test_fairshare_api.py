@@ -56,7 +56,7 @@ def test_why_says_when_fair_share_holds_a_task(serve: Callable[..., None]) -> No
         waiting = (await api.http.get(f"/tasks/{job['task_ids'][3]}")).json()
         reason = waiting["pending_reason"]
         assert reason.startswith("alice has used 100% of the farm in the last hour"), reason
-        assert "bob's tasks go first (all 2 matching slots are busy" in reason, reason
+        assert "bob's tasks go first; all 2 matching slots are busy" in reason, reason
 
     serve(body)
 

@@ -298,7 +298,7 @@ def pending_reason(
     if not_before is not None and not_before > now:
         return f"waiting {not_before - now:.0f} s before retrying a failed attempt"
     reason = _placement_reason(requires, workers)
-    return reason if fair_share is None else f"{fair_share} ({reason})"
+    return reason if fair_share is None else f"{fair_share}; {reason}"
 
 
 def _placement_reason(requires: Mapping[str, str], workers: Sequence[Worker]) -> str:
