@@ -30,8 +30,10 @@ def test_an_owner_who_has_used_the_farm_waits_behind_one_who_has_not(store: Stor
     submit(store, "b", 3, now=31.0, owner="bob")  # later, but bob has used nothing
     nxt = store.lease("w1", 2, 32.0, 100.0, 100)
     assert _owners(store, nxt) == {"bob": 2}
-    assert store.fair_share(32.0)["bob"].running == 2  # only owners with queued work...
-    assert set(store.fair_share(32.0)) == {"alice", "bob"}
+    assert store.fair_share(32.0)["bob"].running == 2
+    assert set(store.fair_share(32.0)) == {"alice", "bob"}  # by default, those with queued work
+    store.lease("w1", 8, 33.0, 100.0, 100)
+    assert set(store.fair_share(34.0)) == {"alice"}
 
 
 def test_running_attempts_count_before_they_finish(store: Store) -> None:

@@ -8,6 +8,11 @@ PostgreSQL database each add their part to the row as it stands, under its row l
 charge is lost; a coordinator whose clock is behind the row's never grows it by decaying
 backwards (GREATEST of the times). Reading decays to now without writing.
 
+A cap holds within each lease's transaction. Coordinators sharing PostgreSQL lease at once
+without waiting for each other (the queue's rows are claimed with SKIP LOCKED, owners are not
+locked), so two leases at the same instant may each fill what they see left under a cap, and
+pass it by what the other took then; the next leases see both and stop.
+
 Rejected: a usage row per finished attempt summed at lease time (the table only grows, and
 the lease would sum it every time).
 
@@ -16,6 +21,7 @@ The methods starting with `_` run inside a transaction the store has already ope
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -40,7 +46,6 @@ _RUNNING = (
     "SELECT owner, SUM(cost * (1 - blocked)), SUM(cost * (? - started)) FROM tasks"
     " WHERE status = 'running' AND owner {ids} GROUP BY owner"
 )
-_QUEUED_ANYWHERE = "SELECT owner FROM tasks WHERE status = 'queued' AND waiting = 0 GROUP BY owner"
 # parameters: owner, slot-seconds, now, half-life
 _CHARGE = (
     "INSERT INTO owners (owner, used, used_at) VALUES (?, ?, ?) ON CONFLICT (owner)"
@@ -74,10 +79,16 @@ class FairShareSQL(SQLBase):
         return {r[0]: (float(r[1]), r[2]) for r in self._db.execute(self._q(_ALL_OWNERS))}
 
     def fair_share(self, now: float, owners: Iterable[str] | None = None) -> dict[str, Owner]:
-        """What fair share knows of these owners (default: those with ready queued tasks)."""
+        """What fair share knows of these owners (default: those with queued tasks, found
+        class by class with an index seek each, however deep the queue)."""
         if owners is None:
-            owners = [r[0] for r in self._db.execute(self._q(_QUEUED_ANYWHERE)).fetchall()]
+            classes = self._queued_classes()  # _sql.py
+            owners = sorted({owner for key in classes for owner in self._queued_owners(key)})
         return self._owners(list(owners), now)
+
+    @abc.abstractmethod
+    def _queued_classes(self) -> list[str]:
+        """The requirement classes with queued tasks."""
 
     def _queued_owners(self, key: str) -> list[str]:
         return [r[0] for r in self._db.execute(self._q(QUEUED_OWNERS), (key, key)).fetchall()]
