@@ -14,6 +14,7 @@ from corral.coordinator.fairshare import (
     choose,
     decayed,
     fair_share_text,
+    prefetch,
     ranked,
 )
 
@@ -160,3 +161,18 @@ def _simulate(shares: dict[str, float], slots: int, steps: int) -> Counter[str]:
 def test_weights_split_the_slots_in_their_ratio_over_time(slots: int, weight: float) -> None:
     ran = _simulate({"alice": weight, "bob": 1.0}, slots, 300)
     assert ran["alice"] / ran["bob"] == pytest.approx(weight, rel=0.05)
+
+
+def test_prefetch_stops_for_an_owner_who_used_less_or_a_higher_priority_of_its_own() -> None:
+    owners = {"alice": Owner("alice", usage=50.0), "bob": Owner("bob", usage=10.0)}
+    job = tasks("alice", 5)
+    assert prefetch(owners, job, tasks("bob", 1), 3) == []  # bob has used less: his turn
+    assert prefetch(owners, job, [], 3) == [("alice", 0), ("alice", 1), ("alice", 2)]
+    even = {"alice": Owner("alice", usage=10.0), "bob": Owner("bob", usage=10.0)}
+    assert len(prefetch(even, job, tasks("bob", 1), 3)) == 3  # a tie is no better claim
+    capped = {**owners, "bob": Owner("bob", usage=10.0, running=2, cap=2)}
+    assert len(prefetch(capped, job, tasks("bob", 1), 3)) == 3  # bob can take no more
+    urgent = [Candidate("alice", 5, 9.0, 0, 1, ("alice", "urgent"))]
+    assert prefetch(owners, job, urgent, 3) == []  # her own higher priority first
+    assert len(prefetch(owners, job, tasks("alice", 1, created=9.0), 3)) == 3  # same priority
+    assert prefetch(owners, [], tasks("bob", 1), 3) == []

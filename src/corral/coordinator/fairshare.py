@@ -39,6 +39,7 @@ __all__ = [
     "choose",
     "decayed",
     "fair_share_text",
+    "prefetch",
     "ranked",
 ]
 
@@ -116,6 +117,29 @@ def choose(
         taken[name] += pick.cost
         room -= pick.cost
     return out
+
+
+def prefetch(
+    owners: Mapping[str, Owner],
+    job: Sequence[Candidate[Row]],
+    rivals: Iterable[Candidate[Row]],
+    capacity: int,
+) -> list[Row]:
+    """What a worker may fetch ahead of its slots from one job (`job`: its candidates, all
+    of one owner): nothing while a rival (another owner's next task, or its own owner's of
+    higher priority) has the better claim, which is another owner using strictly less per
+    share, or the higher priority; else the job's tasks as `choose` takes them."""
+    if not job:
+        return []
+    me = owners.get(job[0].owner) or Owner(job[0].owner)
+    best = max(c.priority for c in job)
+    for c in rivals:
+        other = owners.get(c.owner) or Owner(c.owner)
+        if c.owner == me.name and c.priority > best:
+            return []
+        if c.owner != me.name and other.room(0) > 0 and other.key()[0] < me.key()[0]:
+            return []
+    return choose(owners, job, capacity)
 
 
 def ranked(owners: Iterable[Owner]) -> list[Owner]:

@@ -15,13 +15,12 @@ query builder would hide the text being tuned, add a dependency, and compile per
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
 from ...protocol import Event, Job, Task, Worker, slots_needed
-from ..fairshare import Candidate, Owner, choose
+from ..fairshare import Candidate, Owner, choose, prefetch
 from ..leases import expired_to
 from ._allowlist import AllowlistSQL
 from ._browse import BrowseSQL
@@ -290,19 +289,20 @@ class SQLStore(
         with self._tx():
             db = self._db
             candidates: list[Candidate[Any]] = []
+            rivals: list[Candidate[Any]] = []  # prefetch: each owner's next, who may come first
             for key in fitting_classes(self._queued_classes(), fits):
                 cost = class_slots(key)
                 if cost <= capacity:
                     limit = min(scan, capacity // cost)
                     for job in self.class_jobs(key, job_id, peak_fits):  # _usage.py
-                        got = self._candidates(key, cost, job, limit, now)
-                        if job_id is not None and got:  # and each owner's next, for turns
-                            got += self._candidates(key, cost, None, 1, now)
-                        candidates += got
-            candidates = list({c.row[0]: c for c in candidates}.values())
-            chosen = choose(self._lease_facts(candidates, now), candidates, capacity)
-            if job_id is not None:  # prefetch takes the job's tasks only while their turn lasts
-                chosen = list(itertools.takewhile(lambda r: r[1] == job_id, chosen))
+                        candidates += self._candidates(key, cost, job, limit, now)
+                        if job_id is not None and candidates:
+                            rivals += self._candidates(key, cost, None, 1, now)
+            if job_id is None:
+                chosen = choose(self._lease_facts(candidates, now), candidates, capacity)
+            else:
+                facts = self._lease_facts(candidates + rivals, now)
+                chosen = prefetch(facts, candidates, rivals, capacity)
             out = [
                 Leased(task_id, job_id, new_lease_id(), attempts + 1, expires, decode(spec), c)
                 for task_id, job_id, spec, attempts, c, *_ in chosen
