@@ -1,5 +1,6 @@
-"""Fair share in the store, for SQLStore (_sql.py): owners' weights, caps and usage, and the
-facts the lease hands to fairshare.choose.
+"""Fair share in the store, for SQLStore (_sql.py): owners' weights, caps and usage; the
+lease's candidates, read owner by owner (each owner's best few of a requirement class, by
+priority then age, one index walk each); and the facts the lease hands to fairshare.choose.
 
 Usage is charged when an attempt ends (a result, or a lease that ran out): its slots times
 the seconds it ran, added per owner to the `owners` row after decaying what the row held to
@@ -25,20 +26,30 @@ import abc
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from ..fairshare import HALF_LIFE, Owner, decayed
+from ..fairshare import HALF_LIFE, Candidate, Owner, decayed
 from ._sqlbase import SQLBase
 
 __all__ = ["FairShareSQL"]
 
-# The owners with queued tasks of one requirement class, one index seek each (tasks_fair).
-QUEUED_OWNERS = (
+# The owners with queued tasks of one requirement class, one index seek each (tasks_fair),
+# with their rows (NULLs for an owner with none), in the lease's one statement for both.
+_QUEUED_OWNERS = (
     "WITH RECURSIVE o(n) AS ("
     " SELECT (SELECT owner FROM tasks WHERE status = 'queued' AND requires = ?"
     " ORDER BY owner LIMIT 1)"
     " UNION ALL SELECT (SELECT owner FROM tasks WHERE status = 'queued' AND requires = ?"
     " AND owner > o.n ORDER BY owner LIMIT 1) FROM o WHERE o.n IS NOT NULL"
-    ") SELECT n FROM o WHERE n IS NOT NULL"
+    ") SELECT o.n, w.share, w.max_slots, w.used, w.used_at FROM o"
+    " LEFT JOIN owners w ON w.owner = o.n WHERE o.n IS NOT NULL"
 )
+# One owner's (or one job's) ready tasks of one class, in the order fair share takes them.
+_LEASE = (
+    "SELECT id, job_id, {spec}, attempts, created, seq, priority, owner FROM tasks"
+    " WHERE status = 'queued' AND requires = ? AND waiting = 0"
+    " AND (not_before IS NULL OR not_before <= ?)"
+)
+_LEASE_OWNER = _LEASE + " AND owner = ? ORDER BY priority DESC, created, seq LIMIT ?{lock}"
+_LEASE_JOB = _LEASE + " AND job_id = ? ORDER BY priority DESC, created, seq LIMIT ?{lock}"
 _OWNER_ROWS = "SELECT owner, share, max_slots, used, used_at FROM owners WHERE owner {ids}"
 _ALL_OWNERS = "SELECT owner, share, max_slots, used, used_at FROM owners"
 # slots held (a task blocked on its children gives its slots back) and slot-seconds so far
@@ -83,17 +94,19 @@ class FairShareSQL(SQLBase):
         class by class with an index seek each, however deep the queue)."""
         if owners is None:
             classes = self._queued_classes()  # _sql.py
-            owners = sorted({owner for key in classes for owner in self._queued_owners(key)})
+            owners = sorted({row[0] for key in classes for row in self._queued_owners(key)})
         return self._owners(list(owners), now)
 
     @abc.abstractmethod
     def _queued_classes(self) -> list[str]:
         """The requirement classes with queued tasks."""
 
-    def _queued_owners(self, key: str) -> list[str]:
-        return [r[0] for r in self._db.execute(self._q(QUEUED_OWNERS), (key, key)).fetchall()]
+    def _queued_owners(self, key: str) -> list[Any]:
+        """(owner, share, max_slots, used, used_at) of each owner with queued tasks of `key`."""
+        return list(self._db.execute(self._q(_QUEUED_OWNERS), (key, key)).fetchall())
 
     def _owner_rows(self, names: Sequence[str]) -> dict[str, Any]:
+        """The owners' rows, by name (none for an owner without one)."""
         return {r[0]: r for r in self._run_listed(_OWNER_ROWS, list(names))}
 
     def _owners(
@@ -105,7 +118,7 @@ class FairShareSQL(SQLBase):
         out: dict[str, Owner] = {}
         for name in names:
             row = rows.get(name)
-            share, cap, used, at = (row[1], row[2], row[3], row[4]) if row else (1, None, 0, now)
+            share, cap, used, at = (1, None, 0, now) if row is None or row[1] is None else row[1:]
             slots, so_far = running.get(name, (0, 0.0))
             usage = decayed(float(used), now - float(at), self.fair_share_half_life) + so_far
             out[name] = Owner(name, usage, float(share), slots, cap)
@@ -121,3 +134,35 @@ class FairShareSQL(SQLBase):
         rows = [(owner, used, now, half_life) for owner, used in sorted(per_owner.items())]
         if rows:  # sorted: coordinators sharing a database lock owners' rows in one order
             self._many(_CHARGE, rows)
+
+    def _candidates(
+        self, key: str, cost: int, job: str | None, limit: int, now: float, known: dict[str, Any]
+    ) -> list[Candidate[Any]]:
+        """Up to `limit` leasable tasks of class `key` of each owner with some (`job`: of
+        that job only), best first; the owners' rows read on the way go in `known`."""
+        if job is None:
+            owners = self._queued_owners(key)  # _fairshare.py
+            known.update((row[0], row) for row in owners)
+            each = [(key, now, row[0], limit) for row in owners]
+            sql = self._q(_LEASE_OWNER)
+        else:
+            each, sql = [(key, now, job, limit)], self._q(_LEASE_JOB)
+        out: list[Candidate[Any]] = []
+        for args in each:
+            rows = self._db.execute(sql, args).fetchall()
+            out += [Candidate(r[7], r[6], r[4], r[5], cost, r) for r in rows]
+        return out
+
+    def _lease_facts(
+        self, candidates: Sequence[Candidate[Any]], now: float, known: dict[str, Any]
+    ) -> dict[str, Owner]:
+        """What fair share needs to know of the candidates' owners (their rows from `known`,
+        else read); nothing when one owner with no cap has them all (the order within an
+        owner is then the whole decision)."""
+        names = sorted({c.owner for c in candidates})
+        if not names:
+            return {}
+        rows = known if known.keys() >= set(names) else self._owner_rows(names)
+        if len(names) == 1 and (names[0] not in rows or rows[names[0]][2] is None):
+            return {}
+        return self._owners(names, now, rows)

@@ -2,9 +2,9 @@
 
 A backend (sqlite.py, postgres.py) brings a connection (`_db`), transactions (`_tx`) and its
 dialect (dialect.py); SQLStore, with the parts it is made of (_allowlist.py, _backups.py,
-_browse.py, _checkpoints.py, _deps.py, _evictions.py, _identity.py, _lookup.py, _usage.py),
-holds the queries, as templates rendered once per dialect (_sqlbase.py says how), and the
-schema is one description (_schema.py). The few things the backends really do differently stay
+_browse.py, _checkpoints.py, _deps.py, _evictions.py, _fairshare.py, _identity.py, _lookup.py,
+_usage.py), holds the queries, as templates rendered once per dialect (_sqlbase.py says how),
+and the schema is one description (_schema.py). The few things the backends really do differently stay
 hooks there: where SQLite keeps long specs (`_specs`), how a connection is opened, kept and
 checkpointed.
 
@@ -20,7 +20,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from ...protocol import Event, Job, Task, Worker, slots_needed
-from ..fairshare import Candidate, Owner, choose, prefetch
+from ..fairshare import Candidate, choose, prefetch
 from ..leases import expired_to
 from ._allowlist import AllowlistSQL
 from ._browse import BrowseSQL
@@ -62,14 +62,6 @@ _QUEUED_CLASSES = (
     " ORDER BY requires LIMIT 1) FROM c WHERE c.r IS NOT NULL"
     ") SELECT r FROM c WHERE r IS NOT NULL"
 )
-# One owner's (or one job's) ready tasks of one class, in the order fair share takes them.
-_LEASE = (
-    "SELECT id, job_id, {spec}, attempts, created, seq, priority, owner FROM tasks"
-    " WHERE status = 'queued' AND requires = ? AND waiting = 0"
-    " AND (not_before IS NULL OR not_before <= ?)"
-)
-_LEASE_OWNER = _LEASE + " AND owner = ? ORDER BY priority DESC, created, seq LIMIT ?{lock}"
-_LEASE_JOB = _LEASE + " AND job_id = ? ORDER BY priority DESC, created, seq LIMIT ?{lock}"
 # Several leases in one statement; {rows}: (id, lease_id).
 _LEASE_MANY = (
     "WITH r(id, lease_id) AS ({rows})"
@@ -290,18 +282,19 @@ class SQLStore(
             db = self._db
             candidates: list[Candidate[Any]] = []
             rivals: list[Candidate[Any]] = []  # prefetch: each owner's next, who may come first
+            known: dict[str, Any] = {}  # owners' rows, as read with the queue
             for key in fitting_classes(self._queued_classes(), fits):
                 cost = class_slots(key)
                 if cost <= capacity:
                     limit = min(scan, capacity // cost)
                     for job in self.class_jobs(key, job_id, peak_fits):  # _usage.py
-                        candidates += self._candidates(key, cost, job, limit, now)
+                        candidates += self._candidates(key, cost, job, limit, now, known)
                         if job_id is not None and candidates:
-                            rivals += self._candidates(key, cost, None, 1, now)
+                            rivals += self._candidates(key, cost, None, 1, now, known)
             if job_id is None:
-                chosen = choose(self._lease_facts(candidates, now), candidates, capacity)
+                chosen = choose(self._lease_facts(candidates, now, known), candidates, capacity)
             else:
-                facts = self._lease_facts(candidates + rivals, now)
+                facts = self._lease_facts(candidates + rivals, now, known)
                 chosen = prefetch(facts, candidates, rivals, capacity)
             out = [
                 Leased(task_id, job_id, new_lease_id(), attempts + 1, expires, decode(spec), c)
@@ -314,33 +307,6 @@ class SQLStore(
                 self._events([(x.job_id, x.task_id, "running", None, now) for x in out])
                 db.execute(self._q(_LEASE_TOUCH), (now, worker_id))
         return out
-
-    def _candidates(
-        self, key: str, cost: int, job: str | None, limit: int, now: float
-    ) -> list[Candidate[Any]]:
-        """Up to `limit` leasable tasks of class `key` of each owner with some (`job`: of
-        that job only), best first."""
-        if job is None:
-            each = [(key, now, owner, limit) for owner in self._queued_owners(key)]
-            sql = self._q(_LEASE_OWNER)
-        else:
-            each, sql = [(key, now, job, limit)], self._q(_LEASE_JOB)
-        out: list[Candidate[Any]] = []
-        for args in each:
-            rows = self._db.execute(sql, args).fetchall()
-            out += [Candidate(r[7], r[6], r[4], r[5], cost, r) for r in rows]
-        return out
-
-    def _lease_facts(self, candidates: Sequence[Candidate[Any]], now: float) -> dict[str, Owner]:
-        """What fair share needs to know of the candidates' owners; nothing when one owner
-        with no cap has them all (the order within an owner is then the whole decision)."""
-        names = sorted({c.owner for c in candidates})
-        if not names:
-            return {}
-        rows = self._owner_rows(names)
-        if len(names) == 1 and (names[0] not in rows or rows[names[0]][2] is None):
-            return {}
-        return self._owners(names, now, rows)
 
     def _queued_classes(self) -> list[str]:
         return [r[0] for r in self._db.execute(self._q(_QUEUED_CLASSES)).fetchall()]
