@@ -100,6 +100,9 @@ def choose(
     for c in sorted(candidates, key=_order):
         queues.setdefault(c.owner, []).append(c)
     facts = {name: owners.get(name) or Owner(name) for name in queues}
+    if len(queues) == 1:  # one owner: its order is the whole decision (the common case)
+        ((name, queue),) = queues.items()
+        return _fill(queue, min(capacity, facts[name].room(0)))
     taken = dict.fromkeys(queues, 0)
     out: list[Row] = []
     room = capacity
@@ -140,6 +143,16 @@ def prefetch(
         if c.owner != me.name and other.room(0) > 0 and other.key()[0] < me.key()[0]:
             return []
     return choose(owners, job, capacity)
+
+
+def _fill(queue: Sequence[Candidate[Row]], room: float) -> list[Row]:
+    """One owner's candidates, in order, that fit in `room` slots (a big one passed over)."""
+    out: list[Row] = []
+    for c in queue:
+        if c.cost <= room:
+            out.append(c.row)
+            room -= c.cost
+    return out
 
 
 def ranked(owners: Iterable[Owner]) -> list[Owner]:

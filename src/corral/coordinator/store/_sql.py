@@ -4,9 +4,9 @@ A backend (sqlite.py, postgres.py) brings a connection (`_db`), transactions (`_
 dialect (dialect.py); SQLStore, with the parts it is made of (_allowlist.py, _backups.py,
 _browse.py, _checkpoints.py, _deps.py, _evictions.py, _fairshare.py, _identity.py, _lookup.py,
 _usage.py), holds the queries, as templates rendered once per dialect (_sqlbase.py says how),
-and the schema is one description (_schema.py). The few things the backends really do differently stay
-hooks there: where SQLite keeps long specs (`_specs`), how a connection is opened, kept and
-checkpointed.
+and the schema is one description (_schema.py). The few things the backends really do
+differently stay hooks there: where SQLite keeps long specs (`_specs`), how a connection is
+opened, kept and checkpointed.
 
 Rejected: an ORM or SQLAlchemy Core. The store is a few dozen statements tuned by hand
 (partial indexes, a loose index scan, an index hint, batched writes on the lease path); a
