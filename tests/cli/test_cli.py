@@ -22,7 +22,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from corral.cli import cli
+from corral.cli._security import token_rows
 from corral.jobfile import each_line_argv, substitute
+from corral.protocol import TokenInfo
 
 NO_SUCH = "0" * 32
 
@@ -82,6 +84,30 @@ def test_submit_with_a_missing_input(isolated: Path) -> None:
 def test_key_value_flags_need_an_equals_sign(flag: str, value: str) -> None:
     line = one_error_line(corral("submit", flag, value, "--", "echo"), 2)
     assert flag in line and repr(value) in line
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("submit", "--priority", "abc", "--", "echo"),
+        ("submit", "--priority", "1000001", "--", "echo"),
+        ("token", "create", "--role", "submit", "--name", "x", "--share", "-1"),
+        ("token", "create", "--role", "submit", "--name", "x", "--share", "0"),
+        ("token", "create", "--role", "submit", "--name", "x", "--max-slots", "1.5"),
+        ("server", "--fair-share-half-life", "soon"),
+    ],
+)
+def test_fair_share_numbers_are_checked_before_anything_is_sent(args: tuple[str, ...]) -> None:
+    flag, value = args[-4:-2] if args[0] == "submit" else args[-2:]
+    line = one_error_line(corral(*args), 2)
+    assert f"{flag} {value!r}" in line, line
+
+
+def test_token_rows_show_the_owner_s_share_and_cap() -> None:
+    made = TokenInfo("tok_1", "alice", "submit", "alice", 0.0, None, None, None, 2.0, 8)
+    plain = TokenInfo("tok_2", "bob", "submit", "bob", 0.0, None, None)
+    (a, b) = token_rows([made, plain], 10.0)
+    assert a[5:7] == ("2", 8) and b[5:7] == ("1", "-")
 
 
 def test_unknown_option_is_a_usage_error() -> None:
