@@ -116,3 +116,18 @@ def test_bad_priority_and_share_are_one_line_errors(farm: Callable[..., Farm]) -
         assert rc != 0 and out == "", (args, out, err)
         assert len(err.strip().splitlines()) == 1 and flag in err, (args, err)
     assert admin.jobs() == [] and admin.tokens() == tokens  # nothing half-made
+
+
+@pytest.mark.timeout(60)
+def test_why_says_whose_turn_it_is(farm: Callable[..., Farm]) -> None:
+    f = farm(workers=1, slots=1, args=WORKER_ARGS)
+    admin = f.client()
+    alice, bob = owner_client(f, admin, "alice"), owner_client(f, admin, "bob")
+    sleepy = TaskSpec(argv=["sleep", "3"])
+    mine = alice.submit_job([sleepy] * 2)
+    f.wait_task(admin, mine.task_ids[0], {"running"})
+    bob.submit_job([sleepy])
+    rc, out, err = f.cli("why", mine.task_ids[1])
+    assert rc == 0, err
+    assert "alice has used 100% of the farm in the last hour (share 1)" in out, out
+    assert "bob's tasks go first; all 1 matching slots are busy" in out, out
