@@ -186,3 +186,16 @@ def test_prefetch_of_a_job_never_jumps_a_higher_priority_one(store: Store) -> No
     assert store.lease("w1", 3, 12.0, 100.0, 100, job_id="low") == []
     assert [x.task_id for x in store.lease("w1", 1, 12.0, 100.0, 100)] == ["h0"]
     assert len(store.lease("w1", 3, 13.0, 100.0, 100, job_id="low")) == 3
+
+
+def test_usage_shares_and_caps_outlive_the_store_that_wrote_them(
+    store: Store, backend: Backend
+) -> None:
+    store.set_owner_share("alice", 3.0, 5)
+    submit(store, "a", 1, owner="alice")
+    store.register_worker("w1", "w1", 1, {}, 1.0)
+    (x,) = store.lease("w1", 1, 10.0, 100.0, 100)
+    assert store.finish(x.task_id, x.lease_id, ok(), 17.0)
+    store.close()
+    again = backend.open().fair_share(17.0, ["alice"])["alice"]
+    assert (again.usage, again.share, again.cap) == (pytest.approx(7.0), 3.0, 5)
