@@ -43,19 +43,21 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psutil
 
-from ..protocol import Assignment, TaskSpec
+from ..protocol import RELAY_SOCKET, STATE_DIR, Assignment, TaskSpec
 from ._aio import Sweeper, maybe_thread
 from .executor import Finished, TaskProcess, kill_tree
 from .guard import Guard, Launch
 from .outputs import make_dir
 from .pyrunner import MODULE, PIDNS, READY, SERVE
+from .relay import Relay
 from .sandbox import wants_network
 from .taskuser import hand_over
 
@@ -263,6 +265,7 @@ class _Seat:
     runner: Runner | None = None
     task: str | None = None  # the task that claimed it
     used: float = 0.0
+    relay: Relay | None = None  # its tasks' channel to the coordinator, in its root (relay.py)
 
 
 @dataclass
@@ -318,6 +321,7 @@ class FnPool:
         seat = self.seats[index]
         if seat.key != key:
             self._retire(seat)
+            self._close_relay(seat)  # another owner's tasks: never their relay
             self._old_roots.append(seat.root)
             self._sweep()
             seat.root, seat.key = self._new_root(), key
@@ -368,6 +372,8 @@ class FnPool:
         if runner.launch.identity is not None:  # a few files: not worth a thread hop
             many = len(a.spec.inputs) > 16 or a.checkpoint is not None
             await maybe_thread(many, hand_over, claim.inner, runner.launch.identity)
+            if seat.relay is not None:
+                seat.relay.hand_to(runner.launch.identity.uid, runner.launch.identity.gid)
         request: dict[str, Any] = {"cwd": work, "env": env}
         if poolable(a.spec):
             request["argv"] = list(a.spec.argv[3:])
@@ -444,6 +450,31 @@ class FnPool:
         seat.runner = runner
         return runner
 
+    @contextlib.asynccontextmanager
+    async def seat_relay(self, a: Assignment, http: httpx.AsyncClient) -> AsyncIterator[str | None]:
+        """While inside, the relay of the seat a claimed task runs on serves its job token:
+        its CORRAL_URL. None: the task has no seat (or no token); it needs a relay of its own."""
+        claim = self._claims.get(a.task_id)
+        if claim is None or not a.token:
+            yield None
+            return
+        seat = claim.seat
+        if seat.relay is None:
+            relay = Relay(http, None)
+            await relay.listen(seat.root / STATE_DIR / RELAY_SOCKET)
+            seat.relay = relay
+        relay = seat.relay
+        relay.token = a.token
+        try:
+            yield relay.url
+        finally:
+            relay.token = None
+
+    def _close_relay(self, seat: _Seat) -> None:
+        if seat.relay is not None:
+            self._background(seat.relay.close(remove=True))
+            seat.relay = None
+
     def _retire(self, seat: _Seat) -> None:
         """Stop the seat's runner (in the background) and forget it."""
         if seat.runner is not None:
@@ -485,6 +516,7 @@ class FnPool:
         """Stop every runner (the worker is leaving)."""
         for seat in self.seats:
             self._retire(seat)
+            self._close_relay(seat)
         self._forget_gone()
         if not self.keep_task_dirs:  # the agent's removals may still be on their way
             for claim in self._ended:
