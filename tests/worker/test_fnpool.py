@@ -277,6 +277,11 @@ def test_between_calls_nothing_of_a_call_runs_on(tmp_path: Path) -> None:
         try:
             a, task_dir = w.lease("j1", tick_in_the_background, str(ticks))
             pid = (await w.call(a, task_dir))[1][1]
+            # stopped once its call has answered (off the result's path): soon after
+            for _ in range(200):
+                if psutil.Process(pid).status() == psutil.STATUS_STOPPED:
+                    break
+                await asyncio.sleep(0.005)
             size = ticks.stat().st_size
             await asyncio.sleep(0.3)
             assert ticks.stat().st_size == size  # stopped: the thread too

@@ -7,6 +7,7 @@ The pool keeps up to `slots` runners (`pyrunner --serve`), each started the way 
 
     _run_task ── claim ──> a seat, held until the task ends; or none: a fresh process
     _run_guarded ── call ──> thaw the seat's runner (start one if need be), the call, freeze
+                              (after the result is out; its next call waits for the freeze)
 
 A seat serves one key: the submitter (all of one owner's jobs: module state carries over
 between their calls, as in a Dask worker; never between owners), the task's declared env,
@@ -152,6 +153,7 @@ class Runner:
         self.pid = proc.pid  # the Python process itself (under bwrap, a descendant of proc)
         self.dirty = False  # the last call left a process behind
         self.used: tuple[int | None, float | None] = (None, None)  # the last call's peak, CPU
+        self.freezing: asyncio.Future[bool] | None = None  # stopping it after a call
 
     @property
     def alive(self) -> bool:
@@ -396,13 +398,20 @@ class FnPool:
             runner.proc, runner.answer(), wall or None, runner.pid, hosted="exec" in request
         )
         finished = replace(finished, peak_memory=runner.used[0], cpu_seconds=runner.used[1])
-        reuse = finished.error is None and runner.alive and not runner.dirty
-        if not (reuse and await runner.freeze()):
+        if finished.error is None and runner.alive and not runner.dirty:
+            # stopped off the result's path: its next call waits for that (`_runner`)
+            runner.freezing = asyncio.ensure_future(runner.freeze())
+        else:
             self._retire(seat)
         return finished
 
     async def _runner(self, seat: _Seat, spec: TaskSpec, env: dict[str, str]) -> Runner | None:
         """The seat's runner, started if it has none; None when one cannot start."""
+        runner = seat.runner
+        if runner is not None and runner.freezing is not None:
+            frozen, runner.freezing = await runner.freezing, None
+            if not frozen:  # some thread of its last call would not stop: replaced
+                self._retire(seat)
         if seat.runner is not None and seat.runner.alive:
             return seat.runner
         self._retire(seat)
@@ -478,6 +487,8 @@ class FnPool:
     def _retire(self, seat: _Seat) -> None:
         """Stop the seat's runner (in the background) and forget it."""
         if seat.runner is not None:
+            if seat.runner.freezing is not None:
+                seat.runner.freezing.cancel()
             self._background(seat.runner.stop())
             seat.runner = None
 
