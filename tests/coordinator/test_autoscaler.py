@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from test_store_contract import Backend
 
 from corral.coordinator import Settings
 from corral.coordinator.access import hash_secret
@@ -26,7 +27,7 @@ from corral.coordinator.providers import ProviderError, ScaleSpec, Start, Worker
 from corral.coordinator.providers.base import ScaleOptions
 from corral.coordinator.scaling import QueueClass, WorkerState
 from corral.coordinator.service import Coordinator
-from corral.coordinator.store import SQLiteStore
+from corral.coordinator.store import NewTask, SQLiteStore
 from corral.protocol import JobCreate, LeaseRequest, TaskResult, TaskSpec, Worker, WorkerRegister
 
 # pure: the facts
@@ -230,3 +231,35 @@ def test_failed_and_unjoined_launches_count_as_failed_and_back_off(tmp_path: Pat
         assert [x.state for x in scaler.status().launches if x.worker_id == wid] == ["adopted"]
 
     scaled(tmp_path, ScaleOptions(max=1, join_timeout=10), body)
+
+
+@pytest.mark.timeout(30)
+def test_only_the_coordinator_holding_the_lead_launches(backend: Backend, tmp_path: Path) -> None:
+    """Two coordinators on one database: one autoscaler acts, the other waits and says so;
+    it takes over when the first one's store is closed (its session, and lock, gone)."""
+    scalers: list[tuple[Autoscaler, Recorder]] = []
+    for i in range(2):
+        store = backend.open()
+        settings = Settings(data_dir=tmp_path / f"c{i}", url="http://127.0.0.1:1")
+        coord = Coordinator(store, LocalBlobs(settings.blob_dir), settings, Clock())
+        p = Recorder(ScaleOptions(max=1), tmp_path / f"p{i}")
+        scalers.append(
+            (Autoscaler(store, coord.stops, coord.metrics, settings, [p], coord.clock), p)
+        )
+    (first, p1), (second, p2) = scalers
+    first.store.create_job("j", "j", "alice", 1.0, [NewTask("t", 0, TaskSpec(argv=["true"]))])
+
+    async def rounds() -> None:
+        await first.tick()
+        await second.tick()
+        await first.settle(5.0)
+        await second.settle(5.0)
+
+    asyncio.run(rounds())
+    assert first.leader and len(p1.started) == 1
+    if backend.kind == "sqlite":
+        return  # one coordinator per SQLite file: nothing to share
+    assert not second.leader and p2.started == [] and not second.status().leader
+    first.store.close()
+    asyncio.run(rounds())
+    assert second.leader and len(p2.started) == 1  # the first's launches died with it
