@@ -5,17 +5,21 @@ drains them when idle, and cleans up after launches that fail."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
+from corral.client import Client
 from corral.protocol import ScaleStatus, TaskSpec
 
-from .conftest import Farm, descendants, free_port, is_gone, run_cli, wait_for
+from .conftest import Farm, descendants, free_port, is_gone, run_cli, up_url, wait_for
 
 N = 40
 
@@ -216,3 +220,30 @@ def test_bad_scale_values_and_non_admin_tokens_are_refused(
     ]
     rc, out, err = f.cli("scale")
     assert rc == 0 and "--scale KIND:OPTIONS" in out
+
+
+@pytest.mark.timeout(90)
+def test_up_with_scale_starts_local_workers_and_stops_them_when_it_stops(
+    tmp_path: Path, isolated: dict[str, str], procs: list[subprocess.Popen[bytes]]
+) -> None:
+    log = tmp_path / "up.log"
+    argv = [sys.executable, "-m", "corral", "up", "--workers", "0", "--port", "0"]
+    argv += ["--data", str(tmp_path / "data"), "--scale", "local:max=2,idle_timeout=5m"]
+    with log.open("wb") as out:
+        up = subprocess.Popen(
+            argv, env=isolated, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+        )
+    procs.append(up)
+    url = up_url(up, log)
+    with Client() as client:  # the config `up` wrote
+        assert client.url == url
+        job = client.submit_job([sh("sleep 1")] * 3)
+        wait_for(lambda: client.job(job.id).status == "succeeded", 40, 0.2, "the job")
+        names = {w.name for w in client.workers() if w.status == "online"}
+    assert len(names) == 2 and all(n.startswith("local-") for n in names)
+    workers = [p for p in psutil.Process(up.pid).children() if "worker" in p.cmdline()]
+    assert len(workers) == 2
+    up.send_signal(signal.SIGTERM)  # idle workers it started go with it
+    assert up.wait(30) == 0, log.read_text()
+    _, alive = psutil.wait_procs(workers, timeout=5)
+    assert alive == [], f"workers left behind: {alive}"
