@@ -7,7 +7,7 @@ Every `scale_interval` seconds, and at once when a job is submitted, one coordin
                       draining), the launches not joined yet
     decides           scaling.decide: launches per provider, workers to drain, launches to
                       give up, and the reasons `corral scale` shows
-    acts              mints a worker token per launch (expiring at the provider's
+    acts              mints a worker token per launch (expiring soon after the provider's
                       join_timeout unless its worker joins), asks the provider to start a
                       worker named after the launch; drains idle workers through the same
                       path as `corral drain` (stops.py: they finish their tasks and give back
@@ -63,6 +63,7 @@ from .store._rows import class_requires
 __all__ = [
     "BACKOFF",
     "BACKOFF_MAX",
+    "JOIN_MARGIN",
     "LEAD",
     "Autoscaler",
     "autoscaler",
@@ -83,6 +84,9 @@ MEANS_TTL = 10.0  # seconds a job's mean run time is reused before it is read ag
 # to BACKOFF_MAX: a broken start script or an exhausted quota is not hammered every second
 BACKOFF = 5.0
 BACKOFF_MAX = 300.0
+# a launch's token outlives its join_timeout by this much, so a worker that joins at the last
+# moment is seen (and its token made permanent) before the token runs out under it
+JOIN_MARGIN = 10.0
 GONE = ("lost", "gone")
 PENDING = ("starting", "launched")
 LIVE = ("joined", "adopted", "draining")
@@ -354,7 +358,8 @@ class Autoscaler:
     def _launch(self, provider: WorkerProvider, now: float) -> None:
         launch_id = new_launch_id(provider.name)
         o = provider.options
-        record, secret = new_token(f"launch {launch_id}", "worker", OWNER, now, o.join_timeout)
+        lifetime = o.join_timeout + JOIN_MARGIN
+        record, secret = new_token(f"launch {launch_id}", "worker", OWNER, now, lifetime)
         r = _Launch(launch_id, provider.name, now, record.id)
         self.active[launch_id] = r
         self.counts[provider.name][0] += 1

@@ -102,7 +102,7 @@ class ScaleSpec:
 class Start:
     """What one launched worker needs to join: minted by the autoscaler per launch.
 
-    `token` is a worker token made for this launch alone; it expires at the launch's
+    `token` is a worker token made for this launch alone; it expires soon after the launch's
     `join_timeout` unless its worker joined, and is revoked when the worker is stopped. `join`
     is a join string (CORRAL_JOIN for `corral worker`) when the coordinator serves TLS with a
     CA to pin, else None and the worker uses `url` with CORRAL_TOKEN.
