@@ -156,6 +156,7 @@ def test_a_launch_joins_works_idles_and_is_drained_then_cleaned_up(tmp_path: Pat
         assert start.slots == 4 and start.labels == {"gpu": "no"} and start.join is None
         token = coord.store.token_by_hash(hash_secret(start.token))
         assert token is not None and token.role == "worker"
+        assert token.owner == f"autoscaler/{start.launch_id}"  # its own worker's, no other
         assert token.expires == clock.now + 60.0 + JOIN_MARGIN  # join_timeout, and a margin
         assert [x.state for x in scaler.status().launches] == ["launched"]
         assert counter(coord, "corral_autoscaler_launches_total") == 1

@@ -77,7 +77,7 @@ __all__ = [
 log = logging.getLogger("corral.coordinator")
 
 LEAD = "autoscaler"
-OWNER = "autoscaler"  # the owner of launch tokens, and so of the workers they register
+OWNER = "autoscaler"  # the actor in the audit log; a launch's token is owned by OWNER/LAUNCH
 RECENT = 50  # ended launches `corral scale` shows
 MEANS_TTL = 10.0  # seconds a job's mean run time is reused before it is read again
 # after failed launches in a row, a provider starts nothing for BACKOFF x 2^(n-1) seconds, up
@@ -359,7 +359,9 @@ class Autoscaler:
         launch_id = new_launch_id(provider.name)
         o = provider.options
         lifetime = o.join_timeout + JOIN_MARGIN
-        record, secret = new_token(f"launch {launch_id}", "worker", OWNER, now, lifetime)
+        # an owner per launch: its token acts for its own worker only, not for the others
+        owner = f"{OWNER}/{launch_id}"
+        record, secret = new_token(f"launch {launch_id}", "worker", owner, now, lifetime)
         r = _Launch(launch_id, provider.name, now, record.id)
         self.active[launch_id] = r
         self.counts[provider.name][0] += 1
