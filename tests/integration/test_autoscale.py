@@ -4,12 +4,13 @@ drains them when idle, and cleans up after launches that fail."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -93,6 +94,17 @@ def script(path: Path, body: str) -> str:
     return str(path)
 
 
+@contextlib.contextmanager
+def reaped(f: Farm, pids: Path) -> Iterator[None]:
+    """Whatever happens, the processes whose pids a script wrote to `pids` are gone at the
+    end: started in the background, they are no descendants of the coordinator."""
+    try:
+        yield
+    finally:
+        if pids.exists():
+            f.adopt(*(int(p) for p in pids.read_text().split()))
+
+
 def scripts(root: Path) -> tuple[str, str, Path]:
     """A start script that records what it was asked and starts a real `corral worker` in
     the background (its pid the handle), and a stop script that records and kills it."""
@@ -106,7 +118,7 @@ def scripts(root: Path) -> tuple[str, str, Path]:
         f"nohup {sys.executable} -m corral worker $CORRAL_WORKER_ARGS"
         f' --work-dir {root}/"$CORRAL_LAUNCH_ID" > {root}/"$CORRAL_LAUNCH_ID".log 2>&1'
         " < /dev/null &\n"
-        'echo "starting a worker"\necho "pid-$!"\n',
+        f'echo $! >> {root}/pids\necho "starting a worker"\necho "pid-$!"\n',
     )
     stop = script(root / "stop", f'echo "stop $*" >> {calls}\nkill "${{1#pid-}}" 2>/dev/null\n')
     return start, stop, calls
@@ -117,6 +129,11 @@ def test_command_provider_runs_the_users_scripts(farm: Callable[..., Farm], tmp_
     start, stop, calls = scripts(tmp_path / "cmd")
     spec = f"command:start={start},stop={stop},max=2,slots=2,labels=site=lab,idle_timeout=2s"
     f = farm(server_args=("--scale", spec))
+    with reaped(f, tmp_path / "cmd" / "pids"):
+        command_workers_run_and_leave(f, calls)
+
+
+def command_workers_run_and_leave(f: Farm, calls: Path) -> None:
     client = f.client()
     job = client.submit_job([sh("sleep 0.2", requires={"label.site": "lab"})] * 4)
     assert f.wait_job(client, job.id, timeout=60).status == "succeeded"
@@ -159,6 +176,12 @@ def test_failing_start_scripts_and_workers_that_never_join_count_as_failed(
             f"command:name=silent,start={sleeper},stop={stop},max=1,join_timeout=3s",
         )
     )
+    with reaped(f, root / "pid"):
+        failed_launches_are_cleaned_up(f, root)
+
+
+def failed_launches_are_cleaned_up(f: Farm, root: Path) -> None:
+    calls = root / "calls"
     client = f.client()
     client.submit_job([sh("true")])
 
