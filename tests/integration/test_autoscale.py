@@ -4,8 +4,10 @@ drains them when idle, and cleans up after launches that fail."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -18,6 +20,7 @@ import psutil
 import pytest
 
 from corral.client import Client
+from corral.coordinator.providers import Start, build_provider
 from corral.protocol import ScaleStatus, TaskSpec
 
 from .conftest import Farm, descendants, free_port, is_gone, run_cli, up_url, wait_for
@@ -270,3 +273,31 @@ def test_up_with_scale_starts_local_workers_and_stops_them_when_it_stops(
     assert up.wait(30) == 0, log.read_text()
     _, alive = psutil.wait_procs(workers, timeout=5)
     assert alive == [], f"workers left behind: {alive}"
+
+
+@pytest.mark.timeout(60)
+def test_local_provider_sees_a_worker_die_before_joining(tmp_path: Path) -> None:
+    """The provider on its own: a launched worker process killed before it joined is
+    reported by `exited` (the autoscaler then gives the launch up at once), and `stop`
+    reaps it, removing its work directory but keeping its log."""
+    provider = build_provider("local:sandbox=off", tmp_path)
+    # nobody listens there: the worker keeps trying to register, and never joins
+    start = Start("local-0badc0de", f"http://127.0.0.1:{free_port()}", "crl_x", None, 1, {})
+
+    async def body() -> None:
+        handle = await provider.launch(start)
+        assert await provider.exited(handle) is None
+        os.kill(int(handle), signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while (why := await provider.exited(handle)) is None:
+            assert time.monotonic() < deadline, "exited() never noticed"
+            await asyncio.sleep(0.05)
+        assert why == f"worker process {handle} exited with code -9 before joining"
+        await provider.stop(handle)
+        assert is_gone(int(handle))
+        await provider.close()
+
+    asyncio.run(asyncio.wait_for(body(), 30))
+    state = tmp_path / "scale" / "local"
+    assert not (state / start.launch_id).exists()
+    assert (state / f"{start.launch_id}.log").exists()
