@@ -262,6 +262,12 @@ def test_only_the_coordinator_holding_the_lead_launches(backend: Backend, tmp_pa
     if backend.kind == "sqlite":
         return  # one coordinator per SQLite file: nothing to share
     assert not second.leader and p2.started == [] and not second.status().leader
-    first.store.close()
-    asyncio.run(rounds())
-    assert second.leader and len(p2.started) == 1  # the first's launches died with it
+    first.store.close()  # the server frees its lock a moment after the session ends
+
+    async def until_second_leads() -> None:
+        while not second.leader:
+            await rounds()
+            await asyncio.sleep(0.05)
+
+    asyncio.run(asyncio.wait_for(until_second_leads(), 10))
+    assert len(p2.started) == 1  # the first's launches died with it
