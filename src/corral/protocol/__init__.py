@@ -79,7 +79,7 @@ from ._security import (
     TokenCreated,
     TokenInfo,
 )
-from ._sizes import format_size, parse_size
+from ._sizes import format_size, parse_duration, parse_size
 from ._validate import (
     LIMIT_KEYS,
     is_sha256,
@@ -169,6 +169,7 @@ __all__ = [
     "flatten_requires",
     "format_size",
     "is_sha256",
+    "parse_duration",
     "parse_size",
     "range_problem",
     "relay_allows",
