@@ -14,6 +14,7 @@ Needs root, iproute2 and sshd; skipped otherwise, unless CI is set (then it fail
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import secrets
@@ -26,7 +27,10 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import Farm, PYTHON, free_port, stop_process, wait_for
+from corral.coordinator.providers import Start, parse_scale
+from corral.coordinator.providers.ssh import Remote, SshProvider
+
+from .conftest import PYTHON, Farm, free_port, is_gone, stop_process, wait_for
 from .test_netns import IN_CI, IP, IS_ROOT, free_subnet, ip
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
@@ -181,3 +185,42 @@ def test_the_namespace_sshd_lets_in_the_key_and_reaches_the_coordinator(
     f = farm(host=ssh_host.peer)
     code = f"import httpx; print(httpx.get({f.url + '/healthz'!r}).status_code)"
     assert ssh_host.run(PYTHON, "-c", code).strip() == "200"
+
+
+@pytest.mark.timeout(60)
+def test_the_provider_starts_a_worker_on_the_host_and_stops_it(
+    ssh_host: SshHost, farm: Callable[..., Farm], tmp_path: Path
+) -> None:
+    """In-process: launch runs `corral worker` in the namespace host (pid recorded), the
+    worker joins across the link, `exited` sees it running; after a drain, stop leaves no
+    process and removes its work directory."""
+    f = farm(host=ssh_host.peer)
+    work = tmp_path / "remote"
+    spec = parse_scale(
+        f"ssh:{ssh_host.scale_options()},python={PYTHON},dir={work}", {"ssh": SshProvider.OPTIONS}
+    )
+    provider = SshProvider(spec, tmp_path / "state")
+    start = Start("launch-ssh-1", f.url, f.token, None, 2, {"site": "ns"})
+
+    async def launch() -> str:
+        return await provider.launch(start)
+
+    handle = asyncio.run(launch())
+    remote = Remote.parse(handle)
+    assert remote.host == ssh_host.addr and remote.launch_id == "launch-ssh-1"
+    assert ssh_host.run(str(IP), "netns", "identify", str(remote.pid)).strip() == ssh_host.ns
+    with f.client() as client:
+        worker = wait_for(
+            lambda: next((w for w in client.workers() if w.name == "launch-ssh-1"), None),
+            20.0,
+            0.1,
+            "the launched worker to join",
+        )
+        assert worker.slots == 2 and worker.capabilities["labels"] == {"site": "ns"}
+        assert asyncio.run(provider.exited(handle)) is None
+        client.drain_worker(worker.id)
+    asyncio.run(provider.stop(handle))
+    assert is_gone(remote.pid)
+    assert not (work / "launch-ssh-1").exists()
+    assert (work / "launch-ssh-1.log").read_text()  # the log stays
+    assert "exited" in str(asyncio.run(provider.exited(handle)))
