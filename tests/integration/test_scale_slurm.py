@@ -13,6 +13,7 @@ Needs root and slurm-wlm; skipped otherwise, unless CI is set (then it fails).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import shutil
@@ -23,7 +24,10 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import Farm, free_port, stop_all, wait_for
+from corral.coordinator.providers import Start, parse_scale
+from corral.coordinator.providers.slurm import SlurmProvider
+
+from .conftest import PYTHON, Farm, free_port, stop_all, wait_for
 
 IN_CI = bool(os.environ.get("CI"))
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -180,3 +184,39 @@ def test_the_single_node_slurm_runs_and_cancels_a_job(
     wait_for(lambda: slurm.jobs().get(job) == "RUNNING", 15.0, 0.2, "the job to run")
     slurm.run("scancel", job)
     wait_for(lambda: slurm.jobs().get(job) == "CANCELLED", 15.0, 0.2, "the job to be cancelled")
+
+
+@pytest.mark.timeout(60)
+def test_the_provider_runs_each_worker_as_a_slurm_job(
+    slurm: Slurm, farm: Callable[..., Farm], tmp_path: Path
+) -> None:
+    """In-process: two launches are two Slurm jobs whose workers join; `exited` sees them
+    running; one drained worker ends its job by leaving, the other is scancelled; then
+    `exited` says why each will never come back."""
+    f = farm()
+    spec = parse_scale(
+        f"slurm:conf={slurm.conf},python={PYTHON},slots=2,memory=100M,time=10",
+        {"slurm": SlurmProvider.OPTIONS},
+    )
+    provider = SlurmProvider(spec, tmp_path / "state")
+    starts = [Start(f"launch-slurm-{i}", f.url, f.token, None, 2, {}) for i in (1, 2)]
+    jobs = [asyncio.run(provider.launch(start)) for start in starts]
+    assert len(set(jobs)) == 2 and all(j.isdigit() for j in jobs)
+    with f.client() as client:
+
+        def joined() -> dict[str, str] | None:
+            ids = {w.name: w.id for w in client.workers() if w.status == "online"}
+            return ids if {s.launch_id for s in starts} <= set(ids) else None
+
+        ids = wait_for(joined, 30.0, 0.2, "both Slurm jobs' workers to join")
+        assert slurm.jobs()[jobs[0]] == slurm.jobs()[jobs[1]] == "RUNNING"
+        assert asyncio.run(provider.exited(jobs[0])) is None
+        client.drain_worker(ids["launch-slurm-1"])
+        wait_for(lambda: slurm.jobs().get(jobs[0]) == "COMPLETED", 20.0, 0.2, "job 1 to end")
+    asyncio.run(provider.stop(jobs[0]))  # already ended: a no-op
+    asyncio.run(provider.stop(jobs[1]))
+    wait_for(lambda: slurm.jobs().get(jobs[1]) == "CANCELLED", 20.0, 0.2, "job 2 cancelled")
+    assert asyncio.run(provider.exited(jobs[0])) == f"Slurm job {jobs[0]} ended: COMPLETED"
+    assert asyncio.run(provider.exited(jobs[1])) == f"Slurm job {jobs[1]} ended: CANCELLED"
+    script = (tmp_path / "state" / "launch-slurm-1.sh").read_text()
+    assert "--cpus-per-task=2" in script and "--mem=100M" in script and f.token not in script
