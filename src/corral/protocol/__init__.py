@@ -70,7 +70,9 @@ from ._models import (
 )
 from ._relay import API_PREFIX, JOB_TOKEN_ROUTES, RELAY_SOCKET, relay_allows
 from ._requires import flatten_requires, slots_needed
+from ._scale import LaunchInfo, ScaleProviderInfo, ScaleStatus
 from ._security import (
+    JOIN_PREFIX,
     ROLES,
     AuditEntry,
     Role,
@@ -78,6 +80,7 @@ from ._security import (
     TokenCreate,
     TokenCreated,
     TokenInfo,
+    make_join,
 )
 from ._sizes import format_size, parse_duration, parse_size
 from ._validate import (
@@ -101,6 +104,7 @@ __all__ = [
     "INT32_MAX",
     "INT64_MAX",
     "JOB_TOKEN_ROUTES",
+    "JOIN_PREFIX",
     "LIMIT_KEYS",
     "MAX_ATTEMPTS",
     "MAX_LIMIT",
@@ -134,6 +138,7 @@ __all__ = [
     "JobCreated",
     "JobUsage",
     "KillOptions",
+    "LaunchInfo",
     "LeaseGrant",
     "LeaseRequest",
     "LiveUsage",
@@ -145,6 +150,8 @@ __all__ = [
     "ResultsReply",
     "RetryOptions",
     "Role",
+    "ScaleProviderInfo",
+    "ScaleStatus",
     "Spread",
     "Task",
     "TaskBlocked",
@@ -169,6 +176,7 @@ __all__ = [
     "flatten_requires",
     "format_size",
     "is_sha256",
+    "make_join",
     "parse_duration",
     "parse_size",
     "range_problem",

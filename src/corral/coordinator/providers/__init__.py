@@ -8,6 +8,7 @@ import without its driver and say how to install it when it is missing.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from pathlib import Path
 
 from .base import (
@@ -32,6 +33,7 @@ __all__ = [
     "Start",
     "WorkerProvider",
     "build_provider",
+    "build_providers",
     "environ",
     "parse_scale",
     "provider_class",
@@ -70,3 +72,14 @@ def build_provider(text: str, data_dir: Path) -> WorkerProvider:
     cls = provider_class(kind)
     spec = parse_scale(text, {kind: cls.OPTIONS})
     return cls(spec, data_dir / "scale" / spec.name.replace(":", "-"))
+
+
+def build_providers(texts: Sequence[str], data_dir: Path) -> list[WorkerProvider]:
+    """The providers of several `--scale` values; ScaleError when one is bad, or when two
+    share a name (tell them apart with name=)."""
+    providers = [build_provider(text, data_dir) for text in texts]
+    names = [p.name for p in providers]
+    for name in names:
+        if names.count(name) > 1:
+            raise ScaleError(f"--scale: two providers are called {name}; give one name=...")
+    return providers

@@ -1,9 +1,14 @@
 """`local`: workers as `corral worker` processes on the coordinator's own machine.
 
 Each launch is a fresh interpreter (`python -m corral worker`), its token in its
-environment, its output in `<state_dir>/<launch>.log`, its work directory
-`<state_dir>/<launch>/`. `stop` is called once the worker drained and left: it waits for the
-process, and SIGTERMs (then SIGKILLs) one that is still there, as `corral up` does.
+environment, its output in `<state_dir>/<launch>.log` (kept only when it did not exit
+cleanly), its work directory `<state_dir>/<launch>/`. `stop` is called once the worker
+drained and left: it waits for the process, and SIGTERMs (then SIGKILLs) one that is still
+there, as `corral up` does.
+
+Rejected: forking workers from the coordinator, as `corral up` does for its first workers to
+save the interpreter's start. A coordinator serving requests has threads and an event loop
+running, and a fork then copies their locks in whatever state they are in.
 
 Options: `sandbox=off` (tasks without bubblewrap), `network=on` (give tasks that ask the
 network), `grace=S` (the workers' --checkpoint-grace), `hide=PATH` (another --sandbox-hide).
@@ -99,6 +104,8 @@ class LocalProvider(WorkerProvider):
                 await asyncio.wait_for(proc.wait(), wait)
                 break
         await asyncio.to_thread(shutil.rmtree, self.state_dir / launch_id, True)
+        if proc.returncode == 0:  # it left cleanly: only a failed worker's log is worth keeping
+            (self.state_dir / f"{launch_id}.log").unlink(missing_ok=True)
 
     async def close(self) -> None:
         """Stop every worker still running (the coordinator is stopping)."""
