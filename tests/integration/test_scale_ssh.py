@@ -29,6 +29,7 @@ import pytest
 
 from corral.coordinator.providers import Start, parse_scale
 from corral.coordinator.providers.ssh import Remote, SshProvider
+from corral.protocol import LaunchInfo, TaskSpec
 
 from .conftest import PYTHON, Farm, free_port, is_gone, stop_process, wait_for
 from .test_netns import IN_CI, IP, IS_ROOT, free_subnet, ip
@@ -222,5 +223,45 @@ def test_the_provider_starts_a_worker_on_the_host_and_stops_it(
     asyncio.run(provider.stop(handle))
     assert is_gone(remote.pid)
     assert not (work / "launch-ssh-1").exists()
-    assert (work / "launch-ssh-1.log").read_text()  # the log stays
+    assert (work / "launch-ssh-1.log").exists()  # the log stays
     assert "exited" in str(asyncio.run(provider.exited(handle)))
+
+
+@pytest.mark.timeout(90)
+def test_a_job_makes_the_coordinator_start_a_worker_over_ssh_and_drain_it_when_idle(
+    ssh_host: SshHost, farm: Callable[..., Farm], tmp_path: Path
+) -> None:
+    """`corral server --scale ssh:...`: a job starts one worker on the namespace host (its
+    process in that namespace), the worker runs every task, and once idle past idle_timeout
+    it is drained and its process is gone; the launch ends `stopped`."""
+    work = tmp_path / "remote"
+    scale = f"ssh:{ssh_host.scale_options()},python={PYTHON},dir={work}"
+    scale += ",max=1,slots=2,idle_timeout=3,join_timeout=60,startup=5"
+    f = farm(host=ssh_host.peer, server_args=("--scale", scale))
+    rc, _, err = f.cli("allow", "add", "true")  # a worker joining over the network checks
+    assert rc == 0, err
+    with f.client() as client:
+        job = client.submit_job([TaskSpec(argv=["true"]) for _ in range(6)], name="ssh")
+
+        def joined() -> LaunchInfo | None:
+            launches = client.scale().launches
+            return next((x for x in launches if x.state == "joined"), None)
+
+        launch = wait_for(joined, 30.0, 0.2, "a launch on the ssh host to join")
+        assert launch.provider == "ssh" and launch.handle is not None
+        remote = Remote.parse(launch.handle)
+        assert ssh_host.run(str(IP), "netns", "identify", str(remote.pid)).strip() == ssh_host.ns
+        assert f.wait_job(client, job.id, 30.0).status == "succeeded", client.tasks(job.id)[0].error
+        tasks = client.tasks(job.id)
+        assert {t.worker_id for t in tasks} == {launch.worker_id}
+
+        def stopped() -> LaunchInfo | None:
+            now = next(x for x in client.scale().launches if x.id == launch.id)
+            return now if now.state == "stopped" else None
+
+        wait_for(stopped, 30.0, 0.2, "the idle worker to be drained and stopped")
+        assert [x.id for x in client.scale().launches] == [launch.id]  # launched once
+        assert next(w for w in client.workers() if w.id == launch.worker_id).status != "online"
+    # the provider's stop runs behind the launch's end: the process goes, then its directory
+    wait_for(lambda: is_gone(remote.pid), 20.0, 0.1, "the remote worker's process to end")
+    wait_for(lambda: not (work / launch.id).exists(), 20.0, 0.1, "its work dir to go")

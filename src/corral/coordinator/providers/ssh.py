@@ -120,7 +120,7 @@ def start_script(start: Start, python: str, directory: str) -> tuple[str, str]:
     log = shlex.quote(f"{directory}/{start.launch_id}.log")
     argv = [python, "-m", "corral", "worker", *start.worker_args()]
     script = (
-        f"umask 077 && mkdir -p {d} && IFS= read -r {name} && export {name} || exit 1\n"
+        f"mkdir -p {d} && IFS= read -r {name} && export {name} || exit 1\n"
         f"nohup {shlex.join(argv)} --work-dir {work} > {log} 2>&1 < /dev/null &\n"
         "echo $!\n"
     )
