@@ -26,6 +26,7 @@ import pytest
 
 from corral.coordinator.providers import Start, parse_scale
 from corral.coordinator.providers.slurm import SlurmProvider
+from corral.protocol import LaunchInfo, TaskSpec
 
 from .conftest import PYTHON, Farm, free_port, stop_all, wait_for
 
@@ -220,3 +221,33 @@ def test_the_provider_runs_each_worker_as_a_slurm_job(
     assert asyncio.run(provider.exited(jobs[1])) == f"Slurm job {jobs[1]} ended: CANCELLED"
     script = (tmp_path / "state" / "launch-slurm-1.sh").read_text()
     assert "--cpus-per-task=2" in script and "--mem=100M" in script and f.token not in script
+
+
+@pytest.mark.timeout(90)
+def test_a_job_makes_the_coordinator_submit_worker_jobs_to_slurm_and_cancel_them_when_idle(
+    slurm: Slurm, farm: Callable[..., Farm]
+) -> None:
+    """`corral server --scale slurm:...`: one worker per Slurm job, at most max of them; they
+    join, run every task, and once idle they are drained and their jobs end."""
+    scale = f"slurm:conf={slurm.conf},python={PYTHON},max=2,slots=1,idle_timeout=3,startup=5"
+    f = farm(server_args=("--scale", scale))
+    with f.client() as client:
+        job = client.submit_job([TaskSpec(argv=["sleep", "1"]) for _ in range(6)], name="hpc")
+
+        def both_joined() -> list[LaunchInfo] | None:
+            launches = [x for x in client.scale().launches if x.state == "joined"]
+            return launches if len(launches) == 2 else None
+
+        launches = wait_for(both_joined, 40.0, 0.2, "two Slurm workers to join")
+        jobs = {x.handle for x in launches}
+        assert len(jobs) == 2 and all(slurm.jobs()[str(j)] == "RUNNING" for j in jobs)
+        assert f.wait_job(client, job.id, 40.0).status == "succeeded"
+        assert {t.worker_id for t in client.tasks(job.id)} <= {x.worker_id for x in launches}
+
+        def all_stopped() -> bool:
+            return all(x.state == "stopped" for x in client.scale().launches)
+
+        wait_for(all_stopped, 30.0, 0.2, "the idle workers to be drained and stopped")
+        assert len(client.scale().launches) == 2  # never more than max
+    ended = ("COMPLETED", "CANCELLED")
+    wait_for(lambda: all(slurm.jobs().get(str(j)) in ended for j in jobs), 20.0, 0.2, "jobs end")
