@@ -29,6 +29,7 @@ kill every remote worker; `nohup` and a pid make the worker outlive the session.
 
 from __future__ import annotations
 
+import os
 import shlex
 import warnings
 from collections.abc import Mapping, Sequence
@@ -190,10 +191,10 @@ class SshProvider(WorkerProvider):
         if "user" in self.extra:
             options["username"] = self.extra["user"]
         if "key" in self.extra:
-            options["client_keys"] = [self.extra["key"]]
+            options["client_keys"] = [os.path.expanduser(self.extra["key"])]
         known = self.extra.get("known_hosts")
         if known is not None:
-            options["known_hosts"] = None if known == "off" else known
+            options["known_hosts"] = None if known == "off" else os.path.expanduser(known)
         return options
 
     async def _run(self, host: str, port: int | None, script: str, stdin: str = "") -> str:
