@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import secrets
 from collections import deque
@@ -53,18 +54,21 @@ from ..protocol import LaunchInfo, ScaleProviderInfo, ScaleStatus, Worker, make_
 from .access import new_token
 from .metrics import Metrics
 from .providers import ProviderError, Start, WorkerProvider, build_providers
-from .scaling import Launch, QueueClass, WorkerState, decide
+from .scaling import Launch, Provider, QueueClass, WorkerState, decide
 from .settings import Settings
 from .stops import Stops
 from .store import NotFound, Store
 from .store._rows import class_requires
 
 __all__ = [
+    "BACKOFF",
+    "BACKOFF_MAX",
     "LEAD",
     "Autoscaler",
     "autoscaler",
     "launch_provider",
     "new_launch_id",
+    "paused_until",
     "queue_classes",
     "worker_facts",
 ]
@@ -75,6 +79,10 @@ LEAD = "autoscaler"
 OWNER = "autoscaler"  # the owner of launch tokens, and so of the workers they register
 RECENT = 50  # ended launches `corral scale` shows
 MEANS_TTL = 10.0  # seconds a job's mean run time is reused before it is read again
+# after failed launches in a row, a provider starts nothing for BACKOFF x 2^(n-1) seconds, up
+# to BACKOFF_MAX: a broken start script or an exhausted quota is not hammered every second
+BACKOFF = 5.0
+BACKOFF_MAX = 300.0
 GONE = ("lost", "gone")
 PENDING = ("starting", "launched")
 LIVE = ("joined", "adopted", "draining")
@@ -110,6 +118,14 @@ def launch_provider(name: str, providers: Iterable[str]) -> str | None:
     if len(suffix) != 8 or any(c not in "0123456789abcdef" for c in suffix):
         return None
     return provider if provider in set(providers) else None
+
+
+def paused_until(failures: int, last: float) -> float:
+    """Until when a provider whose last `failures` launches failed (the last at `last`)
+    starts nothing."""
+    if failures <= 0:
+        return last
+    return last + min(BACKOFF * 2.0 ** min(failures - 1, 16), BACKOFF_MAX)
 
 
 def worker_facts(
@@ -182,6 +198,7 @@ class Autoscaler:
         self.active: dict[str, _Launch] = {}  # launch id -> launch not ended
         self.recent: deque[_Launch] = deque(maxlen=RECENT)  # ended, newest last
         self.counts = {name: [0, 0] for name in self.providers}  # launched, failed
+        self.failing = {name: (0, 0.0) for name in self.providers}  # in a row, last at
         self.idle: dict[str, float] = {}
         self.reasons: tuple[str, ...] = ()
         self.decided: float | None = None
@@ -208,13 +225,20 @@ class Autoscaler:
             self._loop.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop
-        if self._jobs:
-            await asyncio.wait(self._jobs, timeout=10.0)
+        await self.settle(10.0)
         for provider in self.providers.values():
             try:
                 await provider.close()
             except Exception as exc:  # one provider's trouble must not keep the rest open
                 log.warning("autoscaler: closing provider %s: %s", provider.name, exc)
+
+    async def settle(self, timeout: float) -> None:
+        """Wait (up to `timeout` seconds) for the provider calls under way to end."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        # a call that ends may start another (a launch given up meanwhile cleans up)
+        while self._jobs and (left := deadline - loop.time()) > 0:
+            await asyncio.wait(set(self._jobs), timeout=left)
 
     async def _run(self) -> None:
         while True:
@@ -238,9 +262,9 @@ class Autoscaler:
         started = {r.worker_id: r.provider for r in self.active.values() if r.worker_id}
         states, self.idle = worker_facts(workers, started, self.idle, now)
         pending = [Launch(r.id, r.provider, r.started) for r in self._in(PENDING)]
-        policies = [p.policy for p in self.providers.values()]
+        policies, paused = self._policies(now)
         decision = decide(self._queue(now), states, policies, pending, now)
-        self.reasons, self.decided = decision.reasons, now
+        self.reasons, self.decided = paused + decision.reasons, now
         for launch_id in decision.give_up:
             p = self.providers[self.active[launch_id].provider]
             timeout = p.options.join_timeout
@@ -250,6 +274,24 @@ class Autoscaler:
         for name, n in decision.launches.items():
             for _ in range(n):
                 self._launch(self.providers[name], now)
+
+    def _policies(self, now: float) -> tuple[list[Provider], tuple[str, ...]]:
+        """The providers as the policy sees them; one backing off after failed launches
+        may start nothing (max_launches 0), and a reason says until when."""
+        policies: list[Provider] = []
+        reasons: list[str] = []
+        for name, p in self.providers.items():
+            n, last = self.failing[name]
+            until = paused_until(n, last)
+            if until > now:
+                policies.append(dataclasses.replace(p.policy, max_launches=0))
+                reasons.append(
+                    f"provider {name}: {n} failed launch{'es' * (n != 1)} in a row; "
+                    f"trying again in {until - now:.0f} s"
+                )
+            else:
+                policies.append(p.policy)
+        return policies, tuple(reasons)
 
     def _in(self, states: tuple[str, ...]) -> list[_Launch]:
         return [r for r in self.active.values() if r.state in states]
@@ -273,6 +315,7 @@ class Autoscaler:
             w = alive.get(r.id)
             if w is not None:
                 r.state, r.worker_id = "joined", w.id
+                self.failing[r.provider] = (0, 0.0)  # it works (again)
                 if r.token_id is not None:  # it now lives as long as its worker
                     self.store.set_token_expiry(r.token_id, None)
         for r in self._in(LIVE):
@@ -347,6 +390,7 @@ class Autoscaler:
             r.error = error
         if state == "failed":
             self.counts[r.provider][1] += 1
+            self.failing[r.provider] = (self.failing[r.provider][0] + 1, r.ended)
             self.metrics.launch_failures.labels(r.provider).inc()
             log.warning("autoscaler: launch %s failed: %s", r.id, error)
         self.active.pop(r.id, None)

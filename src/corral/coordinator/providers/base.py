@@ -223,8 +223,11 @@ def parse_scale(text: str, kinds: Mapping[str, frozenset[str]]) -> ScaleSpec:
     raw = _split_options(kind, rest)
     unknown = sorted(set(raw) - COMMON - kinds[kind])
     if unknown:
-        allowed = ", ".join(sorted(COMMON | kinds[kind]))
-        raise ScaleError(f"--scale {kind}: unknown option {unknown[0]!r}; {kind} takes {allowed}")
+        if ":" in unknown[0]:
+            hint = "; give each provider its own --scale"
+        else:
+            hint = f"; {kind} takes {', '.join(sorted(COMMON | kinds[kind]))}"
+        raise ScaleError(f"--scale {kind}: unknown option {unknown[0]!r}{hint}")
     extra = {k: v for k, v in raw.items() if k in kinds[kind]}
     options = ScaleOptions(**_common(kind, raw), extra=extra)  # type: ignore[arg-type]
     if options.min > options.max:
