@@ -193,7 +193,7 @@ def test_the_provider_runs_each_worker_as_a_slurm_job(
 ) -> None:
     """In-process: two launches are two Slurm jobs whose workers join; `exited` sees them
     running; one drained worker ends its job by leaving, the other is scancelled; then
-    `exited` says why each will never come back."""
+    `exited` says why each will never come back, as it does for a job that failed at once."""
     f = farm()
     spec = parse_scale(
         f"slurm:conf={slurm.conf},python={PYTHON},slots=2,memory=100M,time=10",
@@ -219,6 +219,16 @@ def test_the_provider_runs_each_worker_as_a_slurm_job(
     wait_for(lambda: slurm.jobs().get(jobs[1]) == "CANCELLED", 20.0, 0.2, "job 2 cancelled")
     assert asyncio.run(provider.exited(jobs[0])) == f"Slurm job {jobs[0]} ended: COMPLETED"
     assert asyncio.run(provider.exited(jobs[1])) == f"Slurm job {jobs[1]} ended: CANCELLED"
+    # a job that dies before its worker joins is seen in squeue's answer
+    broken = SlurmProvider(
+        parse_scale(
+            f"slurm:conf={slurm.conf},python=/nonexistent", {"slurm": SlurmProvider.OPTIONS}
+        ),
+        tmp_path / "state",
+    )
+    dead = asyncio.run(broken.launch(Start("launch-slurm-3", f.url, f.token, None, 1, {})))
+    why = wait_for(lambda: asyncio.run(broken.exited(dead)), 20.0, 0.2, "the broken job to end")
+    assert why == f"Slurm job {dead} ended: FAILED"
     script = (tmp_path / "state" / "launch-slurm-1.sh").read_text()
     assert "--cpus-per-task=2" in script and "--mem=100M" in script and f.token not in script
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from corral.coordinator.providers import Start, parse_scale
+from corral.coordinator.providers import ProviderError, Start, parse_scale
 from corral.coordinator.providers.ssh import Remote, SshProvider
 from corral.protocol import LaunchInfo, TaskSpec
 
@@ -192,9 +192,9 @@ def test_the_namespace_sshd_lets_in_the_key_and_reaches_the_coordinator(
 def test_the_provider_starts_a_worker_on_the_host_and_stops_it(
     ssh_host: SshHost, farm: Callable[..., Farm], tmp_path: Path
 ) -> None:
-    """In-process: launch runs `corral worker` in the namespace host (pid recorded), the
-    worker joins across the link, `exited` sees it running; after a drain, stop leaves no
-    process and removes its work directory."""
+    """In-process: a host whose key is not the pinned one is refused; launch runs `corral
+    worker` in the namespace host (pid recorded), the worker joins across the link, `exited`
+    sees it running; after a drain, stop leaves no process and removes its work directory."""
     f = farm(host=ssh_host.peer)
     work = tmp_path / "remote"
     spec = parse_scale(
@@ -205,6 +205,21 @@ def test_the_provider_starts_a_worker_on_the_host_and_stops_it(
 
     async def launch() -> str:
         return await provider.launch(start)
+
+    # a host whose key is not the pinned one gets nothing, with one line saying why
+    wrong = tmp_path / "wrong_known_hosts"
+    wrong.write_text(f"[{ssh_host.addr}]:{ssh_host.port} {_keygen(tmp_path / 'other')}\n")
+    impostor = SshProvider(
+        parse_scale(
+            f"ssh:hosts={ssh_host.addr}:{ssh_host.port},user=root,key={ssh_host.key},"
+            f"known_hosts={wrong},python={PYTHON},dir={work}",
+            {"ssh": SshProvider.OPTIONS},
+        ),
+        tmp_path / "state",
+    )
+    with pytest.raises(ProviderError, match=f"ssh {ssh_host.addr}:{ssh_host.port}: .*not trusted"):
+        asyncio.run(impostor.launch(start))
+    assert not work.exists()
 
     handle = asyncio.run(launch())
     remote = Remote.parse(handle)
