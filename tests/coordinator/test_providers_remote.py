@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from libcloud.compute.types import NodeState
 
 from corral.coordinator.providers import ScaleError, Start, build_provider, parse_scale
 from corral.coordinator.providers.libcloud import (
@@ -281,6 +282,9 @@ def test_the_dummy_driver_creates_a_node_per_launch_and_destroys_it_on_stop(tmp_
     }
     assert asyncio.run(provider.exited(a)) == f"node {a} is gone"
     asyncio.run(provider.stop(a))  # stopping twice is fine
+    node = next(n for n in driver.list_nodes() if str(n.id) == b)
+    node.state = NodeState.TERMINATED  # as a cloud reports a node that died (Dummy has no way)
+    assert asyncio.run(provider.exited(b)) == f"node {b} is terminated"
     assert provider.policy.offer.slots == 2 and provider.policy.max == 3
 
 

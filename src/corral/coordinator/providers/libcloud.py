@@ -42,7 +42,7 @@ PREFIX = "/opt/corral"
 # create_node keywords that carry user-data as a string, in the drivers that have them
 USERDATA_KEYWORDS = ("ex_userdata", "ex_user_data", "ex_customdata")
 _CREDENTIALS = ("key", "secret", "region", "project")
-_GONE = ("terminated", "error", "stopped", "unknown")  # a node that will not run a worker
+_GONE = ("terminated", "error", "stopped", "stopping")  # a node that will not run a worker
 
 
 def user_data(start: Start, package: str = "corral", python: str = "python3") -> str:
