@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -21,7 +22,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from libcloud.compute.types import NodeState
 
-from corral.coordinator.providers import ScaleError, Start, build_provider, parse_scale
+from corral.coordinator.providers import (
+    ProviderError,
+    ScaleError,
+    Start,
+    build_provider,
+    parse_scale,
+)
 from corral.coordinator.providers.libcloud import (
     LibcloudProvider,
     node_name,
@@ -32,6 +39,7 @@ from corral.coordinator.providers.libcloud import (
 from corral.coordinator.providers.slurm import batch_script, job_ended, parse_sbatch
 from corral.coordinator.providers.ssh import (
     Remote,
+    SshProvider,
     exited_script,
     parse_hosts,
     pick_host,
@@ -296,3 +304,27 @@ def test_asyncssh_imports_without_warnings_escaping() -> None:
         "from corral.coordinator.providers.ssh import _import_asyncssh; _import_asyncssh()"
     )
     assert subprocess.run([sys.executable, "-c", code], timeout=30).returncode == 0
+
+
+@pytest.mark.timeout(30)
+def test_launches_started_together_go_to_different_hosts(tmp_path: Path) -> None:
+    """Two closed loopback ports as hosts: two launches at once try one each (each failing
+    with a line naming its host), and a failed launch does not count against its host."""
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    hosts = ",".join(f"127.0.0.1:{p}" for p in ports)
+    provider = build_provider(f"ssh:hosts={hosts},known_hosts=off,connect_timeout=5", tmp_path)
+
+    async def both() -> list[BaseException | str]:
+        starts = [Start(f"l-{i}", "http://c", "t", None, 1, {}) for i in range(2)]
+        return await asyncio.gather(*(provider.launch(s) for s in starts), return_exceptions=True)
+
+    results = asyncio.run(both())
+    assert all(isinstance(r, ProviderError) for r in results)
+    errors = sorted(str(r) for r in results)
+    assert all(e.startswith("ssh 127.0.0.1:") for e in errors)
+    assert sorted(e.split(":")[1] for e in errors) == sorted(str(p) for p in ports)
+    assert isinstance(provider, SshProvider) and provider.placed == {}

@@ -184,7 +184,7 @@ class SshProvider(WorkerProvider):
             self.connect_timeout = float(self.extra.get("connect_timeout", "10"))
         except ValueError as exc:
             raise ScaleError("--scale ssh: connect_timeout= takes seconds, like 10") from exc
-        self.running: dict[str, Remote] = {}  # handle -> where
+        self.placed: dict[str, str] = {}  # launch id -> the host (address) it runs on
 
     def _connect_options(self) -> dict[str, Any]:
         options: dict[str, Any] = {"connect_timeout": self.connect_timeout}
@@ -217,19 +217,23 @@ class SshProvider(WorkerProvider):
 
     async def launch(self, start: Start) -> str:
         """Start the worker on the least busy host; the handle is `pid@host/launch`."""
-        counts: dict[str, int] = {}
-        for remote in self.running.values():
-            counts[remote.address] = counts.get(remote.address, 0) + 1
         addresses = {f"{h}:{p}" if p else h: (h, p) for h, p in self.hosts}
-        host, port = addresses[pick_host(list(addresses), counts)]
+        counts: dict[str, int] = {}
+        for address in self.placed.values():
+            counts[address] = counts.get(address, 0) + 1
+        # placed before the first await, so launches started together spread out
+        address = self.placed[start.launch_id] = pick_host(list(addresses), counts)
+        host, port = addresses[address]
         script, stdin = start_script(start, self.python, self.directory)
-        out = await self._run(host, port, script, stdin)
-        pid = out.strip().splitlines()[-1] if out.strip() else ""
-        if not pid.isdigit():
-            raise ProviderError(f"ssh {host}: the worker's pid did not come back ({out!r})")
-        remote = Remote(host, port, int(pid), start.launch_id)
-        self.running[remote.handle()] = remote
-        return remote.handle()
+        try:
+            out = await self._run(host, port, script, stdin)
+            pid = out.strip().splitlines()[-1] if out.strip() else ""
+            if not pid.isdigit():
+                raise ProviderError(f"ssh {address}: the worker's pid did not come back")
+        except ProviderError:
+            del self.placed[start.launch_id]
+            raise
+        return Remote(host, port, int(pid), start.launch_id).handle()
 
     async def exited(self, handle: str) -> str | None:
         """None while the pid is still this launch's worker; else the end of its log."""
@@ -247,4 +251,4 @@ class SshProvider(WorkerProvider):
         """Make sure the worker is gone (it was drained: a few seconds, then kill)."""
         remote = Remote.parse(handle)
         await self._run(remote.host, remote.port, stop_script(remote, self.directory))
-        self.running.pop(handle, None)
+        self.placed.pop(remote.launch_id, None)
