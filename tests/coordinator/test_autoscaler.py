@@ -177,7 +177,9 @@ def test_a_launch_joins_works_idles_and_is_drained_then_cleaned_up(tmp_path: Pat
         await tick()
         assert coord.store.get_worker(wid).status == "draining"
         assert scaler.status().launches[0].state == "draining"
-        assert any("idle for 31 s" in r for r in scaler.status().reasons)
+        assert f"worker {start.launch_id} of provider local idle for 31 s" in " ".join(
+            scaler.status().reasons
+        )
 
         coord.deregister(wid)  # it finished draining and left
         await tick()

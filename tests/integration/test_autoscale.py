@@ -131,6 +131,10 @@ def test_command_provider_runs_the_users_scripts(farm: Callable[..., Farm], tmp_
         assert is_gone(int(x.handle.removeprefix("pid-")))
     tokens = {t.name: t for t in client.tokens()}
     assert all(tokens[f"launch {x.id}"].revoked is not None for x in launches)
+    rc, out, err = f.cli("scale")
+    assert rc == 0, err
+    assert "command" in out.splitlines()[1] and "2 slots; site=lab" in out
+    assert "stopped" in out and "last decision" in out
 
 
 @pytest.mark.timeout(120)
@@ -192,6 +196,10 @@ def test_bad_scale_values_and_non_admin_tokens_are_refused(
         rc, out, err = run_cli(argv, isolated, tmp_path, timeout=20)
         assert rc != 0 and out == ""
         assert len(err.strip().splitlines()) == 1 and says in err, err
+    env = {**isolated, "CORRAL_SCALE": "local:max=1 local:max=x"}
+    argv = ["server", "--data", str(data), "--port", str(free_port())]
+    rc, _, err = run_cli(argv, env, tmp_path, timeout=20)
+    assert rc != 0 and "max='x': not a whole number" in err
     assert not data.exists()  # nothing half-made
     both = ("--scale", "local:max=1", "--scale", "local:max=2")
     argv = ["server", "--data", str(data), "--port", str(free_port()), *both]

@@ -149,6 +149,18 @@ def worker_facts(
     return states, seen
 
 
+def _named(reasons: Iterable[str], workers: Sequence[Worker]) -> tuple[str, ...]:
+    """The policy's reasons with worker names (the launch ids) for worker ids."""
+    names = {f"worker {w.id} ": f"worker {w.name} " for w in workers}
+    out = []
+    for reason in reasons:
+        if reason.startswith("worker "):
+            head = reason[: reason.index(" ", 7) + 1]
+            reason = names.get(head, head) + reason[len(head) :]
+        out.append(reason)
+    return tuple(out)
+
+
 @dataclass
 class _Launch:
     """One launch, as this coordinator follows it."""
@@ -264,7 +276,7 @@ class Autoscaler:
         pending = [Launch(r.id, r.provider, r.started) for r in self._in(PENDING)]
         policies, paused = self._policies(now)
         decision = decide(self._queue(now), states, policies, pending, now)
-        self.reasons, self.decided = paused + decision.reasons, now
+        self.reasons, self.decided = paused + _named(decision.reasons, workers), now
         for launch_id in decision.give_up:
             p = self.providers[self.active[launch_id].provider]
             timeout = p.options.join_timeout

@@ -92,11 +92,15 @@ class LocalProvider(WorkerProvider):
 
     async def stop(self, handle: str) -> None:
         """Wait for the process; SIGTERM, then SIGKILL, one that lingers; remove its work
-        directory (its log stays)."""
+        directory (its log stays if it did not exit cleanly)."""
+        await self._stop(handle, patience=5.0)
+
+    async def _stop(self, handle: str, patience: float) -> None:
         if handle not in self.procs:
             return
         proc, launch_id = self.procs.pop(handle)
-        for sig, wait in ((None, 5.0), (signal.SIGTERM, self.grace + 5.0), (signal.SIGKILL, 5.0)):
+        steps = ((None, patience), (signal.SIGTERM, self.grace + 5.0), (signal.SIGKILL, 5.0))
+        for sig, wait in steps:
             if sig is not None and proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     proc.send_signal(sig)
@@ -108,5 +112,6 @@ class LocalProvider(WorkerProvider):
             (self.state_dir / f"{launch_id}.log").unlink(missing_ok=True)
 
     async def close(self) -> None:
-        """Stop every worker still running (the coordinator is stopping)."""
-        await asyncio.gather(*(self.stop(h) for h in list(self.procs)))
+        """Stop every worker still running at once (the coordinator is stopping): SIGTERM
+        evicts their tasks, which are requeued."""
+        await asyncio.gather(*(self._stop(h, patience=0.0) for h in list(self.procs)))
