@@ -149,15 +149,22 @@ class Start:
 
 
 def _split_options(kind: str, text: str) -> dict[str, str]:
+    """`k=v,k=v`; an item with no `=` continues the value before it, so a list can be written
+    as it reads (`hosts=h1,h2,user=me`: hosts is `h1,h2`)."""
     out: dict[str, str] = {}
+    last = ""
     for item in text.split(",") if text else ():
         key, sep, value = item.partition("=")
         key = key.strip()
+        if not sep and last and key:
+            out[last] += "," + key
+            continue
         if not sep or not key:
             raise ScaleError(f"--scale {kind}: {item!r} must look like KEY=VALUE")
         if key in out:
             raise ScaleError(f"--scale {kind}: {key} is given twice")
         out[key] = value.strip()
+        last = key
     return out
 
 
