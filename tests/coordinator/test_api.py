@@ -237,12 +237,14 @@ def test_openapi_document(serve: Callable[..., None]) -> None:
             ("/api/v1/tasks/{id}/result", "post"),
             ("/api/v1/blobs/{sha256}", "put"),
             ("/api/v1/workers/{id}/lease", "post"),
+            ("/api/v1/scale", "get"),
         ]:
             assert method in paths[path], (path, method)
         assert paths["/api/v1/jobs"]["post"]["requestBody"]["required"] is True
         assert paths["/api/v1/jobs/{id}"]["get"]["parameters"][0]["name"] == "id"
         schemas = doc["components"]["schemas"]
         assert {"JobCreate", "TaskSpec", "Job", "Task", "ErrorBody", "LeaseGrant"} <= set(schemas)
+        assert {"ScaleStatus", "ScaleProviderInfo", "LaunchInfo"} <= set(schemas)
         assert set(schemas["ErrorBody"]["required"]) == {"error", "detail"}
         op_ids = [op["operationId"] for ops in paths.values() for op in ops.values()]
         assert len(op_ids) == len(set(op_ids))

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Sequence
 
 import click
 import httpx
 
+from .. import protocol
 from ..client import Client, make_join, pem_fingerprint, resolve
 from ..protocol import INT32_MAX, MAX_SHARE, TokenInfo
 from ._common import (
@@ -25,15 +25,13 @@ from ._common import (
 from ._format import Column, ago, short
 from ._ids import Candidate, choose
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
 
 def parse_duration(text: str, option: str = "--expires") -> float:
     """Seconds in `90s`, `15m`, `1h`, `7d` or `2w`; Fail on anything else."""
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhdw])", text.strip().lower())
-    if not match or float(match.group(1)) <= 0:
-        raise Fail(f"{option} {text!r}: give a positive duration like 90s, 15m, 1h, 7d or 2w")
-    return float(match.group(1)) * _UNITS[match.group(2)]
+    try:
+        return protocol.parse_duration(text)
+    except ValueError as exc:
+        raise Fail(f"{option} {exc}") from exc
 
 
 def _ca_fingerprint(server: str | None, token: str | None, url: str) -> str:

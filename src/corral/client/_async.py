@@ -24,6 +24,7 @@ from ..protocol import (
     IdMatch,
     InputRef,
     Job,
+    ScaleStatus,
     Task,
     TaskSpec,
     TokenCreated,
@@ -240,6 +241,10 @@ class AsyncClient(BaseClient[AsyncTaskFuture]):
         """Audit entries after sequence number `after`, oldest first; with `newest`, the
         newest `limit` entries, newest first."""
         return await self.drive(_security.audit(after, limit, newest))
+
+    async def scale(self) -> ScaleStatus:
+        """The autoscaler: its providers, recent launches and latest reasons (admin)."""
+        return await self.drive(_security.scale())
 
     async def find(self, some_id: str) -> Job | Task:
         """A job or a task by its id."""

@@ -25,6 +25,7 @@ from ..protocol import (
     IdMatch,
     InputRef,
     Job,
+    ScaleStatus,
     Task,
     TaskSpec,
     TokenCreated,
@@ -234,6 +235,10 @@ class Client(BaseClient[TaskFuture]):
         """Audit entries after sequence number `after`, oldest first; with `newest`, the
         newest `limit` entries, newest first."""
         return self.drive(_security.audit(after, limit, newest))
+
+    def scale(self) -> ScaleStatus:
+        """The autoscaler: its providers, recent launches and latest reasons (admin)."""
+        return self.drive(_security.scale())
 
     def find(self, some_id: str) -> Job | Task:
         """A job or a task by its id."""

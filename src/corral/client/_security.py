@@ -1,8 +1,8 @@
-"""Operations on tokens and the audit log (sans-IO, like `_core`)."""
+"""Admin operations: tokens, the audit log, the autoscaler (sans-IO, like `_core`)."""
 
 from __future__ import annotations
 
-from ..protocol import AuditEntry, TokenCreate, TokenCreated, TokenInfo
+from ..protocol import AuditEntry, ScaleStatus, TokenCreate, TokenCreated, TokenInfo
 from ._core import Op, _json
 
 
@@ -37,4 +37,9 @@ def audit(after: int = 0, limit: int = 1000, newest: bool = False) -> Op[list[Au
     return (yield from _json("GET", "/audit", list[AuditEntry], **params))
 
 
-__all__ = ["audit", "create_token", "revoke_token", "tokens"]
+def scale() -> Op[ScaleStatus]:
+    """The autoscaler: its providers, recent launches and latest reasons (admin)."""
+    return (yield from _json("GET", "/scale", ScaleStatus))
+
+
+__all__ = ["audit", "create_token", "revoke_token", "scale", "tokens"]

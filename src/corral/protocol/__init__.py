@@ -72,7 +72,9 @@ from ._models import (
 )
 from ._relay import API_PREFIX, JOB_TOKEN_ROUTES, RELAY_SOCKET, relay_allows
 from ._requires import flatten_requires, slots_needed
+from ._scale import LaunchInfo, ScaleProviderInfo, ScaleStatus
 from ._security import (
+    JOIN_PREFIX,
     ROLES,
     AuditEntry,
     Role,
@@ -80,8 +82,9 @@ from ._security import (
     TokenCreate,
     TokenCreated,
     TokenInfo,
+    make_join,
 )
-from ._sizes import format_size, parse_size
+from ._sizes import format_size, parse_duration, parse_size
 from ._validate import (
     LIMIT_KEYS,
     is_sha256,
@@ -103,6 +106,7 @@ __all__ = [
     "INT32_MAX",
     "INT64_MAX",
     "JOB_TOKEN_ROUTES",
+    "JOIN_PREFIX",
     "LIMIT_KEYS",
     "MAX_ATTEMPTS",
     "MAX_LIMIT",
@@ -138,6 +142,7 @@ __all__ = [
     "JobCreated",
     "JobUsage",
     "KillOptions",
+    "LaunchInfo",
     "LeaseGrant",
     "LeaseRequest",
     "LiveUsage",
@@ -149,6 +154,8 @@ __all__ = [
     "ResultsReply",
     "RetryOptions",
     "Role",
+    "ScaleProviderInfo",
+    "ScaleStatus",
     "Spread",
     "Task",
     "TaskBlocked",
@@ -173,6 +180,8 @@ __all__ = [
     "flatten_requires",
     "format_size",
     "is_sha256",
+    "make_join",
+    "parse_duration",
     "parse_size",
     "range_problem",
     "relay_allows",

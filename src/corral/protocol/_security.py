@@ -11,12 +11,24 @@ Roles::
 
 from __future__ import annotations
 
+import base64
+import json
 from typing import Literal
 
 import msgspec
 
 from ._bounds import Count, Lifetime, Share
 from ._models import Request, TaskSpec
+
+#: what every join string starts with (client/_join.py reads them)
+JOIN_PREFIX = "corral1:"
+
+
+def make_join(url: str, ca_sha256: str, token: str) -> str:
+    """A join string for a worker: `corral1:<base64url of {"url", "ca", "token"}>`."""
+    data = json.dumps({"url": url, "ca": ca_sha256, "token": token}, separators=(",", ":"))
+    return JOIN_PREFIX + base64.urlsafe_b64encode(data.encode()).decode().rstrip("=")
+
 
 Role = Literal["admin", "submit", "worker", "job", "metrics"]
 ROLES: tuple[Role, ...] = ("admin", "submit", "worker", "job", "metrics")

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import uuid
-
 from starlette.requests import Request
 from starlette.responses import Response
 
 from ...protocol import AuditEntry, TokenCreate, TokenCreated, TokenInfo
-from .. import guards
-from ..access import hash_secret, new_secret
+from .. import access, guards
 from ..errors import ApiError
 from ..service import Coordinator
 from ..store import TokenRecord
@@ -61,15 +58,8 @@ def new_token(request: Request, coord: Coordinator, body: TokenCreate) -> TokenC
     if problem:
         raise ApiError("invalid_argument", problem)
     now = coord.clock()
-    secret = new_secret()
-    record = TokenRecord(
-        id="tok_" + uuid.uuid4().hex[:12],
-        name=body.name,
-        role=body.role,
-        owner=body.owner or body.name,
-        secret_sha256=hash_secret(secret),
-        created=now,
-        expires=None if body.expires is None else now + body.expires,
+    record, secret = access.new_token(
+        body.name, body.role, body.owner or body.name, now, body.expires
     )
     with coord.store.atomic():
         coord.store.add_token(record)

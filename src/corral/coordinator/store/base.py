@@ -401,6 +401,10 @@ class Store(SharedState):
         """Revoke a token (once; later calls keep the first time); raises NotFound."""
 
     @abc.abstractmethod
+    def set_token_expiry(self, token_id: str, expires: float | None) -> None:
+        """Change when a token expires (None: never); NotFound for no such token."""
+
+    @abc.abstractmethod
     def set_worker_owner(self, worker_id: str, owner: str) -> None:
         """Record which identity registered a worker."""
 
@@ -505,6 +509,16 @@ class Store(SharedState):
     @abc.abstractmethod
     def blob_bytes(self) -> int:
         """The bytes of the blobs kept in the database."""
+
+    # what the autoscaler reads (_figures.py)
+    @abc.abstractmethod
+    def ready_by_job(self) -> list[tuple[str, str, int]]:
+        """(requirement class, job, count) of the queued tasks not waiting on dependencies."""
+
+    @abc.abstractmethod
+    def mean_run_seconds(self, job_ids: Sequence[str]) -> dict[str, float]:
+        """Each job's mean run time (start to finish) of its succeeded tasks; jobs with none
+        are left out."""
 
     @abc.abstractmethod
     def finished_times(self, since: float) -> list[float]:
