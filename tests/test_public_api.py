@@ -16,6 +16,7 @@ PACKAGES = [
     "corral.client",
     "corral.coordinator",
     "corral.coordinator.store",
+    "corral.coordinator.providers",
     "corral.cli",
     "corral.jobfile",
     "corral.mapreduce",

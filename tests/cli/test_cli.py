@@ -22,7 +22,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from corral.cli import cli
+from corral.cli._security import token_rows
 from corral.jobfile import each_line_argv, substitute
+from corral.protocol import TokenInfo
 
 NO_SUCH = "0" * 32
 
@@ -84,6 +86,30 @@ def test_key_value_flags_need_an_equals_sign(flag: str, value: str) -> None:
     assert flag in line and repr(value) in line
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("submit", "--priority", "abc", "--", "echo"),
+        ("submit", "--priority", "1000001", "--", "echo"),
+        ("token", "create", "--role", "submit", "--name", "x", "--share", "-1"),
+        ("token", "create", "--role", "submit", "--name", "x", "--share", "0"),
+        ("token", "create", "--role", "submit", "--name", "x", "--max-slots", "1.5"),
+        ("server", "--fair-share-half-life", "soon"),
+    ],
+)
+def test_fair_share_numbers_are_checked_before_anything_is_sent(args: tuple[str, ...]) -> None:
+    flag, value = args[-4:-2] if args[0] == "submit" else args[-2:]
+    line = one_error_line(corral(*args), 2)
+    assert f"{flag} {value!r}" in line, line
+
+
+def test_token_rows_show_the_owner_s_share_and_cap() -> None:
+    made = TokenInfo("tok_1", "alice", "submit", "alice", 0.0, None, None, None, 2.0, 8)
+    plain = TokenInfo("tok_2", "bob", "submit", "bob", 0.0, None, None)
+    (a, b) = token_rows([made, plain], 10.0)
+    assert a[5:7] == ("2", 8) and b[5:7] == ("1", "-")
+
+
 def test_unknown_option_is_a_usage_error() -> None:
     result = corral("submit", "--no-such-flag", "--", "echo")
     assert result.exit_code == 2
@@ -113,11 +139,11 @@ def test_job_file_with_an_unknown_field(isolated: Path) -> None:
 
 def test_json_job_file_with_an_unknown_field(isolated: Path) -> None:
     job = write(
-        isolated / "job.json", '{\n  "tasks": [\n    {"argv": ["a"],\n     "priority": 1}\n  ]\n}\n'
+        isolated / "job.json", '{\n  "tasks": [\n    {"argv": ["a"],\n     "urgency": 1}\n  ]\n}\n'
     )
     line = one_error_line(corral("submit", "--file", job), 2)
     assert f"{job}:4:" in line
-    assert "priority" in line
+    assert "urgency" in line
 
 
 def test_job_file_from_stdin_with_an_error() -> None:

@@ -102,6 +102,19 @@ def test_submit_and_map_settle_with_the_values_from_the_event_stream(
     assert client.task(one.task_id).status == "succeeded"
 
 
+def test_one_submit_costs_the_client_a_submission_and_its_event_stream(
+    app: App, client: Client, worker: FakeWorker
+) -> None:
+    future = client.submit(square, 3)
+    worker.run_all(1)
+    assert future.result(BOUND) == 9
+    client.close()  # its follower has ended
+    asked = [r for r in app.transport.requests if "/workers" not in r and "/lease" not in r]
+    job = future.job_id
+    # no question after the stream: once every future is settled, how the job ends is moot
+    assert asked == ["POST /api/v1/jobs", f"GET /api/v1/jobs/{job}/events"], asked
+
+
 def test_a_remote_exception_is_raised_as_itself_with_its_traceback(
     client: Client, worker: FakeWorker
 ) -> None:

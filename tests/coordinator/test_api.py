@@ -237,12 +237,14 @@ def test_openapi_document(serve: Callable[..., None]) -> None:
             ("/api/v1/tasks/{id}/result", "post"),
             ("/api/v1/blobs/{sha256}", "put"),
             ("/api/v1/workers/{id}/lease", "post"),
+            ("/api/v1/scale", "get"),
         ]:
             assert method in paths[path], (path, method)
         assert paths["/api/v1/jobs"]["post"]["requestBody"]["required"] is True
         assert paths["/api/v1/jobs/{id}"]["get"]["parameters"][0]["name"] == "id"
         schemas = doc["components"]["schemas"]
         assert {"JobCreate", "TaskSpec", "Job", "Task", "ErrorBody", "LeaseGrant"} <= set(schemas)
+        assert {"ScaleStatus", "ScaleProviderInfo", "LaunchInfo"} <= set(schemas)
         assert set(schemas["ErrorBody"]["required"]) == {"error", "detail"}
         op_ids = [op["operationId"] for ops in paths.values() for op in ops.values()]
         assert len(op_ids) == len(set(op_ids))
@@ -312,7 +314,7 @@ BAD_JOBS: list[tuple[str, Any, int, str]] = [
     ("no tasks field", b"{}", 422, "invalid_body"),
     ("wrong type", {"tasks": "echo hi"}, 422, "invalid_body"),
     ("wrong name type", {"tasks": [echo()], "name": 5}, 422, "invalid_body"),
-    ("unknown job field", {"tasks": [echo()], "priority": 1}, 422, "invalid_body"),
+    ("unknown job field", {"tasks": [echo()], "urgency": 1}, 422, "invalid_body"),
     ("unknown task field", {"tasks": [{"argv": ["x"], "cmd": "x"}]}, 422, "invalid_body"),
     ("argv not strings", {"tasks": [{"argv": ["echo", 1]}]}, 422, "invalid_body"),
     ("argv a string", {"tasks": [{"argv": "echo hi"}]}, 422, "invalid_body"),

@@ -210,3 +210,12 @@ def test_a_requirement_no_worker_could_ever_meet_is_named() -> None:
     assert never_met({"cpus": "8"}, []) is None
     assert never_met({"programs": "povray"}, [worker("a", programs_missing=[])]) is None
     assert never_met({"programs": "povray"}, ws) == "no worker has program povray"
+
+
+def test_why_puts_fair_share_first_and_keeps_the_placement_reason() -> None:
+    ws = [worker("a", used=4)]
+    held = "alice has used 80% of the farm in the last hour (share 1); bob's tasks go first"
+    assert pending_reason({}, ws, 0, fair_share=held) == (
+        held + "; all 4 matching slots are busy (1 matching worker)"
+    )
+    assert pending_reason({}, ws, now=10, not_before=40, fair_share=held).startswith("waiting 30 s")

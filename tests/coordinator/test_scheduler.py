@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from corral.coordinator.scheduler import fits, oldest_first, requirement_problem, unmet
+from corral.coordinator.scheduler import fits, requirement_problem, unmet
 from corral.protocol import parse_size
 
 KNOWN = ("os", "arch", "sandbox", "min_cpus", "min_memory", "min_disk", "gpus", "cpus")
@@ -211,43 +211,3 @@ def test_malformed_program_lists_count_as_no_programs(programs: object) -> None:
 def test_unknown_key_reached_unmet_is_a_reason_not_a_crash() -> None:
     # submit refuses unknown keys, but a row from an older coordinator may carry one
     assert unmet({"colour": "red"}, {"colour": "red"}) == ["unknown requirement colour"]
-
-
-# oldest first across requirement classes
-
-
-def test_oldest_first_takes_the_oldest_candidates_that_fit() -> None:
-    # (created, seq, slots, row), gathered class by class, so not in age order
-    candidates = [(2.0, 0, 1, "b0"), (1.0, 1, 2, "a1"), (3.0, 0, 1, "c0"), (1.0, 0, 1, "a0")]
-    assert oldest_first(candidates, 5) == ["a0", "a1", "b0", "c0"]
-    assert oldest_first(candidates, 4) == ["a0", "a1", "b0"]
-    assert oldest_first(candidates, 0) == []
-    assert oldest_first([], 4) == []
-
-
-def test_a_candidate_too_big_for_what_is_left_does_not_block_younger_ones() -> None:
-    candidates = [(1.0, 0, 1, "small-old"), (2.0, 0, 4, "big"), (3.0, 0, 2, "small-young")]
-    assert oldest_first(candidates, 4) == ["small-old", "small-young"]
-
-
-candidate_lists = st.lists(
-    st.tuples(st.integers(0, 5).map(float), st.integers(0, 50), st.integers(1, 4)),
-    max_size=20,
-    unique_by=lambda c: (c[0], c[1]),
-)
-
-
-@given(found=candidate_lists, capacity=st.integers(0, 12))
-def test_oldest_first_is_greedy_by_age_within_capacity(
-    found: list[tuple[float, int, int]], capacity: int
-) -> None:
-    candidates = [(created, seq, cost, (created, seq, cost)) for created, seq, cost in found]
-    taken = oldest_first(candidates, capacity)
-    assert taken == sorted(taken)  # oldest first
-    assert sum(cost for _c, _s, cost in taken) <= capacity
-    used = 0
-    for row in sorted(found):  # each one left out did not fit when its turn came
-        if row in taken:
-            used += row[2]
-        else:
-            assert used + row[2] > capacity

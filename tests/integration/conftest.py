@@ -30,6 +30,7 @@ import httpx
 import psutil
 import pytest
 
+from corral._net import is_loopback
 from corral.client import Client
 from corral.protocol import FINAL_STATUSES, Job, Task
 from corral.worker.limits import locate
@@ -153,10 +154,11 @@ class Farm:
     _clients: list[Client] = field(default_factory=list)
     _server_starts: int = 0
     server_args: tuple[str, ...] = ()  # more options for `corral server`
+    host: str = "127.0.0.1"  # where the coordinator listens (a namespace host's peer, say)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def data(self) -> Path:
@@ -188,7 +190,7 @@ class Farm:
         assert self.server is None or self.server.poll() is not None, "server already running"
         self._server_starts += 1
         log = self.root / "logs" / f"server{self._server_starts}.log"
-        argv = [PYTHON, "-m", "corral", "server", "--host", "127.0.0.1"]
+        argv = [PYTHON, "-m", "corral", "server", "--host", self.host]
         argv += ["--port", str(self.port), "--data", str(self.data)]
         argv += ["--lease-timeout", str(self.lease_timeout), *self.server_args]
         self.server = self._spawn(argv, log, self.env)
@@ -379,7 +381,8 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
 @pytest.fixture
 def farm(tmp_path: Path, isolated: dict[str, str]) -> Iterator[Callable[..., Farm]]:
     """Factory: `farm(workers=2, slots=1)` starts a coordinator and workers, stopped at teardown
-    (`server_args`: more options for `corral server`, other keywords go to `start_worker`)."""
+    (`server_args`: more options for `corral server`; `host`: where it listens, plain HTTP
+    without announcing itself when that is not loopback; other keywords go to `start_worker`)."""
     farms: list[Farm] = []
 
     def make(
@@ -387,10 +390,12 @@ def farm(tmp_path: Path, isolated: dict[str, str]) -> Iterator[Callable[..., Far
         slots: int = 1,
         lease_timeout: float = 3.0,
         server_args: tuple[str, ...] = (),
+        host: str = "127.0.0.1",
         **kw: Any,
     ) -> Farm:
-        f = Farm(tmp_path / f"farm{len(farms)}", isolated, lease_timeout)
-        f.server_args = server_args
+        f = Farm(tmp_path / f"farm{len(farms)}", isolated, lease_timeout, host=host)
+        # a test's own namespace link: plain HTTP is fine there, and no beacon leaves the host
+        f.server_args = server_args + (() if is_loopback(host) else ("--insecure", "--no-announce"))
         farms.append(f)
         f.start_server()
         for _ in range(workers):

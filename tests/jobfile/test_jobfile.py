@@ -396,6 +396,37 @@ def test_sweep_tasks_keep_retries_from_the_sweep_or_the_defaults() -> None:
     assert [t.retries for t in job.tasks] == [1, 4]
 
 
+def test_priority_comes_from_the_task_the_sweep_or_the_defaults() -> None:
+    job = parse(
+        """
+        [defaults]
+        priority = 2
+
+        [[tasks]]
+        argv = ["a"]
+
+        [[tasks]]
+        argv = ["b"]
+        priority = -3
+
+        [[sweep]]
+        argv = ["c", "{x}"]
+        priority = 7
+        params = {x = [1]}
+        """
+    )
+    assert [t.priority for t in job.tasks] == [2, -3, 7]
+    assert [t.spec({}).priority for t in job.tasks] == [2, -3, 7]
+    assert parse('[[tasks]]\nargv = ["a"]').tasks[0].priority is None  # the job's
+
+
+@pytest.mark.parametrize("bad", ['"high"', "1.5", "true", "1000001"])
+def test_a_priority_that_is_not_a_whole_number_in_range_is_refused(bad: str) -> None:
+    err = error(f'[[tasks]]\nargv = ["a"]\npriority = {bad}')
+    assert (err.line, err.field) == (3, "tasks[0].priority")
+    assert "must be a whole number from -1000000 to 1000000" in err.problem
+
+
 def test_sweep_and_tasks_combine_tasks_first() -> None:
     job = parse(
         """
@@ -535,7 +566,7 @@ def test_unknown_format() -> None:
 
 UNKNOWN_KEY_CASES = [
     ('nmae = "x"\n[[tasks]]\nargv = ["a"]\n', 1, "nmae"),
-    ('[[tasks]]\nargv = ["a"]\n\n[[tasks]]\nargv = ["b"]\npriority = 2\n', 6, "tasks[1].priority"),
+    ('[[tasks]]\nargv = ["a"]\n\n[[tasks]]\nargv = ["b"]\nurgency = 2\n', 6, "tasks[1].urgency"),
     ('[[tasks]]\nargv = ["a"]\n[[tasks]]\nargv = ["b"]\n[tasks.x]\n', 5, "tasks[1].x"),
     ("[defaults]\nenv = {}\nmax_attempt = 2\n", 3, "defaults.max_attempt"),
     ('[sweep]\nargv = ["a"]\nmod = "zip"\nparams = {x = [1]}\n', 3, "sweep.mod"),
@@ -578,15 +609,15 @@ def test_unknown_key_json() -> None:
             {"argv": ["a"]},
             {
               "argv": ["b"],
-              "priority": 2
+              "urgency": 2
             }
           ]
         }
         """,
         "json",
     )
-    assert (err.line, err.field) == (6, "tasks[1].priority")
-    assert str(err) == "job.json:6: tasks[1].priority: unknown key 'priority'"
+    assert (err.line, err.field) == (6, "tasks[1].urgency")
+    assert str(err) == "job.json:6: tasks[1].urgency: unknown key 'urgency'"
 
 
 def test_unknown_key_json_in_sweep_params_range() -> None:
@@ -890,10 +921,10 @@ def test_locator_ignores_lookalike_lines_in_multiline_values() -> None:
           'b]',
         ]
         env = { X = "1" }
-        priority = 3
+        urgency = 3
         '''
     )
-    assert (err.line, err.field) == (11, "tasks[0].priority")
+    assert (err.line, err.field) == (11, "tasks[0].urgency")
 
 
 def test_locator_handles_quoted_and_dotted_keys() -> None:

@@ -17,9 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import cloudpickle
+import httpx
 import psutil
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
+from corral._unix import UnixAddress, unix_path
 from corral.client._functions import RESULT_FILE, RUNNER, build_payload, dump_function
 from corral.protocol import Assignment, TaskSpec
 from corral.worker.allowlist import AllowPolicy
@@ -271,6 +277,11 @@ def test_between_calls_nothing_of_a_call_runs_on(tmp_path: Path) -> None:
         try:
             a, task_dir = w.lease("j1", tick_in_the_background, str(ticks))
             pid = (await w.call(a, task_dir))[1][1]
+            # stopped once its call has answered (off the result's path): soon after
+            for _ in range(200):
+                if psutil.Process(pid).status() == psutil.STATUS_STOPPED:
+                    break
+                await asyncio.sleep(0.005)
             size = ticks.stat().st_size
             await asyncio.sleep(0.3)
             assert ticks.stat().st_size == size  # stopped: the thread too
@@ -349,3 +360,54 @@ def test_commands_are_hostable_unless_they_set_process_limits() -> None:
     assert hostable(TaskSpec(argv=["sh", "-c", "x"], shell=True, limits={"wall_time": 2}))
     assert not hostable(TaskSpec(argv=["true"], limits={"memory": 1e9}))
     assert not hostable(TaskSpec(argv=["true"], limits={"processes": 4}))
+
+
+def test_a_seat_relay_serves_the_job_token_of_the_task_it_runs_now(tmp_path: Path) -> None:
+    seen: list[str | None] = []
+
+    async def echo(request: Request) -> Response:
+        seen.append(request.headers.get("authorization"))
+        return JSONResponse({})
+
+    app = Starlette(routes=[Route("/api/v1/jobs/{id}", echo)])
+
+    def upstream() -> httpx.AsyncClient:
+        transport = httpx.ASGITransport(app=app)
+        return httpx.AsyncClient(transport=transport, base_url="http://coordinator/api/v1")
+
+    async def get(url: str, path: str) -> httpx.Response:
+        address = UnixAddress(unix_path(url) or "")
+        transport = httpx.AsyncHTTPTransport(uds=address.short)
+        try:
+            async with httpx.AsyncClient(transport=transport, base_url="http://x/api/v1") as http:
+                return await http.get(path)
+        finally:
+            address.close()
+
+    async def scenario() -> None:
+        w, http = Worker(tmp_path), upstream()
+        urls = []
+        try:
+            for job, token in [("j1", "crj_a"), ("j1", "crj_b"), ("j2", "crj_c")]:
+                a, task_dir = w.lease(job, os.getpid)
+                a.token = token
+                async with w.pool.seat_relay(a, http) as url:
+                    assert url is not None
+                    urls.append(url)
+                    assert (await get(url, f"/jobs/{job}")).status_code == 200
+                between = await get(url, f"/jobs/{job}")  # no task runs on the seat now
+                assert between.status_code == 403 and "serves none" in between.text
+                await w.call(a, task_dir)
+            a, task_dir = w.lease("j2", os.getpid, limits={"memory": 4e9})  # no seat
+            async with w.pool.seat_relay(a, http) as url:
+                assert url is None
+            await w.call(a, task_dir)
+        finally:
+            await w.pool.aclose()
+            await http.aclose()
+        # one socket while one job's tasks follow each other; another job's is another root
+        assert urls[0] == urls[1] != urls[2]
+        assert seen == ["Bearer crj_a", "Bearer crj_b", "Bearer crj_c"]
+        assert list((tmp_path / "fn").iterdir()) == []  # the sockets went with their roots
+
+    asyncio.run(scenario())

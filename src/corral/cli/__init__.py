@@ -11,6 +11,7 @@ from ._farm import server, up, worker
 from ._jobs import ps, retry, show, workers
 from ._mapreduce import mapreduce
 from ._output import fetch, kill, logs, wait
+from ._scale import scale
 from ._security import audit, token
 from ._submit import submit
 
@@ -31,6 +32,7 @@ for command in (
 cli.add_command(allow)
 cli.add_command(token)
 cli.add_command(audit)
+cli.add_command(scale)
 cli.add_command(mapreduce)
 cli.add_command(checkpoint)
 

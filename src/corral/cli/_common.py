@@ -79,6 +79,23 @@ def unreachable_hint(message: str) -> str:
     return "is it running? start one with `corral up`"
 
 
+def number(text: str | None, flag: str, lowest: float, highest: float, whole: bool) -> float | None:
+    """An option's number (None when not given), from `lowest` (excluded when 0 and not
+    `whole`) to `highest`; anything else is a one-line usage error naming the flag."""
+    if text is None:
+        return None
+    kind = "a whole number" if whole else "a number"
+    try:
+        value = int(text) if whole else float(text)
+    except ValueError:
+        value = None
+    low_ok = value is not None and (value >= lowest if whole or lowest else value > lowest)
+    if value is None or not low_ok or not value <= highest:
+        above = f"from {lowest:g}" if whole or lowest else "above 0"
+        raise Fail(f"{flag} {text!r}: give {kind} {above} up to {highest:g}")
+    return value
+
+
 def key_values(values: tuple[str, ...], flag: str) -> dict[str, str]:
     """KEY=VALUE options as a dict; anything else is a usage error naming the flag."""
     out = {}

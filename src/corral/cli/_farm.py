@@ -22,9 +22,10 @@ import uvicorn
 
 from .._loop import run_async
 from .._net import is_loopback
-from ..client import write_config
+from ..client import pem_fingerprint, write_config
 from ..coordinator import Settings
 from ..coordinator.announce import serve_announced
+from ..coordinator.providers import ScaleError, build_providers
 from ..coordinator.server import (
     CoordinatorServer,
     make_server,
@@ -37,7 +38,7 @@ from ..protocol import CHANNEL_MODES, ChannelMode
 from ..worker.agent import run_worker
 from ..worker.config import WorkerConfig
 from ..worker.eviction import DEFAULT_GRACE
-from ._common import FailedWork, key_values
+from ._common import Fail, FailedWork, key_values
 from ._desktop import (
     announce_options,
     announce_targets,
@@ -47,6 +48,7 @@ from ._desktop import (
 )
 from ._elastic import elastic_config, elastic_options, report_drain
 from ._policy import policy_config, policy_options
+from ._security import parse_duration
 from ._tls import server_tls, tls_server_options, worker_target, worker_tls_options
 
 
@@ -111,6 +113,33 @@ _CHECKPOINT_GRACE = click.option(
     " --checkpoint, the desktop's owner back) gets SIGTERM and this many seconds to exit;"
     " then it is killed, its checkpoint saved, and it is given back.",
 )
+
+
+_SCALE = click.option(
+    "--scale",
+    "scale",
+    multiple=True,
+    envvar="CORRAL_SCALE",
+    metavar="KIND:OPTIONS",
+    help="Start and stop workers as the queue asks (repeatable), e.g."
+    " local:max=4,idle_timeout=2m; kinds: local, command, ssh, slurm, libcloud."
+    " See the README's Autoscaling.",
+)
+
+
+def _scale(values: Sequence[str], data: Path) -> tuple[str, ...]:
+    """The --scale values, each checked (one line and exit 2 when one is wrong)."""
+    try:
+        build_providers(values, data)
+    except ScaleError as exc:
+        raise Fail(str(exc)) from exc
+    return tuple(values)
+
+
+def _self_url(scheme: str, host: str, port: int) -> str:
+    """The URL workers on this machine reach a coordinator listening on `host` at."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    return f"{scheme}://{_url_host(host)}:{port}"
 
 
 def _open_store(data: Path, spec: str) -> tuple[Store, str, bytes]:
@@ -303,6 +332,7 @@ async def _run_up(server: uvicorn.Server, workers: _Workers, url: str) -> None:
 @_LEASE_TIMEOUT
 @_STORE
 @_CHECKPOINT_GRACE
+@_SCALE
 def up(
     workers: int | None,
     port: int,
@@ -313,10 +343,15 @@ def up(
     lease_timeout: float,
     store: str,
     checkpoint_grace: float,
+    scale: tuple[str, ...],
 ) -> None:
-    """Start a coordinator and local workers in one command, and point the CLI at them."""
+    """Start a coordinator and local workers in one command, and point the CLI at them.
+
+    With --scale (say local:max=8,idle_timeout=2m and --workers 0) the farm also grows and
+    shrinks with the queue, beyond the --workers started at once."""
     host = "127.0.0.1"
     data = (data or default_data_dir()).resolve()
+    scale = _scale(scale, data)
     port = port or _free_port(host)
     _check_port(host, port)
     opened, token, key = _open_store(data, store)
@@ -331,6 +366,8 @@ def up(
         job_key=key,
         lease_timeout=lease_timeout,
         heartbeat_interval=_heartbeat(lease_timeout),
+        scale=scale,
+        url=url,
     )
     options = ["--slots", str(slots)]
     options += ["--allow-network"] * allow_network + ["--no-sandbox"] * no_sandbox
@@ -388,6 +425,15 @@ def up(
     is_flag=True,
     help="Serve GET /metrics without a token (only on a trusted network).",
 )
+@click.option(
+    "--fair-share-half-life",
+    "half_life",
+    default="1h",
+    show_default=True,
+    metavar="DURATION",
+    help="Fair share: an owner's usage this long ago counts half (90s, 15m, 1h, 7d).",
+)
+@_SCALE
 @tls_server_options
 @announce_options
 def server(
@@ -402,10 +448,14 @@ def server(
     blobs: str,
     group_commit: str,
     metrics_public: bool,
+    half_life: str,
+    scale: tuple[str, ...],
     **tls_opts: Any,
 ) -> None:
     """Start a coordinator alone (or one of several sharing a --store database)."""
+    fair_share_half_life = parse_duration(half_life, "--fair-share-half-life")
     data = (data or default_data_dir()).resolve()
+    scale = _scale(scale, data)
     auto = tls_opts.get("tls_mode") == "auto"
     # the store (and the data directory) only once the options are known good; first, though,
     # for --tls auto on a shared store: every coordinator's certificate from the one CA
@@ -438,6 +488,10 @@ def server(
         speculative_min_seconds=speculative_min_seconds,
         group_commit=group_commit,
         metrics_public=metrics_public,
+        fair_share_half_life=fair_share_half_life,
+        scale=scale,
+        url=_self_url(scheme, host, port),
+        ca_sha256=pem_fingerprint(tls.ca.read_bytes()) if tls and tls.ca else "",
     )
     app = make_server(settings, host, port, tls=tls, store=opened)
     run_async(serve_announced(app, beacons, announce_port))

@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Sequence
 
 import click
 import httpx
 
+from .. import protocol
 from ..client import Client, make_join, pem_fingerprint, resolve
-from ..protocol import TokenInfo
+from ..protocol import INT32_MAX, MAX_SHARE, TokenInfo
 from ._common import (
     Fail,
     FailedWork,
     client_errors,
     json_option,
     make_client,
+    number,
     print_json,
     print_table,
     server_options,
@@ -24,15 +25,13 @@ from ._common import (
 from ._format import Column, ago, short
 from ._ids import Candidate, choose
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
-
-def parse_duration(text: str) -> float:
+def parse_duration(text: str, option: str = "--expires") -> float:
     """Seconds in `90s`, `15m`, `1h`, `7d` or `2w`; Fail on anything else."""
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhdw])", text.strip().lower())
-    if not match or float(match.group(1)) <= 0:
-        raise Fail(f"--expires {text!r}: give a positive duration like 90s, 15m, 1h, 7d or 2w")
-    return float(match.group(1)) * _UNITS[match.group(2)]
+    try:
+        return protocol.parse_duration(text)
+    except ValueError as exc:
+        raise Fail(f"{option} {exc}") from exc
 
 
 def _ca_fingerprint(server: str | None, token: str | None, url: str) -> str:
@@ -64,6 +63,18 @@ def token() -> None:
 @click.option("--name", required=True, help="Who or what it is for.")
 @click.option("--owner", default="", help="Identity its jobs belong to [default: the name].")
 @click.option("--expires", default=None, metavar="DURATION", help="Lifetime: 90s, 15m, 1h, 7d.")
+@click.option(
+    "--share",
+    default=None,
+    metavar="WEIGHT",
+    help="The owner's fair-share weight: 2 gets twice the slots of an owner with 1 [default: 1].",
+)
+@click.option(
+    "--max-slots",
+    default=None,
+    metavar="N",
+    help="The most slots the owner's tasks may run at once (0: no cap) [default: none].",
+)
 @click.option("--join", "join", is_flag=True, help="Print a worker join string instead.")
 @click.option("--url", "join_url", default=None, help="URL workers should use [default: --server].")
 @json_option
@@ -74,6 +85,8 @@ def create(
     name: str,
     owner: str,
     expires: str | None,
+    share: str | None,
+    max_slots: str | None,
     join: bool,
     join_url: str | None,
     as_json: bool,
@@ -82,6 +95,8 @@ def create(
 ) -> None:
     """Make a token and print its secret (shown this once only)."""
     lifetime = parse_duration(expires) if expires is not None else None
+    weight = number(share, "--share", 0, MAX_SHARE, whole=False)
+    cap = number(max_slots, "--max-slots", 0, INT32_MAX, whole=True)
     fingerprint = None
     if join:
         if role != "worker":
@@ -89,7 +104,8 @@ def create(
         join_url = (join_url or resolve(server, token).url).rstrip("/")
         fingerprint = _ca_fingerprint(server, token, join_url)
     with make_client(server, token) as client:
-        made = client.create_token(name, role, owner, lifetime)
+        cap_slots = None if cap is None else int(cap)
+        made = client.create_token(name, role, owner, lifetime, weight, cap_slots)
     if as_json:
         print_json(made)
         return
@@ -106,6 +122,8 @@ TOKEN_COLUMNS = (
     Column("role"),
     Column("state"),
     Column("owner", rank=2),
+    Column("share", rank=2),
+    Column("max slots", rank=2),
     Column("created", rank=1),
     Column("expires", rank=3),
 )
@@ -120,9 +138,14 @@ def _state(t: TokenInfo, now: float) -> str:
 def token_rows(found: Sequence[TokenInfo], now: float) -> list[tuple[object, ...]]:
     """`corral token list` rows."""
     return [
-        (t.id, t.name, t.role, _state(t, now), t.owner, ago(t.created, now), ago(t.expires, now))
+        (t.id, t.name, t.role, _state(t, now), t.owner, f"{t.share:g}", _cap(t))
+        + (ago(t.created, now), ago(t.expires, now))
         for t in found
     ]
+
+
+def _cap(t: TokenInfo) -> object:
+    return "-" if t.max_slots is None else t.max_slots
 
 
 def find_token(client: Client, ref: str) -> str:
@@ -140,7 +163,7 @@ def find_token(client: Client, ref: str) -> str:
 @server_options
 @client_errors
 def list_(as_json: bool, server: str | None, token: str | None) -> None:
-    """Every token: id, name, role, owner, and whether it still works."""
+    """Every token: id, name, role, owner (with its fair share and cap), whether it works."""
     with make_client(server, token) as client:
         found = client.tokens()
     if as_json:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
+import msgspec
 
 from ..client import ApiError, Client
 from ..coordinator.scheduler import never_met
@@ -20,13 +21,14 @@ from ..jobfile import (
     parse_jobfile,
     task_lines,
 )
-from ..protocol import InputRef, Job, TaskSpec, relpath_problem, task_problems
+from ..protocol import MAX_PRIORITY, InputRef, Job, TaskSpec, relpath_problem, task_problems
 from ._common import (
     Fail,
     client_errors,
     json_option,
     key_values,
     make_client,
+    number,
     print_json,
     server_options,
 )
@@ -171,6 +173,12 @@ def _specs(client: Client, plan: _Plan) -> list[TaskSpec]:
 @click.option(
     "--speculative", is_flag=True, help="Back up a task running far past its peers' median."
 )
+@click.option(
+    "--priority",
+    default=None,
+    metavar="N",
+    help="Run before (higher) or after your other queued work; ties by submission [default: 0].",
+)
 @json_option
 @server_options
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
@@ -193,12 +201,14 @@ def submit(
     after: tuple[str, ...],
     strict: bool,
     speculative: bool,
+    priority: str | None,
     as_json: bool,
     server: str | None,
     token: str | None,
     command: tuple[str, ...],
 ) -> None:
     """Submit work: `corral submit [OPTIONS] -- CMD [ARGS...]`."""
+    rank = int(number(priority, "--priority", -MAX_PRIORITY, MAX_PRIORITY, whole=True) or 0)
     opts: dict[str, object] = {
         "inputs": inputs,
         "outputs": outputs,
@@ -228,10 +238,12 @@ def submit(
         specs = with_after(_specs(client, plan), tuple(held))
         _check_runnable(client, specs, strict)
         if job_id:
+            if priority is not None:  # the job's own stays; these tasks carry theirs
+                specs = [msgspec.structs.replace(s, priority=rank) for s in specs]
             add_to_job(client, job_id, specs, as_json, wait)
             return
         job_name = name or os.path.basename(argv[0] if argv else "job")
-        job = client.submit_job(specs, job_name, speculative=speculative)
+        job = client.submit_job(specs, job_name, speculative=speculative, priority=rank)
         _announce(job, as_json, wait)
         if wait:
             raise SystemExit(follow(client, job.id, as_json))

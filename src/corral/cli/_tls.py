@@ -75,6 +75,7 @@ _WORKER_OPTIONS = [
     click.option(
         "--join",
         "join",
+        envvar="CORRAL_JOIN",
         default=None,
         metavar="STRING",
         help="A join string from `corral token create --role worker --join`.",

@@ -29,6 +29,7 @@ from ..protocol import (
     IdMatch,
     InputRef,
     Job,
+    ScaleStatus,
     Task,
     TaskSpec,
     TokenCreated,
@@ -183,10 +184,12 @@ class AsyncClient(BaseClient[AsyncTaskFuture]):
 
     # jobs, tasks, workers
     async def submit_job(
-        self, tasks: list[TaskSpec], name: str = "", speculative: bool = False
+        self, tasks: list[TaskSpec], name: str = "", speculative: bool = False, priority: int = 0
     ) -> Job:
-        """Submit tasks as one job; `speculative` backs up stragglers on other workers."""
-        return await self.drive(core.submit_job(tasks, name, speculative=speculative))
+        """Submit tasks as one job; `speculative` backs up stragglers on other workers;
+        `priority` puts it ahead of (higher) or behind the owner's other queued work."""
+        op = core.submit_job(tasks, name, speculative=speculative, priority=priority)
+        return await self.drive(op)
 
     async def add_tasks(self, job_id: str, tasks: list[TaskSpec]) -> list[Task]:
         """Add tasks to a running job (a task's own token may add to its own job)."""
@@ -255,10 +258,18 @@ class AsyncClient(BaseClient[AsyncTaskFuture]):
 
     # tokens and the audit log (admin)
     async def create_token(
-        self, name: str, role: str, owner: str = "", expires: float | None = None
+        self,
+        name: str,
+        role: str,
+        owner: str = "",
+        expires: float | None = None,
+        share: float | None = None,
+        max_slots: int | None = None,
     ) -> TokenCreated:
-        """Make a token; its secret is in the answer, and nowhere else ever again."""
-        return await self.drive(_security.create_token(name, role, owner, expires))
+        """Make a token; its secret is in the answer, and nowhere else ever again. `share`
+        and `max_slots` set its owner's fair-share weight and cap on running slots."""
+        op = _security.create_token(name, role, owner, expires, share, max_slots)
+        return await self.drive(op)
 
     async def tokens(self) -> list[TokenInfo]:
         """Every token (never their secrets)."""
@@ -274,6 +285,10 @@ class AsyncClient(BaseClient[AsyncTaskFuture]):
         """Audit entries after sequence number `after`, oldest first; with `newest`, the
         newest `limit` entries, newest first."""
         return await self.drive(_security.audit(after, limit, newest))
+
+    async def scale(self) -> ScaleStatus:
+        """The autoscaler: its providers, recent launches and latest reasons (admin)."""
+        return await self.drive(_security.scale())
 
     async def find(self, some_id: str) -> Job | Task:
         """A job or a task by its id."""

@@ -25,6 +25,7 @@ from ..protocol import (
     IdMatch,
     InputRef,
     Job,
+    ScaleStatus,
     Task,
     TaskSpec,
     TokenCreated,
@@ -137,9 +138,13 @@ class Client(BaseClient[TaskFuture]):
         return self.drive(core.fetch(some_id(task_or_job), Path(to), by_name))
 
     # jobs, tasks, workers
-    def submit_job(self, tasks: list[TaskSpec], name: str = "", speculative: bool = False) -> Job:
-        """Submit tasks as one job; `speculative` backs up stragglers on other workers."""
-        return self.drive(core.submit_job(tasks, name, speculative=speculative))
+    def submit_job(
+        self, tasks: list[TaskSpec], name: str = "", speculative: bool = False, priority: int = 0
+    ) -> Job:
+        """Submit tasks as one job; `speculative` backs up stragglers on other workers;
+        `priority` puts it ahead of (higher) or behind the owner's other queued work."""
+        op = core.submit_job(tasks, name, speculative=speculative, priority=priority)
+        return self.drive(op)
 
     def add_tasks(self, job_id: str, tasks: list[TaskSpec]) -> list[Task]:
         """Add tasks to a running job (a task's own token may add to its own job)."""
@@ -206,10 +211,17 @@ class Client(BaseClient[TaskFuture]):
 
     # tokens and the audit log (admin)
     def create_token(
-        self, name: str, role: str, owner: str = "", expires: float | None = None
+        self,
+        name: str,
+        role: str,
+        owner: str = "",
+        expires: float | None = None,
+        share: float | None = None,
+        max_slots: int | None = None,
     ) -> TokenCreated:
-        """Make a token; its secret is in the answer, and nowhere else ever again."""
-        return self.drive(_security.create_token(name, role, owner, expires))
+        """Make a token; its secret is in the answer, and nowhere else ever again. `share`
+        and `max_slots` set its owner's fair-share weight and cap on running slots."""
+        return self.drive(_security.create_token(name, role, owner, expires, share, max_slots))
 
     def tokens(self) -> list[TokenInfo]:
         """Every token (never their secrets)."""
@@ -223,6 +235,10 @@ class Client(BaseClient[TaskFuture]):
         """Audit entries after sequence number `after`, oldest first; with `newest`, the
         newest `limit` entries, newest first."""
         return self.drive(_security.audit(after, limit, newest))
+
+    def scale(self) -> ScaleStatus:
+        """The autoscaler: its providers, recent launches and latest reasons (admin)."""
+        return self.drive(_security.scale())
 
     def find(self, some_id: str) -> Job | Task:
         """A job or a task by its id."""

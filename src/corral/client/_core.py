@@ -211,10 +211,12 @@ def submit_job(
     name: str = "",
     blobs: dict[str, bytes] | None = None,
     speculative: bool = False,
+    priority: int = 0,
 ) -> Op[JobCreated]:
     """Submit tasks as one job; `blobs`, small inputs (by hash), go in the same request;
-    `speculative` gives stragglers a backup attempt on another worker."""
-    body = JobCreate(tasks=tasks, name=name, blobs=blobs or {}, speculative=speculative)
+    `speculative` gives stragglers a backup attempt on another worker; `priority` orders the
+    job's tasks among the owner's queued ones (higher first; a task may set its own)."""
+    body = JobCreate(tasks, name, blobs or {}, speculative, priority)
     return (yield from _json("POST", "/jobs", JobCreated, body))
 
 

@@ -224,6 +224,8 @@ class Dispatcher:
                         if not waiting:  # a task's own job goes on after its children end
                             break
                 give_up = 0.0
+                if not waiting:  # all settled: no need to ask how the job stands
+                    break
                 if (await self.client.drive(core.job(job_id))).status in FINAL_STATUSES:
                     break
             except (Unreachable, ApiError) as exc:

@@ -20,9 +20,10 @@ from pathlib import Path
 import httpx
 
 from .._failover import SyncFailover, primary_url, split_urls
+from ..protocol import JOIN_PREFIX, make_join
 from ._errors import ConfigError, Unreachable
 
-PREFIX = "corral1:"
+PREFIX = JOIN_PREFIX
 
 
 @dataclass(frozen=True)
@@ -41,12 +42,6 @@ def pem_fingerprint(pem: bytes) -> str:
     except (ValueError, UnicodeDecodeError) as exc:
         raise ConfigError(f"not a PEM certificate: {exc}") from exc
     return hashlib.sha256(der).hexdigest()
-
-
-def make_join(url: str, ca_sha256: str, token: str) -> str:
-    """A join string for a worker."""
-    data = json.dumps({"url": url, "ca": ca_sha256, "token": token}, separators=(",", ":"))
-    return PREFIX + base64.urlsafe_b64encode(data.encode()).decode().rstrip("=")
 
 
 def parse_join(text: str) -> Join:

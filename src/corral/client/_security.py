@@ -1,16 +1,22 @@
-"""Operations on tokens and the audit log (sans-IO, like `_core`)."""
+"""Admin operations: tokens, the audit log, the autoscaler (sans-IO, like `_core`)."""
 
 from __future__ import annotations
 
-from ..protocol import AuditEntry, TokenCreate, TokenCreated, TokenInfo
+from ..protocol import AuditEntry, ScaleStatus, TokenCreate, TokenCreated, TokenInfo
 from ._core import Op, _json
 
 
 def create_token(
-    name: str, role: str, owner: str = "", expires: float | None = None
+    name: str,
+    role: str,
+    owner: str = "",
+    expires: float | None = None,
+    share: float | None = None,
+    max_slots: int | None = None,
 ) -> Op[TokenCreated]:
-    """Make a token; its secret is in the answer, and nowhere else ever again."""
-    body = TokenCreate(name, role, owner, expires)  # type: ignore[arg-type]
+    """Make a token; its secret is in the answer, and nowhere else ever again. `share` and
+    `max_slots` set its owner's fair-share weight and cap on running slots (0: none)."""
+    body = TokenCreate(name, role, owner, expires, share, max_slots)  # type: ignore[arg-type]
     return (yield from _json("POST", "/tokens", TokenCreated, body))
 
 
@@ -31,4 +37,9 @@ def audit(after: int = 0, limit: int = 1000, newest: bool = False) -> Op[list[Au
     return (yield from _json("GET", "/audit", list[AuditEntry], **params))
 
 
-__all__ = ["audit", "create_token", "revoke_token", "tokens"]
+def scale() -> Op[ScaleStatus]:
+    """The autoscaler: its providers, recent launches and latest reasons (admin)."""
+    return (yield from _json("GET", "/scale", ScaleStatus))
+
+
+__all__ = ["audit", "create_token", "revoke_token", "scale", "tokens"]

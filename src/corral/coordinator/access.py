@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import uuid
 from dataclasses import dataclass
 
 from .store import Store, TokenRecord
@@ -81,6 +82,23 @@ def new_secret() -> str:
 def hash_secret(secret: str) -> str:
     """What the store keeps of a secret."""
     return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def new_token(
+    name: str, role: str, owner: str, now: float, lifetime: float | None = None
+) -> tuple[TokenRecord, str]:
+    """A token to store and its secret (shown once, never stored); `lifetime` in seconds."""
+    secret = new_secret()
+    record = TokenRecord(
+        id="tok_" + uuid.uuid4().hex[:12],
+        name=name,
+        role=role,
+        owner=owner,
+        secret_sha256=hash_secret(secret),
+        created=now,
+        expires=None if lifetime is None else now + lifetime,
+    )
+    return record, secret
 
 
 def may_call(principal: Principal, operation: str) -> bool:

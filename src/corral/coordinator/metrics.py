@@ -6,7 +6,8 @@ Two kinds of figure, kept apart on purpose:
                                           owner), workers by status, slots busy and total,
                                           blob store bytes: one query each (store/_figures.py)
     counted here, as events happen        attempt results by outcome, run time and queue wait
-                                          histograms, lease and result request latencies
+                                          histograms, lease and result request latencies,
+                                          autoscaler launches and failures by provider
 
 Each app has its own CollectorRegistry (tests build several apps in one process). Store figures
 are true for the whole farm, also when several coordinators share a database; the counters and
@@ -115,6 +116,18 @@ class Metrics:
             "Latency of lease and result requests (a lease's includes its long poll).",
             ["request"],
             buckets=_REQUEST_BUCKETS,
+            registry=self.registry,
+        )
+        self.launches = Counter(
+            "corral_autoscaler_launches",
+            "Workers the autoscaler asked a provider to start, by provider.",
+            ["provider"],
+            registry=self.registry,
+        )
+        self.launch_failures = Counter(
+            "corral_autoscaler_launch_failures",
+            "Launches that failed (refused, exited, or no join within join_timeout).",
+            ["provider"],
             registry=self.registry,
         )
         self.channels = Gauge(

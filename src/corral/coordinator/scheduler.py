@@ -19,12 +19,10 @@ import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
 
 from ..protocol import Worker, parse_size, slots_needed
 
 Check = Callable[[str, Mapping[str, object]], str | None]
-Row = TypeVar("Row")
 AUTO = "auto"  # min_memory=auto: from the peaks of the job's finished tasks
 AUTO_MARGIN = 1.2
 
@@ -293,10 +291,17 @@ def pending_reason(
     workers: Sequence[Worker],
     now: float,
     not_before: float | None = None,
+    fair_share: str | None = None,
 ) -> str:
-    """In plain words, why a queued task with `requires` is not running yet."""
+    """In plain words, why a queued task with `requires` is not running yet; `fair_share`,
+    why its owner's tasks wait behind others' (fairshare.fair_share_text), if they do."""
     if not_before is not None and not_before > now:
         return f"waiting {not_before - now:.0f} s before retrying a failed attempt"
+    reason = _placement_reason(requires, workers)
+    return reason if fair_share is None else f"{fair_share}; {reason}"
+
+
+def _placement_reason(requires: Mapping[str, str], workers: Sequence[Worker]) -> str:
     online = [w for w in workers if w.status == "online"]
     if not online:
         draining = sum(1 for w in workers if w.status == "draining")
@@ -315,15 +320,3 @@ def pending_reason(
     if max(free) < need:
         return f"needs {need} free slots on one worker; at most {max(free)} are free on any"
     return f"next in line: {sum(free)} of {total} matching slots are free"
-
-
-def oldest_first(candidates: Iterable[tuple[float, int, int, Row]], capacity: int) -> list[Row]:
-    """From (created, seq, slots, row) candidates of every fitting class, take the oldest that
-    fit in `capacity` slots: no requirement class starves another."""
-    taken: list[Row] = []
-    used = 0
-    for _created, _seq, cost, row in sorted(candidates, key=lambda c: (c[0], c[1])):
-        if used + cost <= capacity:
-            taken.append(row)
-            used += cost
-    return taken

@@ -45,9 +45,11 @@ from ..protocol import (
 )
 from ..protocol import Assignment as WireAssignment
 from .access import JobTokens
+from .autoscaler import autoscaler
 from .blobs import BlobError, Blobs
 from .deps import inputs_from_dependencies, named_dependencies, resolve_after, waiting_text
 from .errors import ApiError
+from .fairshare import fair_share_text
 from .group_commit import GroupCommit, GroupPolicy, wanted
 from .leases import LeasePolicy
 from .livelogs import LiveLogs, LiveSamples
@@ -75,6 +77,7 @@ class Coordinator:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
+        store.fair_share_half_life = settings.fair_share_half_life  # charged and read by it
         self.blobs = blobs
         self.settings = settings
         self.clock = clock
@@ -104,12 +107,16 @@ class Coordinator:
         grouping = GroupPolicy(wanted(settings.group_commit, store.shared))
         self.commits = GroupCommit(store, grouping)
         self.metrics = Metrics(store, blobs)  # GET /metrics (metrics.py)
+        # --scale: starts and stops workers (autoscaler.py)
+        self.autoscaler = autoscaler(store, self.stops, self.metrics, settings, clock)
 
     async def start(self) -> None:
         """Give leases from before a restart time to report back, then watch expiry."""
         self.store.grace_running(self.policy.expires(self.clock()))
         self._expiry = asyncio.create_task(self._expiry_loop())
         self.wakeups.start()
+        if self.autoscaler is not None:
+            await self.autoscaler.start()
 
     def release_waiters(self) -> None:
         """Answer every held long-poll now: the server is shutting down."""
@@ -121,6 +128,8 @@ class Coordinator:
 
     async def stop(self) -> None:
         """Stop background work and wake every waiter."""
+        if self.autoscaler is not None:
+            await self.autoscaler.stop()
         await self.wakeups.stop()
         if self._expiry:
             self._expiry.cancel()
@@ -135,9 +144,12 @@ class Coordinator:
         self._validate(body.tasks, 0)
         job_id = uuid.uuid4().hex
         tasks = self._new_tasks(body.tasks, 0)
-        self.store.create_job(job_id, body.name, owner, self.clock(), tasks, body.speculative)
+        now = self.clock()
+        self.store.create_job(job_id, body.name, owner, now, tasks, body.speculative, body.priority)
         self._phases = None  # a new speculative job is looked at with the next lease
         self._work.fire()
+        if self.autoscaler is not None:  # it decides now, not at its next round
+            self.autoscaler.wake()
         if any("programs" in spec.requires for spec in body.tasks):
             self.wakeups.wake_all_workers()  # held heartbeats answer with a probe now
         self._events.fire()
@@ -181,6 +193,8 @@ class Coordinator:
         new = self._new_tasks(tasks, total)
         self.store.add_tasks(job_id, self.clock(), new)
         self._work.fire()
+        if self.autoscaler is not None:  # it decides now, not at its next round
+            self.autoscaler.wake()
         self._events.fire()
         return [self.store.get_task(t.id) for t in new]
 
@@ -386,7 +400,11 @@ class Coordinator:
         if task.after and (left := self.store.dependencies_left(task.id)):
             return waiting_text(left)
         workers = self.store.list_workers()
-        return pending_reason(task.requires, workers, self.clock(), task.not_before)
+        now = self.clock()
+        owner = self.store.job_owner(task.job_id)
+        waiting = self.store.fair_share(now).values()
+        fair = fair_share_text(owner, list(waiting), self.settings.fair_share_half_life)
+        return pending_reason(task.requires, workers, now, task.not_before, fair)
 
     def _extend(self, worker_id: str, leases: list[str]) -> list[str]:
         now = self.clock()

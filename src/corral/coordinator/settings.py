@@ -41,6 +41,14 @@ class Settings:
     group_commit: str = "auto"
     # serve GET /metrics without a token (a trusted network's Prometheus)
     metrics_public: bool = False
+    # fair share (fairshare.py): seconds over which an owner's past usage counts half
+    fair_share_half_life: float = 3600.0
+    # autoscaling (autoscaler.py): `--scale KIND:OPTIONS` values, checked by the CLI, and the
+    # URL the workers they start reach this coordinator at (a provider's url= overrides it)
+    scale: tuple[str, ...] = ()
+    url: str = ""
+    ca_sha256: str = ""  # the fingerprint of ca_file, for the join strings launches are given
+    scale_interval: float = 1.0  # seconds between decisions when nothing wakes the loop
 
     @property
     def db_path(self) -> Path:

@@ -325,6 +325,7 @@ def _fill(base: TaskDraft, template: Partial, values: dict[str, Scalar]) -> Task
         max_attempts=base.max_attempts,
         name=base.name if template.name is None else template.name.format_map(values),
         retries=base.retries,
+        priority=base.priority,
     )
 
 

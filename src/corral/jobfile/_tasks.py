@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NoReturn, TypeVar
 
-from ..protocol import InputRef, TaskSpec, flatten_requires
+from ..protocol import MAX_PRIORITY, InputRef, TaskSpec, flatten_requires
 from ._lines import FieldPath, fmt_path, json_locator, toml_locator
 
 __all__ = [
@@ -45,6 +45,7 @@ TASK_KEYS = (
     "max_attempts",
     "name",
     "retries",
+    "priority",
 )
 
 
@@ -77,6 +78,7 @@ class TaskDraft:
     max_attempts: int
     name: str
     retries: int = 0
+    priority: int | None = None  # within the owner's queue, higher first (None: the job's)
 
     def spec(self, inputs: dict[str, InputRef]) -> TaskSpec:
         """The task to submit, its input files already uploaded as `inputs`."""
@@ -91,6 +93,7 @@ class TaskDraft:
             max_attempts=self.max_attempts,
             retries=self.retries,
             name=self.name,
+            priority=self.priority,
         )
 
 
@@ -264,6 +267,15 @@ class Partial:
     max_attempts: int | None = None
     name: str | None = None
     retries: int | None = None
+    priority: int | None = None
+
+
+def _priority(ctx: Ctx, value: object, path: FieldPath) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or abs(value) > MAX_PRIORITY:
+        ctx.fail(
+            path, f"must be a whole number from -{MAX_PRIORITY} to {MAX_PRIORITY}, not {value!r}"
+        )
+    return value
 
 
 def _retries(ctx: Ctx, value: object, path: FieldPath) -> int:
@@ -296,6 +308,7 @@ def parse_partial(ctx: Ctx, table: dict[str, object], path: FieldPath) -> Partia
         max_attempts=optional(ctx, table, path, "max_attempts", _max_attempts),
         name=optional(ctx, table, path, "name", expect_str),
         retries=optional(ctx, table, path, "retries", _retries),
+        priority=optional(ctx, table, path, "priority", _priority),
     )
 
 
@@ -324,6 +337,7 @@ def merge(base: Partial, over: Partial) -> Partial:
         max_attempts=_pick(over.max_attempts, base.max_attempts),
         name=_pick(over.name, base.name),
         retries=_pick(over.retries, base.retries),
+        priority=_pick(over.priority, base.priority),
     )
 
 
@@ -343,4 +357,5 @@ def finish(ctx: Ctx, task: Partial, path: FieldPath) -> TaskDraft:
         max_attempts=DEFAULT_MAX_ATTEMPTS if attempts is None else attempts,
         name=task.name or "",
         retries=task.retries or 0,
+        priority=task.priority,
     )

@@ -7,7 +7,9 @@ from ._bounds import (
     INT64_MAX,
     MAX_ATTEMPTS,
     MAX_LIMIT,
+    MAX_PRIORITY,
     MAX_SECONDS,
+    MAX_SHARE,
     MAX_SLOTS,
     range_problem,
 )
@@ -84,7 +86,9 @@ from ._models import (
 )
 from ._relay import API_PREFIX, JOB_TOKEN_ROUTES, RELAY_SOCKET, relay_allows
 from ._requires import flatten_requires, slots_needed
+from ._scale import LaunchInfo, ScaleProviderInfo, ScaleStatus
 from ._security import (
+    JOIN_PREFIX,
     ROLES,
     AuditEntry,
     Role,
@@ -92,8 +96,9 @@ from ._security import (
     TokenCreate,
     TokenCreated,
     TokenInfo,
+    make_join,
 )
-from ._sizes import format_size, parse_size
+from ._sizes import format_size, parse_duration, parse_size
 from ._validate import (
     LIMIT_KEYS,
     is_sha256,
@@ -118,10 +123,13 @@ __all__ = [
     "INT32_MAX",
     "INT64_MAX",
     "JOB_TOKEN_ROUTES",
+    "JOIN_PREFIX",
     "LIMIT_KEYS",
     "MAX_ATTEMPTS",
     "MAX_LIMIT",
+    "MAX_PRIORITY",
     "MAX_SECONDS",
+    "MAX_SHARE",
     "MAX_SLOTS",
     "RELAY_SOCKET",
     "REPLY_FILE",
@@ -154,6 +162,7 @@ __all__ = [
     "JobCreated",
     "JobUsage",
     "KillOptions",
+    "LaunchInfo",
     "LeaseGrant",
     "LeaseRequest",
     "LiveUsage",
@@ -166,6 +175,8 @@ __all__ = [
     "ResultsReply",
     "RetryOptions",
     "Role",
+    "ScaleProviderInfo",
+    "ScaleStatus",
     "Spread",
     "Task",
     "TaskBlocked",
@@ -194,6 +205,8 @@ __all__ = [
     "flatten_requires",
     "format_size",
     "is_sha256",
+    "make_join",
+    "parse_duration",
     "parse_size",
     "range_problem",
     "reconnect_delay",

@@ -46,6 +46,10 @@ FileMode = Annotated[int, msgspec.Meta(ge=0, le=0o7777)]  # permission bits only
 Seconds = Annotated[float, msgspec.Meta(ge=0, le=MAX_SECONDS)]
 Lifetime = Annotated[float, msgspec.Meta(gt=0, le=MAX_SECONDS)]
 LimitValue = Annotated[float, msgspec.Meta(ge=0, le=MAX_LIMIT)]
+MAX_PRIORITY = 1_000_000
+Priority = Annotated[int, msgspec.Meta(ge=-MAX_PRIORITY, le=MAX_PRIORITY)]  # higher goes first
+MAX_SHARE = 1e6
+Share = Annotated[float, msgspec.Meta(gt=0, le=MAX_SHARE)]  # an owner's fair-share weight
 _Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=INT64_MAX)]
 _Finite = Annotated[float, msgspec.Meta(ge=-sys.float_info.max, le=sys.float_info.max)]
 # one value of a worker's capabilities: checked at the top level, where the scheduler looks

@@ -29,6 +29,7 @@ from ._bounds import (
     FileMode,
     LimitValue,
     Offset,
+    Priority,
     Retries,
     Seconds,
     Slots,
@@ -90,6 +91,7 @@ class TaskSpec(Request):
     after: list[str] = []  # hold until these tasks (ids) have succeeded; see coordinator/deps.py
     after_index: list[Count] = []  # ... or these earlier tasks of the same submission
     after_inputs: dict[str, AfterFile] = {}  # name in the task directory -> a dependency's file
+    priority: Priority | None = None  # within its owner's queue, higher first; None: its job's
 
 
 # A blob this small may travel inside a JSON body (by its sha256) rather than on its own:
@@ -111,6 +113,7 @@ class JobCreate(Request):
     name: str = ""
     blobs: dict[str, bytes] = {}
     speculative: bool = False  # back up stragglers (coordinator/speculation.py)
+    priority: Priority = 0  # its tasks' unless they set their own (coordinator/fairshare.py)
 
 
 class Spread(msgspec.Struct):
@@ -141,6 +144,7 @@ class Job(msgspec.Struct):
     total: int
     speculative: bool = False
     usage: JobUsage | None = None
+    priority: int = 0
 
 
 class JobCreated(Job):

@@ -11,12 +11,24 @@ Roles::
 
 from __future__ import annotations
 
+import base64
+import json
 from typing import Literal
 
 import msgspec
 
-from ._bounds import Lifetime
+from ._bounds import Count, Lifetime, Share
 from ._models import Request, TaskSpec
+
+#: what every join string starts with (client/_join.py reads them)
+JOIN_PREFIX = "corral1:"
+
+
+def make_join(url: str, ca_sha256: str, token: str) -> str:
+    """A join string for a worker: `corral1:<base64url of {"url", "ca", "token"}>`."""
+    data = json.dumps({"url": url, "ca": ca_sha256, "token": token}, separators=(",", ":"))
+    return JOIN_PREFIX + base64.urlsafe_b64encode(data.encode()).decode().rstrip("=")
+
 
 Role = Literal["admin", "submit", "worker", "job", "metrics"]
 ROLES: tuple[Role, ...] = ("admin", "submit", "worker", "job", "metrics")
@@ -29,6 +41,9 @@ class TokenCreate(Request):
     role: Literal["admin", "submit", "worker", "metrics"]
     owner: str = ""
     expires: Lifetime | None = None
+    share: Share | None = None  # the owner's fair-share weight (None: keep it; 1 at first)
+    # the most slots the owner's tasks may run at once (0: no cap; None: keep it)
+    max_slots: Count | None = None
 
 
 class TokenInfo(msgspec.Struct):
@@ -42,6 +57,8 @@ class TokenInfo(msgspec.Struct):
     expires: float | None
     revoked: float | None
     job_id: str | None = None
+    share: float = 1.0  # its owner's fair-share weight
+    max_slots: int | None = None  # its owner's cap on running slots
 
 
 class TokenCreated(msgspec.Struct):

@@ -1,4 +1,5 @@
-"""Byte sizes written the way people write them: 500M, 2G, 1.5GiB, 4096."""
+"""Byte sizes and durations written the way people write them: 500M, 2G, 1.5GiB, 4096; 90s,
+15m, 1h."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import re
 
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(?:i?b)?\s*", re.IGNORECASE)
 _POWERS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4, "p": 5}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
 def parse_size(text: str) -> int:
@@ -19,6 +22,14 @@ def parse_size(text: str) -> int:
     if not math.isfinite(size):  # hundreds of digits: bad input, not an OverflowError
         raise ValueError(f"{text[:40]!r}... is too large to be a size")
     return int(size)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in `90s`, `15m`, `1h`, `7d` or `2w`; raises ValueError on anything else."""
+    match = _DURATION.fullmatch(text.strip().lower())
+    if not match or float(match.group(1)) <= 0:
+        raise ValueError(f"{text!r}: give a positive duration like 90s, 15m, 1h, 7d or 2w")
+    return float(match.group(1)) * _UNITS[match.group(2)]
 
 
 def format_size(n: float) -> str:

@@ -88,8 +88,13 @@ class Attempts:
     async def execute(self, run: TaskRun, work: Path) -> TaskResult:
         """Stage, run and collect one task; its result."""
         a = run.assignment
-        needed = needs_relay(self.guard.sandbox, a.spec.requires)
-        async with relay_channel(self.link.http, a.token, work, needed) as relay_url:
+        if not needs_relay(self.guard.sandbox, a.spec.requires):
+            return await self._execute(run, work, None)
+        # a task on a pooled runner's seat uses the seat's relay, others one of their own
+        async with self.fnpool.seat_relay(a, self.link.http) as relay_url:
+            if relay_url is not None:
+                return await self._execute(run, work, relay_url)
+        async with relay_channel(self.link.http, a.token, work, True) as relay_url:
             return await self._execute(run, work, relay_url)
 
     async def _execute(self, run: TaskRun, work: Path, relay_url: str | None) -> TaskResult:

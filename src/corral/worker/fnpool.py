@@ -7,6 +7,7 @@ The pool keeps up to `slots` runners (`pyrunner --serve`), each started the way 
 
     _run_task ── claim ──> a seat, held until the task ends; or none: a fresh process
     _run_guarded ── call ──> thaw the seat's runner (start one if need be), the call, freeze
+                              (after the result is out; its next call waits for the freeze)
 
 A seat serves one key: the submitter (all of one owner's jobs: module state carries over
 between their calls, as in a Dask worker; never between owners), the task's declared env,
@@ -43,19 +44,21 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psutil
 
-from ..protocol import Assignment, TaskSpec
+from ..protocol import RELAY_SOCKET, STATE_DIR, Assignment, TaskSpec
 from ._aio import Sweeper, maybe_thread
 from .executor import Finished, TaskProcess, kill_tree
 from .guard import Guard, Launch
 from .outputs import make_dir
 from .pyrunner import MODULE, PIDNS, READY, SERVE
+from .relay import Relay
 from .sandbox import wants_network
 from .taskuser import hand_over
 
@@ -150,6 +153,7 @@ class Runner:
         self.pid = proc.pid  # the Python process itself (under bwrap, a descendant of proc)
         self.dirty = False  # the last call left a process behind
         self.used: tuple[int | None, float | None] = (None, None)  # the last call's peak, CPU
+        self.freezing: asyncio.Future[bool] | None = None  # stopping it after a call
 
     @property
     def alive(self) -> bool:
@@ -263,6 +267,7 @@ class _Seat:
     runner: Runner | None = None
     task: str | None = None  # the task that claimed it
     used: float = 0.0
+    relay: Relay | None = None  # its tasks' channel to the coordinator, in its root (relay.py)
 
 
 @dataclass
@@ -318,6 +323,7 @@ class FnPool:
         seat = self.seats[index]
         if seat.key != key:
             self._retire(seat)
+            self._close_relay(seat)  # another owner's tasks: never their relay
             self._old_roots.append(seat.root)
             self._sweep()
             seat.root, seat.key = self._new_root(), key
@@ -368,6 +374,8 @@ class FnPool:
         if runner.launch.identity is not None:  # a few files: not worth a thread hop
             many = len(a.spec.inputs) > 16 or a.checkpoint is not None
             await maybe_thread(many, hand_over, claim.inner, runner.launch.identity)
+            if seat.relay is not None:
+                seat.relay.hand_to(runner.launch.identity.uid, runner.launch.identity.gid)
         request: dict[str, Any] = {"cwd": work, "env": env}
         if poolable(a.spec):
             request["argv"] = list(a.spec.argv[3:])
@@ -390,13 +398,20 @@ class FnPool:
             runner.proc, runner.answer(), wall or None, runner.pid, hosted="exec" in request
         )
         finished = replace(finished, peak_memory=runner.used[0], cpu_seconds=runner.used[1])
-        reuse = finished.error is None and runner.alive and not runner.dirty
-        if not (reuse and await runner.freeze()):
+        if finished.error is None and runner.alive and not runner.dirty:
+            # stopped off the result's path: its next call waits for that (`_runner`)
+            runner.freezing = asyncio.ensure_future(runner.freeze())
+        else:
             self._retire(seat)
         return finished
 
     async def _runner(self, seat: _Seat, spec: TaskSpec, env: dict[str, str]) -> Runner | None:
         """The seat's runner, started if it has none; None when one cannot start."""
+        runner = seat.runner
+        if runner is not None and runner.freezing is not None:
+            frozen, runner.freezing = await runner.freezing, None
+            if not frozen:  # some thread of its last call would not stop: replaced
+                self._retire(seat)
         if seat.runner is not None and seat.runner.alive:
             return seat.runner
         self._retire(seat)
@@ -444,9 +459,36 @@ class FnPool:
         seat.runner = runner
         return runner
 
+    @contextlib.asynccontextmanager
+    async def seat_relay(self, a: Assignment, http: httpx.AsyncClient) -> AsyncIterator[str | None]:
+        """While inside, the relay of the seat a claimed task runs on serves its job token:
+        its CORRAL_URL. None: the task has no seat (or no token); it needs a relay of its own."""
+        claim = self._claims.get(a.task_id)
+        if claim is None or not a.token:
+            yield None
+            return
+        seat = claim.seat
+        if seat.relay is None:
+            relay = Relay(http, None)
+            await relay.listen(seat.root / STATE_DIR / RELAY_SOCKET)
+            seat.relay = relay
+        relay = seat.relay
+        relay.token = a.token
+        try:
+            yield relay.url
+        finally:
+            relay.token = None
+
+    def _close_relay(self, seat: _Seat) -> None:
+        if seat.relay is not None:
+            self._background(seat.relay.close(remove=True))
+            seat.relay = None
+
     def _retire(self, seat: _Seat) -> None:
         """Stop the seat's runner (in the background) and forget it."""
         if seat.runner is not None:
+            if seat.runner.freezing is not None:
+                seat.runner.freezing.cancel()
             self._background(seat.runner.stop())
             seat.runner = None
 
@@ -485,6 +527,7 @@ class FnPool:
         """Stop every runner (the worker is leaving)."""
         for seat in self.seats:
             self._retire(seat)
+            self._close_relay(seat)
         self._forget_gone()
         if not self.keep_task_dirs:  # the agent's removals may still be on their way
             for claim in self._ended:

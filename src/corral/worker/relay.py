@@ -12,6 +12,14 @@ with the worker's own HTTP client (its TLS, CA and failover) and *this task's* j
 place of whatever Authorization the task sent; anything else is answered 403 here. The relay
 stops with the task, and the token dies with the lease anyway.
 
+A task hosted by a slot's pooled runner (fnpool.py) uses its seat's relay instead: one
+socket in the runner's root, made when the seat first needs one and kept while the runner
+serves the same owner (the pool key), presenting the job token of the task the seat runs
+now, and none between tasks (403). It costs nothing per task; a socket, a directory and a
+listener made and removed for each task cost about as much as the task itself on B2. It
+gives a task no more than it had: the runner process its calls run in is already shared by
+that owner's tasks of one seat, one after another.
+
 Who can connect: the socket is 0600, in the task directory that the guard hands to the
 task's user (a slot uid on a root worker, taskuser.hand_over) before it starts, so only the
 task's own uid (and root) may connect; another slot's task cannot even search the directory.
@@ -82,18 +90,33 @@ def relay_socket(work: Path) -> Path:
 class Relay:
     """One task's relay: listens until closed."""
 
-    def __init__(self, http: httpx.AsyncClient, token: str) -> None:
+    def __init__(self, http: httpx.AsyncClient, token: str | None) -> None:
         self._http = http
-        self._token = token
+        self.token = token  # the job token presented; None: no task is served now (403)
         self._server: asyncio.AbstractServer | None = None
         self._conns: set[asyncio.Task[None]] = set()
         self.url = ""
+        self.path: Path | None = None
+        self.owner: tuple[int, int] | None = None  # who the socket was handed to
 
     async def start(self, work: Path) -> str:
         """Listen in the task directory `work`; the CORRAL_URL that reaches this relay."""
-        path = relay_socket(work.resolve())  # a pooled task's `work` links into a runner's root
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.unlink(missing_ok=True)  # an earlier run's, after a checkpoint
+        # a pooled task's `work` links into a runner's root
+        return await self.listen(relay_socket(work.resolve()))
+
+    def hand_to(self, uid: int, gid: int) -> None:
+        """Let `uid` (a slot's user) connect: the socket and its directory become its own."""
+        if self.path is None or self.owner == (uid, gid):
+            return
+        for path in (self.path.parent, self.path):
+            os.lchown(path, uid, gid)
+        self.owner = (uid, gid)
+
+    async def listen(self, path: Path) -> str:
+        """Listen at `path`; the CORRAL_URL that reaches this relay."""
+        os.makedirs(path.parent, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)  # an earlier run's, after a checkpoint
         address = UnixAddress(str(path))
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -105,11 +128,11 @@ class Relay:
             raise
         finally:
             address.close()
-        self.url = unix_url(str(path))
+        self.url, self.path = unix_url(str(path)), path
         return self.url
 
-    async def close(self) -> None:
-        """Stop listening and drop every connection."""
+    async def close(self, remove: bool = False) -> None:
+        """Stop listening and drop every connection; `remove` the socket and its directory."""
         if self._server is not None:
             self._server.close()
             self._server = None
@@ -117,6 +140,10 @@ class Relay:
             conn.cancel()
         if self._conns:
             await asyncio.wait(self._conns)
+        if remove and self.path is not None:  # a seat's root is removed once empty
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+                os.rmdir(self.path.parent)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         me = asyncio.current_task()
@@ -150,13 +177,16 @@ class Relay:
         """Answer one request: forwarded when a job token may make it, else 403."""
         method, target = request.method.decode(), request.target.decode("latin-1")
         path = relay_allows(method, target)
-        if path is None:
+        token = self.token
+        if path is None or token is None:
             await _drain(conn, reader)
             detail = f"a task may not call {method} {target.partition('?')[0]}"
+            if token is None:
+                detail = "no task of this slot is running: its relay serves none"
             await _reply(conn, writer, 403, {"error": "forbidden", "detail": detail})
             return
         headers = {k.decode(): v.decode("latin-1") for k, v in request.headers if k not in _HOP}
-        headers["authorization"] = f"Bearer {self._token}"
+        headers["authorization"] = f"Bearer {token}"
         has_body = "content-length" in headers or any(
             k == b"transfer-encoding" for k, _ in request.headers
         )

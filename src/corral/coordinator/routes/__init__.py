@@ -8,6 +8,7 @@ app.py routes and openapi.py documents.
     security   tokens and the audit log (admin)
     allowlist  the executable allowlist
     checkpoints  a running task's saves (its worker), a task's list (its owner)
+    scale      the autoscaler's providers, launches and reasons (admin)
 
 A handler is `async (request, coordinator, body) -> struct | Response`: it checks access with
 guards.py, asks the service (or the store, for plain reads), and returns what goes on the wire.
@@ -16,7 +17,7 @@ Its name is the operationId and the name access.py's role rules use.
 
 from __future__ import annotations
 
-from . import allowlist, blobs, checkpoints, jobs, security, tasks, workers
+from . import allowlist, blobs, checkpoints, jobs, scale, security, tasks, workers
 from ._common import Endpoint, IntQuery, decode_body, json_response, read_body
 
 ENDPOINTS: list[Endpoint] = (
@@ -27,6 +28,7 @@ ENDPOINTS: list[Endpoint] = (
     + security.ENDPOINTS
     + allowlist.ENDPOINTS
     + checkpoints.ENDPOINTS
+    + scale.ENDPOINTS
 )
 
 __all__ = ["ENDPOINTS", "Endpoint", "IntQuery", "decode_body", "json_response", "read_body"]

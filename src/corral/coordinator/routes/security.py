@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import uuid
-
 from starlette.requests import Request
 from starlette.responses import Response
 
 from ...protocol import AuditEntry, TokenCreate, TokenCreated, TokenInfo
-from .. import guards
-from ..access import hash_secret, new_secret
+from .. import access, guards
 from ..errors import ApiError
 from ..service import Coordinator
 from ..store import TokenRecord
@@ -21,8 +18,12 @@ NEWEST = IntQuery("newest", 0, 0, 1)  # 1: the newest entries, newest first (`af
 MAX_NAME = 200
 
 
-def token_info(token: TokenRecord) -> TokenInfo:
-    """What the API shows of a stored token (never its hash)."""
+def token_info(
+    token: TokenRecord, shares: dict[str, tuple[float, int | None]] | None = None
+) -> TokenInfo:
+    """What the API shows of a stored token (never its hash), with its owner's fair-share
+    weight and cap from `shares` (Store.owner_shares)."""
+    share, cap = (shares or {}).get(token.owner, (1.0, None))
     return TokenInfo(
         id=token.id,
         name=token.name,
@@ -32,6 +33,8 @@ def token_info(token: TokenRecord) -> TokenInfo:
         expires=token.expires,
         revoked=token.revoked,
         job_id=token.job_id,
+        share=share,
+        max_slots=cap,
     )
 
 
@@ -55,23 +58,20 @@ def new_token(request: Request, coord: Coordinator, body: TokenCreate) -> TokenC
     if problem:
         raise ApiError("invalid_argument", problem)
     now = coord.clock()
-    secret = new_secret()
-    record = TokenRecord(
-        id="tok_" + uuid.uuid4().hex[:12],
-        name=body.name,
-        role=body.role,
-        owner=body.owner or body.name,
-        secret_sha256=hash_secret(secret),
-        created=now,
-        expires=None if body.expires is None else now + body.expires,
+    record, secret = access.new_token(
+        body.name, body.role, body.owner or body.name, now, body.expires
     )
-    coord.store.add_token(record)
+    with coord.store.atomic():
+        coord.store.add_token(record)
+        if body.share is not None or body.max_slots is not None:
+            coord.store.set_owner_share(record.owner, body.share, body.max_slots)
     guards.audit(request, coord.store, now, "token.create", record.id, f"{body.role} {body.name}")
-    return TokenCreated(token_info(record), secret)
+    return TokenCreated(token_info(record, coord.store.owner_shares()), secret)
 
 
 async def list_tokens(request: Request, coord: Coordinator, _: None) -> list[TokenInfo]:
-    return [token_info(t) for t in coord.store.list_tokens()]
+    shares = coord.store.owner_shares()
+    return [token_info(t, shares) for t in coord.store.list_tokens()]
 
 
 async def revoke_token(request: Request, coord: Coordinator, _: None) -> TokenInfo:

@@ -17,6 +17,7 @@ from typing import Literal
 
 from ..speculation import Phase, Running, settle
 from ._deps import DependencySQL
+from ._fairshare import FairShareSQL
 from ._rows import class_requires, finish_args, new_lease_id, spec_decoder
 from ._sqlbase import FINISH
 from .base import Leased, Outcome, Stopped
@@ -50,7 +51,7 @@ _PROMOTE = (
 Backup = tuple[str, str, float, float]  # lease id, worker id, lease expiry, started
 
 
-class BackupSQL(DependencySQL):
+class BackupSQL(DependencySQL, FairShareSQL):
     """A part of SQLStore."""
 
     def speculative_phases(self) -> list[Phase]:
@@ -141,9 +142,10 @@ class BackupSQL(DependencySQL):
         """Record an outcome in place of the primary lease; `winner`: the backup's worker,
         when it was the backup that finished."""
         db = self._db
-        (job_id,) = db.execute(
+        job_id, *ended = db.execute(
             self._q(FINISH), (*finish_args(outcome, now), task_id, primary)
         ).fetchone()
+        self._charge([tuple(ended)], now)  # the primary's time (the backup's is not charged)
         if winner is not None:
             db.execute(self._q("UPDATE tasks SET worker_id = ? WHERE id = ?"), (winner, task_id))
         self._drop_backup(task_id)

@@ -55,6 +55,12 @@ class IdentitySQL(SQLBase):
             raise NotFound(f"no token {token_id}")
         return token_from_row(row)
 
+    def set_token_expiry(self, token_id: str, expires: float | None) -> None:
+        """Change when a token expires (None: never); raises NotFound."""
+        sql = self._q("UPDATE tokens SET expires = ? WHERE id = ?")
+        if self._db.execute(sql, (expires, token_id)).rowcount == 0:
+            raise NotFound(f"no token {token_id}")
+
     def set_worker_owner(self, worker_id: str, owner: str) -> None:
         """Record which identity registered a worker."""
         self._db.execute(

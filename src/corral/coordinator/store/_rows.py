@@ -54,7 +54,7 @@ TASK_COLUMNS = (
     " stdout, stderr, manifest, created, started, finished, not_before, peak_memory,"
     " cpu_seconds"
 )
-JOB_COLUMNS = "id, name, owner, created, total, speculative"
+JOB_COLUMNS = "id, name, owner, created, total, speculative, priority"
 WORKER_COLUMNS = "id, name, slots, status, capabilities, registered, last_heartbeat"
 
 
@@ -147,6 +147,7 @@ def job_from_row(row: Sequence[Any], counts: dict[str, int]) -> Job:
         counts=counts,
         status=job_status(counts),  # type: ignore[arg-type]
         speculative=bool(row[5]),
+        priority=row[6],
     )
 
 

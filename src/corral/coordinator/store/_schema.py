@@ -13,7 +13,7 @@ __all__ = ["ADDED_COLUMNS", "INDEXES", "SCHEMA_VERSION", "TABLES", "VERSION_TABL
 # The schema this code writes and reads. Raise it with every change to TABLES, ADDED_COLUMNS
 # or INDEXES; a coordinator refuses a database recorded at a higher one (a newer coordinator
 # shares it, and this one would misread its rows).
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # one row: the version the database was last created or migrated to
 VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
 
@@ -80,6 +80,12 @@ TABLES = (
 )""",
     # what every coordinator sharing the database must agree on (_shared.py): the key that
     # signs job tokens, the admin token, the TLS CA; made by the first, read by the rest
+    # fair share (_fairshare.py): each owner's weight, cap on running slots, and usage in
+    # slot-seconds as of `used_at` (decayed with the half-life when charged or read)
+    """CREATE TABLE IF NOT EXISTS owners (
+    owner TEXT PRIMARY KEY, share {real} NOT NULL DEFAULT 1, max_slots INTEGER,
+    used {real} NOT NULL DEFAULT 0, used_at {real} NOT NULL DEFAULT 0
+)""",
     "CREATE TABLE IF NOT EXISTS shared (name TEXT PRIMARY KEY, value {blob} NOT NULL)",
     # blobs kept in the database (blobs/database.py), in chunks; the blobs row is written
     # last, in the same transaction, so a blob listed there is whole
@@ -100,23 +106,31 @@ _ADDED_TASK_COLUMNS = (
     ("cpu_seconds", "{real}"),
     ("name", "TEXT NOT NULL DEFAULT ''"),  # the spec's name: tasks of one name are a phase
     ("backed_up", "INTEGER NOT NULL DEFAULT 0"),  # it got a backup attempt (never another)
+    # fair share leases owner by owner, and each owner's tasks by priority (_fairshare.py)
+    ("owner", "TEXT NOT NULL DEFAULT ''"),  # its job's
+    ("priority", "INTEGER NOT NULL DEFAULT 0"),  # its own, else its job's; higher first
 )
 
 # Columns added after the first release, by table.
 ADDED_COLUMNS = {
     "tasks": _ADDED_TASK_COLUMNS,
-    "jobs": (("speculative", "INTEGER NOT NULL DEFAULT 0"),),  # backups for stragglers
+    "jobs": (
+        ("speculative", "INTEGER NOT NULL DEFAULT 0"),  # backups for stragglers
+        ("priority", "INTEGER NOT NULL DEFAULT 0"),  # its tasks' unless they set their own
+    ),
 }
 
 INDEXES = (
     "CREATE INDEX IF NOT EXISTS tasks_job ON tasks(job_id, seq)",
     "CREATE INDEX IF NOT EXISTS tasks_job_status ON tasks(job_id, status)",
-    # The queue, one index for both of its readers: the lease walks one requirement class's
-    # ready tasks (waiting = 0) in (created, seq) order and stops after LIMIT rows, however
-    # deep the queue; QUEUED_CLASSES seeks from one class to the next on its first column.
-    "CREATE INDEX IF NOT EXISTS tasks_queued ON tasks(requires, waiting, created, seq)"
-    " WHERE status = 'queued'",
-    # the indexes tasks_queued replaced, which backends once had different sets of
+    # The queue, one index for its three readers: the lease walks one requirement class's
+    # ready tasks (waiting = 0) of one owner in (priority DESC, created, seq) order and stops
+    # after LIMIT rows, however deep the queue; QUEUED_CLASSES seeks from one class to the
+    # next on its first column, QUEUED_OWNERS from one owner of a class to the next.
+    "CREATE INDEX IF NOT EXISTS tasks_fair ON tasks(requires, owner, waiting, priority DESC,"
+    " created, seq) WHERE status = 'queued'",
+    # the indexes tasks_fair replaced, which backends once had different sets of
+    "DROP INDEX IF EXISTS tasks_queued",
     "DROP INDEX IF EXISTS tasks_queue",
     "DROP INDEX IF EXISTS tasks_ready",
     "CREATE INDEX IF NOT EXISTS tasks_running ON tasks(lease_expires) WHERE status = 'running'",

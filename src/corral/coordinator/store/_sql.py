@@ -2,11 +2,11 @@
 
 A backend (sqlite.py, postgres.py) brings a connection (`_db`), transactions (`_tx`) and its
 dialect (dialect.py); SQLStore, with the parts it is made of (_allowlist.py, _backups.py,
-_browse.py, _checkpoints.py, _deps.py, _evictions.py, _identity.py, _lookup.py, _usage.py),
-holds the queries, as templates rendered once per dialect (_sqlbase.py says how), and the
-schema is one description (_schema.py). The few things the backends really do differently stay
-hooks there: where SQLite keeps long specs (`_specs`), how a connection is opened, kept and
-checkpointed.
+_browse.py, _checkpoints.py, _deps.py, _evictions.py, _fairshare.py, _identity.py, _lookup.py,
+_usage.py), holds the queries, as templates rendered once per dialect (_sqlbase.py says how),
+and the schema is one description (_schema.py). The few things the backends really do
+differently stay hooks there: where SQLite keeps long specs (`_specs`), how a connection is
+opened, kept and checkpointed.
 
 Rejected: an ORM or SQLAlchemy Core. The store is a few dozen statements tuned by hand
 (partial indexes, a loose index scan, an index hint, batched writes on the lease path); a
@@ -20,12 +20,13 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from ...protocol import Event, Job, Task, Worker, slots_needed
+from ..fairshare import Candidate, choose, prefetch
 from ..leases import expired_to
-from ..scheduler import oldest_first
 from ._allowlist import AllowlistSQL
 from ._browse import BrowseSQL
 from ._checkpoints import CheckpointSQL
 from ._evictions import EvictionSQL
+from ._fairshare import FairShareSQL
 from ._figures import FiguresSQL
 from ._identity import IdentitySQL
 from ._lookup import LookupSQL
@@ -61,13 +62,6 @@ _QUEUED_CLASSES = (
     " ORDER BY requires LIMIT 1) FROM c WHERE c.r IS NOT NULL"
     ") SELECT r FROM c WHERE r IS NOT NULL"
 )
-_LEASE = (
-    "SELECT id, job_id, {spec}, attempts, created, seq FROM tasks"
-    " WHERE status = 'queued' AND requires = ? AND waiting = 0"
-    " AND (not_before IS NULL OR not_before <= ?)"
-)
-_LEASE_ANY = _LEASE + " ORDER BY created, seq LIMIT ?{lock}"
-_LEASE_JOB = _LEASE + " AND job_id = ? ORDER BY created, seq LIMIT ?{lock}"
 # Several leases in one statement; {rows}: (id, lease_id).
 _LEASE_MANY = (
     "WITH r(id, lease_id) AS ({rows})"
@@ -88,7 +82,8 @@ _FINISH_MANY = (
     " lease_id = NULL, lease_expires = NULL,"
     " worker_id = CASE WHEN r.status = 'queued' THEN NULL ELSE tasks.worker_id END"
     " FROM r WHERE tasks.id = r.id AND tasks.lease_id = r.lease_id AND tasks.worker_id = ?"
-    " AND tasks.status = 'running' RETURNING tasks.id, tasks.job_id"
+    " AND tasks.status = 'running'"
+    " RETURNING tasks.id, tasks.job_id, tasks.owner, tasks.cost, tasks.started"
 )
 _FINISH_TYPES = (
     *("text", "text", "text", "int", "text", "text", "text"),
@@ -101,6 +96,7 @@ class SQLStore(
     BrowseSQL,
     CheckpointSQL,
     EvictionSQL,
+    FairShareSQL,
     FiguresSQL,
     IdentitySQL,
     LookupSQL,
@@ -130,29 +126,33 @@ class SQLStore(
         now: float,
         tasks: Sequence[NewTask],
         speculative: bool = False,
+        priority: int = 0,
     ) -> None:
         with self._tx():
             self._db.execute(
-                self._q("INSERT INTO jobs ({job_columns}) VALUES (?,?,?,?,?,?)"),
-                (job_id, name, owner, now, len(tasks), int(speculative)),
+                self._q("INSERT INTO jobs ({job_columns}) VALUES (?,?,?,?,?,?,?)"),
+                (job_id, name, owner, now, len(tasks), int(speculative), priority),
             )
-            self._insert_tasks(job_id, now, tasks)
+            self._insert_tasks(job_id, owner, priority, now, tasks)
             self._hold_new(now, tasks)
 
     def add_tasks(self, job_id: str, now: float, tasks: Sequence[NewTask]) -> None:
         with self._tx():
-            cur = self._db.execute(
-                self._q("UPDATE jobs SET total = total + ? WHERE id = ?"), (len(tasks), job_id)
-            )
-            if cur.rowcount == 0:
+            row = self._db.execute(
+                self._q("UPDATE jobs SET total = total + ? WHERE id = ? RETURNING owner, priority"),
+                (len(tasks), job_id),
+            ).fetchone()
+            if row is None:
                 raise NotFound(f"no job {job_id}")
-            self._insert_tasks(job_id, now, tasks)
+            self._insert_tasks(job_id, row[0], row[1], now, tasks)
             self._hold_new(now, tasks)
 
-    def _insert_tasks(self, job_id: str, now: float, tasks: Sequence[NewTask]) -> None:
+    def _insert_tasks(
+        self, job_id: str, owner: str, priority: int, now: float, tasks: Sequence[NewTask]
+    ) -> None:
         self._many(
             "INSERT INTO tasks (id, job_id, seq, status, spec, requires, max_attempts,"
-            " created, cost, name) VALUES (?,?,?,'queued',?,?,?,?,?,?)",
+            " created, cost, name, owner, priority) VALUES (?,?,?,'queued',?,?,?,?,?,?,?,?)",
             [
                 (
                     t.id,
@@ -164,6 +164,8 @@ class SQLStore(
                     now,
                     slots_needed(t.spec.requires),
                     t.spec.name,
+                    owner,
+                    priority if t.spec.priority is None else t.spec.priority,
                 )
                 for t, spec in zip(tasks, self._specs(tasks), strict=True)
             ],
@@ -278,20 +280,25 @@ class SQLStore(
         decode = spec_decoder.decode
         with self._tx():
             db = self._db
-            candidates = []
+            candidates: list[Candidate[Any]] = []
+            rivals: list[Candidate[Any]] = []  # prefetch: each owner's next, who may come first
+            known: dict[str, Any] = {}  # owners' rows, as read with the queue
             for key in fitting_classes(self._queued_classes(), fits):
                 cost = class_slots(key)
-                if cost > capacity:
-                    continue
-                limit = min(scan, capacity // cost)
-                for job in self.class_jobs(key, job_id, peak_fits):  # _usage.py
-                    sql = self._q(_LEASE_ANY if job is None else _LEASE_JOB)
-                    only_job = () if job is None else (job,)
-                    rows = db.execute(sql, (key, now, *only_job, limit)).fetchall()
-                    candidates += [(r[4], r[5], cost, r) for r in rows]
+                if cost <= capacity:
+                    limit = min(scan, capacity // cost)
+                    for job in self.class_jobs(key, job_id, peak_fits):  # _usage.py
+                        candidates += self._candidates(key, cost, job, limit, now, known)
+                        if job_id is not None and candidates:
+                            rivals += self._candidates(key, cost, None, 1, now, known)
+            if job_id is None:
+                chosen = choose(self._lease_facts(candidates, now, known), candidates, capacity)
+            else:
+                facts = self._lease_facts(candidates + rivals, now, known)
+                chosen = prefetch(facts, candidates, rivals, capacity)
             out = [
                 Leased(task_id, job_id, new_lease_id(), attempts + 1, expires, decode(spec), c)
-                for task_id, job_id, spec, attempts, c, _s in oldest_first(candidates, capacity)
+                for task_id, job_id, spec, attempts, c, *_ in chosen
             ]
             if out:
                 rows = [(x.task_id, x.lease_id) for x in out]
@@ -332,6 +339,7 @@ class SQLStore(
             ).fetchone()
             if row is None:
                 return False
+            self._charge([row[1:]], now)
             self._event(row[0], task_id, outcome.status, outcome.exit_code, now)
             self._settle_dependents(task_id, outcome.status, now)
         return True
@@ -343,6 +351,7 @@ class SQLStore(
             return []
         flags: list[bool] = []
         events = []
+        ended: list[tuple[str, int, float | None]] = []
         with self._tx():
             # tasks with a backup attempt are settled one by one (_backups.py), after the rest
             backed = self._backups_of([t for t, _, _ in items])
@@ -351,13 +360,16 @@ class SQLStore(
             for run in unique_runs([item for _, item in plain]):
                 rows = [(t, lease, *finish_args(o, now)[:10]) for t, lease, o in run]
                 sql, args = self._batch(_FINISH_MANY, _FINISH_TYPES, rows)
-                found = dict(self._db.execute(sql, (*args, worker_id)).fetchall())
+                returned = self._db.execute(sql, (*args, worker_id)).fetchall()
+                found = {r[0]: r[1] for r in returned}
+                ended += [r[2:] for r in returned]
                 for task_id, _lease, o in run:
                     flags.append(task_id in found)
                     if task_id in found:
                         events.append((found[task_id], task_id, o.status, o.exit_code, now))
             if events:
                 self._events(events)
+                self._charge(ended, now)
                 self._settle_many([(e[1], e[2]) for e in events], now)
             out = {i: flags[n] for n, (i, _) in enumerate(plain)}
             for i, (task_id, lease_id, o) in enumerate(items):
@@ -410,14 +422,15 @@ class SQLStore(
             db = self._db
             rows = db.execute(
                 self._q(
-                    "SELECT id, job_id, worker_id, lease_id, attempts, max_attempts FROM tasks"
-                    " WHERE status = 'running' AND lease_expires <= ?{lock}"
+                    "SELECT id, job_id, worker_id, lease_id, attempts, max_attempts, owner, cost,"
+                    " started FROM tasks WHERE status = 'running' AND lease_expires <= ?{lock}"
                 ),
                 (now,),
             ).fetchall()
             backed = self._backups_of([r[0] for r in rows]) if rows else {}
             killing = self._killing([r[0] for r in rows]) if rows else {}
-            for task_id, job_id, worker_id, lease_id, attempts, max_attempts in rows:
+            self._charge([r[6:] for r in rows if r[0] not in backed], now)
+            for task_id, job_id, worker_id, lease_id, attempts, max_attempts, *_ in rows:
                 out.append(Stopped(task_id, worker_id, lease_id))
                 if task_id in backed:  # its backup attempt carries on, as the only one
                     self._promote(task_id, backed[task_id])
@@ -463,7 +476,7 @@ class SQLStore(
             rows = self._run_listed(
                 "UPDATE tasks SET status = 'killed', finished = ?, error = 'killed',"
                 " lease_expires = NULL WHERE id {ids} AND status IN ('queued', 'running')"
-                " RETURNING id, job_id, worker_id, lease_id",
+                " RETURNING id, job_id, worker_id, lease_id, owner, cost, started",
                 task_ids,
                 now,
             )
@@ -473,11 +486,13 @@ class SQLStore(
             if not rows:
                 return []
             self._events([(job_id, task_id, "killed", None, now) for task_id, job_id, *_ in rows])
+            self._charge([r[4:] for r in rows if r[3] is not None], now)  # those running
             for task_id, *_ in rows:  # after all kills: a job kill leaves its tasks killed
                 self._settle_dependents(task_id, "killed", now)
             backups = self._drop_backups([r[0] for r in rows])
             self._forget_evictions([r[0] for r in rows])
-        return [Stopped(t, w, lease) for t, _j, w, lease in rows if lease is not None] + backups
+        running = [Stopped(t, w, lease) for t, _j, w, lease, *_ in rows if lease is not None]
+        return running + backups
 
     # workers
     def register_worker(

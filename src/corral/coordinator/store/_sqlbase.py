@@ -39,7 +39,7 @@ FINISH = (
     " manifest = ?, finished = ?, not_before = ?, peak_memory = ?, cpu_seconds = ?,"
     " lease_id = NULL, lease_expires = NULL,"
     " worker_id = CASE WHEN ? = 'queued' THEN NULL ELSE worker_id END"
-    " WHERE id = ? AND lease_id = ? AND status = 'running' RETURNING job_id"
+    " WHERE id = ? AND lease_id = ? AND status = 'running' RETURNING job_id, owner, cost, started"
 )
 EVENT = "INSERT INTO events (job_id, task_id, status, exit_code, time) VALUES (?,?,?,?,?)"
 

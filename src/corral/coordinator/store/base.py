@@ -27,6 +27,7 @@ from ...protocol import (
     TaskSpec,
     Worker,
 )
+from ..fairshare import Owner
 from ..speculation import Phase
 from .shared import SharedState
 
@@ -129,10 +130,12 @@ class Store(SharedState):
         now: float,
         tasks: Sequence[NewTask],
         speculative: bool = False,
+        priority: int = 0,
     ) -> None:
         """Insert a job and all its tasks, queued, atomically; tasks with `after` are held
         until their dependencies succeed (or failed at once when one already failed). A
-        `speculative` job's stragglers get backup attempts (speculation.py)."""
+        `speculative` job's stragglers get backup attempts (speculation.py). `priority` is
+        its tasks' unless their spec sets one (fairshare.py orders an owner's by it)."""
 
     @abc.abstractmethod
     def get_job(self, job_id: str) -> Job:
@@ -165,10 +168,31 @@ class Store(SharedState):
         job_id: str | None = None,
         peak_fits: Callable[[int | None], bool] = lambda _p: True,
     ) -> list[Leased]:
-        """Hand queued tasks to a worker, oldest first, taking up to `capacity` slots in all
-        (a task takes `slots_needed(requires)` slots); retries wait for their `not_before`.
-        With `job_id`, only that job's tasks (what a worker prefetches). A task asking
-        `min_memory=auto` goes only where `peak_fits` accepts its job's peak (`job_peaks`)."""
+        """Hand queued tasks to a worker, taking up to `capacity` slots in all (a task takes
+        `slots_needed(requires)` slots): owner by owner as fair share decides (fairshare.py,
+        from owners' usage, shares and caps), and within an owner highest priority, then
+        oldest, first; retries wait for their `not_before`.
+        With `job_id`, only that job's tasks (what a worker prefetches), and only while they
+        come first in that order: prefetch never takes another owner's turn, nor a task of
+        higher priority's. A task asking `min_memory=auto` goes only where `peak_fits`
+        accepts its job's peak (`job_peaks`)."""
+
+    # fair share: usage is charged when attempts end, decayed with this half-life (seconds)
+    fair_share_half_life: float
+
+    @abc.abstractmethod
+    def set_owner_share(self, owner: str, share: float | None, max_slots: int | None) -> None:
+        """Set an owner's fair-share weight and cap on running slots (None keeps what it
+        had; a cap of 0 lifts it)."""
+
+    @abc.abstractmethod
+    def owner_shares(self) -> dict[str, tuple[float, int | None]]:
+        """Each owner given a share or charged usage: (share, cap)."""
+
+    @abc.abstractmethod
+    def fair_share(self, now: float, owners: Iterable[str] | None = None) -> dict[str, Owner]:
+        """What fair share knows of these owners now (default: those with ready queued
+        tasks): decayed usage with their running attempts' so far, share, running slots, cap."""
 
     @abc.abstractmethod
     def finish(self, task_id: str, lease_id: str, outcome: Outcome, now: float) -> bool:
@@ -377,6 +401,10 @@ class Store(SharedState):
         """Revoke a token (once; later calls keep the first time); raises NotFound."""
 
     @abc.abstractmethod
+    def set_token_expiry(self, token_id: str, expires: float | None) -> None:
+        """Change when a token expires (None: never); NotFound for no such token."""
+
+    @abc.abstractmethod
     def set_worker_owner(self, worker_id: str, owner: str) -> None:
         """Record which identity registered a worker."""
 
@@ -481,6 +509,16 @@ class Store(SharedState):
     @abc.abstractmethod
     def blob_bytes(self) -> int:
         """The bytes of the blobs kept in the database."""
+
+    # what the autoscaler reads (_figures.py)
+    @abc.abstractmethod
+    def ready_by_job(self) -> list[tuple[str, str, int]]:
+        """(requirement class, job, count) of the queued tasks not waiting on dependencies."""
+
+    @abc.abstractmethod
+    def mean_run_seconds(self, job_ids: Sequence[str]) -> dict[str, float]:
+        """Each job's mean run time (start to finish) of its succeeded tasks; jobs with none
+        are left out."""
 
     @abc.abstractmethod
     def finished_times(self, since: float) -> list[float]:

@@ -57,6 +57,9 @@ class PostgresStore(SQLStore):
         # sender's id lets a coordinator skip its own
         self._channel = f"corral_{schema}" if schema else "corral"
         self._sender = uuid.uuid4().hex[:12]
+        # lead(): a session per name, and the names whose lock it holds
+        self._leads: dict[str, psycopg.Connection[tuple[Any, ...]]] = {}
+        self._held: set[str] = set()
         self._conn = self._connect()
         try:
             with self._conn.transaction():
@@ -93,6 +96,8 @@ class PostgresStore(SQLStore):
         return self._conn
 
     def close(self) -> None:
+        for conn in self._leads.values():
+            conn.close()
         self._conn.close()
 
     @contextlib.contextmanager
@@ -115,6 +120,28 @@ class PostgresStore(SQLStore):
     def notify(self, kinds: str) -> None:
         # inside a transaction, PostgreSQL delivers it at the commit, with what it announces
         self._db.execute("SELECT pg_notify(%s, %s)", (self._channel, f"{self._sender} {kinds}"))
+
+    def lead(self, name: str) -> bool:
+        import psycopg
+
+        conn = self._leads.get(name)
+        try:
+            if conn is None or conn.broken:
+                if conn is not None:
+                    conn.close()
+                self._held.discard(name)  # the lock went with the session
+                conn = self._leads[name] = psycopg.connect(self._dsn, autocommit=True)
+            if name in self._held:
+                conn.execute("SELECT 1")  # the session, and so the lock, still there
+                return True
+            key = f"{self._channel} {name}"  # one lead per farm (schema) of the database
+            row = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (key,)).fetchone()
+        except psycopg.Error:
+            self._held.discard(name)
+            return False  # no database: nobody leads from here until it is back
+        if row is not None and row[0]:
+            self._held.add(name)
+        return name in self._held
 
     async def listen(self, heard: Callable[[str], None]) -> None:
         import psycopg

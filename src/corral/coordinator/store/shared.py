@@ -43,6 +43,13 @@ class SharedState(abc.ABC):
         (a hint: each also looks again on a timer). Nothing on a single-process backend."""
         return None
 
+    def lead(self, name: str) -> bool:
+        """Take, or keep, the one lead among coordinators for the work called `name` (the
+        autoscaler): True while this coordinator holds it. Always True on a single-process
+        backend; on PostgreSQL a session advisory lock on a connection of its own, lost with
+        that connection (and so taken over by another coordinator when this one dies)."""
+        return True
+
     @property
     def shared(self) -> bool:
         """Whether other coordinators may share this database (then `listen` hears them)."""

@@ -6,6 +6,7 @@ long specs out of the task rows, and checkpoints the WAL on a thread of its own.
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import threading
 import weakref
@@ -41,6 +42,12 @@ class SQLiteStore(SQLStore):
         # the hot pages (queue index, running tasks, workers) stay in memory: 64 MB at most
         self._conn.execute("PRAGMA cache_size=-65536")
         self._conn.execute("PRAGMA temp_store=MEMORY")
+        # fair share decays usage with power() (_fairshare.py): an SQLite built without its
+        # math functions gets Python's
+        try:
+            self._conn.execute("SELECT power(0.5, 1)")
+        except sqlite3.OperationalError:
+            self._conn.create_function("power", 2, math.pow, deterministic=True)
         # Checkpoints (which fsync twice under synchronous=NORMAL) run on a thread of their own
         # instead of inside whichever commit crossed the threshold, on the event loop; the
         # loop's own autocheckpoint stays as a backstop, at 16 MB of WAL.
