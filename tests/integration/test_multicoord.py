@@ -36,7 +36,7 @@ from corral.client import Client
 from corral.protocol import TaskSpec
 
 from .conftest import PYTHON, free_port, stop_process, wait_for
-from .test_netns import IN_CI, IP, IS_ROOT, free_subnet, ip, stop_tree
+from .test_netns import IN_CI, IP, IS_ROOT, Bridge, ip, stop_tree
 
 PG_DSN = os.environ.get("CORRAL_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 # the same server through its Unix socket, for coordinators inside network namespaces
@@ -292,51 +292,6 @@ def test_two_coordinators_each_killed_lose_and_duplicate_nothing(
                 stop_process(c.proc)
 
 
-@dataclass
-class Hosts:
-    """Namespace hosts on one bridge: two coordinators, workers, and the test's own end."""
-
-    prefix: str = field(default_factory=lambda: f"crm-{secrets.token_hex(2)}")
-    subnet: int = 0
-    namespaces: list[str] = field(default_factory=list)
-
-    def addr(self, last: int) -> str:
-        return f"10.231.{self.subnet}.{last}"
-
-    def build(self, names: list[str]) -> dict[str, str]:
-        """A namespace per name, each with eth0 on the bridge; name -> its address."""
-        self.subnet = free_subnet()
-        switch = f"{self.prefix}-s"
-        for ns in (switch, *(f"{self.prefix}-{n}" for n in names)):
-            ip("netns", "add", ns)
-            self.namespaces.append(ns)
-            ip("-n", ns, "link", "set", "lo", "up")
-        ip("-n", switch, "link", "add", "br0", "type", "bridge")
-        ip("-n", switch, "link", "set", "br0", "up")
-        out = {}
-        for i, n in enumerate(names, start=1):
-            ns = f"{self.prefix}-{n}"
-            ip("-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", f"p-{n}")
-            ip("-n", ns, "link", "set", f"p-{n}", "netns", switch)
-            ip("-n", switch, "link", "set", f"p-{n}", "master", "br0", "up")
-            ip("-n", ns, "addr", "add", f"{self.addr(i)}/24", "dev", "eth0")
-            ip("-n", ns, "link", "set", "eth0", "up")
-            out[n] = self.addr(i)
-        # the test process (root namespace) reaches the bridge through one more veth
-        root = f"{self.prefix}-r"
-        ip("link", "add", root, "type", "veth", "peer", "name", "p-root", "netns", switch)
-        ip("-n", switch, "link", "set", "p-root", "master", "br0", "up")
-        ip("addr", "add", f"{self.addr(254)}/24", "dev", root)
-        ip("link", "set", root, "up")
-        return out
-
-    def close(self) -> None:
-        for ns in reversed(self.namespaces):
-            ip("netns", "del", ns, check=False)
-        if ip("link", "show", f"{self.prefix}-r", check=False).returncode == 0:
-            ip("link", "del", f"{self.prefix}-r", check=False)
-
-
 @pytest.mark.skipif(not IS_ROOT, reason="network namespaces need root")
 @pytest.mark.skipif(IP is None and not IN_CI, reason="iproute2 `ip` is not installed")
 @pytest.mark.timeout(150)
@@ -349,19 +304,21 @@ def test_two_coordinators_each_cut_off_lose_and_duplicate_nothing(
             pytest.fail(message)
         pytest.skip(message)
     dsn = f"postgresql://postgres@/{database}?host={PG_SOCKET_DIR}"
-    hosts = Hosts()
+    hosts = Bridge(f"crm-{secrets.token_hex(2)}")
     workers: list[subprocess.Popen[bytes]] = []
     coords: list[Coordinator] = []
     try:
-        addrs = hosts.build(["a", "b", "w0", "w1", "w2"])
+        # a namespace of its own holds the bridge: cutting a coordinator's link cuts only it
+        names = ["a", "b", "w0", "w1", "w2"]
+        addrs = hosts.build("s", {n: i for i, n in enumerate(names, start=1)})
         for n in ("a", "b"):
-            c = Coordinator(tmp_path / n, dsn, isolated, addrs[n], 8470, f"{hosts.prefix}-{n}")
+            c = Coordinator(tmp_path / n, dsn, isolated, addrs[n], 8470, hosts.ns(n))
             coords.append(c)
             c.start()
         a, b = coords
         env = {**isolated, "CORRAL_TOKEN": a.token}
         for i in range(3):
-            ns = f"{hosts.prefix}-w{i}"
+            ns = hosts.ns(f"w{i}")
             argv = _worker_argv(f"{a.url},{b.url}", tmp_path / f"w{i}", f"w{i}")
             with (tmp_path / f"w{i}.log").open("ab") as log:
                 workers.append(

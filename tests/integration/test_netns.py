@@ -34,7 +34,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -119,6 +119,64 @@ def free_subnet() -> int:
     raise RuntimeError("no free 10.231.N.0/24")
 
 
+@dataclass
+class Bridge:
+    """Namespace hosts on one bridge, which a namespace of its own holds (a host too when it
+    has an address), and a veth from the root namespace: the test's own end, at .254."""
+
+    prefix: str
+    subnet: int = 0
+    namespaces: list[str] = field(default_factory=list)
+
+    def addr(self, last: int) -> str:
+        return f"10.231.{self.subnet}.{last}"
+
+    def ns(self, name: str) -> str:
+        return f"{self.prefix}-{name}"
+
+    @property
+    def root_veth(self) -> str:
+        return f"{self.prefix}-r"
+
+    def build(
+        self, switch: str, hosts: Mapping[str, int], switch_addr: int | None = None
+    ) -> dict[str, str]:
+        """Namespace PREFIX-SWITCH holding br0 (at .SWITCH_ADDR if given) and one namespace
+        PREFIX-NAME a host, its eth0 on br0 at .N; host name -> address."""
+        self.subnet = free_subnet()
+        bridge = self.ns(switch)
+        for ns in (bridge, *map(self.ns, hosts)):
+            ip("netns", "add", ns)
+            self.namespaces.append(ns)
+            ip("-n", ns, "link", "set", "lo", "up")
+        ip("-n", bridge, "link", "add", "br0", "type", "bridge")
+        if switch_addr is not None:
+            ip("-n", bridge, "addr", "add", f"{self.addr(switch_addr)}/24", "dev", "br0")
+        ip("-n", bridge, "link", "set", "br0", "up")
+        for name, last in hosts.items():
+            ns, peer = self.ns(name), f"to-{name}"
+            ip("-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", peer)
+            ip("-n", ns, "link", "set", peer, "netns", bridge)
+            ip("-n", bridge, "link", "set", peer, "master", "br0", "up")
+            ip("-n", ns, "addr", "add", f"{self.addr(last)}/24", "dev", "eth0")
+            ip("-n", ns, "link", "set", "eth0", "up")
+        # the test process (root namespace) reaches the bridge through one more veth
+        root = self.root_veth
+        ip("link", "add", root, "type", "veth", "peer", "name", "to-root", "netns", bridge)
+        ip("-n", bridge, "link", "set", "to-root", "master", "br0", "up")
+        ip("addr", "add", f"{self.addr(254)}/24", "dev", root)
+        ip("link", "set", root, "up")
+        return {name: self.addr(last) for name, last in hosts.items()}
+
+    def close(self) -> None:
+        """Remove the namespaces, and the root's veth if it outlived the bridge's."""
+        for ns in reversed(self.namespaces):
+            ip("netns", "del", ns, check=False)
+        self.namespaces.clear()
+        if ip("link", "show", self.root_veth, check=False).returncode == 0:
+            ip("link", "del", self.root_veth, check=False)
+
+
 # the farm
 
 
@@ -161,9 +219,7 @@ class NetFarm:
 
     root: Path
     n_hosts: int = 3
-    prefix: str = field(default_factory=lambda: f"crl-{secrets.token_hex(2)}")
-    subnet: int = 0
-    namespaces: list[str] = field(default_factory=list)
+    net: Bridge = field(default_factory=lambda: Bridge(f"crl-{secrets.token_hex(2)}"))
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     hosts: list[Host] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
@@ -172,14 +228,10 @@ class NetFarm:
 
     @property
     def coord_ns(self) -> str:
-        return f"{self.prefix}-c"
-
-    @property
-    def root_veth(self) -> str:
-        return f"{self.prefix}-r"
+        return self.net.ns("c")
 
     def addr(self, last: int) -> str:
-        return f"10.231.{self.subnet}.{last}"
+        return self.net.addr(last)
 
     @property
     def url(self) -> str:
@@ -192,27 +244,14 @@ class NetFarm:
     # network
     def build_network(self) -> None:
         assert 1 <= self.n_hosts <= len(NS_TAGS)
-        self.subnet = free_subnet()
-        c = self.coord_ns
         tags = NS_TAGS[: self.n_hosts]
-        for ns in (c, *(f"{self.prefix}-{tag}" for tag in tags)):
-            ip("netns", "add", ns)
-            self.namespaces.append(ns)
-            ip("-n", ns, "link", "set", "lo", "up")
-        ip("-n", c, "link", "add", "br0", "type", "bridge")
-        ip("-n", c, "addr", "add", f"{self.addr(1)}/24", "dev", "br0")
-        ip("-n", c, "link", "set", "br0", "up")
+        # the coordinator's namespace holds the bridge, at .1; host i is at .10+i
+        self.net.build("c", {tag: 10 + i for i, tag in enumerate(tags, start=1)}, switch_addr=1)
         for i, tag in enumerate(tags, start=1):
-            ns = f"{self.prefix}-{tag}"
-            ip("-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", f"to-{tag}")
-            ip("-n", ns, "link", "set", f"to-{tag}", "netns", c)
-            ip("-n", c, "link", "set", f"to-{tag}", "master", "br0", "up")
-            ip("-n", ns, "addr", "add", f"{self.addr(10 + i)}/24", "dev", "eth0")
-            ip("-n", ns, "link", "set", "eth0", "up")
             self.hosts.append(
                 Host(
                     f"host-{i}",
-                    ns,
+                    self.net.ns(tag),
                     self.addr(10 + i),
                     self.root / f"w{i}",
                     self.root / "logs" / f"w{i}.log",
@@ -220,11 +259,6 @@ class NetFarm:
                     path_dir=self._program_dir() if i == PROGRAM_HOST else None,
                 )
             )
-        # the test process (root namespace) reaches the bridge through one more veth
-        ip("link", "add", self.root_veth, "type", "veth", "peer", "name", "to-root", "netns", c)
-        ip("-n", c, "link", "set", "to-root", "master", "br0", "up")
-        ip("addr", "add", f"{self.addr(254)}/24", "dev", self.root_veth)
-        ip("link", "set", self.root_veth, "up")
 
     def _program_dir(self) -> Path:
         """A directory holding PROGRAM, a tiny executable no other host has on its PATH."""
@@ -326,11 +360,7 @@ class NetFarm:
         for proc in reversed(self.procs):  # workers first, then the coordinator
             with contextlib.suppress(Exception):
                 stop_tree(proc)
-        for ns in reversed(self.namespaces):
-            ip("netns", "del", ns, check=False)
-        # gone with the coordinator's namespace already; this is a belt-and-braces check
-        if ip("link", "show", self.root_veth, check=False).returncode == 0:
-            ip("link", "del", self.root_veth, check=False)
+        self.net.close()
         # pytest shows this only when the test failed
         for log in sorted((self.root / "logs").glob("*.log")):
             lines = [x for x in log.read_text(errors="replace").splitlines() if "HTTP Req" not in x]
