@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -74,9 +75,16 @@ def test_local_provider_grows_for_40_tasks_and_shrinks_back_to_zero(
     wait_for(lambda: live_workers(f) == [], 40, 0.2, "the farm to shrink to 0 workers")
     shrunk = time.monotonic() - began
     wait_for(lambda: worker_processes(f) == [], 15, 0.2, "the worker processes to exit")
-    rc, out, err = f.cli("scale", "--json")
-    assert rc == 0, err
-    status = json.loads(out)
+
+    def scale() -> Any:
+        rc, out, err = f.cli("scale", "--json")
+        assert rc == 0, err
+        return json.loads(out)
+
+    # the autoscaler records its stops at its next round (every second) after the workers left
+    status = wait_for(
+        lambda: (s := scale())["providers"][0]["running"] == 0 and s, 10, 0.2, "0 running"
+    )
     (local,) = status["providers"]
     assert (local["running"], local["launching"], local["failed"]) == (0, 0, 0)
     assert 1 <= local["launched"] <= 4

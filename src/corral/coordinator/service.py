@@ -16,7 +16,6 @@ import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 
 import msgspec
 
@@ -147,12 +146,9 @@ class Coordinator:
         now = self.clock()
         self.store.create_job(job_id, body.name, owner, now, tasks, body.speculative, body.priority)
         self._phases = None  # a new speculative job is looked at with the next lease
-        self._work.fire()
-        if self.autoscaler is not None:  # it decides now, not at its next round
-            self.autoscaler.wake()
         if any("programs" in spec.requires for spec in body.tasks):
             self.wakeups.wake_all_workers()  # held heartbeats answer with a probe now
-        self._events.fire()
+        self._work_arrived()
         job = msgspec.structs.asdict(self.store.get_job(job_id))
         return JobCreated(**job, task_ids=[t.id for t in tasks])
 
@@ -192,11 +188,15 @@ class Coordinator:
         self._validate(tasks, total)
         new = self._new_tasks(tasks, total)
         self.store.add_tasks(job_id, self.clock(), new)
+        self._work_arrived()
+        return [self.store.get_task(t.id) for t in new]
+
+    def _work_arrived(self) -> None:
+        """New tasks: held lease calls look again, the autoscaler decides now, events go."""
         self._work.fire()
-        if self.autoscaler is not None:  # it decides now, not at its next round
+        if self.autoscaler is not None:
             self.autoscaler.wake()
         self._events.fire()
-        return [self.store.get_task(t.id) for t in new]
 
     async def changed(self, timeout: float) -> bool:
         """Wait until some task changes state, or `timeout` seconds (the dashboard's pages);
@@ -599,7 +599,3 @@ class Coordinator:
                 return
             await self._events.wait(keepalive)
             yield None
-
-    def log_path(self, task: Task, stream: str) -> tuple[Path | None, bool]:
-        """Where a task's output is, and whether it is final."""
-        return self.logs.where(task, stream)

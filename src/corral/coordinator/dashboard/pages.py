@@ -124,7 +124,7 @@ async def task(request: Request, dash: Dash) -> Response:
     coord = dash.coord
     found = guards.task(request, coord.store, request.path_params["id"])
     found = msgspec.structs.replace(found, pending_reason=coord.pending_reason(found))
-    logs = {s: _tail(coord.log_path(found, s)[0]) for s in ("stdout", "stderr")}
+    logs = {s: _tail(coord.logs.where(found, s)[0]) for s in ("stdout", "stderr")}
     events = coord.store.task_events(found.job_id, found.id)
     names = {w.id: w.name for w in coord.store.list_workers()}
     return dash.render(
@@ -146,7 +146,7 @@ async def log(request: Request, dash: Dash) -> Response:
     stream = request.path_params["stream"]
     if stream not in ("stdout", "stderr"):
         raise ApiError("not_found", "a task has stdout and stderr")
-    path, _ = dash.coord.log_path(found, stream)
+    path, _ = dash.coord.logs.where(found, stream)
     if path is None or not path.exists():
         return Response(b"", media_type="text/plain; charset=utf-8", headers=HEADERS)
     return FileResponse(path, media_type="text/plain; charset=utf-8", headers=HEADERS)

@@ -43,7 +43,7 @@ async def task_log(request: Request, coord: Coordinator, _: None) -> Response:
     if stream not in ("stdout", "stderr"):
         raise ApiError("bad_request", "stream must be stdout or stderr")
     offset, tail = OFFSET.read(request), TAIL.read(request)
-    path, final = coord.log_path(task, stream)
+    path, final = coord.logs.where(task, stream)
     data = b""
     if path is not None:
         with path.open("rb") as f:
