@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,11 +32,12 @@ from .fnpool import FnPool
 from .guard import Guard, Launch
 from .limits import Usage, output_size_error
 from .outputs import (
+    Entry,
+    Snapshot,
     UnsafePath,
-    changed_files,
+    changed_entries,
     make_dir,
-    resolve_inside,
-    safe_relpath,
+    place_inside,
     sha256_file,
     snapshot,
 )
@@ -47,6 +49,8 @@ __all__ = ["Attempts", "Outgoing", "TaskRun"]
 
 log = logging.getLogger("corral.worker")
 _INLINE_HASH = 256 * 1024  # files up to this size are hashed without a thread hop
+_STATE_PREFIX = f"{STATE_DIR}/"
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 
 @dataclass
@@ -99,20 +103,13 @@ class Attempts:
 
     async def _execute(self, run: TaskRun, work: Path, relay_url: str | None) -> TaskResult:
         a = run.assignment
-        make_dir(work)
-        known = {}
+        if not os.path.isdir(work):  # a pooled task's `work` is there (fnpool.py)
+            make_dir(work)
         try:
-            for name, ref in a.spec.inputs.items():
-                rel = safe_relpath(name)
-                await self.cache.stage(ref.sha256, ref.size, resolve_inside(work, rel), ref.mode)
-                known[rel.as_posix()] = ref.sha256
+            before = await self._stage(a, work)
             await self.checkpoints.restore(a, work)
         except (UnsafePath, OSError, CacheError) as exc:
             return TaskResult(a.lease_id, None, error=f"staging inputs: {exc}")
-        # with no inputs there is nothing to compare with: whatever is there after it ran is
-        # new (`.corral/`, the checkpoint restored, is never collected); with few inputs the
-        # walk is not worth a thread hop (likewise below)
-        before = await maybe_thread(len(known) > 16, snapshot, work, known) if known else {}
         extra = {
             **self.config.expose_env,
             "CORRAL_JOB_ID": a.job_id,
@@ -140,6 +137,30 @@ class Attempts:
             result.peak_memory = usage.peak_memory
             result.cpu_seconds = None if usage.cpu_seconds is None else round(usage.cpu_seconds, 3)
         return result
+
+    async def _stage(self, a: Assignment, work: Path) -> Snapshot:
+        """Put the task's inputs in its directory; the snapshot of it to compare with once
+        the task has run. Inputs that came with the lease are written straight there, and
+        when all did, their stats are the snapshot (the directory was empty: no walk)."""
+        known, placed = {}, {}
+        root = os.fspath(work)
+        for name, ref in a.spec.inputs.items():
+            rel, dest = place_inside(root, name)
+            data = self.state.inline(ref.sha256)
+            st = (
+                None
+                if data is None
+                else self.cache.place(ref.sha256, ref.size, dest, ref.mode, data)
+            )
+            if st is None:
+                await self.cache.stage(ref.sha256, ref.size, dest, ref.mode)
+            else:
+                placed[rel] = Entry(st.st_size, st.st_mtime_ns, st.st_mode & 0o777, ref.sha256)
+            known[rel] = ref.sha256
+        if len(placed) == len(known):
+            return placed
+        # with few inputs the walk is not worth a thread hop (likewise in `_collect`)
+        return await maybe_thread(len(known) > 16, snapshot, work, known)
 
     async def _give_back(self, run: TaskRun, work: Path) -> TaskResult:
         """An evicted task's process has ended: save what its checkpoint directory holds
@@ -243,14 +264,13 @@ class Attempts:
     ) -> TaskResult:
         a = run.assignment
         slow = len(before) > 16
-        paths = await maybe_thread(slow, changed_files, work, before, a.spec.outputs)
-        paths = [p for p in paths if not p.startswith(f"{STATE_DIR}/")]  # checkpoint, requests
+        found = await maybe_thread(slow, changed_entries, work, before, a.spec.outputs)
         out = Outgoing()
         manifest: dict[str, OutputFile] = {}
-        for rel in paths:
-            path = work / rel
-            st = path.stat()
-            sha = await out.add(path, st.st_size)
+        for rel, st in found:
+            if rel.startswith(_STATE_PREFIX):  # the checkpoint, save requests
+                continue
+            sha = await out.add(work / rel, st.st_size)
             manifest[rel] = OutputFile(sha, st.st_size, st.st_mode & 0o777)
         cap = a.spec.limits.get("output_size")
         over = output_size_error({p: f.size for p, f in manifest.items()}, cap) if cap else None
@@ -260,7 +280,7 @@ class Attempts:
         streams = {}
         for stream in ("stdout", "stderr"):
             path = run.dir / stream
-            streams[stream] = await out.add(path, path.stat().st_size)
+            streams[stream] = await out.add(path, os.stat(path).st_size)
         await self.link.upload(out.files)
         return TaskResult(
             a.lease_id,
@@ -284,6 +304,9 @@ class Outgoing:
 
     async def add(self, path: Path, size: int) -> str:
         """Take one file; its hash."""
+        if not size:  # most tasks' stdout and stderr: nothing to read
+            self.inline[EMPTY_SHA256] = b""
+            return EMPTY_SHA256
         if size <= INLINE_MAX and self.inline_size + size <= INLINE_TOTAL:
             data = path.read_bytes()
             sha = hashlib.sha256(data).hexdigest()

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["TMP_SUFFIX", "copy_to", "copy_verified", "link_to"]
+__all__ = ["TMP_SUFFIX", "copy_to", "copy_verified", "link_to", "write_new"]
 
 TMP_SUFFIX = ".tmp"
 _COPY_CHUNK = 1 << 30
@@ -53,6 +53,28 @@ def _copy_data(src_fd: int, dst_fd: int) -> None:
             pass  # Unsupported for this pair of files: finish with a plain copy from here.
     with open(src_fd, "rb", closefd=False) as fsrc, open(dst_fd, "wb", closefd=False) as fdst:
         shutil.copyfileobj(fsrc, fdst)
+
+
+def write_new(dest: str, data: bytes, mode: int) -> os.stat_result | None:
+    """Write a few KiB at dest, a name that does not exist yet (in a task directory just
+    made), with permission bits mode, making its parent directories if need be: one
+    create-exclusive open that follows no symlink. Its stat; None, with nothing written,
+    when something is already there (then go through a temp file, `_via_tmp`)."""
+    try:
+        fd = os.open(dest, _NEW, 0o600)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        fd = os.open(dest, _NEW, 0o600)
+    except FileExistsError:
+        return None
+    try:
+        view = memoryview(data)
+        while view:  # a regular file takes it in one write; a full disk raises
+            view = view[os.write(fd, view) :]
+        os.fchmod(fd, mode)  # explicit, so the umask does not alter it
+        return os.fstat(fd)
+    finally:
+        os.close(fd)
 
 
 def copy_to(src: Path, dest: Path, mode: int) -> None:

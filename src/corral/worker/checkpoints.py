@@ -126,11 +126,12 @@ class Checkpoints:
 
     async def restore(self, a: Assignment, work: Path) -> None:
         """Make the task's checkpoint directory: empty, or its lease's checkpoint."""
-        target = checkpoint_dir(work)
-        make_dir(target.parent)  # one mkdir each: a missing parent costs an exception more
-        make_dir(target)
+        state = f"{os.fspath(work)}/{STATE_DIR}"
+        make_dir(state)  # one mkdir each: a missing parent costs an exception more
+        make_dir(f"{state}/{CHECKPOINT_DIR}")
         if a.checkpoint is None:
             return
+        target = checkpoint_dir(work)
         self._known[a.lease_id] = a.checkpoint.files
         for name, f in a.checkpoint.files.items():
             dest = resolve_inside(target, safe_relpath(name))

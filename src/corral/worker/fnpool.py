@@ -328,18 +328,22 @@ class FnPool:
             self._sweep()
             seat.root, seat.key = self._new_root(), key
         inner = seat.root / f"{task_dir.name}-{next(self._roots)}"  # never a name seen before
+        work = inner / "work"
         try:
             # the runner (stopped now) may have left anything in its root: make, never reuse
-            make_dir(seat.root)
-            os.mkdir(inner)
-            os.mkdir(inner / "work")
+            try:
+                os.mkdir(inner)
+            except FileNotFoundError:  # a new root (or one its runner removed)
+                make_dir(seat.root)
+                os.mkdir(inner)
+            os.mkdir(work)
         except OSError as exc:
             log.warning("function runner root %s: %s; replacing the runner", seat.root, exc)
             self._retire(seat)
             return
         try:
             make_dir(task_dir)
-            os.symlink(inner / "work", task_dir / "work")
+            os.symlink(work, task_dir / "work")
         except OSError as exc:
             log.warning("task %s runs in a fresh process: %s", a.task_id, exc)
             shutil.rmtree(inner, ignore_errors=True)

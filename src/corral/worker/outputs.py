@@ -12,6 +12,7 @@ import fnmatch
 import hashlib
 import itertools
 import os
+import re
 import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -21,8 +22,10 @@ __all__ = [
     "Entry",
     "Snapshot",
     "UnsafePath",
+    "changed_entries",
     "changed_files",
     "make_dir",
+    "place_inside",
     "resolve_inside",
     "safe_relpath",
     "sha256_file",
@@ -30,6 +33,7 @@ __all__ = [
 ]
 
 _CHUNK = 1 << 20
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # More '**/' than this in one glob would blow up the variant expansion; nobody needs it.
 _MAX_DOUBLE_STARS = 8
 
@@ -53,6 +57,11 @@ Snapshot = dict[str, Entry]
 
 def safe_relpath(name: str) -> PurePosixPath:
     """Validate a task-relative path from the wire and return it normalised."""
+    return PurePosixPath(*_safe_parts(name))
+
+
+def _safe_parts(name: str) -> list[str]:
+    """The components of a task-relative path from the wire, refused if it is unsafe."""
     if not isinstance(name, str):
         raise UnsafePath(f"path must be a string, not {type(name).__name__}")
     if not name:
@@ -62,7 +71,7 @@ def safe_relpath(name: str) -> PurePosixPath:
     if "\\" in name:
         # Refused outright: on some systems (or to some tools) it is a separator.
         raise UnsafePath(f"path {name!r} contains a backslash")
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in name):
+    if _CONTROL.search(name):
         raise UnsafePath(f"path {name!r} contains a control character")
     if name.startswith("/"):
         raise UnsafePath(f"path {name!r} is absolute")
@@ -71,7 +80,18 @@ def safe_relpath(name: str) -> PurePosixPath:
         raise UnsafePath(f"path {name!r} contains '..'")
     if not parts:
         raise UnsafePath(f"path {name!r} names the task directory itself")
-    return PurePosixPath(*parts)
+    return parts
+
+
+def place_inside(root: str, name: str) -> tuple[str, str]:
+    """`safe_relpath` and `resolve_inside` in one, on strings (per input of every task:
+    pathlib's objects cost more than the checks): the normalised relative path and where
+    it is under root."""
+    parts = _safe_parts(name)
+    rel = "/".join(parts)
+    if not _plain_below(root, parts):
+        resolve_inside(Path(root), PurePosixPath(*parts))  # raises if it leads outside
+    return rel, f"{root}/{rel}"
 
 
 def resolve_inside(root: Path, rel: PurePosixPath) -> Path:
@@ -116,7 +136,7 @@ def make_dir(path: str | Path) -> None:
         os.makedirs(path, exist_ok=True)
 
 
-def sha256_file(path: Path) -> str:
+def sha256_file(path: str | Path) -> str:
     """Hex sha256 of a file's contents, read in 1 MiB chunks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -190,7 +210,7 @@ def _matches(rel: str, compiled: list[tuple[bool, str]]) -> bool:
     return any(fnmatch.fnmatchcase(base if on_base else rel, pat) for on_base, pat in compiled)
 
 
-def _differs(path: Path, st: os.stat_result, prev: Entry | None) -> bool:
+def _differs(path: str, st: os.stat_result, prev: Entry | None) -> bool:
     """Whether a file is new or its content differs from the snapshot entry."""
     if prev is None:
         return True
@@ -204,11 +224,19 @@ def _differs(path: Path, st: os.stat_result, prev: Entry | None) -> bool:
 
 def changed_files(root: Path, before: Snapshot, globs: Sequence[str] = ()) -> list[str]:
     """Sorted relpaths of regular files under root that are new or changed since `before`."""
+    return [rel for rel, _ in changed_entries(root, before, globs)]
+
+
+def changed_entries(
+    root: Path, before: Snapshot, globs: Sequence[str] = ()
+) -> list[tuple[str, os.stat_result]]:
+    """`changed_files` with the lstat of each (what the walk found: no second stat)."""
     compiled = _matcher(globs)
     changed = []
+    top = os.fspath(root)
     for rel, st in _walk_files(root):
         if compiled and not _matches(rel, compiled):
             continue
-        if _differs(Path(root, rel), st, before.get(rel)):
-            changed.append(rel)
-    return sorted(changed)
+        if _differs(f"{top}/{rel}", st, before.get(rel)):
+            changed.append((rel, st))
+    return sorted(changed, key=lambda entry: entry[0])

@@ -150,7 +150,8 @@ def hand_over(directory: Path, identity: Identity | None) -> None:
     (cache.py), whoever owns it."""
     if identity is None:
         return
-    directory = directory.resolve()  # a pooled task's `work` links into a runner's root
+    if os.path.islink(directory):  # a pooled task's `work` links into a runner's root
+        directory = Path(os.path.realpath(directory))
     os.lchown(directory, identity.uid, identity.gid)
     os.chmod(directory, 0o700)
     # os.walk skips what vanishes meanwhile (a runner's root may hold an old task's
