@@ -4,7 +4,6 @@ real runner processes (no sandbox, no coordinator; the farm tests are in integra
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import pickle
 import shutil
@@ -18,6 +17,7 @@ from typing import Any
 
 import cloudpickle
 import httpx
+import msgspec
 import psutil
 import pytest
 from starlette.applications import Starlette
@@ -108,7 +108,7 @@ def _call_files(work: Path, fn: Any, *args: Any) -> None:
 def _send(sock: socket.socket, task: Path, env: dict[str, str]) -> None:
     body = {"argv": RUNNER[3:], "cwd": str(task / "work"), "env": env}
     with (task / "stdout").open("wb") as out, (task / "stderr").open("wb") as err:
-        socket.send_fds(sock, [json.dumps(body).encode()], [out.fileno(), err.fileno()])
+        socket.send_fds(sock, [msgspec.msgpack.encode(body)], [out.fileno(), err.fileno()])
 
 
 def print_and_spawn(x: int, spawn: bool) -> int:
@@ -172,18 +172,26 @@ class Worker:
         self.running: set[str] = set()
         self.pool = FnPool(_guard(), tmp, slots, self.running.__contains__)
         self.n = 0
+        self.calls: dict[str, tuple[Any, tuple[Any, ...]]] = {}
 
     def lease(self, job: str, fn: Any, *args: Any, **spec: Any) -> tuple[Assignment, Path]:
         self.n += 1
         a = Assignment(f"t{self.n}", job, f"l{self.n}", 1, 0.0, fn_spec(**spec))
         task_dir = self.pool.claim(a) / "tasks" / f"{a.task_id}.1"
-        _call_files(task_dir / "work", fn, *args)
+        self.calls[a.task_id] = (fn, args)
         self.running.add(a.task_id)
         return a, task_dir
 
     async def call(
         self, a: Assignment, task_dir: Path, process: TaskProcess | None = None
     ) -> tuple[Finished | None, Any]:
+        # as the worker stages a task's inputs itself: its runner stopped, then the directory
+        if self.pool.claimed(a):
+            await self.pool.hold(a)
+        else:
+            (task_dir / "work").mkdir(parents=True, exist_ok=True)
+        fn, args = self.calls.pop(a.task_id)
+        _call_files(task_dir / "work", fn, *args)
         env = task_env({}, task_dir / "work", {})
         finished = await self.pool.call(a, process or TaskProcess(), env, task_dir)
         result = task_dir / "work" / RESULT_FILE
@@ -411,3 +419,69 @@ def test_a_seat_relay_serves_the_job_token_of_the_task_it_runs_now(tmp_path: Pat
         assert list((tmp_path / "fn").iterdir()) == []  # the sockets went with their roots
 
     asyncio.run(scenario())
+
+
+def write_and_read(name: str) -> tuple[int, bool, int]:
+    """A call that reads an input the runner wrote, and leaves outputs of three sizes."""
+    data = open(name, "rb").read()
+    os.makedirs("out", exist_ok=True)
+    with open("out/small.txt", "wb") as f:
+        f.write(data.upper())
+    with open("big.bin", "wb") as f:
+        f.write(b"x" * (200 * 1024))  # over what an answer carries
+    os.symlink("/etc/passwd", "link")  # never followed, never reported
+    return os.getpid(), os.stat(name).st_uid == os.getuid(), len(os.listdir(".corral"))
+
+
+def test_a_runner_makes_the_task_directory_and_reports_what_the_call_made(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        w = Worker(tmp_path)
+        try:
+            a, task_dir = w.lease("j1", write_and_read, "in.txt")
+            a.spec = msgspec.structs.replace(a.spec, outputs=[])  # everything new comes back
+            fn, args = w.calls.pop(a.task_id)
+            payload = build_payload(dump_function(fn), [(args, {})], chunked=False)
+            inside: dict[str, Any] = {
+                name: (0o644, sha, payload.blobs[sha]) for name, sha in payload.files.items()
+            }
+            inside["in.txt"] = (0o600, "0" * 64, b"hello")
+            assert not os.path.lexists(os.readlink(task_dir / "work"))  # the runner makes it
+            env = task_env({}, task_dir / "work", {})
+            finished = await w.pool.call(a, TaskProcess(), env, task_dir, inside=inside)
+            assert finished is not None and (finished.exit_code, finished.error) == (0, None)
+            found = {rel: (mode, size, data) for rel, mode, size, data in finished.found or []}
+            assert sorted(found) == sorted(["big.bin", "out/small.txt", RESULT_FILE])  # no link
+            assert found["out/small.txt"] == (0o644 & ~_umask(), 5, b"HELLO")
+            assert found["big.bin"][1:] == (200 * 1024, None)  # left for the worker to read
+            status, (pid, own, state) = pickle.loads(found[RESULT_FILE][2] or b"")
+            assert status == "ok" and own and state == 1  # `.corral/checkpoint` made too
+            # the worker reads big.bin itself next: the runner is stopped first
+            assert psutil.Process(pid).status() == psutil.STATUS_STOPPED
+            w.running.discard(a.task_id)
+
+            a, task_dir = w.lease("j1", os.getpid)
+            fn, args = w.calls.pop(a.task_id)
+            payload = build_payload(dump_function(fn), [(args, {})], chunked=False)
+            inside = {n: (0o644, sha, payload.blobs[sha]) for n, sha in payload.files.items()}
+            finished = await w.pool.call(
+                a, TaskProcess(), env_for(task_dir), task_dir, inside=inside
+            )
+            assert finished is not None and finished.exit_code == 0
+            (result,) = [f for f in finished.found or [] if f[0] == RESULT_FILE]
+            assert pickle.loads(result[3] or b"") == ("ok", pid)  # the same runner
+            # all it made came back in the answer, and it left no thread: it was not stopped
+            assert psutil.Process(pid).status() != psutil.STATUS_STOPPED
+        finally:
+            await w.pool.aclose()
+
+    asyncio.run(scenario())
+
+
+def env_for(task_dir: Path) -> dict[str, str]:
+    return task_env({}, task_dir / "work", {})
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -23,12 +23,13 @@ from ..protocol import (
     TaskResult,
 )
 from ._aio import maybe_thread
+from ._inside import Found, prepare
 from ._link import Link
 from .cache import CacheError, FileCache
 from .checkpoints import Checkpoints, SaveFailed, checkpoint_dir
 from .config import WorkerConfig, client_env
 from .executor import TaskProcess, command_line, task_env
-from .fnpool import FnPool
+from .fnpool import FnPool, poolable
 from .guard import Guard, Launch
 from .limits import Usage, output_size_error
 from .outputs import (
@@ -38,6 +39,7 @@ from .outputs import (
     changed_entries,
     make_dir,
     place_inside,
+    safe_name,
     sha256_file,
     snapshot,
 )
@@ -50,6 +52,7 @@ __all__ = ["Attempts", "Outgoing", "TaskRun"]
 log = logging.getLogger("corral.worker")
 _INLINE_HASH = 256 * 1024  # files up to this size are hashed without a thread hop
 _STATE_PREFIX = f"{STATE_DIR}/"
+_INSIDE_MAX = 256 * 1024  # inputs a pooled runner is sent to write itself, in all
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 
@@ -62,6 +65,11 @@ class TaskRun:
     process: TaskProcess
     dir: Path
     log_offsets: dict[str, int] = field(default_factory=lambda: {"stdout": 0, "stderr": 0})
+    # its inputs, for a pooled runner that makes its directory itself (fnpool.call), and
+    # what the runner found made or changed there once it ran (None: the worker walks it)
+    inside: dict[str, Any] | None = None
+    found: Found | None = None
+    before: Snapshot = field(default_factory=dict)  # the directory before it ran
 
     @property
     def assignment(self) -> Assignment:
@@ -103,13 +111,14 @@ class Attempts:
 
     async def _execute(self, run: TaskRun, work: Path, relay_url: str | None) -> TaskResult:
         a = run.assignment
-        if not os.path.isdir(work):  # a pooled task's `work` is there (fnpool.py)
-            make_dir(work)
-        try:
-            before = await self._stage(a, work)
-            await self.checkpoints.restore(a, work)
-        except (UnsafePath, OSError, CacheError) as exc:
-            return TaskResult(a.lease_id, None, error=f"staging inputs: {exc}")
+        run.inside = self._inside(a)
+        if run.inside is None:
+            try:
+                await self._make(a, work)
+                run.before = await self._stage(a, work)
+                await self.checkpoints.restore(a, work)
+            except (UnsafePath, OSError, CacheError) as exc:
+                return TaskResult(a.lease_id, None, error=f"staging inputs: {exc}")
         extra = {
             **self.config.expose_env,
             "CORRAL_JOB_ID": a.job_id,
@@ -118,7 +127,8 @@ class Attempts:
             CHECKPOINT_ENV: str(checkpoint_dir(work)),
             **client_env(self.config, a, relay_url),
         }
-        argv = command_line(runner_argv(a.spec.argv), a.spec.shell, work)
+        shipped = None if run.inside is None else {k: v[0] for k, v in run.inside.items()}
+        argv = command_line(runner_argv(a.spec.argv), a.spec.shell, work, shipped)
         env = task_env(a.spec.env, work, extra)
         refused = await self._refuse(argv, work, env)
         if refused:
@@ -131,12 +141,43 @@ class Attempts:
             return await self._give_back(run, work)
         if not run.held.presented:
             return TaskResult(a.lease_id, exit_code, error="killed")
-        result = await self._collect(run, work, before, exit_code, error)
+        result = await self._collect(run, work, exit_code, error)
         result.restored = a.checkpoint.n if a.checkpoint else None
         if usage is not None:
             result.peak_memory = usage.peak_memory
             result.cpu_seconds = None if usage.cpu_seconds is None else round(usage.cpu_seconds, 3)
         return result
+
+    def _inside(self, a: Assignment) -> dict[str, Any] | None:
+        """The inputs of a claimed task whose runner makes its directory itself (_inside.py),
+        `{rel: (mode, sha256, bytes)}`: all came with the lease, there is no checkpoint to
+        restore, and the allowlist has nothing to read there first. None: the worker makes it."""
+        if not self.fnpool.claimed(a) or a.checkpoint is not None:
+            return None
+        if a.spec.inputs and self.guard.allow.mode != "all" and not poolable(a.spec):
+            return None
+        inside: dict[str, Any] = {}
+        total = 0
+        for name, ref in a.spec.inputs.items():
+            data = self.state.inline(ref.sha256)
+            try:
+                rel = safe_name(name)
+            except UnsafePath:
+                return None  # refused in `_stage`, with its reason
+            if data is None or rel in inside or len(data) != ref.size:
+                return None
+            if hashlib.sha256(data).hexdigest() != ref.sha256:
+                return None
+            total += ref.size
+            inside[rel] = (ref.mode & 0o777, ref.sha256, data)
+        return inside if total <= _INSIDE_MAX else None
+
+    async def _make(self, a: Assignment, work: Path) -> None:
+        """Make the task's directory, where the worker stages its inputs."""
+        if self.fnpool.claimed(a):
+            await self.fnpool.hold(a)  # its runner stopped first
+        if not os.path.isdir(work):
+            make_dir(work)
 
     async def _stage(self, a: Assignment, work: Path) -> Snapshot:
         """Put the task's inputs in its directory; the snapshot of it to compare with once
@@ -226,8 +267,10 @@ class Attempts:
         try:
             # a function task claimed by a pooled runner makes its call there (fnpool.py)
             finished = await self.fnpool.call(
-                run.assignment, run.process, env, run.dir, argv, append
+                run.assignment, run.process, env, run.dir, argv, append, run.inside
             )
+            if finished is None and run.inside is not None:
+                await self._prepare_here(run, work)
             if finished is None:
                 launch = self.guard.launch(spec, argv, work, run.dir.name)
                 async with launch.watching(spec.limits.get("cpu_time")):
@@ -245,8 +288,10 @@ class Attempts:
                         launch.sandboxed,
                     )
                 usage = launch.usage()
-            elif finished.cpu_seconds is not None:  # a pooled runner measured its call
-                usage = Usage(peak_memory=finished.peak_memory, cpu_seconds=finished.cpu_seconds)
+            else:
+                run.found = finished.found
+                if finished.cpu_seconds is not None:  # a pooled runner measured its call
+                    usage = Usage(finished.peak_memory, finished.cpu_seconds)
             error = finished.error
             if error is None or error.startswith("killed by signal"):
                 stderr = run.dir / "stderr"
@@ -259,19 +304,41 @@ class Attempts:
                 launch.release()  # its uid and descriptors (the process tree is gone)
         return finished.exit_code, error, usage
 
+    async def _found(self, run: TaskRun, work: Path) -> Found:
+        """What the task made or changed: as its runner found it, or found here by a walk."""
+        if run.found is not None:
+            return run.found
+        slow = len(run.before) > 16
+        found = await maybe_thread(
+            slow, changed_entries, work, run.before, run.assignment.spec.outputs
+        )
+        # the checkpoint and save requests are never outputs
+        return [
+            (rel, st.st_mode & 0o777, st.st_size, None)
+            for rel, st in found
+            if not rel.startswith(_STATE_PREFIX)
+        ]
+
+    async def _prepare_here(self, run: TaskRun, work: Path) -> None:
+        """What a runner would have done before the call, for a task that runs in a fresh
+        process after all (no runner could start): its directory and inputs."""
+        inputs, run.inside = run.inside or {}, None
+        if self.fnpool.claimed(run.assignment):
+            await self.fnpool.hold(run.assignment)
+        run.before = prepare(os.fspath(work.resolve()), inputs)
+
     async def _collect(
-        self, run: TaskRun, work: Path, before: Any, exit_code: int | None, error: str | None
+        self, run: TaskRun, work: Path, exit_code: int | None, error: str | None
     ) -> TaskResult:
         a = run.assignment
-        slow = len(before) > 16
-        found = await maybe_thread(slow, changed_entries, work, before, a.spec.outputs)
         out = Outgoing()
         manifest: dict[str, OutputFile] = {}
-        for rel, st in found:
-            if rel.startswith(_STATE_PREFIX):  # the checkpoint, save requests
-                continue
-            sha = await out.add(work / rel, st.st_size)
-            manifest[rel] = OutputFile(sha, st.st_size, st.st_mode & 0o777)
+        for rel, mode, size, data in await self._found(run, work):
+            if data is not None:  # read by the runner (_inside.py)
+                sha = out.add_bytes(data)
+            else:
+                sha = await out.add(work / rel, size)
+            manifest[rel] = OutputFile(sha, size, mode)
         cap = a.spec.limits.get("output_size")
         over = output_size_error({p: f.size for p, f in manifest.items()}, cap) if cap else None
         if over:
@@ -301,6 +368,14 @@ class Outgoing:
     files: dict[str, Path] = field(default_factory=dict)
     inline: dict[str, bytes] = field(default_factory=dict)
     inline_size: int = 0
+
+    def add_bytes(self, data: bytes) -> str:
+        """Take a file's bytes, read already (within the inline budget); its hash."""
+        sha = hashlib.sha256(data).hexdigest()
+        if sha not in self.inline:
+            self.inline[sha] = data
+            self.inline_size += len(data)
+        return sha
 
     async def add(self, path: Path, size: int) -> str:
         """Take one file; its hash."""

@@ -11,7 +11,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -30,16 +30,26 @@ class Finished:
     error: str | None
     peak_memory: int | None = None  # bytes
     cpu_seconds: float | None = None
+    # what a pooled runner found the call made or changed: (rel, mode, size, bytes or None)
+    found: list[tuple[str, int, int, bytes | None]] | None = None
 
 
-def command_line(argv: list[str], shell: bool, cwd: Path) -> list[str]:
-    """The argv to exec: a shell line, or argv with a shipped executable made runnable."""
+def command_line(
+    argv: list[str], shell: bool, cwd: Path, shipped: Mapping[str, int] | None = None
+) -> list[str]:
+    """The argv to exec: a shell line, or argv with a shipped executable made runnable.
+    `shipped`: the modes of the files `cwd` is to hold, where it does not hold them yet."""
     if shell:
         return ["/bin/sh", "-c", " ".join(argv)]
     first = argv[0]
-    shipped = cwd / first
-    if "/" not in first and shipped.is_file() and os.access(shipped, os.X_OK):
-        return [f"./{first}", *argv[1:]]
+    if "/" not in first:
+        if shipped is not None:
+            runnable = bool(shipped.get(first, 0) & 0o111)
+        else:
+            path = cwd / first
+            runnable = path.is_file() and os.access(path, os.X_OK)
+        if runnable:
+            return [f"./{first}", *argv[1:]]
     return list(argv)
 
 

@@ -36,10 +36,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import logging
 import os
-import shutil
 import signal
 import socket
 import sys
@@ -50,10 +48,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import psutil
 
-from ..protocol import RELAY_SOCKET, STATE_DIR, Assignment, TaskSpec
+from ..protocol import INLINE_MAX, INLINE_TOTAL, RELAY_SOCKET, STATE_DIR, Assignment, TaskSpec
 from ._aio import Sweeper, maybe_thread
+from ._inside import Found
 from .executor import Finished, TaskProcess, kill_tree
 from .guard import Guard, Launch
 from .outputs import make_dir
@@ -153,7 +153,9 @@ class Runner:
         self.pid = proc.pid  # the Python process itself (under bwrap, a descendant of proc)
         self.dirty = False  # the last call left a process behind
         self.used: tuple[int | None, float | None] = (None, None)  # the last call's peak, CPU
-        self.freezing: asyncio.Future[bool] | None = None  # stopping it after a call
+        self.threads = 1  # how many threads it had after the last call
+        self.found: Found | None = None  # what the last call made or changed (_inside.py)
+        self.frozen = False  # stopped (SIGSTOP) until its next call
 
     @property
     def alive(self) -> bool:
@@ -174,9 +176,24 @@ class Runner:
         self.dirty = b"dirty" in rest
         fields = dict(w.split(b"=", 1) for w in rest if b"=" in w)
         self.used = (_number(fields.get(b"peak"), int), _number(fields.get(b"cpu"), float))
+        self.threads = _number(fields.get(b"threads"), int) or 2  # unknown: as if it had
+        self.found = None
+        size = _number(fields.get(b"found"), int)
+        if size is not None:
+            self.found = await self._found(size)
+            if self.found is None:
+                return None  # it died while answering
         try:
             return int(code)
         except ValueError:
+            return None
+
+    async def _found(self, size: int) -> Found | None:
+        assert self.proc.stdout is not None
+        try:
+            data = await self.proc.stdout.readexactly(size)
+            return msgspec.msgpack.decode(data, type=Found)
+        except (asyncio.IncompleteReadError, msgspec.DecodeError):
             return None
 
     async def _line(self) -> bytes:
@@ -194,7 +211,7 @@ class Runner:
         if not self.alive:
             return False
         try:
-            socket.send_fds(self.requests, [json.dumps(request).encode()], fds)
+            socket.send_fds(self.requests, [msgspec.msgpack.encode(request)], fds)
         except OSError:  # gone, or a request too large for one message
             return False
         return True
@@ -203,6 +220,7 @@ class Runner:
         """Stop it until the next call; False if some thread of it did not stop."""
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, signal.SIGSTOP)
+        self.frozen = True
         deadline = time.monotonic() + _FREEZE_TIMEOUT
         tries = 0
         while not _stopped(self.pid):
@@ -214,9 +232,11 @@ class Runner:
         return True
 
     def thaw(self) -> None:
-        """Let it run again."""
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signal.SIGCONT)
+        """Let it run again (if it was stopped)."""
+        if self.frozen:
+            self.frozen = False
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGCONT)
 
     async def stop(self) -> None:
         """Kill its process tree and reap it, and whatever else is in its cgroup."""
@@ -327,29 +347,45 @@ class FnPool:
             self._old_roots.append(seat.root)
             self._sweep()
             seat.root, seat.key = self._new_root(), key
+        # made later, in the seat's root: by its runner (`call` with `inside`), or by `hold`
         inner = seat.root / f"{task_dir.name}-{next(self._roots)}"  # never a name seen before
-        work = inner / "work"
-        try:
-            # the runner (stopped now) may have left anything in its root: make, never reuse
-            try:
-                os.mkdir(inner)
-            except FileNotFoundError:  # a new root (or one its runner removed)
-                make_dir(seat.root)
-                os.mkdir(inner)
-            os.mkdir(work)
-        except OSError as exc:
-            log.warning("function runner root %s: %s; replacing the runner", seat.root, exc)
-            self._retire(seat)
-            return
         try:
             make_dir(task_dir)
-            os.symlink(work, task_dir / "work")
+            os.symlink(inner / "work", task_dir / "work")
         except OSError as exc:
             log.warning("task %s runs in a fresh process: %s", a.task_id, exc)
-            shutil.rmtree(inner, ignore_errors=True)
             return
         seat.task, seat.used = a.task_id, time.monotonic()
         self._claims[a.task_id] = _Claim(seat, task_dir, inner)
+
+    def claimed(self, a: Assignment) -> bool:
+        """Whether the task has a seat (its call goes to the seat's runner)."""
+        return a.task_id in self._claims
+
+    async def hold(self, a: Assignment) -> None:
+        """Before the worker itself puts files in a claimed task's directory: stop the
+        seat's runner (a thread or a handler a call left there could otherwise swap a name
+        in its root for a symlink meanwhile), then make the directory. Where that fails the
+        claim ends, and the task runs in a fresh process in a directory of its own."""
+        claim = self._claims[a.task_id]
+        await self._stop_runner(claim.seat)
+        try:
+            make_dir(claim.seat.root)
+            os.mkdir(claim.inner)
+            os.mkdir(claim.inner / "work")
+        except OSError as exc:  # the runner may have left anything in its root
+            log.warning("function runner root %s: %s; replacing the runner", claim.seat.root, exc)
+            await self._retire_now(claim.seat)
+            del self._claims[a.task_id]
+            claim.seat.task = None
+            os.unlink(claim.task_dir / "work")
+            os.mkdir(claim.task_dir / "work")
+
+    async def _stop_runner(self, seat: _Seat) -> None:
+        """Have the seat's runner stopped (or gone) before the worker touches its root."""
+        runner = seat.runner
+        if runner is not None and runner.alive and not runner.frozen and not await runner.freeze():
+            await self._retire_now(seat)  # some thread of it would not stop
 
     async def call(
         self,
@@ -359,9 +395,13 @@ class FnPool:
         task_dir: Path,
         argv: list[str] | None = None,
         append: bool = False,
+        inside: dict[str, Any] | None = None,
     ) -> Finished | None:
         """Run a claimed task's call on its seat's runner; None: run it as a fresh process.
-        `append` keeps what its stdout and stderr hold (run again after a checkpoint)."""
+        `append` keeps what its stdout and stderr hold (run again after a checkpoint);
+        `inside` (its inputs, `{rel: [mode, sha256, bytes]}`): the runner makes the task's
+        directory and puts them there, and reports what the call made or changed in it
+        (`Finished.found`); without it the worker did (`hold`) and does."""
         claim = self._claims.get(a.task_id)
         if claim is None:
             return None
@@ -374,19 +414,16 @@ class FnPool:
         runner = await self._runner(seat, a.spec, env)
         if runner is None:
             return None
+        request = self._request(a, work, env, argv, append, inside)
         # a root worker's runner runs as a slot uid: the task's directory becomes its own
-        if runner.launch.identity is not None:  # a few files: not worth a thread hop
-            many = len(a.spec.inputs) > 16 or a.checkpoint is not None
-            await maybe_thread(many, hand_over, claim.inner, runner.launch.identity)
+        if runner.launch.identity is not None:
+            if inside is None:  # a few files: not worth a thread hop
+                many = len(a.spec.inputs) > 16 or a.checkpoint is not None
+                await maybe_thread(many, hand_over, claim.inner, runner.launch.identity)
             if seat.relay is not None:
                 seat.relay.hand_to(runner.launch.identity.uid, runner.launch.identity.gid)
-        request: dict[str, Any] = {"cwd": work, "env": env}
-        if poolable(a.spec):
-            request["argv"] = list(a.spec.argv[3:])
-        else:  # a command: `argv` as the worker would exec it
-            request["exec"] = list(argv or a.spec.argv)
         flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_APPEND if append else os.O_TRUNC)
-        fds = [os.open(task_dir / name, flags, 0o644) for name in ("stdout", "stderr")]
+        fds = [os.open(f"{task_dir}/{name}", flags, 0o644) for name in ("stdout", "stderr")]
         try:
             runner.thaw()
             sent = runner.send(request, fds)
@@ -394,31 +431,51 @@ class FnPool:
             for fd in fds:
                 os.close(fd)
         if not sent:
-            self._retire(seat)
+            await self._retire_now(seat)
             return None
         wall = a.spec.limits.get("wall_time")
         runner.used = (None, None)  # a call cut short (wall_time, a kill) reports nothing
         finished = await process.call(
             runner.proc, runner.answer(), wall or None, runner.pid, hosted="exec" in request
         )
-        finished = replace(finished, peak_memory=runner.used[0], cpu_seconds=runner.used[1])
-        if finished.error is None and runner.alive and not runner.dirty:
-            # stopped off the result's path: its next call waits for that (`_runner`)
-            runner.freezing = asyncio.ensure_future(runner.freeze())
-        else:
-            self._retire(seat)
+        found = runner.found if inside is not None and finished.error is None else None
+        finished = replace(
+            finished, peak_memory=runner.used[0], cpu_seconds=runner.used[1], found=found
+        )
+        if finished.error is not None or not runner.alive or runner.dirty:
+            await self._retire_now(seat)
+        elif found is None or runner.threads > 1 or any(f[3] is None for f in found):
+            # the worker reads files in its root now, or a call left threads: stopped
+            await self._stop_runner(seat)
         return finished
+
+    @staticmethod
+    def _request(
+        a: Assignment,
+        cwd: str,
+        env: dict[str, str],
+        argv: list[str] | None,
+        append: bool,
+        inside: dict[str, Any] | None,
+    ) -> dict[str, Any]:
+        request: dict[str, Any] = {"cwd": cwd, "env": env}
+        if poolable(a.spec):
+            request["argv"] = list(a.spec.argv[3:])
+        else:  # a command: `argv` as the worker would exec it
+            request["exec"] = list(argv or a.spec.argv)
+        if inside is not None:
+            if not append:  # run again after a checkpoint: in the directory it has
+                request["make"] = inside
+            request["collect"] = list(a.spec.outputs)
+            request["budget"] = [INLINE_MAX, INLINE_TOTAL]
+        return request
 
     async def _runner(self, seat: _Seat, spec: TaskSpec, env: dict[str, str]) -> Runner | None:
         """The seat's runner, started if it has none; None when one cannot start."""
-        runner = seat.runner
-        if runner is not None and runner.freezing is not None:
-            frozen, runner.freezing = await runner.freezing, None
-            if not frozen:  # some thread of its last call would not stop: replaced
-                self._retire(seat)
         if seat.runner is not None and seat.runner.alive:
             return seat.runner
         self._retire(seat)
+        make_dir(seat.root)
         argv = [sys.executable, "-m", MODULE, SERVE]
         if self.guard.sandbox.bwrap:
             argv.append(PIDNS)  # a PID namespace of its own: every process in it is the job's
@@ -491,10 +548,14 @@ class FnPool:
     def _retire(self, seat: _Seat) -> None:
         """Stop the seat's runner (in the background) and forget it."""
         if seat.runner is not None:
-            if seat.runner.freezing is not None:
-                seat.runner.freezing.cancel()
             self._background(seat.runner.stop())
             seat.runner = None
+
+    async def _retire_now(self, seat: _Seat) -> None:
+        """`_retire`, waiting until its runner is gone: the worker touches its root next."""
+        runner, seat.runner = seat.runner, None
+        if runner is not None:
+            await runner.stop()
 
     def _background(self, work: Awaitable[None]) -> None:
         future = asyncio.ensure_future(work)

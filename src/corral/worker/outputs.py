@@ -27,6 +27,7 @@ __all__ = [
     "make_dir",
     "place_inside",
     "resolve_inside",
+    "safe_name",
     "safe_relpath",
     "sha256_file",
     "snapshot",
@@ -81,6 +82,11 @@ def _safe_parts(name: str) -> list[str]:
     if not parts:
         raise UnsafePath(f"path {name!r} names the task directory itself")
     return parts
+
+
+def safe_name(name: str) -> str:
+    """`safe_relpath` as a string."""
+    return "/".join(_safe_parts(name))
 
 
 def place_inside(root: str, name: str) -> tuple[str, str]:

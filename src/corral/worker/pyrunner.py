@@ -17,21 +17,24 @@ worker's function-runner pool, fnpool.py). A request with `"exec": argv` instead
 runs that command as a child, the way a fresh task process runs (a command task hosted in
 the runner's sandbox, so it does not pay for a sandbox of its own).
 
-Its stdin is a unix SEQPACKET socket: each request is one JSON message
+Its stdin is a unix SEQPACKET socket: each request is one msgpack message
 `{"argv": [FN, CALL, RESULT], "cwd", "env"}` carrying two descriptors, the task's stdout
 and stderr files (which the sandbox cannot otherwise reach). It makes the calls
 in `cwd` with `env` as its environment and those files as fds 1 and 2, writes RESULT as above,
 and answers on stdout with the exit code a fresh process would have had (`ready` first, once
-started), followed by ` dirty` when processes the call started are still there: the worker
-then kills the runner's whole tree, as it kills a fresh process's. With `--pidns` (a sandbox
-of its own) every process in its PID namespace but init and itself counts; else its children.
+started), then ` cpu=` and ` peak=` (what the call used), ` threads=` (how many this process
+has now), and ` dirty` when processes the call started are still there: the worker then
+kills the runner's whole tree, as it kills a fresh process's. With `--pidns` (a sandbox of
+its own) every process in its PID namespace but init and itself counts; else its children.
+A request with `make` has the runner make `cwd` and write the task's inputs first, and one
+with `collect` has it report what the call made or changed there (` found=N`, then N bytes
+after the line): _inside.py.
 """
 
 from __future__ import annotations
 
 import ctypes
 import importlib
-import json
 import os
 import pickle
 import resource
@@ -42,13 +45,18 @@ import sys
 import tempfile
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the serving runner's own imports are made once it serves (`_serve_main`)
+    from .outputs import Snapshot
 
 MODULE = "corral.worker.pyrunner"
 SERVE = "--serve"
 PIDNS = "--pidns"
 READY = b"ready\n"
-_MAX_REQUEST = 1 << 20
+MAX_REQUEST = 1 << 20
+STAGING_FAILED = 125  # the exit code of a call whose inputs could not be written
+_BEFORE: dict[str, Snapshot] = {}  # cwd -> its snapshot, from `make` to `collect`
 _PR_SET_PDEATHSIG = 1
 
 
@@ -161,13 +169,22 @@ def _settle(null: int) -> None:
 
 
 def serve_call(request: dict[str, Any], out: int, err: int, null: int) -> int:
-    """One request: the task's cwd, environment and output files, then `call_once`."""
+    """One request: the task's cwd (made here, with its inputs, when it says `make`),
+    environment and output files, then `call_once`."""
     os.environ.clear()
     os.environ.update(request["env"])
     tempfile.tempdir = None  # TMPDIR is the task's own directory: look it up again
     os.dup2(out, 1)
     os.dup2(err, 2)
     try:
+        if "make" in request:
+            from ._inside import prepare
+
+            try:
+                _BEFORE[request["cwd"]] = prepare(request["cwd"], request["make"])
+            except OSError as exc:
+                print(f"staging inputs: {exc}", file=sys.stderr)
+                return STAGING_FAILED
         os.chdir(request["cwd"])
         if "exec" in request:  # a command task hosted in this runner's sandbox
             return _exec(request["exec"])
@@ -233,12 +250,39 @@ def measured(request: dict[str, Any], out: int, err: int, null: int) -> str:
 
 def _receive(requests: socket.socket) -> tuple[dict[str, Any], list[int]] | None:
     """The next request and its two descriptors; None once the worker has closed the socket."""
-    data, fds, flags, _ = socket.recv_fds(requests, _MAX_REQUEST, 2)
+    import msgspec
+
+    data, fds, flags, _ = socket.recv_fds(requests, MAX_REQUEST, 2)
     if not data:
         return None
     if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) or len(fds) != 2:
         raise RuntimeError("a request did not come whole")
-    return json.loads(data), fds
+    return msgspec.msgpack.decode(data), fds
+
+
+def _threads() -> int:
+    """How many threads this process has (a call may have left some running)."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return 2  # cannot tell: as if it had
+
+
+def _found(request: dict[str, Any]) -> bytes:
+    """What the call made or changed in its cwd (`_inside.collect`), encoded; nothing when
+    the request did not ask."""
+    globs = request.get("collect")
+    if globs is None:
+        return b""
+    import msgspec
+
+    from ._inside import collect
+
+    before = _BEFORE.pop(request["cwd"], {})
+    found = collect(request["cwd"], before, globs, *request.get("budget", (0, 0)))
+    if request.get("again"):  # a checkpointed task runs again in the same cwd
+        _BEFORE[request["cwd"]] = before
+    return msgspec.msgpack.encode(found)
 
 
 def serve(requests: socket.socket, reply: int, null: int, pidns: bool) -> int:
@@ -251,9 +295,17 @@ def serve(requests: socket.socket, reply: int, null: int, pidns: bool) -> int:
         finally:
             os.close(out)
             os.close(err)
+        found = _found(request)
         dirty = " dirty" if leftovers(pidns) else ""
-        os.write(reply, f"{answer}{dirty}\n".encode())
+        more = f" threads={_threads()}" + (f" found={len(found)}" if "collect" in request else "")
+        _write_all(reply, f"{answer}{more}{dirty}\n".encode() + found)
     return 0
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _die_with_parent() -> None:
@@ -269,7 +321,8 @@ def _die_with_parent() -> None:
 
 def _serve_main(pidns: bool) -> int:
     """Keep the request socket and the answer pipe to ourselves; 0, 1, 2 go to /dev/null."""
-    importlib.import_module("cloudpickle")  # once, here, rather than in the first call
+    for module in ("cloudpickle", "msgspec", "corral.worker._inside"):  # once, here
+        importlib.import_module(module)
     if not pidns:  # in a sandbox, bwrap's --die-with-parent sees to it
         _die_with_parent()
     requests, reply = socket.socket(fileno=os.dup(0)), os.dup(1)
