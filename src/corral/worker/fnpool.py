@@ -6,8 +6,11 @@ The pool keeps up to `slots` runners (`pyrunner --serve`), each started the way 
 (through the Guard: the same sandbox and limits), and hands each a task's call instead:
 
     _run_task ── claim ──> a seat, held until the task ends; or none: a fresh process
-    _run_guarded ── call ──> thaw the seat's runner (start one if need be), the call, freeze
-                              (after the result is out; its next call waits for the freeze)
+    _execute ── hold ──> (only where the worker stages the inputs itself) the runner
+                          stopped, then the task's directory made in the runner's root
+    _run_guarded ── call ──> start the seat's runner if need be (or let a stopped one run
+                              again), the call; the runner made the directory itself when
+                              the inputs came with it (`inside`, _inside.py)
 
 A seat serves one key: the submitter (all of one owner's jobs: module state carries over
 between their calls, as in a Dask worker; never between owners), the task's declared env,
@@ -23,8 +26,15 @@ What keeps a long-lived runner as contained as a fresh process:
   directory is created in it, and `<task dir>/work` is a symlink to it, so the worker stages
   inputs and collects outputs there as usual. The task dir, with stdout and stderr, stays out
   of the sandbox's reach: the runner gets those two files as descriptors with each request.
-- between calls the runner is stopped (SIGSTOP, until every thread is), so nothing a call
-  left behind (a thread) runs while the worker stages or collects files in its root;
+- the worker touches files in a runner's root only while the runner is stopped (SIGSTOP,
+  until every thread is) or gone: a thread or a signal handler a call left behind could
+  otherwise swap a name there for a symlink between the worker's check and its use, and the
+  worker may be root. Where the inputs came with the lease, the runner makes the directory,
+  writes them and reports what the call made or changed (small files' bytes with it), as
+  its own user in its sandbox (_inside.py): the worker touches nothing there, and a runner
+  left with one thread is not stopped at all. One left with more threads is stopped after
+  the call (so they use no CPU between calls), as is one whose larger outputs the worker
+  reads itself;
 - a call that leaves a process behind, dies, is killed or runs out of time retires the runner
   (its whole process tree is killed): the seat's next task starts a fresh one.
 
@@ -38,7 +48,6 @@ import contextlib
 import itertools
 import logging
 import os
-import signal
 import socket
 import sys
 import time
@@ -48,16 +57,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import msgspec
-import psutil
 
 from ..protocol import INLINE_MAX, INLINE_TOTAL, RELAY_SOCKET, STATE_DIR, Assignment, TaskSpec
 from ._aio import Sweeper, maybe_thread
-from ._inside import Found
-from .executor import Finished, TaskProcess, kill_tree
-from .guard import Guard, Launch
+from ._runner import Runner
+from .executor import Finished, TaskProcess
+from .guard import Guard
 from .outputs import make_dir
-from .pyrunner import MODULE, PIDNS, READY, SERVE
+from .pyrunner import MODULE, PIDNS, SERVE
 from .relay import Relay
 from .sandbox import wants_network
 from .taskuser import hand_over
@@ -78,8 +85,6 @@ log = logging.getLogger("corral.worker")
 # what a runner honours per call; the others are set on a process, for all its calls
 POOLED_LIMITS = frozenset({"wall_time", "output_size"})
 _START_TIMEOUT = 60.0
-_STOP_TIMEOUT = 5.0
-_FREEZE_TIMEOUT = 2.0
 _KEPT = 1000
 
 PoolKey = tuple[str, tuple[tuple[str, str], ...], bool, tuple[tuple[str, float], ...]]
@@ -138,146 +143,6 @@ def choose_seat(seats: Sequence[SeatView], key: PoolKey) -> int | None:
         if wanted:
             return wanted[0]
     return min(idle, key=lambda i: seats[i].used) if idle else None
-
-
-class Runner:
-    """One `pyrunner --serve` process: requests on a socket, exit codes on its stdout."""
-
-    def __init__(
-        self, proc: asyncio.subprocess.Process, requests: socket.socket, launch: Launch
-    ) -> None:
-        self.proc = proc
-        self.requests = requests
-        self.launch = launch  # its cgroup (what a call daemonized too) and its user
-        self.exited: asyncio.Future[int] = asyncio.ensure_future(proc.wait())
-        self.pid = proc.pid  # the Python process itself (under bwrap, a descendant of proc)
-        self.dirty = False  # the last call left a process behind
-        self.used: tuple[int | None, float | None] = (None, None)  # the last call's peak, CPU
-        self.threads = 1  # how many threads it had after the last call
-        self.found: Found | None = None  # what the last call made or changed (_inside.py)
-        self.frozen = False  # stopped (SIGSTOP) until its next call
-
-    @property
-    def alive(self) -> bool:
-        """Whether it still runs."""
-        return self.proc.returncode is None
-
-    async def ready(self) -> bool:
-        """Wait for its first line: `ready` once it has started, nothing if it died."""
-        if await self._line() != READY:
-            return False
-        self.pid = _python_pid(self.proc.pid)  # under bwrap, bwrap's processes come first
-        return self.pid > 0
-
-    async def answer(self) -> int | None:
-        """The exit code the call in progress would have had; None when it died in the call.
-        What the call used is left in `used` (pyrunner.measured's `cpu=` and `peak=`)."""
-        code, *rest = (await self._line()).split() or [b""]
-        self.dirty = b"dirty" in rest
-        fields = dict(w.split(b"=", 1) for w in rest if b"=" in w)
-        self.used = (_number(fields.get(b"peak"), int), _number(fields.get(b"cpu"), float))
-        self.threads = _number(fields.get(b"threads"), int) or 2  # unknown: as if it had
-        self.found = None
-        size = _number(fields.get(b"found"), int)
-        if size is not None:
-            self.found = await self._found(size)
-            if self.found is None:
-                return None  # it died while answering
-        try:
-            return int(code)
-        except ValueError:
-            return None
-
-    async def _found(self, size: int) -> Found | None:
-        assert self.proc.stdout is not None
-        try:
-            data = await self.proc.stdout.readexactly(size)
-            return msgspec.msgpack.decode(data, type=Found)
-        except (asyncio.IncompleteReadError, msgspec.DecodeError):
-            return None
-
-    async def _line(self) -> bytes:
-        assert self.proc.stdout is not None
-        reading = asyncio.ensure_future(self.proc.stdout.readline())
-        either: set[asyncio.Future[Any]] = {reading, self.exited}
-        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
-        if not reading.done():
-            reading.cancel()
-            return b""
-        return reading.result()
-
-    def send(self, request: dict[str, Any], fds: list[int]) -> bool:
-        """Send one request with its descriptors; False when it can no longer take one."""
-        if not self.alive:
-            return False
-        try:
-            socket.send_fds(self.requests, [msgspec.msgpack.encode(request)], fds)
-        except OSError:  # gone, or a request too large for one message
-            return False
-        return True
-
-    async def freeze(self) -> bool:
-        """Stop it until the next call; False if some thread of it did not stop."""
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signal.SIGSTOP)
-        self.frozen = True
-        deadline = time.monotonic() + _FREEZE_TIMEOUT
-        tries = 0
-        while not _stopped(self.pid):
-            if time.monotonic() > deadline or not self.alive:
-                return False
-            # it stops as soon as it gets a CPU: yield at first, sleep only if that is slow
-            await asyncio.sleep(0 if tries < 20 else 0.001)
-            tries += 1
-        return True
-
-    def thaw(self) -> None:
-        """Let it run again (if it was stopped)."""
-        if self.frozen:
-            self.frozen = False
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGCONT)
-
-    async def stop(self) -> None:
-        """Kill its process tree and reap it, and whatever else is in its cgroup."""
-        kill_tree(self.proc.pid)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self.exited), _STOP_TIMEOUT)
-        self.requests.close()
-        if self.launch.cgroup is not None:
-            await asyncio.to_thread(self.launch.close)
-        self.launch.release()
-
-
-def _number(text: bytes | None, kind: type[int] | type[float]) -> Any:
-    """A number from a runner's answer, or None."""
-    try:
-        return None if text is None else kind(text)
-    except ValueError:
-        return None
-
-
-def _python_pid(leader: int) -> int:
-    """The runner's Python process among `leader` and its descendants (0 if not found)."""
-    try:
-        procs = [psutil.Process(leader), *psutil.Process(leader).children(recursive=True)]
-        found = [p.pid for p in procs if p.cmdline()[1:4] == ["-m", MODULE, SERVE]]
-    except psutil.Error:
-        return 0
-    return found[0] if len(found) == 1 else 0
-
-
-def _stopped(pid: int) -> bool:
-    """Whether every thread of a process is stopped (or gone)."""
-    try:
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{tid}/stat", "rb") as f:
-                state = f.read().rpartition(b")")[2].split()[0]
-            if state not in (b"T", b"t", b"Z", b"X"):
-                return False
-    except (OSError, IndexError):
-        return True  # gone
-    return True
 
 
 @dataclass
