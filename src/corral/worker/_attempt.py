@@ -323,9 +323,7 @@ class Attempts:
         """What a runner would have done before the call, for a task that runs in a fresh
         process after all (no runner could start): its directory and inputs."""
         inputs, run.inside = run.inside or {}, None
-        if self.fnpool.claimed(run.assignment):
-            await self.fnpool.hold(run.assignment)
-        run.before = prepare(os.fspath(work.resolve()), inputs)
+        run.before = prepare(os.fspath(work.resolve()), inputs)  # no runner there to stop
 
     async def _collect(
         self, run: TaskRun, work: Path, exit_code: int | None, error: str | None

@@ -37,7 +37,14 @@ def prepare(cwd: str, inputs: dict[str, Any]) -> Snapshot:
     """Make `cwd` (never there before: the worker names it afresh) with the task's state
     directory, and write each input `{rel: [mode, sha256, bytes]}` there; the snapshot to
     compare with after the call."""
-    os.makedirs(f"{cwd}/{STATE_DIR}/{CHECKPOINT_DIR}", mode=0o700)
+    # one mkdir each (os.makedirs costs six times as much, in stat calls and Python)
+    for path in (
+        os.path.dirname(cwd),
+        cwd,
+        f"{cwd}/{STATE_DIR}",
+        f"{cwd}/{STATE_DIR}/{CHECKPOINT_DIR}",
+    ):
+        os.mkdir(path, 0o700)
     before: Snapshot = {}
     for rel, (mode, sha256, data) in inputs.items():
         st = write_new(f"{cwd}/{rel}", data, mode & 0o777)
