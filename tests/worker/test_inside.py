@@ -28,7 +28,7 @@ def test_prepare_makes_the_directory_and_writes_each_input_once(tmp_path: Path) 
 
 
 def test_collect_finds_new_and_changed_files_within_the_budget(tmp_path: Path) -> None:
-    cwd = str(tmp_path / "work")
+    cwd = str(tmp_path / "inner" / "work")
     before = prepare(cwd, _inputs(same=b"same", changed=b"old"))
     Path(cwd, "changed").write_bytes(b"new")  # same size, new bytes: found by its hash
     Path(cwd, "new.txt").write_bytes(b"n" * 10)
