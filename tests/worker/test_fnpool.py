@@ -458,6 +458,8 @@ def test_a_runner_makes_the_task_directory_and_reports_what_the_call_made(tmp_pa
             # the worker reads big.bin itself next: the runner is stopped first
             assert psutil.Process(pid).status() == psutil.STATUS_STOPPED
             w.running.discard(a.task_id)
+            first = os.readlink(task_dir / "work")
+            shutil.rmtree(task_dir)  # as the agent does once the result is answered
 
             a, task_dir = w.lease("j1", os.getpid)
             fn, args = w.calls.pop(a.task_id)
@@ -469,6 +471,11 @@ def test_a_runner_makes_the_task_directory_and_reports_what_the_call_made(tmp_pa
             assert finished is not None and finished.exit_code == 0
             (result,) = [f for f in finished.found or [] if f[0] == RESULT_FILE]
             assert pickle.loads(result[3] or b"") == ("ok", pid)  # the same runner
+            # made out of the first task's directory, emptied (that task is over)
+            assert not os.path.exists(first) and os.path.isdir(os.readlink(task_dir / "work"))
+            assert sorted(os.listdir(task_dir / "work")) == sorted(
+                [".corral", *inside, RESULT_FILE]
+            )
             # all it made came back in the answer, and it left no thread: it was not stopped
             assert psutil.Process(pid).status() != psutil.STATUS_STOPPED
         finally:

@@ -27,6 +27,28 @@ def test_prepare_makes_the_directory_and_writes_each_input_once(tmp_path: Path) 
         prepare(cwd, {})
 
 
+def test_prepare_makes_the_next_directory_out_of_the_last_one(tmp_path: Path) -> None:
+    old = str(tmp_path / "t1" / "work")
+    prepare(old, _inputs(a=b"1"))
+    Path(old, "out", "deep").mkdir(parents=True)
+    Path(old, "out", "deep", "x").write_bytes(b"x")
+    Path(old, ".corral", "checkpoint", "state").write_bytes(b"s")
+    os.symlink("/etc", f"{old}/etc")  # removed, never followed
+    new = str(tmp_path / "t2" / "work")
+    before = prepare(new, _inputs(b=b"2"), reuse=old)
+    assert not os.path.exists(tmp_path / "t1")
+    assert sorted(os.listdir(new)) == [".corral", "b"] and list(before) == ["b"]
+    assert os.listdir(f"{new}/.corral") == ["checkpoint"]
+    assert os.listdir(f"{new}/.corral/checkpoint") == []
+    assert os.path.isdir("/etc")
+    # a task that replaced its state directory: the last one goes, the next is made anew
+    Path(new, ".corral", "checkpoint").rmdir()
+    Path(new, ".corral", "checkpoint").write_bytes(b"not a directory")
+    third = str(tmp_path / "t3" / "work")
+    prepare(third, {}, reuse=new)
+    assert not os.path.exists(tmp_path / "t2") and os.path.isdir(f"{third}/.corral/checkpoint")
+
+
 def test_collect_finds_new_and_changed_files_within_the_budget(tmp_path: Path) -> None:
     cwd = str(tmp_path / "inner" / "work")
     before = prepare(cwd, _inputs(same=b"same", changed=b"old"))

@@ -19,6 +19,7 @@ reads it once the runner is stopped.
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 from pathlib import Path
 from typing import Any
@@ -33,18 +34,20 @@ Found = list[tuple[str, int, int, bytes | None]]  # rel, mode, size, bytes (None
 _STATE_PREFIX = f"{STATE_DIR}/"
 
 
-def prepare(cwd: str, inputs: dict[str, Any]) -> Snapshot:
+def prepare(cwd: str, inputs: dict[str, Any], reuse: str | None = None) -> Snapshot:
     """Make `cwd` (never there before: the worker names it afresh) with the task's state
-    directory, and write each input `{rel: [mode, sha256, bytes]}` there; the snapshot to
-    compare with after the call."""
-    # one mkdir each (os.makedirs costs six times as much, in stat calls and Python)
-    for path in (
-        os.path.dirname(cwd),
-        cwd,
-        f"{cwd}/{STATE_DIR}",
-        f"{cwd}/{STATE_DIR}/{CHECKPOINT_DIR}",
-    ):
-        os.mkdir(path, 0o700)
+    directory, out of `reuse` (the last task's `cwd`, emptied and renamed) where that works,
+    and write each input `{rel: [mode, sha256, bytes]}` there; the snapshot to compare with
+    after the call."""
+    if reuse is None or not _renew(reuse, cwd):
+        # one mkdir each (os.makedirs costs six times as much, in stat calls and Python)
+        for path in (
+            os.path.dirname(cwd),
+            cwd,
+            f"{cwd}/{STATE_DIR}",
+            f"{cwd}/{STATE_DIR}/{CHECKPOINT_DIR}",
+        ):
+            os.mkdir(path, 0o700)
     before: Snapshot = {}
     for rel, (mode, sha256, data) in inputs.items():
         st = write_new(f"{cwd}/{rel}", data, mode & 0o777)
@@ -52,6 +55,38 @@ def prepare(cwd: str, inputs: dict[str, Any]) -> Snapshot:
             raise FileExistsError(f"input {rel} given twice")
         before[rel] = Entry(st.st_size, st.st_mtime_ns, mode & 0o777, sha256)
     return before
+
+
+def _renew(old: str, cwd: str) -> bool:
+    """Empty the last task's directory but for its (emptied) state directory, and move it
+    to `cwd`: a few unlinks instead of removing and making four directories. False, with
+    `old` removed, where that could not be done."""
+    try:
+        _empty(old, keep=STATE_DIR)
+        _empty(f"{old}/{STATE_DIR}", keep=CHECKPOINT_DIR)
+        _empty(f"{old}/{STATE_DIR}/{CHECKPOINT_DIR}", keep=None)
+        os.rename(os.path.dirname(old), os.path.dirname(cwd))
+    except OSError:
+        shutil.rmtree(os.path.dirname(old), ignore_errors=True)
+        return False
+    return True
+
+
+def _empty(path: str, keep: str | None) -> None:
+    """Remove what a directory holds, all but a directory named `keep`; raise OSError where
+    `keep` is not one (the task replaced it)."""
+    kept = False
+    with os.scandir(path) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                if entry.name == keep:
+                    kept = True
+                else:
+                    shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+    if keep is not None and not kept:
+        raise FileNotFoundError(f"{path}/{keep}")
 
 
 def collect(cwd: str, before: Snapshot, globs: list[str], each: int, total: int) -> Found:

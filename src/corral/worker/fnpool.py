@@ -32,7 +32,8 @@ What keeps a long-lived runner as contained as a fresh process:
   worker may be root. Where the inputs came with the lease, the runner makes the directory,
   writes them and reports what the call made or changed (small files' bytes with it), as
   its own user in its sandbox (_inside.py): the worker touches nothing there, and a runner
-  left with one thread is not stopped at all. One left with more threads is stopped after
+  left with one thread is not stopped at all. It makes the next such directory out of the
+  last one it made (emptied, renamed), unless task directories are kept. One left with more threads is stopped after
   the call (so they use no CPU between calls), as is one whose larger outputs the worker
   reads itself;
 - a call that leaves a process behind, dies, is killed or runs out of time retires the runner
@@ -153,13 +154,20 @@ class _Seat:
     task: str | None = None  # the task that claimed it
     used: float = 0.0
     relay: Relay | None = None  # its tasks' channel to the coordinator, in its root (relay.py)
+    made: _Claim | None = None  # the last claim whose directory its runner made (`call`)
 
 
-@dataclass
+@dataclass(eq=False)
 class _Claim:
     seat: _Seat
     task_dir: Path  # where the agent keeps the task (stdout, stderr, `work` linking here)
     inner: Path  # the task's directory in the runner's root; `work` is in it
+    task_id: str = ""
+    maker: Runner | None = None  # the runner that made `inner` (`call` with `inside`)
+    link: str = ""  # `work` in task_dir, as a string (looked for often: `_forget_gone`)
+
+    def __post_init__(self) -> None:
+        self.link = f"{self.task_dir}/work"
 
 
 @dataclass
@@ -221,7 +229,7 @@ class FnPool:
             log.warning("task %s runs in a fresh process: %s", a.task_id, exc)
             return
         seat.task, seat.used = a.task_id, time.monotonic()
-        self._claims[a.task_id] = _Claim(seat, task_dir, inner)
+        self._claims[a.task_id] = _Claim(seat, task_dir, inner, a.task_id)
 
     def claimed(self, a: Assignment) -> bool:
         """Whether the task has a seat (its call goes to the seat's runner)."""
@@ -280,6 +288,8 @@ class FnPool:
         if runner is None:
             return None
         request = self._request(a, work, env, argv, append, inside)
+        if "make" in request:
+            self._hand_on(seat, claim, runner, request)
         # a root worker's runner runs as a slot uid: the task's directory becomes its own
         if runner.launch.identity is not None:
             if inside is None:  # a few files: not worth a thread hop
@@ -313,6 +323,19 @@ class FnPool:
             # the worker reads files in its root now, or a call left threads: stopped
             await self._stop_runner(seat)
         return finished
+
+    def _hand_on(self, seat: _Seat, claim: _Claim, runner: Runner, request: dict[str, Any]) -> None:
+        """The runner makes this claim's directory: out of the last one it made, emptied and
+        renamed (`reuse`; _inside.py), where that task is over and its directory not kept."""
+        last, seat.made = seat.made, claim
+        claim.maker = runner
+        if last is None or last.maker is not runner or self.keep_task_dirs:
+            return
+        if last.task_id in self._claims:  # still running (a checkpointed task's second run)
+            return
+        request["reuse"] = str(last.inner / "work")
+        with contextlib.suppress(ValueError):
+            self._ended.remove(last)  # the runner takes care of it now
 
     @staticmethod
     def _request(
@@ -447,8 +470,8 @@ class FnPool:
             self._ended.append(claim)
         kept = []
         for claim in self._ended:
-            if os.path.lexists(claim.task_dir / "work"):
-                kept.append(claim)
+            if os.path.lexists(claim.link) or _reusable(claim):
+                kept.append(claim)  # the runner makes the next directory out of it
             else:
                 self.sweeper.remove(claim.inner)
         self._ended = kept[-_KEPT:]  # beyond that, kept ones are left alone
@@ -467,6 +490,13 @@ class FnPool:
         await self.sweeper.wait()
         self._old_roots += [seat.root for seat in self.seats]
         self._sweep()
+
+
+def _reusable(claim: _Claim) -> bool:
+    """Whether the runner that made a claim's directory may still make the next one out of
+    it (`_hand_on`)."""
+    seat = claim.seat
+    return seat.made is claim and claim.maker is seat.runner and _alive(seat)
 
 
 def _alive(seat: _Seat) -> bool:

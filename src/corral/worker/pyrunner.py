@@ -57,6 +57,7 @@ READY = b"ready\n"
 MAX_REQUEST = 1 << 20
 STAGING_FAILED = 125  # the exit code of a call whose inputs could not be written
 _BEFORE: dict[str, Snapshot] = {}  # cwd -> its snapshot, from `make` to `collect`
+_ENV: tuple[dict[str, str], dict[bytes, bytes]] | None = None  # the last call's env, as set
 _PR_SET_PDEATHSIG = 1
 
 
@@ -168,11 +169,30 @@ def _settle(null: int) -> None:
     os.dup2(null, 2)
 
 
+def _set_env(env: dict[str, str]) -> None:
+    """Make `env` the environment: only what differs from the last call's is set (most of a
+    seat's environment stays the same; clearing and refilling os.environ cost more than the
+    call), unless the call changed it meanwhile."""
+    global _ENV
+    data = getattr(os.environ, "_data", None)  # what os.environ holds, encoded
+    last, _ENV = _ENV, None
+    if last is None or data is None or data != last[1]:
+        os.environ.clear()
+        os.environ.update(env)
+    else:
+        for key in last[0].keys() - env.keys():
+            del os.environ[key]
+        for key, value in env.items():
+            if last[0].get(key) != value:
+                os.environ[key] = value
+    if data is not None:
+        _ENV = (dict(env), dict(data))
+
+
 def serve_call(request: dict[str, Any], out: int, err: int, null: int) -> int:
     """One request: the task's cwd (made here, with its inputs, when it says `make`),
     environment and output files, then `call_once`."""
-    os.environ.clear()
-    os.environ.update(request["env"])
+    _set_env(request["env"])
     tempfile.tempdir = None  # TMPDIR is the task's own directory: look it up again
     os.dup2(out, 1)
     os.dup2(err, 2)
@@ -181,7 +201,10 @@ def serve_call(request: dict[str, Any], out: int, err: int, null: int) -> int:
             from ._inside import prepare
 
             try:
-                _BEFORE[request["cwd"]] = prepare(request["cwd"], request["make"])
+                _BEFORE.clear()
+                _BEFORE[request["cwd"]] = prepare(
+                    request["cwd"], request["make"], request.get("reuse")
+                )
             except OSError as exc:
                 print(f"staging inputs: {exc}", file=sys.stderr)
                 return STAGING_FAILED
@@ -278,10 +301,9 @@ def _found(request: dict[str, Any]) -> bytes:
 
     from ._inside import collect
 
-    before = _BEFORE.pop(request["cwd"], {})
+    # kept till the next `make`: a checkpointed task runs again in the same cwd
+    before = _BEFORE.get(request["cwd"], {})
     found = collect(request["cwd"], before, globs, *request.get("budget", (0, 0)))
-    if request.get("again"):  # a checkpointed task runs again in the same cwd
-        _BEFORE[request["cwd"]] = before
     return msgspec.msgpack.encode(found)
 
 
