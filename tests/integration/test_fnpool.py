@@ -42,6 +42,8 @@ def where(_: Any = None) -> dict[str, str]:
         "cwd": os.getcwd(),
         "task": os.environ.get("CORRAL_TASK_ID", ""),
         "tmp": tempfile.gettempdir(),
+        "home": os.environ.get("HOME", ""),
+        "files": ",".join(sorted(os.listdir("."))),
         "argv0": sys.argv[0],
         "siblings": ",".join(os.listdir(os.path.dirname(os.getcwd()))),
     }
@@ -104,7 +106,10 @@ def test_each_call_has_its_task_dir_env_and_output_files(one_slot: Farm, client:
     for future in futures:
         seen = future.result(60)
         assert seen["task"] == future.task_id
-        assert Path(seen["cwd"]).name == "work" and f"/{future.task_id}." in seen["cwd"]
+        # the seat's task directory, made for each task anew (out of the last one)
+        assert Path(seen["cwd"]).name == "work" and seen["home"] == seen["cwd"]
+        # nothing of the other task's: its inputs and the state directory only
+        assert seen["files"] == ".corral,corral-call.pkl,corral-fn.pkl"
         assert seen["tmp"] == seen["cwd"]
         assert seen["siblings"] == "work"  # stdout and stderr are out of the task's reach
         assert seen["argv0"].endswith("pyrunner.py")

@@ -167,8 +167,9 @@ def _guard() -> Guard:
 class Worker:
     """Just enough of the agent to claim, stage, call and clean up."""
 
-    def __init__(self, tmp: Path, slots: int = 1) -> None:
+    def __init__(self, tmp: Path, slots: int = 1, shared: bool = False) -> None:
         self.tmp = tmp
+        self.shared = shared  # claims whose runner makes their directory (the seat's own)
         self.running: set[str] = set()
         self.pool = FnPool(_guard(), tmp, slots, self.running.__contains__)
         self.n = 0
@@ -177,7 +178,7 @@ class Worker:
     def lease(self, job: str, fn: Any, *args: Any, **spec: Any) -> tuple[Assignment, Path]:
         self.n += 1
         a = Assignment(f"t{self.n}", job, f"l{self.n}", 1, 0.0, fn_spec(**spec))
-        task_dir = self.pool.claim(a) / "tasks" / f"{a.task_id}.1"
+        task_dir = self.pool.claim(a, shared=self.shared)
         self.calls[a.task_id] = (fn, args)
         self.running.add(a.task_id)
         return a, task_dir
@@ -434,20 +435,27 @@ def write_and_read(name: str) -> tuple[int, bool, int]:
 
 
 def test_a_runner_makes_the_task_directory_and_reports_what_the_call_made(tmp_path: Path) -> None:
+    def inputs_of(a: Assignment) -> dict[str, Any]:
+        fn, args = w.calls.pop(a.task_id)
+        payload = build_payload(dump_function(fn), [(args, {})], chunked=False)
+        return {n: (0o644, sha, payload.blobs[sha]) for n, sha in payload.files.items()}
+
+    w = Worker(tmp_path, shared=True)
+
     async def scenario() -> None:
-        w = Worker(tmp_path)
         try:
             a, task_dir = w.lease("j1", write_and_read, "in.txt")
             a.spec = msgspec.structs.replace(a.spec, outputs=[])  # everything new comes back
-            fn, args = w.calls.pop(a.task_id)
-            payload = build_payload(dump_function(fn), [(args, {})], chunked=False)
-            inside: dict[str, Any] = {
-                name: (0o644, sha, payload.blobs[sha]) for name, sha in payload.files.items()
-            }
-            inside["in.txt"] = (0o600, "0" * 64, b"hello")
-            assert not os.path.lexists(os.readlink(task_dir / "work"))  # the runner makes it
-            env = task_env({}, task_dir / "work", {})
-            finished = await w.pool.call(a, TaskProcess(), env, task_dir, inside=inside)
+            inside = {**inputs_of(a), "in.txt": (0o600, "0" * 64, b"hello")}
+            # a link to the seat's own task directory, out of the runner's root, where the
+            # runner makes `work`
+            assert task_dir == tmp_path / "tasks" / f"{a.task_id}.1" and w.pool.owns(task_dir)
+            seat_dir = Path(os.readlink(task_dir))
+            assert seat_dir.parent == tmp_path / "fn" and seat_dir.suffix == ".io"
+            assert not os.path.lexists(os.readlink(task_dir / "work"))
+            finished = await w.pool.call(
+                a, TaskProcess(), env_for(task_dir), task_dir, inside=inside
+            )
             assert finished is not None and (finished.exit_code, finished.error) == (0, None)
             found = {rel: (mode, size, data) for rel, mode, size, data in finished.found or []}
             assert sorted(found) == sorted(["big.bin", "out/small.txt", RESULT_FILE])  # no link
@@ -458,28 +466,27 @@ def test_a_runner_makes_the_task_directory_and_reports_what_the_call_made(tmp_pa
             # the worker reads big.bin itself next: the runner is stopped first
             assert psutil.Process(pid).status() == psutil.STATUS_STOPPED
             w.running.discard(a.task_id)
-            first = os.readlink(task_dir / "work")
-            shutil.rmtree(task_dir)  # as the agent does once the result is answered
 
-            a, task_dir = w.lease("j1", os.getpid)
-            fn, args = w.calls.pop(a.task_id)
-            payload = build_payload(dump_function(fn), [(args, {})], chunked=False)
-            inside = {n: (0o644, sha, payload.blobs[sha]) for n, sha in payload.files.items()}
-            finished = await w.pool.call(
-                a, TaskProcess(), env_for(task_dir), task_dir, inside=inside
-            )
+            a, again = w.lease("j1", os.getpid)
+            inside = inputs_of(a)
+            finished = await w.pool.call(a, TaskProcess(), env_for(again), again, inside=inside)
             assert finished is not None and finished.exit_code == 0
             (result,) = [f for f in finished.found or [] if f[0] == RESULT_FILE]
             assert pickle.loads(result[3] or b"") == ("ok", pid)  # the same runner
-            # made out of the first task's directory, emptied (that task is over)
-            assert not os.path.exists(first) and os.path.isdir(os.readlink(task_dir / "work"))
+            # the same directories, emptied of the first task's files for this one
+            assert again != task_dir and Path(os.readlink(again)) == seat_dir
+            w.pool.unlink(task_dir)  # as the agent does once its result is answered
+            assert not os.path.lexists(task_dir) and seat_dir.is_dir()
+            task_dir = again
             assert sorted(os.listdir(task_dir / "work")) == sorted(
                 [".corral", *inside, RESULT_FILE]
             )
             # all it made came back in the answer, and it left no thread: it was not stopped
             assert psutil.Process(pid).status() != psutil.STATUS_STOPPED
+            w.running.discard(a.task_id)
         finally:
             await w.pool.aclose()
+        assert list((tmp_path / "fn").iterdir()) == []  # the seat's directories went with it
 
     asyncio.run(scenario())
 

@@ -29,7 +29,7 @@ from .cache import CacheError, FileCache
 from .checkpoints import Checkpoints, SaveFailed, checkpoint_dir
 from .config import WorkerConfig, client_env
 from .executor import TaskProcess, command_line, task_env
-from .fnpool import FnPool, poolable
+from .fnpool import FnPool, hostable, poolable
 from .guard import Guard, Launch
 from .limits import Usage, output_size_error
 from .outputs import (
@@ -111,7 +111,6 @@ class Attempts:
 
     async def _execute(self, run: TaskRun, work: Path, relay_url: str | None) -> TaskResult:
         a = run.assignment
-        run.inside = self._inside(a)
         if run.inside is None:
             try:
                 await self._make(a, work)
@@ -148,11 +147,12 @@ class Attempts:
             result.cpu_seconds = None if usage.cpu_seconds is None else round(usage.cpu_seconds, 3)
         return result
 
-    def _inside(self, a: Assignment) -> dict[str, Any] | None:
-        """The inputs of a claimed task whose runner makes its directory itself (_inside.py),
-        `{rel: (mode, sha256, bytes)}`: all came with the lease, there is no checkpoint to
-        restore, and the allowlist has nothing to read there first. None: the worker makes it."""
-        if not self.fnpool.claimed(a) or a.checkpoint is not None:
+    def inside(self, a: Assignment) -> dict[str, Any] | None:
+        """The inputs of a task whose runner may make its directory itself (_inside.py), if
+        it gets one (fnpool.claim), `{rel: (mode, sha256, bytes)}`: all came with the lease,
+        there is no checkpoint to restore, and the allowlist has nothing to read there
+        first. None: the worker makes it."""
+        if a.checkpoint is not None or not (poolable(a.spec) or hostable(a.spec)):
             return None
         if a.spec.inputs and self.guard.allow.mode != "all" and not poolable(a.spec):
             return None

@@ -35,10 +35,9 @@ _STATE_PREFIX = f"{STATE_DIR}/"
 
 
 def prepare(cwd: str, inputs: dict[str, Any], reuse: str | None = None) -> Snapshot:
-    """Make `cwd` (never there before: the worker names it afresh) with the task's state
-    directory, out of `reuse` (the last task's `cwd`, emptied and renamed) where that works,
-    and write each input `{rel: [mode, sha256, bytes]}` there; the snapshot to compare with
-    after the call."""
+    """Make `cwd` (not there before) with the task's state directory, out of `reuse` (the
+    last task's `cwd`, emptied, renamed if it is another) where that works, and write each
+    input `{rel: [mode, sha256, bytes]}` there; the snapshot to compare with after the call."""
     if reuse is None or not _renew(reuse, cwd):
         # one mkdir each (os.makedirs costs six times as much, in stat calls and Python)
         for path in (
@@ -65,7 +64,8 @@ def _renew(old: str, cwd: str) -> bool:
         _empty(old, keep=STATE_DIR)
         _empty(f"{old}/{STATE_DIR}", keep=CHECKPOINT_DIR)
         _empty(f"{old}/{STATE_DIR}/{CHECKPOINT_DIR}", keep=None)
-        os.rename(os.path.dirname(old), os.path.dirname(cwd))
+        if old != cwd:
+            os.rename(os.path.dirname(old), os.path.dirname(cwd))
     except OSError:
         shutil.rmtree(os.path.dirname(old), ignore_errors=True)
         return False

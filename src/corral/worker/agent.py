@@ -399,14 +399,16 @@ class Agent:
 
     # one task
     async def _run_task(self, run: TaskRun) -> None:
-        a, name = run.assignment, run.dir.name
+        a = run.assignment
         started, ran, result = False, False, None
         try:
             if await self._wait_for_slot(run):
                 started = True
                 # a function task going to a pooled runner lives in its root (fnpool.py); the
                 # seat is claimed only now that the task has a slot (it may have been prefetched)
-                run.dir = self.fnpool.claim(a) / "tasks" / name
+                inside = self.attempts.inside(a)  # inputs its runner would write itself
+                run.dir = self.fnpool.claim(a, shared=inside is not None)
+                run.inside = inside if self.fnpool.claimed(a) else None
                 result = await self.attempts.execute(run, run.dir / "work")
                 ran = True  # its run time counts towards prefetch
         except httpx.TransportError as exc:
@@ -433,6 +435,9 @@ class Agent:
         """Delete a finished task's directory: in a thread, off the path of the next task
         (on a busy disk each rmdir can take a millisecond); at once when the same attempt may
         come back here (a task given back)."""
+        if self.fnpool.owns(task_dir):  # a link to its seat's own (fnpool.py)
+            self.fnpool.unlink(task_dir)
+            return
         if self.config.keep_task_dirs:
             return
         if now:

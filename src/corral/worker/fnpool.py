@@ -32,10 +32,11 @@ What keeps a long-lived runner as contained as a fresh process:
   worker may be root. Where the inputs came with the lease, the runner makes the directory,
   writes them and reports what the call made or changed (small files' bytes with it), as
   its own user in its sandbox (_inside.py): the worker touches nothing there, and a runner
-  left with one thread is not stopped at all. It makes the next such directory out of the
-  last one it made (emptied, renamed), unless task directories are kept. One left with more threads is stopped after
-  the call (so they use no CPU between calls), as is one whose larger outputs the worker
-  reads itself;
+  left with one thread is not stopped at all. Unless task directories are kept, such tasks
+  use the seat's own task directory (`_Seat.io`: stdout, stderr, `work`) and directory in
+  its root (`SHARED`, emptied by the runner for the next one), so no directory is made or
+  removed a task. A runner left with more threads is stopped after the call (so they use
+  no CPU between calls), as is one whose larger outputs the worker reads itself;
 - a call that leaves a process behind, dies, is killed or runs out of time retires the runner
   (its whole process tree is killed): the seat's next task starts a fresh one.
 
@@ -49,6 +50,7 @@ import contextlib
 import itertools
 import logging
 import os
+import shutil
 import socket
 import sys
 import time
@@ -87,6 +89,7 @@ log = logging.getLogger("corral.worker")
 POOLED_LIMITS = frozenset({"wall_time", "output_size"})
 _START_TIMEOUT = 60.0
 _KEPT = 1000
+SHARED = "task"  # in a seat's root: the directory its runner makes for shared claims
 
 PoolKey = tuple[str, tuple[tuple[str, str], ...], bool, tuple[tuple[str, float], ...]]
 
@@ -154,7 +157,13 @@ class _Seat:
     task: str | None = None  # the task that claimed it
     used: float = 0.0
     relay: Relay | None = None  # its tasks' channel to the coordinator, in its root (relay.py)
-    made: _Claim | None = None  # the last claim whose directory its runner made (`call`)
+    maker: Runner | None = None  # the runner that made `SHARED` in its root
+
+    @property
+    def io(self) -> Path:
+        """The task directory of its shared claims (stdout, stderr, `work` linking to
+        `SHARED` in its root), out of the runner's reach."""
+        return self.root.with_suffix(".io")
 
 
 @dataclass(eq=False)
@@ -163,7 +172,8 @@ class _Claim:
     task_dir: Path  # where the agent keeps the task (stdout, stderr, `work` linking here)
     inner: Path  # the task's directory in the runner's root; `work` is in it
     task_id: str = ""
-    maker: Runner | None = None  # the runner that made `inner` (`call` with `inside`)
+    attempt: int = 0
+    shared: bool = False  # task_dir and inner are the seat's (`claim`)
     link: str = ""  # `work` in task_dir, as a string (looked for often: `_forget_gone`)
 
     def __post_init__(self) -> None:
@@ -186,50 +196,74 @@ class FnPool:
     _stopping: set[asyncio.Future[None]] = field(default_factory=set)  # runners
     _old_roots: list[Path] = field(default_factory=list)  # removed once their tasks are
     _ended: list[_Claim] = field(default_factory=list)  # tasks gone, their dirs perhaps not
+    _links: set[str] = field(default_factory=set)  # task dirs that link to a seat's (`owns`)
 
-    def claim(self, a: Assignment) -> Path:
-        """Give a task about to run a seat if it may have one. Returns the work dir, under
-        which the task's directory is `tasks/<task id>.<attempt>` as always; with a seat, its
-        `work` there is a link to a directory in the seat's root."""
+    def claim(self, a: Assignment, shared: bool = False) -> Path:
+        """Give a task about to run a seat if it may have one; its task directory. That is
+        `tasks/<task id>.<attempt>` as always, its `work` a link to a directory in the seat's
+        root when it has a seat; or, `shared` (its runner makes its directory: `call` with
+        `inside`) and task directories not kept, a link to the seat's own, the same for each
+        such task (`_Seat.io`: no directory made or removed a task, one link)."""
         stale = self._claims.get(a.task_id)
-        if stale is not None and stale.task_dir.name != f"{a.task_id}.{a.attempt}":
+        if stale is not None and stale.attempt != a.attempt:
             # an earlier attempt of this task ended here: its claim is over (kept, the new
             # attempt would run in the old attempt's directory, with its leftover files)
             del self._claims[a.task_id]
             stale.seat.task = None
-            self._ended.append(stale)
+            if not stale.shared:
+                self._ended.append(stale)
         self._forget_gone()
+        task_dir = self.work_dir / "tasks" / f"{a.task_id}.{a.attempt}"
         # a command hosted by a runner skips a sandbox of its own, and its fork leaves the
         # worker's event loop (with no sandbox too: the runner forks it, not the worker)
         if poolable(a.spec) or hostable(a.spec):
-            self._seat(a, self.work_dir / "tasks" / f"{a.task_id}.{a.attempt}")
-        return self.work_dir
+            return self._seat(a, task_dir, shared and not self.keep_task_dirs)
+        return task_dir
 
-    def _seat(self, a: Assignment, task_dir: Path) -> None:
+    def _seat(self, a: Assignment, task_dir: Path, shared: bool) -> Path:
         while len(self.seats) < self.slots:
             self.seats.append(_Seat(self._new_root()))
         key = pool_key(scope_of(a), a.spec)
         views = [SeatView(s.key, s.task is not None, _alive(s), s.used) for s in self.seats]
         index = choose_seat(views, key)
         if index is None:
-            return
+            return task_dir
         seat = self.seats[index]
         if seat.key != key:
-            self._retire(seat)
+            self._retire(seat, remove=True)
             self._close_relay(seat)  # another owner's tasks: never their relay
             self._old_roots.append(seat.root)
             self._sweep()
             seat.root, seat.key = self._new_root(), key
-        # made later, in the seat's root: by its runner (`call` with `inside`), or by `hold`
-        inner = seat.root / f"{task_dir.name}-{next(self._roots)}"  # never a name seen before
         try:
-            make_dir(task_dir)
-            os.symlink(inner / "work", task_dir / "work")
+            if shared:  # made by its runner, in the seat's root, the same for each such task
+                inner = seat.root / SHARED
+                if not os.path.lexists(seat.io / "work"):
+                    make_dir(seat.io)
+                    os.symlink(inner / "work", seat.io / "work")
+                _link(seat.io, task_dir)  # where a task's directory is, as always
+                self._links.add(str(task_dir))
+            else:  # made later, by its runner (`call` with `inside`), or by `hold`
+                inner = seat.root / f"{task_dir.name}-{next(self._roots)}"  # never seen before
+                make_dir(task_dir)
+                os.symlink(inner / "work", task_dir / "work")
         except OSError as exc:
             log.warning("task %s runs in a fresh process: %s", a.task_id, exc)
-            return
+            return task_dir
         seat.task, seat.used = a.task_id, time.monotonic()
-        self._claims[a.task_id] = _Claim(seat, task_dir, inner, a.task_id)
+        self._claims[a.task_id] = _Claim(seat, task_dir, inner, a.task_id, a.attempt, shared)
+        return task_dir
+
+    def owns(self, task_dir: Path) -> bool:
+        """Whether a task directory is a link to a seat's own (`claim` with `shared`), which
+        goes with its seat: `unlink` it, never remove what it links to."""
+        return str(task_dir) in self._links
+
+    def unlink(self, task_dir: Path) -> None:
+        """Remove a shared claim's task directory, the link (its task has ended)."""
+        self._links.discard(str(task_dir))
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(task_dir)
 
     def claimed(self, a: Assignment) -> bool:
         """Whether the task has a seat (its call goes to the seat's runner)."""
@@ -288,8 +322,10 @@ class FnPool:
         if runner is None:
             return None
         request = self._request(a, work, env, argv, append, inside)
-        if "make" in request:
-            self._hand_on(seat, claim, runner, request)
+        if claim.shared and "make" in request:
+            if seat.maker is runner:  # made by it for the last task: emptied, used again
+                request["reuse"] = work
+            seat.maker = runner
         # a root worker's runner runs as a slot uid: the task's directory becomes its own
         if runner.launch.identity is not None:
             if inside is None:  # a few files: not worth a thread hop
@@ -324,19 +360,6 @@ class FnPool:
             await self._stop_runner(seat)
         return finished
 
-    def _hand_on(self, seat: _Seat, claim: _Claim, runner: Runner, request: dict[str, Any]) -> None:
-        """The runner makes this claim's directory: out of the last one it made, emptied and
-        renamed (`reuse`; _inside.py), where that task is over and its directory not kept."""
-        last, seat.made = seat.made, claim
-        claim.maker = runner
-        if last is None or last.maker is not runner or self.keep_task_dirs:
-            return
-        if last.task_id in self._claims:  # still running (a checkpointed task's second run)
-            return
-        request["reuse"] = str(last.inner / "work")
-        with contextlib.suppress(ValueError):
-            self._ended.remove(last)  # the runner takes care of it now
-
     @staticmethod
     def _request(
         a: Assignment,
@@ -362,8 +385,11 @@ class FnPool:
         """The seat's runner, started if it has none; None when one cannot start."""
         if seat.runner is not None and seat.runner.alive:
             return seat.runner
-        self._retire(seat)
+        await self._retire_now(seat)
         make_dir(seat.root)
+        shared, seat.maker = seat.root / SHARED, None
+        if os.path.lexists(shared):  # made by a runner gone now, or by the worker itself
+            await asyncio.to_thread(shutil.rmtree, shared, True)
         argv = [sys.executable, "-m", MODULE, SERVE]
         if self.guard.sandbox.bwrap:
             argv.append(PIDNS)  # a PID namespace of its own: every process in it is the job's
@@ -433,11 +459,18 @@ class FnPool:
             self._background(seat.relay.close(remove=True))
             seat.relay = None
 
-    def _retire(self, seat: _Seat) -> None:
-        """Stop the seat's runner (in the background) and forget it."""
-        if seat.runner is not None:
-            self._background(seat.runner.stop())
-            seat.runner = None
+    def _retire(self, seat: _Seat, remove: bool = False) -> None:
+        """Stop the seat's runner (in the background) and forget it; `remove`: then remove
+        the seat's shared directories too (no task will use them)."""
+        runner, seat.runner, seat.maker = seat.runner, None, None
+        if runner is not None or remove:
+            self._background(self._stop(runner, [seat.root / SHARED, seat.io] if remove else []))
+
+    async def _stop(self, runner: Runner | None, remove: list[Path]) -> None:
+        if runner is not None:
+            await runner.stop()
+        for path in remove:
+            self.sweeper.remove(path)
 
     async def _retire_now(self, seat: _Seat) -> None:
         """`_retire`, waiting until its runner is gone: the worker touches its root next."""
@@ -467,11 +500,12 @@ class FnPool:
         for task_id in [t for t in self._claims if not self.running(t)]:
             claim = self._claims.pop(task_id)
             claim.seat.task = None
-            self._ended.append(claim)
+            if not claim.shared:  # a shared claim's directories go with its seat
+                self._ended.append(claim)
         kept = []
         for claim in self._ended:
-            if os.path.lexists(claim.link) or _reusable(claim):
-                kept.append(claim)  # the runner makes the next directory out of it
+            if os.path.lexists(claim.link):
+                kept.append(claim)
             else:
                 self.sweeper.remove(claim.inner)
         self._ended = kept[-_KEPT:]  # beyond that, kept ones are left alone
@@ -479,12 +513,14 @@ class FnPool:
     async def aclose(self) -> None:
         """Stop every runner (the worker is leaving)."""
         for seat in self.seats:
-            self._retire(seat)
+            self._retire(seat, remove=not self.keep_task_dirs)
             self._close_relay(seat)
         self._forget_gone()
         if not self.keep_task_dirs:  # the agent's removals may still be on their way
             for claim in self._ended:
                 self.sweeper.remove(claim.inner)
+            for link in list(self._links):
+                self.unlink(Path(link))
         if self._stopping:
             await asyncio.gather(*self._stopping, return_exceptions=True)
         await self.sweeper.wait()
@@ -492,11 +528,18 @@ class FnPool:
         self._sweep()
 
 
-def _reusable(claim: _Claim) -> bool:
-    """Whether the runner that made a claim's directory may still make the next one out of
-    it (`_hand_on`)."""
-    seat = claim.seat
-    return seat.made is claim and claim.maker is seat.runner and _alive(seat)
+def _link(target: Path, link: Path) -> None:
+    """A symlink at `link` to `target`, replacing one an earlier worker left there."""
+    try:
+        os.symlink(target, link)
+    except FileNotFoundError:
+        make_dir(link.parent)
+        os.symlink(target, link)
+    except FileExistsError:
+        if not os.path.islink(link):
+            raise
+        os.unlink(link)
+        os.symlink(target, link)
 
 
 def _alive(seat: _Seat) -> bool:
