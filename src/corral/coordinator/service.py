@@ -242,7 +242,8 @@ class Coordinator:
             if self.policy.wake_for(min(x.expires for x in leased), self._expiry_at):
                 self._wake_expiry.fire()
         specs = [self._dependency_inputs(x.spec) for x in leased]
-        owners = {job: self.store.job_owner(job) for job in {x.job_id for x in leased}}
+        # the queue's rows carry their job's owner (a backup attempt's is read)
+        owners = {x.job_id: x.owner or self.store.job_owner(x.job_id) for x in leased}
         grant = LeaseGrant(
             [
                 WireAssignment(

@@ -297,8 +297,8 @@ class SQLStore(
                 facts = self._lease_facts(candidates + rivals, now, known)
                 chosen = prefetch(facts, candidates, rivals, capacity)
             out = [
-                Leased(task_id, job_id, new_lease_id(), attempts + 1, expires, decode(spec), c)
-                for task_id, job_id, spec, attempts, c, *_ in chosen
+                Leased(task_id, job, new_lease_id(), attempts + 1, expires, decode(spec), c, owner)
+                for task_id, job, spec, attempts, c, _seq, _priority, owner in chosen
             ]
             if out:
                 rows = [(x.task_id, x.lease_id) for x in out]

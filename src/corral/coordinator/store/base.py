@@ -60,6 +60,7 @@ class Leased:
     expires: float
     spec: TaskSpec
     created: float | None = None  # when the task was submitted (None: a backup attempt)
+    owner: str | None = None  # its job's owner, as the queue read it (None: a backup attempt)
 
 
 @dataclass(frozen=True)
