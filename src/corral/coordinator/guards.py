@@ -141,9 +141,9 @@ def after(request: Request, store: Store, specs: Sequence[TaskSpec]) -> None:
 
 def worker(request: Request, store: Store, worker_id: str) -> None:
     """A worker the caller registered (admins: any)."""
-    store.get_worker(worker_id)
+    owner = store.registered_by(worker_id)  # NotFound first
     who = principal(request)
-    if not who.is_admin and store.worker_owner(worker_id) != who.owner:
+    if not who.is_admin and owner != who.owner:
         raise ApiError("forbidden", f"worker {worker_id} is not yours")
 
 

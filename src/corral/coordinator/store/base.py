@@ -414,6 +414,11 @@ class Store(SharedState):
         """The identity that registered a worker, if known."""
 
     @abc.abstractmethod
+    def registered_by(self, worker_id: str) -> str | None:
+        """`worker_owner` of a worker that exists; NotFound for no such worker (one lookup:
+        the access check of every worker call)."""
+
+    @abc.abstractmethod
     def grant_blobs(self, owner: str, hashes: Iterable[str]) -> None:
         """Let `owner` read these blobs (it uploaded them, or its jobs made them)."""
 
