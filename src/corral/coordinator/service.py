@@ -463,7 +463,7 @@ class Coordinator:
             else:
                 items.append((task_id, body.lease_id, self._outcome(task, body, now)))
         backed = self.store.backup_holders([t for t, _, _ in items])
-        recorded = self.store.finish_many(worker_id, items, now)
+        recorded = self.store.finish_many(worker_id, items, now, backed.keys())
         stale = [item[0] for item, ok in zip(items, recorded, strict=True) if not ok]
         done = [item for item, ok in zip(items, recorded, strict=True) if ok]
         self._wake_attempts(tasks, backed)
