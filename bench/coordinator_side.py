@@ -1,6 +1,8 @@
 """B4: the coordinator alone, with simulated in-process workers that lease and complete tasks as
-fast as it allows (SQLite). Two paths: straight into the service (store + scheduling), and
-through the ASGI app (routing, JSON, auth) with httpx's in-process transport.
+fast as it allows (SQLite). Three paths: straight into the service (store + scheduling),
+through the ASGI app (routing, JSON, auth) with httpx's in-process transport, and over the
+channel (coordinator/channel.py's own endpoint fed msgpack frames by an in-memory socket, as
+a worker on `--channel ws` talks to it: no httpx on the calling side).
 
 Each simulated worker behaves as a real one with free slots does: it asks for as many tasks as
 it has slots, and its next lease call carries the results of the ones it finished (recorded in
@@ -20,13 +22,18 @@ from typing import Any
 
 import httpx
 import msgspec
+from starlette.websockets import WebSocketDisconnect
 
 from corral.coordinator import Settings
 from corral.coordinator.app import build_app
 from corral.coordinator.blobs import LocalBlobs
+from corral.coordinator.channel import ChannelServer
 from corral.coordinator.service import Coordinator
 from corral.coordinator.store import SQLiteStore, Store
 from corral.protocol import (
+    CHANNEL_PATH,
+    Answer,
+    Call,
     JobCreate,
     LeaseGrant,
     LeaseRequest,
@@ -34,6 +41,8 @@ from corral.protocol import (
     TaskSpec,
     WorkerRegister,
     WorkerRegistered,
+    decode_answer,
+    encode_frame,
 )
 
 WORKERS = 8
@@ -125,11 +134,84 @@ async def _asgi(root: Path, n: int, slots: int, opener: Opener) -> dict[str, Any
     return {"n": n, "seconds": elapsed, "per_s": n / elapsed, "cpu_us": cpu / n * 1e6}
 
 
+class _Socket:
+    """The coordinator's end of a channel, in memory: what ChannelServer.endpoint reads and
+    writes (the ASGI scope, receive_bytes, send_bytes), and a worker's `call` on it."""
+
+    def __init__(self, app: Any) -> None:
+        headers = [(b"authorization", b"Bearer t"), (b"host", b"bench")]
+        self.scope = {"type": "websocket", "app": app, "path": CHANNEL_PATH, "headers": headers}
+        self._inbox: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._waiting: dict[int, asyncio.Future[Answer]] = {}
+        self._next = 0
+
+    async def accept(self) -> None:
+        pass
+
+    async def receive_bytes(self) -> bytes:
+        data = await self._inbox.get()
+        if data is None:
+            raise WebSocketDisconnect()
+        return data
+
+    async def send_bytes(self, data: bytes) -> None:
+        answer = decode_answer(data)
+        self._waiting.pop(answer.id).set_result(answer)
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        raise AssertionError(f"channel closed: {code} {reason}")
+
+    async def call(self, method: str, path: str, body: Any, kind: Any) -> Any:
+        self._next += 1
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiting[self._next] = waiter
+        self._inbox.put_nowait(
+            encode_frame(Call(self._next, method, path, msgspec.json.encode(body)))
+        )
+        answer = await waiter
+        assert answer.status < 300, answer
+        return msgspec.json.decode(answer.body, type=kind)
+
+    def hang_up(self) -> None:
+        self._inbox.put_nowait(None)
+
+
+async def _channel_worker(app: Any, done: list[int], n: int, slots: int) -> None:
+    sock = _Socket(app)
+    served = asyncio.create_task(ChannelServer(app.state.coordinator.metrics).endpoint(sock))
+    reg = await sock.call("POST", "/workers", WorkerRegister("sim", slots, {}), WorkerRegistered)
+    carry: dict[str, TaskResult] = {}
+    while done[0] < n or carry:
+        ask = LeaseRequest(max=slots, wait=0.0 if carry else 0.2, results=carry)
+        grant = await sock.call("POST", f"/workers/{reg.id}/lease", ask, LeaseGrant)
+        done[0] += _completed(carry, grant.stale, grant.refused)
+        carry = {a.task_id: TaskResult(a.lease_id, 0) for a in grant.assignments}
+    sock.hang_up()
+    await served
+
+
+async def _channel(root: Path, n: int, slots: int, opener: Opener) -> dict[str, Any]:
+    store = opener(root)
+    app = build_app(_settings(root), store, LocalBlobs(root / "blobs"))
+    coord: Coordinator = app.state.coordinator
+    await coord.start()
+    try:
+        coord.submit(JobCreate([TaskSpec(argv=["true"]) for _ in range(n)]), "bench")
+        done = [0]
+        t0, cpu0 = time.perf_counter(), time.process_time()
+        await asyncio.gather(*(_channel_worker(app, done, n, slots) for _ in range(WORKERS)))
+        elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    finally:
+        await coord.stop()
+        store.close()
+    return {"n": n, "seconds": elapsed, "per_s": n / elapsed, "cpu_us": cpu / n * 1e6}
+
+
 def b4_coordinator(n: int, slots: int = SLOTS, opener: Opener = sqlite_store) -> dict[str, Any]:
     """Dispatch+complete per second (and the process's CPU microseconds a task) through the
-    service and through the ASGI app."""
+    service, through the ASGI app and over the channel."""
     out = {}
-    for name, run in (("service", _service), ("asgi", _asgi)):
+    for name, run in (("service", _service), ("asgi", _asgi), ("channel", _channel)):
         root = Path(tempfile.mkdtemp(prefix="corral-bench-b4-"))
         try:
             out[name] = asyncio.run(run(root, n, slots, opener))

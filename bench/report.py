@@ -63,10 +63,13 @@ def _b4_rows(res: dict[str, Any]) -> list[Row]:
     if "error" in c:
         return [("B4", "corral", f"error: {c['error']}", "", "")]
     note = f"{c.get('workers')} simulated workers x {c.get('slots')} slots, SQLite"
-    return [
+    rows = [
         ("B4", "corral service", f"{_get(c, 'service', 'per_s'):,.0f} /s", "", note),
         ("B4", "corral ASGI", f"{_get(c, 'asgi', 'per_s'):,.0f} /s", "", "+ HTTP layer in-process"),
     ]
+    if "channel" in c:  # runs before 2026-12-06 had no channel path
+        rows.append(("B4", "corral channel", f"{c['channel']['per_s']:,.0f} /s", "", "+ frames"))
+    return rows
 
 
 def _b5_rows(res: dict[str, Any]) -> list[Row]:

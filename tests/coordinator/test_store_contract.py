@@ -761,8 +761,13 @@ def test_add_tasks_extends_a_job(store: Store) -> None:
 def test_worker_and_blob_ownership(store: Store) -> None:
     store.register_worker("w1", "w1", 1, {}, 1.0)
     assert store.worker_owner("w1") is None
+    assert store.registered_by("w1") is None
     store.set_worker_owner("w1", "box")
     assert store.worker_owner("w1") == "box"
+    assert store.registered_by("w1") == "box"
+    store.set_worker_owner("w2", "box")  # an owner recorded for no worker row
+    with pytest.raises(NotFound):
+        store.registered_by("w2")
     store.grant_blobs("alice", ["a" * 64, "b" * 64, "a" * 64])
     store.grant_blobs("alice", ["a" * 64])
     assert store.owned_blobs("alice", ["a" * 64, "c" * 64]) == {"a" * 64}

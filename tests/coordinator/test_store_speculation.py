@@ -211,3 +211,17 @@ def test_speculative_phases_report_running_tasks_with_their_phase(store: Store) 
     assert (run.task_id, run.started, run.worker_id, run.backed_up) == ("m3", 10.0, "a", False)
     assert len(store.speculative_phases()) == 2  # map and reduce; the plain job is not there
     assert store.get_job("j").speculative and not store.get_job("plain").speculative
+
+
+def test_finish_many_with_the_backups_read_by_its_caller(store: Store) -> None:
+    """`backed` as the service passes it (read in the same transaction): a backup's result
+    is settled as one, as when finish_many reads the backups itself."""
+    primary, backup = running_with_backup(store)
+    with store.atomic():
+        backed = store.backup_holders(["t0"])
+        assert store.finish_many("b", [("t0", backup.lease_id, ok())], 30.0, backed.keys()) == [
+            True
+        ]
+    assert store.get_task("t0").status == "succeeded"
+    assert store.backup_holders(["t0"]) == {}
+    assert store.finish_many("a", [("t0", primary.lease_id, ok())], 31.0, set()) == [False]

@@ -418,7 +418,7 @@ def up(
     default=Settings.group_commit,
     show_default=True,
     help="Writes of requests that arrive together share one transaction (auto: only on a"
-    " shared --store database).",
+    " shared --store database; on: on SQLite too).",
 )
 @click.option(
     "--metrics-public",

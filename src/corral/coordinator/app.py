@@ -60,6 +60,18 @@ def _route(endpoint: Endpoint, coord: Coordinator) -> Route:
     )
 
 
+# The calls a farm makes for every task or so, in that order. Starlette tries routes one by
+# one (a regex each) until one matches; no two endpoints match the same method and path
+# (test_app_routes.py), so the order changes only how many it tries: the lease was 26th.
+HOT = ("lease", "worker_results", "heartbeat", "task_result", "job_events", "get_task")
+
+
+def by_traffic(endpoints: list[Endpoint]) -> list[Endpoint]:
+    """The endpoints with the HOT ones first (then in their table's order)."""
+    rank = {name: i for i, name in enumerate(HOT)}
+    return sorted(endpoints, key=lambda e: rank.get(e.handler.__name__, len(HOT)))
+
+
 def build_app(settings: Settings, store: Store, blobs: Blobs) -> Starlette:
     """The coordinator as an ASGI app; the lifespan starts and stops its background work."""
     coord = Coordinator(store, blobs, settings)
@@ -109,10 +121,10 @@ def build_app(settings: Settings, store: Store, blobs: Blobs) -> Starlette:
             return _error("not_found", "this coordinator does not serve TLS", 404)
         return Response(settings.ca_file.read_bytes(), media_type="application/x-pem-file")
 
-    routes: list[BaseRoute] = [Route("/healthz", healthz), Route(PREFIX + "/openapi.json", openapi)]
+    routes: list[BaseRoute] = [_route(e, coord) for e in by_traffic(ENDPOINTS)]
+    routes += [Route("/healthz", healthz), Route(PREFIX + "/openapi.json", openapi)]
     routes += [Route("/ca.pem", ca_pem)]
     routes += [Route(METRICS_PATH, coord.metrics.endpoint(settings.metrics_public))]
-    routes += [_route(e, coord) for e in ENDPOINTS]
     routes += [WebSocketRoute(CHANNEL_PATH, ChannelServer(coord.metrics).endpoint)]
     routes += dashboard_routes(coord, settings.job_key or secrets.token_bytes(32))
     handlers: dict[Any, Any] = {

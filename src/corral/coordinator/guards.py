@@ -5,6 +5,7 @@ Unknown ids are still 404 (checked first); an object that exists but is not the 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Sequence
 
 import msgspec
@@ -20,6 +21,9 @@ OPEN_PATHS = frozenset({"/healthz", "/ca.pem", "/", "/ui"})
 # the dashboard's own: it authenticates its session cookie itself (dashboard/web.py)
 OPEN_PREFIX = "/ui/"
 MAX_ID = 200
+# what an id may not hold: control characters, the backslash, DEL (one regex search, not a
+# Python test a character: ids are in the path of every worker call)
+_NOT_IN_ID = re.compile("[\x00-\x1f\\\\\x7f]")
 _GUARDED = ("http", "websocket")
 
 
@@ -81,10 +85,15 @@ async def _refuse(scope: Scope, send: Send, status: int, code: str, detail: str)
     await send({"type": f"{kind}.body", "body": body})
 
 
+def _valid_id(value: str) -> bool:
+    """Short enough and printable: an id any object could have."""
+    return len(value) <= MAX_ID and _NOT_IN_ID.search(value) is None
+
+
 def check_path_params(request: Request) -> None:
     """Ids in the path are short and printable (a NUL would upset some databases)."""
     for name, value in request.path_params.items():
-        if len(value) > MAX_ID or any(ord(c) < 32 or c in "\\\x7f" for c in value):
+        if not _valid_id(value):
             raise ApiError("bad_request", f"{name}: not a valid id")
 
 
@@ -123,7 +132,7 @@ def after(request: Request, store: Store, specs: Sequence[TaskSpec]) -> None:
     """Every task named in `after` exists (else 422) and is the caller's to use (else 403)."""
     for dep in dict.fromkeys(dep for spec in specs for dep in spec.after):
         try:
-            if len(dep) > MAX_ID or any(ord(c) < 32 or c in "\\\x7f" for c in dep):
+            if not _valid_id(dep):
                 raise NotFound(dep)  # not an id any task could have
             task(request, store, dep)
         except NotFound:
@@ -132,9 +141,9 @@ def after(request: Request, store: Store, specs: Sequence[TaskSpec]) -> None:
 
 def worker(request: Request, store: Store, worker_id: str) -> None:
     """A worker the caller registered (admins: any)."""
-    store.get_worker(worker_id)
+    owner = store.registered_by(worker_id)  # NotFound first
     who = principal(request)
-    if not who.is_admin and store.worker_owner(worker_id) != who.owner:
+    if not who.is_admin and owner != who.owner:
         raise ApiError("forbidden", f"worker {worker_id} is not yours")
 
 

@@ -150,10 +150,13 @@ class Metrics:
 
     def finished(self, attempts: Iterable[tuple[Task, str]], now: float) -> None:
         """Attempts recorded, each with the status it left its task in."""
+        counts: dict[str, int] = {}  # one labels() lookup a status, not a task
         for task, status in attempts:
-            self.results.labels(status).inc()
+            counts[status] = counts.get(status, 0) + 1
             if task.started is not None:
                 self.run_seconds.observe(max(now - task.started, 0.0))
+        for status, n in counts.items():
+            self.results.labels(status).inc(n)
 
     def request(self, operation: str, seconds: float) -> None:
         """A request served; only the TIMED ones are kept."""

@@ -242,7 +242,8 @@ class Coordinator:
             if self.policy.wake_for(min(x.expires for x in leased), self._expiry_at):
                 self._wake_expiry.fire()
         specs = [self._dependency_inputs(x.spec) for x in leased]
-        owners = {job: self.store.job_owner(job) for job in {x.job_id for x in leased}}
+        # the queue's rows carry their job's owner (a backup attempt's is read)
+        owners = {x.job_id: x.owner or self.store.job_owner(x.job_id) for x in leased}
         grant = LeaseGrant(
             [
                 WireAssignment(
@@ -462,7 +463,7 @@ class Coordinator:
             else:
                 items.append((task_id, body.lease_id, self._outcome(task, body, now)))
         backed = self.store.backup_holders([t for t, _, _ in items])
-        recorded = self.store.finish_many(worker_id, items, now)
+        recorded = self.store.finish_many(worker_id, items, now, backed.keys())
         stale = [item[0] for item, ok in zip(items, recorded, strict=True) if not ok]
         done = [item for item, ok in zip(items, recorded, strict=True) if ok]
         self._wake_attempts(tasks, backed)

@@ -78,6 +78,18 @@ class IdentitySQL(SQLBase):
         ).fetchone()
         return str(row[0]) if row else None
 
+    def registered_by(self, worker_id: str) -> str | None:
+        row = self._db.execute(
+            self._q(
+                "SELECT o.owner FROM workers w LEFT JOIN worker_owners o ON o.worker_id = w.id"
+                " WHERE w.id = ?"
+            ),
+            (worker_id,),
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"no worker {worker_id}")
+        return None if row[0] is None else str(row[0])
+
     def grant_blobs(self, owner: str, hashes: Iterable[str]) -> None:
         """Let `owner` read these blobs; nothing to write, no statement."""
         rows = [(owner, h) for h in sorted(set(hashes))]

@@ -15,7 +15,7 @@ query builder would hide the text being tuned, add a dependency, and compile per
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -297,8 +297,8 @@ class SQLStore(
                 facts = self._lease_facts(candidates + rivals, now, known)
                 chosen = prefetch(facts, candidates, rivals, capacity)
             out = [
-                Leased(task_id, job_id, new_lease_id(), attempts + 1, expires, decode(spec), c)
-                for task_id, job_id, spec, attempts, c, *_ in chosen
+                Leased(task_id, job, new_lease_id(), attempts + 1, expires, decode(spec), c, owner)
+                for task_id, job, spec, attempts, c, _seq, _priority, owner in chosen
             ]
             if out:
                 rows = [(x.task_id, x.lease_id) for x in out]
@@ -345,7 +345,11 @@ class SQLStore(
         return True
 
     def finish_many(
-        self, worker_id: str, items: Sequence[tuple[str, str, Outcome]], now: float
+        self,
+        worker_id: str,
+        items: Sequence[tuple[str, str, Outcome]],
+        now: float,
+        backed: Collection[str] | None = None,
     ) -> list[bool]:
         if not items:
             return []
@@ -354,7 +358,8 @@ class SQLStore(
         ended: list[tuple[str, int, float | None]] = []
         with self._tx():
             # tasks with a backup attempt are settled one by one (_backups.py), after the rest
-            backed = self._backups_of([t for t, _, _ in items])
+            if backed is None:
+                backed = self._backups_of([t for t, _, _ in items])
             plain = [(i, item) for i, item in enumerate(items) if item[0] not in backed]
             # a task twice in a batch: later runs see the first
             for run in unique_runs([item for _, item in plain]):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -60,6 +60,7 @@ class Leased:
     expires: float
     spec: TaskSpec
     created: float | None = None  # when the task was submitted (None: a backup attempt)
+    owner: str | None = None  # its job's owner, as the queue read it (None: a backup attempt)
 
 
 @dataclass(frozen=True)
@@ -205,11 +206,17 @@ class Store(SharedState):
 
     @abc.abstractmethod
     def finish_many(
-        self, worker_id: str, items: Sequence[tuple[str, str, Outcome]], now: float
+        self,
+        worker_id: str,
+        items: Sequence[tuple[str, str, Outcome]],
+        now: float,
+        backed: Collection[str] | None = None,
     ) -> list[bool]:
         """`finish` for several `(task_id, lease_id, outcome)` results of one worker, in order;
         each is False when its lease is stale or not held by `worker_id`; one transaction (one
-        commit for a whole batch of results)."""
+        commit for a whole batch of results). `backed`: which of them have a backup attempt,
+        as the caller read them (`backup_holders`) in the transaction this one joins; None:
+        read here."""
 
     @abc.abstractmethod
     def get_tasks(self, task_ids: Sequence[str]) -> dict[str, Task]:
@@ -411,6 +418,11 @@ class Store(SharedState):
     @abc.abstractmethod
     def worker_owner(self, worker_id: str) -> str | None:
         """The identity that registered a worker, if known."""
+
+    @abc.abstractmethod
+    def registered_by(self, worker_id: str) -> str | None:
+        """`worker_owner` of a worker that exists; NotFound for no such worker (one lookup:
+        the access check of every worker call)."""
 
     @abc.abstractmethod
     def grant_blobs(self, owner: str, hashes: Iterable[str]) -> None:
