@@ -169,26 +169,26 @@ def test_cache_keeps_its_limit_counts_hits_and_refuses_a_corrupted_blob(
     farm: Callable[..., Farm], tmp_path: Path
 ) -> None:
     f = farm()
-    w = f.start_worker(args=("--cache-size", "3K"))
+    w = f.start_worker(args=("--cache-size", "48K"))
     client = f.client()
     files = []
-    for i in range(4):
+    for i in range(4):  # over what a lease carries inline (written straight, never cached)
         path = tmp_path / f"in{i}.bin"
-        path.write_bytes(bytes([i]) * 1024)
+        path.write_bytes(bytes([i]) * 16384)
         files.append(path)
     specs = [TaskSpec(argv=["cat", p.name], inputs=client.upload([p])) for p in [*files, files[3]]]
     job = client.submit_job(specs)
     assert f.wait_job(client, job.id, timeout=30).status == "succeeded"
 
     held = [p for p in w.cache_dir.rglob("*") if p.is_file()]
-    assert sum(p.stat().st_size for p in held) <= 3 * 1024
+    assert sum(p.stat().st_size for p in held) <= 3 * 16384
     wait_for(lambda: client.workers()[0].capabilities["cache"]["hits"] >= 1, 10, 0.1, "a hit")
     cache = [x for x in client.workers() if x.id == w.id][0].capabilities["cache"]
-    assert (cache["misses"], cache["bytes_fetched"], cache["max_bytes"]) == (4, 4096, 3072)
-    assert cache["hits"] >= 1 and cache["bytes_held"] <= 3072
+    assert (cache["misses"], cache["bytes_fetched"], cache["max_bytes"]) == (4, 65536, 49152)
+    assert cache["hits"] >= 1 and cache["bytes_held"] <= 49152
     env = {**f.env, "CORRAL_URL": f.url, "CORRAL_TOKEN": f.token, "COLUMNS": "250"}
     rc, out, _ = run_cli(("workers",), env, f.root)
-    assert rc == 0 and f"{cache['hits']} hit 4 miss 4.0 KB in" in out
+    assert rc == 0 and f"{cache['hits']} hit 4 miss 64.0 KB in" in out
 
     # the coordinator's copy goes bad: the worker must not run the task on wrong bytes
     bad = tmp_path / "precious.txt"

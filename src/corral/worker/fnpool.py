@@ -172,7 +172,6 @@ class _Claim:
     task_dir: Path  # where the agent keeps the task (stdout, stderr, `work` linking here)
     inner: Path  # the task's directory in the runner's root; `work` is in it
     task_id: str = ""
-    attempt: int = 0
     shared: bool = False  # task_dir and inner are the seat's (`claim`)
     link: str = ""  # `work` in task_dir, as a string (looked for often: `_forget_gone`)
 
@@ -204,11 +203,10 @@ class FnPool:
         root when it has a seat; or, `shared` (its runner makes its directory: `call` with
         `inside`) and task directories not kept, a link to the seat's own, the same for each
         such task (`_Seat.io`: no directory made or removed a task, one link)."""
-        stale = self._claims.get(a.task_id)
-        if stale is not None and stale.attempt != a.attempt:
-            # an earlier attempt of this task ended here: its claim is over (kept, the new
-            # attempt would run in the old attempt's directory, with its leftover files)
-            del self._claims[a.task_id]
+        stale = self._claims.pop(a.task_id, None)
+        if stale is not None:
+            # an earlier run of this task ended here (another attempt, or this one given
+            # back): its claim is over, or the task would run in its directory, on its files
             stale.seat.task = None
             if not stale.shared:
                 self._ended.append(stale)
@@ -251,7 +249,7 @@ class FnPool:
             log.warning("task %s runs in a fresh process: %s", a.task_id, exc)
             return task_dir
         seat.task, seat.used = a.task_id, time.monotonic()
-        self._claims[a.task_id] = _Claim(seat, task_dir, inner, a.task_id, a.attempt, shared)
+        self._claims[a.task_id] = _Claim(seat, task_dir, inner, a.task_id, shared)
         return task_dir
 
     def owns(self, task_dir: Path) -> bool:
