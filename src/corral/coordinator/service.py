@@ -45,7 +45,7 @@ from ..protocol import (
 from ..protocol import Assignment as WireAssignment
 from .access import JobTokens
 from .autoscaler import autoscaler
-from .blobs import BlobError, Blobs
+from .blobs import Blobs
 from .deps import inputs_from_dependencies, named_dependencies, resolve_after, waiting_text
 from .errors import ApiError
 from .fairshare import fair_share_text
@@ -512,8 +512,9 @@ class Coordinator:
         out: dict[str, bytes] = {}
         for ref in spec.inputs.values():
             if ref.size <= INLINE_LEASE_MAX and ref.sha256 not in out:
-                with contextlib.suppress(OSError, BlobError):
-                    out[ref.sha256] = self.blobs.path(ref.sha256).read_bytes()
+                data = self.blobs.small(ref.sha256, INLINE_LEASE_MAX)
+                if data is not None:
+                    out[ref.sha256] = data
         return out
 
     def event_detail(self, event: Event) -> Event:
@@ -530,12 +531,10 @@ class Coordinator:
         files: dict[str, bytes] = {}
         budget = INLINE_TOTAL  # a client fetches what does not fit on its own
         for sha in wanted:
-            with contextlib.suppress(OSError, BlobError):
-                path = self.blobs.path(sha)
-                size = path.stat().st_size
-                if size <= min(INLINE_MAX, budget):
-                    files[sha] = path.read_bytes()
-                    budget -= size
+            data = self.blobs.small(sha, min(INLINE_MAX, budget))
+            if data is not None:
+                files[sha] = data
+                budget -= len(data)
         return msgspec.structs.replace(event, task=task, files=files)
 
     def _blob_problem(self, body: TaskResult) -> str | None:

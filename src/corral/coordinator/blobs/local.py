@@ -18,6 +18,7 @@ class LocalBlobs(Blobs):
     """A content-addressed store in one directory."""
 
     def __init__(self, root: Path) -> None:
+        super().__init__()
         self.root = root
         self._root = str(root)
         self._tmp = root / "tmp"
@@ -35,7 +36,7 @@ class LocalBlobs(Blobs):
 
     def has(self, sha256: str) -> bool:
         """Whether the blob is stored."""
-        return os.path.isfile(self._where(sha256))
+        return sha256 in self._recent or os.path.isfile(self._where(sha256))
 
     def missing(self, hashes: list[str]) -> list[str]:
         """The hashes not yet stored, in the given order."""
@@ -83,4 +84,5 @@ class LocalBlobs(Blobs):
             with os.fdopen(fd, "wb") as out:
                 out.write(data)
             os.replace(tmp, dest)
+        self.remember(sha256, data)
         return sha256
