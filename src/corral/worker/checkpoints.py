@@ -44,6 +44,7 @@ import shutil
 import signal
 import stat
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from ..protocol import (
@@ -177,7 +178,7 @@ class Checkpoints:
         state = work / STATE_DIR
         while True:
             await asyncio.sleep(POLL)
-            token = _take_request(state / REQUEST_FILE)
+            token = _take_request(state)
             if token is None:
                 continue
             try:
@@ -189,29 +190,57 @@ class Checkpoints:
             _reply(state, f"{token} {answer}\n")
 
 
-def _take_request(path: Path) -> str | None:
-    """The token of a pending save request (the request is consumed), or None."""
+@contextlib.contextmanager
+def _state_dir(state: Path) -> Iterator[int | None]:
+    """The task's state directory, opened without following a symlink the task may have put
+    at its name (the worker may be root: the request is removed and the reply written there),
+    as a descriptor to work below; None when it is not a directory of its own."""
+    fd = None
+    with contextlib.suppress(OSError):
+        parent = os.open(state.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(state.name, flags, dir_fd=parent)
+        finally:
+            os.close(parent)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return None
-    try:
-        ok = stat.S_ISREG(os.fstat(fd).st_mode)
-        data = os.read(fd, 200) if ok else b""
+        yield fd
     finally:
-        os.close(fd)
-        with contextlib.suppress(OSError):
-            path.unlink()
+        if fd is not None:
+            os.close(fd)
+
+
+def _take_request(state: Path) -> str | None:
+    """The token of a pending save request (the request is consumed), or None."""
+    with _state_dir(state) as dir_fd:
+        if dir_fd is None:
+            return None
+        try:
+            fd = os.open(REQUEST_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+        except OSError:
+            return None
+        try:
+            ok = stat.S_ISREG(os.fstat(fd).st_mode)
+            data = os.read(fd, 200) if ok else b""
+        finally:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(REQUEST_FILE, dir_fd=dir_fd)
     token = data.decode(errors="replace").strip()
     return token if token and token.isprintable() and " " not in token else None
 
 
 def _reply(state: Path, text: str) -> None:
     """Write the reply in a file of a fresh name, then rename it into place (a rename never
-    follows a symlink the task left at the reply's name)."""
-    with contextlib.suppress(OSError):
-        fd, tmp = tempfile.mkstemp(dir=state, prefix=".reply.")
+    follows a symlink the task left at the reply's name), all below the state directory's
+    own descriptor."""
+    with _state_dir(state) as dir_fd, contextlib.suppress(OSError):
+        if dir_fd is None:
+            return
+        tmp = f".reply.{os.urandom(8).hex()}"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(tmp, flags, 0o600, dir_fd=dir_fd)
         with os.fdopen(fd, "w") as f:
             f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, state / REPLY_FILE)
+            os.fchmod(f.fileno(), 0o644)  # the task reads it (as another user, on a root worker)
+        os.replace(tmp, REPLY_FILE, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
