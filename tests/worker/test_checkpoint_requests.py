@@ -5,10 +5,11 @@ directory itself, never through a symlink the task put at its name."""
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
-from corral.protocol import REPLY_FILE, REQUEST_FILE, STATE_DIR
-from corral.worker.checkpoints import _reply, _take_request
+from corral.protocol import CHECKPOINT_DIR, REPLY_FILE, REQUEST_FILE, STATE_DIR
+from corral.worker.checkpoints import _reply, _take_request, copy_out
 
 
 def test_a_request_is_taken_and_answered_in_the_state_directory(tmp_path: Path) -> None:
@@ -34,3 +35,27 @@ def test_a_state_directory_replaced_by_a_symlink_is_left_alone(tmp_path: Path) -
     assert (elsewhere / REQUEST_FILE).exists()  # not removed through the link
     _reply(work / STATE_DIR, "tok-2 ok 1\n")
     assert sorted(os.listdir(elsewhere)) == [REQUEST_FILE]  # nothing written through it
+
+
+def test_a_checkpoint_is_copied_out_only_from_the_tasks_own_directories(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    checkpoint = work / STATE_DIR / CHECKPOINT_DIR
+    (checkpoint / "sub").mkdir(parents=True)
+    (checkpoint / "sub" / "state.bin").write_bytes(b"mine")
+    os.symlink("/etc/hostname", checkpoint / "link")  # never followed
+    copies = copy_out(checkpoint, tmp_path / "out1")
+    assert sorted(copies) == ["sub/state.bin"] and copies["sub/state.bin"].read_bytes() == b"mine"
+
+    # another task's checkpoint, which this task points its own names at
+    victim = tmp_path / "victim" / STATE_DIR / CHECKPOINT_DIR
+    victim.mkdir(parents=True)
+    (victim / "secret").write_bytes(b"theirs")
+    shutil.rmtree(work / STATE_DIR)
+    os.symlink(victim.parent, work / STATE_DIR)
+    assert copy_out(checkpoint, tmp_path / "out2") == {}
+    os.unlink(work / STATE_DIR)
+    (work / STATE_DIR).mkdir()
+    os.symlink(victim, checkpoint)
+    assert copy_out(checkpoint, tmp_path / "out3") == {}
+    os.unlink(checkpoint)
+    assert copy_out(checkpoint, tmp_path / "out4") == {}  # none at all: nothing to save

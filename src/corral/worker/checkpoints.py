@@ -78,32 +78,45 @@ def checkpoint_dir(work: Path) -> Path:
 
 
 def copy_out(src: Path, dest: Path) -> dict[str, Path]:
-    """Copy the regular files under `src` into `dest` without following any symlink (by
-    directory descriptors); their relative posix paths -> the copies."""
+    """Copy the regular files under `src` (a task's checkpoint directory) into `dest` without
+    following any symlink, `src` and its parent (the task's state directory) included: by
+    directory descriptors. Their relative posix paths -> the copies. A task that put a link
+    at either name has nothing saved (else it could have another task's files saved as its
+    own checkpoint, read by the worker)."""
     out: dict[str, Path] = {}
-    if not src.is_dir():  # the task removed it: nothing to save
-        return out
-    # (each directory's descriptor is open only while its turn lasts: not a list)
-    for top, _, files, top_fd in os.fwalk(src, follow_symlinks=False):
-        rel_top = os.path.relpath(top, src)
-        for name in files:
-            rel = name if rel_top == "." else f"{rel_top}/{name}"
-            target = dest / rel
-            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
-            try:
-                fd = os.open(name, flags, dir_fd=top_fd)
-            except OSError:
-                continue  # a symlink, a socket, gone meanwhile
-            with os.fdopen(fd, "rb") as f:
-                st = os.fstat(f.fileno())
-                if not stat.S_ISREG(st.st_mode):
-                    continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with target.open("wb") as w:
-                    shutil.copyfileobj(f, w, 1 << 20)
-                os.chmod(target, stat.S_IMODE(st.st_mode) & 0o777)
-            out[rel] = target
+    with _state_dir(src.parent) as state_fd:
+        if state_fd is None:  # the task removed it, or put a link there: nothing to save
+            return out
+        walk = os.fwalk(src.name, follow_symlinks=False, dir_fd=state_fd)
+        try:
+            # (each directory's descriptor is open only while its turn lasts: not a list)
+            for top, _, files, top_fd in walk:
+                rel_top = os.path.relpath(top, src.name)
+                for name in files:
+                    rel = name if rel_top == "." else f"{rel_top}/{name}"
+                    if _copy_file(name, top_fd, dest / rel):
+                        out[rel] = dest / rel
+        except FileNotFoundError:  # no checkpoint directory: nothing to save
+            return {}
     return out
+
+
+def _copy_file(name: str, dir_fd: int, target: Path) -> bool:
+    """Copy a regular file (never through a symlink) to target; False when it is not one."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+    try:
+        fd = os.open(name, flags, dir_fd=dir_fd)
+    except OSError:
+        return False  # a symlink, a socket, gone meanwhile
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            return False
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with target.open("wb") as w:
+            shutil.copyfileobj(f, w, 1 << 20)
+        os.chmod(target, stat.S_IMODE(st.st_mode) & 0o777)
+    return True
 
 
 def _hashed(files: dict[str, Path]) -> dict[str, OutputFile]:
