@@ -442,8 +442,14 @@ class FnPool:
             return
         seat = claim.seat
         if seat.relay is None:
+            # the worker makes files in the runner's root: the runner stopped first, and a
+            # link it left at the directory's name removed, not followed
+            await self._stop_runner(seat)
+            state = seat.root / STATE_DIR
+            if os.path.islink(state):
+                os.unlink(state)
             relay = Relay(http, None)
-            await relay.listen(seat.root / STATE_DIR / RELAY_SOCKET)
+            await relay.listen(state / RELAY_SOCKET)
             seat.relay = relay
         relay = seat.relay
         relay.token = a.token

@@ -108,8 +108,15 @@ class Relay:
         """Let `uid` (a slot's user) connect: the socket and its directory become its own."""
         if self.path is None or self.owner == (uid, gid):
             return
-        for path in (self.path.parent, self.path):
-            os.lchown(path, uid, gid)
+        # by the directory's descriptor, opened without following a link: the directory may
+        # be in a runner's root (fnpool.seat_relay), which the runner could have replaced
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(self.path.parent, flags)
+        try:
+            os.fchown(fd, uid, gid)
+            os.chown(self.path.name, uid, gid, dir_fd=fd, follow_symlinks=False)
+        finally:
+            os.close(fd)
         self.owner = (uid, gid)
 
     async def listen(self, path: Path) -> str:
