@@ -208,12 +208,15 @@ class Attempts:
         (unless unchanged since it was restored or last saved), then let it go back to the
         queue. A save that fails leaves its last saved checkpoint the one it resumes from."""
         a = run.assignment
-        if run.held.presented:  # not cancelled meanwhile (then its lease is stale)
+        # a runner that was to make its directory never did: what is there is not this task's
+        made = run.inside is None or self.fnpool.made(a)
+        if run.held.presented and made:  # not cancelled meanwhile (then its lease is stale)
             try:
                 n = await self.checkpoints.save(a, work, unless_unchanged=True)
                 log.info("task %s evicted; checkpoint %s", a.task_id, n or "unchanged or empty")
             except SaveFailed as exc:
                 log.warning("task %s evicted; checkpoint not saved: %s", a.task_id, exc)
+        if run.held.presented:
             self.state.evicted(a.task_id)
         return TaskResult(a.lease_id, None, error="evicted")
 

@@ -173,6 +173,7 @@ class _Claim:
     inner: Path  # the task's directory in the runner's root; `work` is in it
     task_id: str = ""
     shared: bool = False  # task_dir and inner are the seat's (`claim`)
+    made: bool = False  # its runner was asked to make `inner` (`call` with `inside`)
     link: str = ""  # `work` in task_dir, as a string (looked for often: `_forget_gone`)
 
     def __post_init__(self) -> None:
@@ -263,6 +264,12 @@ class FnPool:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(task_dir)
 
+    def made(self, a: Assignment) -> bool:
+        """Whether a claimed task's runner was asked to make its directory (so what is there
+        is the task's own, not an earlier task's of the seat)."""
+        claim = self._claims.get(a.task_id)
+        return claim is not None and claim.made
+
     def claimed(self, a: Assignment) -> bool:
         """Whether the task has a seat (its call goes to the seat's runner)."""
         return a.task_id in self._claims
@@ -336,6 +343,7 @@ class FnPool:
         try:
             runner.thaw()
             sent = runner.send(request, fds)
+            claim.made = claim.made or (sent and "make" in request)
         finally:
             for fd in fds:
                 os.close(fd)
