@@ -418,7 +418,7 @@ def up(
     default=Settings.group_commit,
     show_default=True,
     help="Writes of requests that arrive together share one transaction (auto: only on a"
-    " shared --store database; on: on SQLite too).",
+    " shared --store database).",
 )
 @click.option(
     "--metrics-public",

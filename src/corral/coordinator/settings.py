@@ -37,9 +37,8 @@ class Settings:
     # idle worker's lease request waits before looking for stragglers again)
     speculative_interval: float = 1.0
     # share one transaction among the writes of requests that arrive together
-    # (group_commit.py): "on", "off", or "auto" (on a shared database only). On by default:
-    # on SQLite too, a group's one COMMIT is cheaper than one a request (bench/README.md, B4)
-    group_commit: str = "on"
+    # (group_commit.py): "on", "off", or "auto" (on a shared database only)
+    group_commit: str = "auto"
     # serve GET /metrics without a token (a trusted network's Prometheus)
     metrics_public: bool = False
     # fair share (fairshare.py): seconds over which an owner's past usage counts half
