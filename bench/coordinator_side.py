@@ -78,20 +78,27 @@ async def _service_worker(coord: Coordinator, done: list[int], n: int, slots: in
         carry = {a.task_id: TaskResult(a.lease_id, 0) for a in grant.assignments}
 
 
-async def _service(root: Path, n: int, slots: int, opener: Opener) -> dict[str, Any]:
-    store = opener(root)
-    coord = Coordinator(store, LocalBlobs(root / "blobs"), _settings(root))
+async def _timed(
+    coord: Coordinator, store: Store, n: int, worker: Callable[[list[int]], Any]
+) -> dict[str, Any]:
+    """Submit `n` tasks, run WORKERS simulated workers until they are done, time them."""
     await coord.start()
     try:
         coord.submit(JobCreate([TaskSpec(argv=["true"]) for _ in range(n)]), "bench")
         done = [0]
         t0, cpu0 = time.perf_counter(), time.process_time()
-        await asyncio.gather(*(_service_worker(coord, done, n, slots) for _ in range(WORKERS)))
+        await asyncio.gather(*(worker(done) for _ in range(WORKERS)))
         elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     finally:
         await coord.stop()
         store.close()
     return {"n": n, "seconds": elapsed, "per_s": n / elapsed, "cpu_us": cpu / n * 1e6}
+
+
+async def _service(root: Path, n: int, slots: int, opener: Opener) -> dict[str, Any]:
+    store = opener(root)
+    coord = Coordinator(store, LocalBlobs(root / "blobs"), _settings(root))
+    return await _timed(coord, store, n, lambda done: _service_worker(coord, done, n, slots))
 
 
 async def _post(http: httpx.AsyncClient, path: str, body: Any, kind: Any = None) -> Any:
@@ -194,17 +201,7 @@ async def _channel(root: Path, n: int, slots: int, opener: Opener) -> dict[str, 
     store = opener(root)
     app = build_app(_settings(root), store, LocalBlobs(root / "blobs"))
     coord: Coordinator = app.state.coordinator
-    await coord.start()
-    try:
-        coord.submit(JobCreate([TaskSpec(argv=["true"]) for _ in range(n)]), "bench")
-        done = [0]
-        t0, cpu0 = time.perf_counter(), time.process_time()
-        await asyncio.gather(*(_channel_worker(app, done, n, slots) for _ in range(WORKERS)))
-        elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-    finally:
-        await coord.stop()
-        store.close()
-    return {"n": n, "seconds": elapsed, "per_s": n / elapsed, "cpu_us": cpu / n * 1e6}
+    return await _timed(coord, store, n, lambda done: _channel_worker(app, done, n, slots))
 
 
 def b4_coordinator(n: int, slots: int = SLOTS, opener: Opener = sqlite_store) -> dict[str, Any]:
